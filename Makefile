@@ -1,0 +1,53 @@
+# The project's verbs. `make test` and `make demo` install everything they need on first use.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP_FLAGS := --quiet --disable-pip-version-check
+export AWS_DEFAULT_REGION ?= us-east-1
+export SAM_CLI_TELEMETRY := 0
+
+.PHONY: install test lint typecheck pytest demo package-size benchmark clean
+
+# Three environments: the project (.venv), and the SAM CLI and checkov, whose pins clash.
+$(VENV)/.installed: requirements/dev.txt functions/requirements.txt
+	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is required") if sys.version_info < (3, 11) else None'
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install $(PIP_FLAGS) -r requirements/dev.txt
+	@touch $@
+
+.venv-sam/.installed: requirements/sam.txt
+	$(PYTHON) -m venv .venv-sam
+	.venv-sam/bin/pip install $(PIP_FLAGS) -r requirements/sam.txt
+	@touch $@
+
+.venv-checkov/.installed: requirements/checkov.txt
+	$(PYTHON) -m venv .venv-checkov
+	.venv-checkov/bin/pip install $(PIP_FLAGS) -r requirements/checkov.txt
+	@touch $@
+
+install: $(VENV)/.installed .venv-sam/.installed .venv-checkov/.installed
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: $(VENV)/.installed
+	$(VENV)/bin/mypy
+
+pytest: install
+	$(PY) -m pytest
+
+test: lint typecheck pytest
+
+demo: $(VENV)/.installed
+	$(PY) -m devstack.demo
+
+package-size: $(VENV)/.installed
+	$(PY) -m devstack.package_size
+
+benchmark: $(VENV)/.installed
+	$(PY) model/benchmark.py
+
+clean:
+	rm -rf .venv .venv-sam .venv-checkov .aws-sam build .pytest_cache .mypy_cache .ruff_cache

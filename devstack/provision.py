@@ -1,0 +1,150 @@
+"""Create the stack's bucket, queues and table on a local AWS API (moto), from template.yaml.
+
+moto's CloudFormation drops bucket notifications and queue policies, so resources are created
+with direct API calls instead; every setting is read from the template, never restated here."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from devstack.template import load_template, parameter_defaults
+
+REGION = "us-east-1"
+ACCOUNT = "123456789012"
+
+
+@dataclass(frozen=True)
+class LocalNames:
+    """Physical names on the local stack (CloudFormation would generate them on AWS)."""
+
+    bucket: str = "dogbreed-images-local"
+    table: str = "dogbreed-predictions"
+    queue: str = "dogbreed-uploads"
+    dead_letter_queue: str = "dogbreed-uploads-dlq"
+    job_events_dead_letter_queue: str = "dogbreed-job-events-dlq"
+
+
+@dataclass(frozen=True)
+class LocalStack:
+    names: LocalNames
+    queue_url: str
+    dead_letter_queue_url: str
+    job_events_dead_letter_queue_url: str
+
+
+def resolve(value: Any, refs: dict[str, Any]) -> Any:
+    """Resolve Ref, Fn::GetAtt and simple Fn::Sub against known values."""
+    if isinstance(value, dict) and len(value) == 1:
+        ((name, arg),) = value.items()
+        if name == "Ref":
+            return refs[arg]
+        if name == "Fn::GetAtt":
+            return refs[".".join(arg)]
+        if name == "Fn::Sub" and isinstance(arg, str):
+            return re.sub(r"\$\{([^}]+)\}", lambda m: str(refs[m.group(1)]), arg)
+    if isinstance(value, dict):
+        return {k: resolve(v, refs) for k, v in value.items()}
+    if isinstance(value, list):
+        return [resolve(v, refs) for v in value]
+    return value
+
+
+def _queue_arn(name: str) -> str:
+    return f"arn:aws:sqs:{REGION}:{ACCOUNT}:{name}"
+
+
+def references(names: LocalNames, parameters: dict[str, Any] | None = None) -> dict[str, Any]:
+    template = load_template()
+    refs: dict[str, Any] = {**parameter_defaults(template), **(parameters or {})}
+    refs.update(
+        {
+            "AWS::Region": REGION,
+            "AWS::AccountId": ACCOUNT,
+            "AWS::Partition": "aws",
+            "AWS::StackName": "dogbreed-local",
+            "AWS::StackId": f"arn:aws:cloudformation:{REGION}:{ACCOUNT}:stack/dogbreed-local/0-0-0-0-000000000000",
+            "ImagesBucket": names.bucket,
+            "ImagesBucket.Arn": f"arn:aws:s3:::{names.bucket}",
+            "PredictionsTable": names.table,
+            "ImageQueue.Arn": _queue_arn(names.queue),
+            "ImageDeadLetterQueue.Arn": _queue_arn(names.dead_letter_queue),
+            "JobEventsDeadLetterQueue.Arn": _queue_arn(names.job_events_dead_letter_queue),
+        }
+    )
+    return refs
+
+
+def function_environment(
+    function: str, names: LocalNames = LocalNames(), parameters: dict[str, Any] | None = None
+) -> dict[str, str]:
+    """The environment template.yaml gives a function, resolved for the local stack."""
+    template = load_template()
+    refs = references(names, parameters)
+    env = dict(template["Globals"]["Function"]["Environment"]["Variables"])
+    env.update(template["Resources"][function]["Properties"].get("Environment", {}).get("Variables", {}))
+    resolved = {key: str(resolve(value, refs)) for key, value in env.items()}
+    return {key: value for key, value in resolved.items() if value}  # leave AWS_ENDPOINT_URL* to the caller
+
+
+def provision(
+    clients: dict[str, Any], names: LocalNames = LocalNames(), parameters: dict[str, Any] | None = None
+) -> LocalStack:
+    """Create the bucket (with its notification), queues and table as template.yaml defines them."""
+    template = load_template()
+    resources = template["Resources"]
+    refs = references(names, parameters)
+    sqs, s3, dynamodb = clients["sqs"], clients["s3"], clients["dynamodb"]
+
+    def queue(logical_id: str, name: str) -> str:
+        props = resolve(resources[logical_id]["Properties"], refs)
+        attributes = {
+            key: json.dumps(value) if isinstance(value, dict) else str(value)
+            for key, value in props.items()
+            if key in ("VisibilityTimeout", "MessageRetentionPeriod", "RedrivePolicy", "SqsManagedSseEnabled")
+        }
+        if "SqsManagedSseEnabled" in attributes:
+            attributes["SqsManagedSseEnabled"] = attributes["SqsManagedSseEnabled"].lower()
+        return str(sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"])
+
+    dlq_url = queue("ImageDeadLetterQueue", names.dead_letter_queue)
+    job_dlq_url = queue("JobEventsDeadLetterQueue", names.job_events_dead_letter_queue)
+    queue_url = queue("ImageQueue", names.queue)
+
+    table = resolve(resources["PredictionsTable"]["Properties"], refs)
+    dynamodb.create_table(
+        TableName=names.table,
+        **{key: table[key] for key in ("AttributeDefinitions", "KeySchema", "GlobalSecondaryIndexes", "BillingMode")},
+        SSESpecification={"Enabled": table["SSESpecification"]["SSEEnabled"]},
+    )
+
+    bucket = resolve(resources["ImagesBucket"]["Properties"], refs)
+    s3.create_bucket(Bucket=names.bucket)
+    s3.put_public_access_block(
+        Bucket=names.bucket, PublicAccessBlockConfiguration=bucket["PublicAccessBlockConfiguration"]
+    )
+    s3.put_bucket_encryption(
+        Bucket=names.bucket,
+        ServerSideEncryptionConfiguration={
+            "Rules": [
+                {"ApplyServerSideEncryptionByDefault": rule["ServerSideEncryptionByDefault"]}
+                for rule in bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+            ]
+        },
+    )
+    s3.put_bucket_notification_configuration(
+        Bucket=names.bucket,
+        NotificationConfiguration={
+            "QueueConfigurations": [
+                {
+                    "QueueArn": rule["Queue"],
+                    "Events": [rule["Event"]],
+                    "Filter": {"Key": {"FilterRules": rule["Filter"]["S3Key"]["Rules"]}},
+                }
+                for rule in bucket["NotificationConfiguration"]["QueueConfigurations"]
+            ]
+        },
+    )
+    return LocalStack(names, queue_url, dlq_url, job_dlq_url)

@@ -1,0 +1,179 @@
+"""The predictions table: one item per image object, holding the outcome for its current content."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.exceptions import BotoCoreError, ClientError
+
+from pipeline.adapters.retry import Backoff
+from pipeline.logic.errors import TransientError
+from pipeline.logic.outcomes import ImageRef, Outcome, Status
+from pipeline.logic.ports import StoredImage
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+_serialize = TypeSerializer().serialize
+_deserialize = TypeDeserializer().deserialize
+
+BATCH_GET_LIMIT = 100
+
+# Write unless the item holds a final outcome for the same content, or newer content.
+_RECORD_CONDITION = (
+    "attribute_not_exists(image_id)"
+    " OR (etag = :etag AND NOT (#status IN (:classified, :rejected)))"
+    " OR (etag <> :etag AND uploaded_at <= :uploaded_at)"
+)
+# A job settles only the images it still holds.
+_SETTLE_CONDITION = "job_name = :job AND #status = :pending AND etag = :etag"
+
+
+def timestamp(moment: datetime) -> str:
+    """ISO 8601 in UTC with fixed width, so strings sort in time order (index sort keys)."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def outcome_item(ref: ImageRef, outcome: Outcome, now: datetime) -> dict[str, Any]:
+    """The table item for an image's outcome (plain Python values)."""
+    item: dict[str, Any] = {
+        "image_id": ref.image_id,
+        "bucket": ref.bucket,
+        "key": ref.key,
+        "etag": ref.etag,
+        "size": ref.size,
+        "status": outcome.status.value,
+        "mode": outcome.mode.value,
+        "uploaded_at": timestamp(ref.uploaded_at),
+        "updated_at": timestamp(now),
+        "latency_ms": max(0, round((now - ref.uploaded_at).total_seconds() * 1000)),
+        "endpoint_name": outcome.endpoint_name,
+        "job_name": outcome.job_name,
+        "model_name": outcome.model_name,
+        "inference_ms": outcome.inference_ms,
+        "reason": outcome.reason,
+        "error_code": outcome.error_code,
+    }
+    if outcome.status in (Status.REJECTED, Status.FAILED):
+        item["problem_status"] = outcome.status.value  # sparse key of the problems index
+    if outcome.prediction:
+        p = outcome.prediction
+        item.update(
+            label=p.label,
+            breed=p.class_name,  # key of the breed index
+            confidence=p.confidence,
+            top5=[{"label": c.label, "breed": c.class_name, "probability": c.probability} for c in p.top5],
+        )
+    return {k: v for k, v in item.items() if v is not None}
+
+
+def _to_dynamo(value: Any) -> Any:
+    if isinstance(value, float):
+        return Decimal(str(value))
+    if isinstance(value, list):
+        return [_to_dynamo(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _to_dynamo(v) for k, v in value.items()}
+    return value
+
+
+def _marshal(item: dict[str, Any]) -> dict[str, Any]:
+    return {k: _serialize(_to_dynamo(v)) for k, v in item.items()}
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+class DynamoPredictions:
+    def __init__(self, client: DynamoDBClient, table_name: str, backoff: Backoff | None = None) -> None:
+        self.client = client
+        self.table_name = table_name
+        self.backoff = backoff or Backoff()
+
+    def get_many(self, image_ids: Iterable[str]) -> dict[str, StoredImage]:
+        ids = sorted(set(image_ids))
+        found: dict[str, StoredImage] = {}
+        for start in range(0, len(ids), BATCH_GET_LIMIT):
+            chunk = ids[start : start + BATCH_GET_LIMIT]
+            for raw in self._batch_get([{"image_id": {"S": i}} for i in chunk]):
+                item = {k: _deserialize(v) for k, v in raw.items()}
+                found[item["image_id"]] = StoredImage(
+                    ref=ImageRef(
+                        bucket=item["bucket"],
+                        key=item["key"],
+                        etag=item["etag"],
+                        size=int(item["size"]),
+                        uploaded_at=datetime.fromisoformat(item["uploaded_at"].replace("Z", "+00:00")),
+                    ),
+                    status=Status(item["status"]),
+                    job_name=item.get("job_name"),
+                )
+        return found
+
+    def _batch_get(self, keys: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """BatchGetItem, retrying UnprocessedKeys with backoff until all are read."""
+        items: list[dict[str, Any]] = []
+        pending = {self.table_name: {"Keys": keys, "ConsistentRead": True}}
+
+        def attempt() -> None:
+            nonlocal pending
+            response = self.client.batch_get_item(RequestItems=pending)
+            items.extend(response.get("Responses", {}).get(self.table_name, []))
+            unprocessed = response.get("UnprocessedKeys") or {}
+            if unprocessed.get(self.table_name, {}).get("Keys"):
+                pending = unprocessed
+                raise _Unprocessed(len(unprocessed[self.table_name]["Keys"]))
+
+        try:
+            self.backoff.call(attempt, retry_on=lambda e: isinstance(e, _Unprocessed), what="dynamodb.batch_get_item")
+        except _Unprocessed as exc:
+            raise TransientError(f"DynamoDB left {exc} keys unprocessed after {self.backoff.attempts} tries") from exc
+        except (ClientError, BotoCoreError) as exc:
+            raise TransientError(f"reading the predictions table failed: {exc}") from exc
+        return items
+
+    def record(self, ref: ImageRef, outcome: Outcome, now: datetime) -> bool:
+        return self._put(
+            outcome_item(ref, outcome, now),
+            _RECORD_CONDITION,
+            {
+                ":etag": ref.etag,
+                ":classified": Status.CLASSIFIED.value,
+                ":rejected": Status.REJECTED.value,
+                ":uploaded_at": timestamp(ref.uploaded_at),
+            },
+        )
+
+    def settle_job_image(self, stored: StoredImage, outcome: Outcome, now: datetime) -> bool:
+        return self._put(
+            outcome_item(stored.ref, outcome, now),
+            _SETTLE_CONDITION,
+            {":job": outcome.job_name, ":pending": Status.PENDING.value, ":etag": stored.ref.etag},
+        )
+
+    def _put(self, item: dict[str, Any], condition: str, values: dict[str, Any]) -> bool:
+        try:
+            self.client.put_item(
+                TableName=self.table_name,
+                Item=_marshal(item),
+                ConditionExpression=condition,
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues=_marshal(values),
+            )
+        except ClientError as exc:
+            if _code(exc) == "ConditionalCheckFailedException":
+                return False
+            # Throttling was already retried by botocore's standard retry mode.
+            raise TransientError(f"writing {item['image_id']} to the predictions table failed: {exc}") from exc
+        except BotoCoreError as exc:
+            raise TransientError(f"writing {item['image_id']} to the predictions table failed: {exc}") from exc
+        return True
+
+
+class _Unprocessed(Exception):
+    pass

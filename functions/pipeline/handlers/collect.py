@@ -1,0 +1,46 @@
+"""EventBridge-triggered function: a transform job finished; record each of its images."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.utilities.data_classes import EventBridgeEvent, event_source
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from pipeline.adapters.clients import client
+from pipeline.adapters.dynamodb import DynamoPredictions
+from pipeline.adapters.s3 import S3Objects
+from pipeline.config import Settings
+from pipeline.handlers.observe import emit_outcome_metrics
+from pipeline.logic.collect import Collect, JobEvent
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
+
+
+@cache
+def build_collect() -> Collect:
+    settings = Settings.from_env()
+    return Collect(objects=S3Objects(client("s3")), store=DynamoPredictions(client("dynamodb"), settings.table_name))
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+@event_source(data_class=EventBridgeEvent)
+def lambda_handler(event: EventBridgeEvent, context: LambdaContext) -> dict[str, Any]:
+    return handle(event, build_collect())
+
+
+def handle(event: EventBridgeEvent, collect: Collect) -> dict[str, Any]:
+    """Errors propagate: EventBridge's async invoke retries, then the collector's DLQ keeps the event."""
+    job = JobEvent.from_detail(event.detail)
+    logger.append_keys(job_name=job.name)
+    outcomes = collect.run(job)
+    emit_outcome_metrics(metrics, outcomes)
+    counts = {status: sum(o.status == status for o in outcomes) for status in {o.status.value for o in outcomes}}
+    logger.info("job collected", job_status=job.status, recorded=len(outcomes), by_status=counts)
+    return {"job_name": job.name, "job_status": job.status, "recorded": len(outcomes)}

@@ -1,0 +1,80 @@
+"""SQS-triggered function: S3 upload notifications in, predictions (or a transform job) out."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from pipeline.adapters.clients import client
+from pipeline.adapters.dynamodb import DynamoPredictions
+from pipeline.adapters.s3 import S3Objects
+from pipeline.adapters.sagemaker import ServerlessEndpoint, TransformJobs
+from pipeline.config import Settings
+from pipeline.handlers.observe import emit_outcome_metrics
+from pipeline.logic.ingest import Ingest
+from pipeline.logic.notifications import parse_message
+from pipeline.logic.outcomes import ImageRef
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
+processor = BatchProcessor(event_type=EventType.SQS)
+
+
+@cache
+def build_ingest() -> Ingest:
+    settings = Settings.from_env()
+    return Ingest(
+        settings=settings,
+        objects=S3Objects(client("s3")),
+        store=DynamoPredictions(client("dynamodb"), settings.table_name),
+        endpoint=ServerlessEndpoint(client("sagemaker-runtime"), settings.endpoint_name),
+        transforms=TransformJobs(
+            client("sagemaker"),
+            model_name=settings.model_name,
+            instance_type=settings.transform_instance_type,
+            instance_count=settings.transform_instance_count,
+            max_payload_mb=settings.transform_max_payload_mb,
+        ),
+    )
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return handle(event, build_ingest())
+
+
+def handle(event: dict[str, Any], ingest: Ingest) -> dict[str, Any]:
+    """Parse every message (a bad one fails alone), classify the batch, report partial failures."""
+    images: list[ImageRef] = []
+
+    def parse(record: SQSRecord) -> None:
+        receive_count = int(record.attributes.approximate_receive_count or 1)
+        images.extend(parse_message(record.message_id, record.body, receive_count))
+
+    with processor(records=event.get("Records", []), handler=parse):
+        processor.process()
+    response = processor.response()
+
+    result = ingest.run(images)
+    emit_outcome_metrics(metrics, result.outcomes)
+    metrics.add_metric(name="DuplicatesSkipped", unit=MetricUnit.Count, value=result.duplicates)
+    failed = {str(item["itemIdentifier"]) for item in response["batchItemFailures"]} | result.failed_message_ids
+    logger.info(
+        "batch done",
+        messages=len(event.get("Records", [])),
+        images=len(images),
+        outcomes=len(result.outcomes),
+        duplicates=result.duplicates,
+        superseded=result.superseded,
+        failed_messages=len(failed),
+    )
+    return {"batchItemFailures": [{"itemIdentifier": message_id} for message_id in sorted(failed)]}

@@ -1,0 +1,69 @@
+"""What the domain logic needs from the outside world. Adapters in pipeline.adapters implement
+these over boto3 clients; tests may pass the same adapters over moto-backed clients."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from pipeline.logic.outcomes import ImageRef, Outcome, Status
+
+
+@dataclass(frozen=True)
+class ObjectData:
+    data: bytes
+    total_size: int  # the whole object's size, also when `data` is only its first bytes
+
+
+@dataclass(frozen=True)
+class StoredImage:
+    """The record an image has now."""
+
+    ref: ImageRef
+    status: Status
+    job_name: str | None = None
+
+
+class ObjectStore(Protocol):
+    def read(self, bucket: str, key: str, etag: str, *, first_bytes: int | None = None) -> ObjectData:
+        """The object's bytes (or its first bytes) if it still has this ETag.
+
+        Raises RejectedImage if the object is gone and ObjectChanged if it was overwritten."""
+        ...
+
+    def put_json(self, bucket: str, key: str, doc: object) -> None: ...
+
+    def get_json(self, bucket: str, key: str) -> object: ...
+
+    def get_if_exists(self, bucket: str, key: str) -> bytes | None: ...
+
+
+class PredictionStore(Protocol):
+    def get_many(self, image_ids: Iterable[str]) -> dict[str, StoredImage]: ...
+
+    def record(self, ref: ImageRef, outcome: Outcome, now: datetime) -> bool:
+        """Write the outcome unless the image already has a final outcome for this content or a
+        record of newer content. True if written."""
+        ...
+
+    def settle_job_image(self, stored: StoredImage, outcome: Outcome, now: datetime) -> bool:
+        """Replace a PENDING record of this job with the job's outcome. True if written."""
+        ...
+
+
+class Endpoint(Protocol):
+    name: str
+
+    def invoke(self, body: bytes, content_type: str) -> bytes:
+        """The model's answer. Raises RejectedImage (a 4xx from the model) or TransientError."""
+        ...
+
+
+class TransformJobs(Protocol):
+    def exists(self, name: str) -> bool: ...
+
+    def start(self, name: str, manifest_uri: str, output_uri: str) -> None:
+        """Start the job; succeeds quietly if a job of that name already exists."""
+        ...

@@ -1,0 +1,146 @@
+"""Shared fixtures: moto in server mode as the AWS API, a fake SageMaker runtime, and the
+stack's resources provisioned on them from template.yaml."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+import requests
+from moto.server import ThreadedMotoServer
+
+from devstack.lambda_runtime import LambdaContext, sqs_event
+from devstack.provision import LocalStack, function_environment, provision
+from tests.fakes.sagemaker_runtime import FakeRuntime
+
+REPO = Path(__file__).resolve().parents[1]
+EVENTS = REPO / "events"
+ENDPOINT = "dogbreed-serverless"
+MODEL = "dogbreed-resnet18"
+
+# No test may reach real AWS: fixed fake credentials and region for every boto3 client.
+os.environ.update(
+    AWS_ACCESS_KEY_ID="testing",
+    AWS_SECRET_ACCESS_KEY="testing",
+    AWS_DEFAULT_REGION="us-east-1",
+    AWS_REGION="us-east-1",
+    POWERTOOLS_METRICS_NAMESPACE="DogBreedTests",
+    POWERTOOLS_SERVICE_NAME="dogbreed",
+)
+logging.getLogger("werkzeug").setLevel(logging.ERROR)
+for _var in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
+    os.environ.pop(_var, None)
+
+
+@pytest.fixture(scope="session")
+def moto_url() -> Iterator[str]:
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def runtime() -> Iterator[FakeRuntime]:
+    fake = FakeRuntime({ENDPOINT}).start()
+    yield fake
+    fake.stop()
+
+
+@dataclass
+class Aws:
+    clients: dict[str, Any]
+    stack: LocalStack
+    runtime: FakeRuntime
+
+    @property
+    def bucket(self) -> str:
+        return self.stack.names.bucket
+
+    def upload(self, key: str, data: bytes) -> str:
+        return str(self.clients["s3"].put_object(Bucket=self.bucket, Key=key, Body=data)["ETag"].strip('"'))
+
+    def receive_event(self, queue_url: str | None = None, max_messages: int = 10) -> dict[str, Any]:
+        """Receive what S3 notified, shaped as Lambda's SQS trigger delivers it."""
+        url = queue_url or self.stack.queue_url
+        messages = (
+            self.clients["sqs"]
+            .receive_message(QueueUrl=url, MaxNumberOfMessages=max_messages, AttributeNames=["All"], WaitTimeSeconds=0)
+            .get("Messages", [])
+        )
+        arn = self.clients["sqs"].get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+            "QueueArn"
+        ]
+        return sqs_event(messages, arn)
+
+    def item(self, key: str) -> dict[str, Any] | None:
+        from boto3.dynamodb.types import TypeDeserializer
+
+        raw = (
+            self.clients["dynamodb"]
+            .get_item(
+                TableName=self.stack.names.table, Key={"image_id": {"S": f"{self.bucket}/{key}"}}, ConsistentRead=True
+            )
+            .get("Item")
+        )
+        return {k: TypeDeserializer().deserialize(v) for k, v in raw.items()} if raw else None
+
+    def drain(self, queue_url: str | None = None) -> None:
+        self.clients["sqs"].purge_queue(QueueUrl=queue_url or self.stack.queue_url)
+
+
+@pytest.fixture
+def function_env() -> dict[str, str]:
+    """Overrides of the functions' environment; a test module redefines this fixture."""
+    return {}
+
+
+@pytest.fixture
+def aws(
+    moto_url: str, runtime: FakeRuntime, function_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Aws]:
+    """A fresh local stack per test, with the functions' environment from template.yaml."""
+    requests.post(f"{moto_url}/moto-api/reset", timeout=10)
+    runtime.reset()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_url)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", runtime.url)
+    for key, value in {**function_environment("IngestFunction"), **function_env}.items():
+        monkeypatch.setenv(key, value)
+    _clear_function_caches()
+    clients = {name: boto3.client(name) for name in ("s3", "sqs", "dynamodb", "sagemaker")}
+    stack = provision(clients)
+    clients["sagemaker"].create_model(
+        ModelName=MODEL,
+        ExecutionRoleArn="arn:aws:iam::123456789012:role/dogbreed-model",
+        PrimaryContainer={"Image": "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-inference:2.6.0-cpu-py312"},
+    )
+    clients["sqs"].purge_queue(QueueUrl=stack.queue_url)  # the s3:TestEvent sent on notification setup
+    yield Aws(clients, stack, runtime)
+    _clear_function_caches()
+
+
+def _clear_function_caches() -> None:
+    from pipeline.adapters.clients import client
+    from pipeline.handlers.collect import build_collect
+    from pipeline.handlers.ingest import build_ingest
+
+    client.cache_clear()
+    build_ingest.cache_clear()
+    build_collect.cache_clear()
+
+
+@pytest.fixture
+def context() -> LambdaContext:
+    return LambdaContext(function_name="ingest")
+
+
+def load_event(name: str) -> dict[str, Any]:
+    return json.loads((EVENTS / name).read_text())
