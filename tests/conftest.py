@@ -68,14 +68,16 @@ class Aws:
     def upload(self, key: str, data: bytes) -> str:
         return str(self.clients["s3"].put_object(Bucket=self.bucket, Key=key, Body=data)["ETag"].strip('"'))
 
-    def receive_event(self, queue_url: str | None = None, max_messages: int = 10) -> dict[str, Any]:
+    def receive_event(
+        self, queue_url: str | None = None, max_messages: int = 10, visibility_timeout: int | None = None
+    ) -> dict[str, Any]:
         """Receive what S3 notified, shaped as Lambda's SQS trigger delivers it."""
         url = queue_url or self.stack.queue_url
-        messages = (
-            self.clients["sqs"]
-            .receive_message(QueueUrl=url, MaxNumberOfMessages=max_messages, AttributeNames=["All"], WaitTimeSeconds=0)
-            .get("Messages", [])
+        extra = {} if visibility_timeout is None else {"VisibilityTimeout": visibility_timeout}
+        response = self.clients["sqs"].receive_message(
+            QueueUrl=url, MaxNumberOfMessages=max_messages, AttributeNames=["All"], WaitTimeSeconds=0, **extra
         )
+        messages = response.get("Messages", [])
         arn = self.clients["sqs"].get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
             "QueueArn"
         ]
@@ -135,6 +137,16 @@ def _clear_function_caches() -> None:
     client.cache_clear()
     build_ingest.cache_clear()
     build_collect.cache_clear()
+
+
+@pytest.fixture(autouse=True)
+def backoff_waits(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Retries back off without sleeping in tests; the waits they would take are recorded."""
+    import pipeline.adapters.retry
+
+    waits: list[float] = []
+    monkeypatch.setattr(pipeline.adapters.retry, "_sleep", waits.append)
+    return waits
 
 
 @pytest.fixture

@@ -34,6 +34,18 @@ def fake_prediction(body: bytes) -> dict[str, Any]:
     return {"predicted_label": top5[0]["label"], "class_name": top5[0]["class_name"], "confidence": 0.6, "top5": top5}
 
 
+def model_answer(body: bytes, content_type: str) -> tuple[int, dict[str, Any]]:
+    """What model/inference.py answers: (200, prediction) or (4xx, error record)."""
+    if content_type not in IMAGE_TYPES:
+        return 415, {"error": {"code": "UnsupportedContentType", "message": f"cannot classify {content_type}"}}
+    try:
+        with Image.open(io.BytesIO(body)) as image:
+            image.load()
+    except Exception as exc:
+        return 400, {"error": {"code": "InvalidImage", "message": f"cannot decode the image: {exc}"}}
+    return 200, fake_prediction(body)
+
+
 class FakeRuntime:
     def __init__(self, endpoints: set[str]) -> None:
         self.endpoints = endpoints
@@ -83,15 +95,10 @@ class FakeRuntime:
         if fault in ("cold", "crash"):
             status = 503 if fault == "cold" else 500
             return _model_error(status, "worker died" if fault == "crash" else "model not loaded yet")
-        if content_type not in IMAGE_TYPES:
-            return _model_error(415, json.dumps({"error": {"code": "UnsupportedContentType", "message": content_type}}))
-        try:
-            with Image.open(io.BytesIO(body)) as image:
-                image.load()
-        except Exception as exc:
-            message = json.dumps({"error": {"code": "InvalidImage", "message": f"cannot decode the image: {exc}"}})
-            return _model_error(400, message)
-        return 200, {"Content-Type": "application/json"}, json.dumps(fake_prediction(body)).encode()
+        status, answer = model_answer(body, content_type)
+        if status != 200:
+            return _model_error(status, json.dumps(answer))
+        return 200, {"Content-Type": "application/json"}, json.dumps(answer).encode()
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         runtime = self

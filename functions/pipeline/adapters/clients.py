@@ -11,13 +11,13 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
-# botocore's standard retry mode handles DynamoDB and S3 throttling. sagemaker-runtime calls
-# are retried by our own backoff (pipeline.adapters.retry), which also covers ModelError.
+# botocore's standard retry mode handles DynamoDB and S3 throttling. SageMaker calls are retried
+# by our own backoff (pipeline.adapters.retry), which also covers ModelError: one layer of retries.
 _STANDARD = Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5, read_timeout=30)
-# A serverless invocation may take up to 60 s; answer within the function's timeout.
-_RUNTIME = Config(retries={"total_max_attempts": 1}, connect_timeout=5, read_timeout=70)
+# A serverless invocation may take up to 60 s.
+_SAGEMAKER = Config(retries={"total_max_attempts": 1}, connect_timeout=5, read_timeout=70)
 
 
 @cache
 def client(service: str) -> Any:
-    return boto3.client(service, config=_RUNTIME if service == "sagemaker-runtime" else _STANDARD)
+    return boto3.client(service, config=_SAGEMAKER if service.startswith("sagemaker") else _STANDARD)

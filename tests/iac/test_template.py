@@ -1,0 +1,280 @@
+"""template.yaml: valid SAM, linted, least-privilege IAM, and the settings the pipeline relies on."""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from devstack.template import load_template, translate
+from tests.conftest import REPO
+
+SAM = REPO / ".venv-sam" / "bin"
+CHECKOV = REPO / ".venv-checkov" / "bin" / "checkov"
+
+# Actions that support no resource-level permissions, so `Resource: "*"` is the only choice.
+STAR_RESOURCE_ALLOWED = {
+    "xray:PutTraceSegments": "X-Ray has no resource-level permissions",
+    "xray:PutTelemetryRecords": "X-Ray has no resource-level permissions",
+    "ecr:GetAuthorizationToken": "the ECR login token is account-wide",
+    "cloudwatch:PutMetricData": "metrics have no ARN; limited by a cloudwatch:namespace condition instead",
+}
+
+
+@pytest.fixture(scope="module")
+def template() -> dict[str, Any]:
+    return load_template()
+
+
+@pytest.fixture(scope="module")
+def translated(template: dict[str, Any]) -> dict[str, Any]:
+    return translate(template)
+
+
+@pytest.fixture(scope="module")
+def translated_file(translated: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("cfn") / "translated.json"
+    path.write_text(json.dumps(translated, indent=1))
+    return path
+
+
+def tool(path: Path) -> str:
+    if not path.exists():
+        pytest.fail(f"{path} is missing: run `make install` (make test does it)")
+    return str(path)
+
+
+def run(*command: str) -> subprocess.CompletedProcess[str]:
+    env = {"PATH": "/usr/bin:/bin", "AWS_DEFAULT_REGION": "us-east-1", "SAM_CLI_TELEMETRY": "0", "HOME": "/tmp"}
+    return subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=env, timeout=300, check=False)
+
+
+# -- linters -------------------------------------------------------------------------------
+
+
+def test_sam_validate_lint() -> None:
+    result = run(tool(SAM / "sam"), "validate", "--lint", "--template-file", "template.yaml")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_cfn_lint_on_the_translated_template(translated_file: Path) -> None:
+    result = run(tool(SAM / "cfn-lint"), str(translated_file))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_checkov_on_the_translated_template_finds_nothing_unexplained(translated_file: Path) -> None:
+    result = run(
+        tool(CHECKOV), "-f", str(translated_file), "--framework", "cloudformation", "--skip-download", "-o", "json"
+    )
+    report = json.loads(result.stdout)
+    failed = [f"{c['check_id']} {c['resource']}: {c['check_name']}" for c in report["results"]["failed_checks"]]
+    assert failed == []
+    assert report["summary"]["passed"] > 30
+    for check in report["results"]["skipped_checks"]:
+        reason = check["check_result"].get("suppress_comment", "")
+        assert len(reason) > 20, f"{check['check_id']} is skipped without a reason"
+
+
+def test_every_checkov_skip_in_the_template_carries_a_reason(template: dict[str, Any]) -> None:
+    for name, resource in template["Resources"].items():
+        for skip in resource.get("Metadata", {}).get("checkov", {}).get("skip", []):
+            assert len(skip.get("comment", "")) > 20, f"{name} skips {skip['id']} without a reason"
+
+
+# -- least privilege -----------------------------------------------------------------------
+
+
+def statements(translated: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every IAM policy statement attached to an identity (roles, policies, managed policies)."""
+    for name, resource in translated["Resources"].items():
+        props = resource.get("Properties", {})
+        documents = []
+        if resource["Type"] == "AWS::IAM::Role":
+            assert not props.get("ManagedPolicyArns"), f"{name} attaches managed policies"
+            documents = [p["PolicyDocument"] for p in props.get("Policies", [])]
+        elif resource["Type"] in ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy"):
+            documents = [props["PolicyDocument"]]
+        for document in documents:
+            for statement in document["Statement"]:
+                yield name, statement
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def literal(value: Any) -> str:
+    """The text of a resource, with Fn::Sub / Fn::GetAtt left as readable placeholders."""
+    if isinstance(value, str):
+        return value
+    if "Fn::Sub" in value:
+        sub = value["Fn::Sub"]
+        return sub if isinstance(sub, str) else sub[0]
+    if "Fn::GetAtt" in value:
+        return "${" + ".".join(as_list(value["Fn::GetAtt"])) + "}"
+    if "Ref" in value:
+        return "${" + value["Ref"] + "}"
+    if "Fn::If" in value:
+        return " | ".join(literal(v) for v in value["Fn::If"][1:])
+    raise AssertionError(f"unexpected resource expression {value}")
+
+
+def test_no_iam_wildcard_outside_the_allow_list(translated: dict[str, Any]) -> None:
+    found = list(statements(translated))
+    assert len(found) > 10
+    for role, statement in found:
+        if statement["Effect"] != "Allow":
+            continue
+        actions = as_list(statement["Action"])
+        for action in actions:
+            assert "*" not in action, f"{role}: wildcard action {action}"
+        for resource in as_list(statement["Resource"]):
+            text = literal(resource)
+            if text == "*":
+                unexplained = set(actions) - set(STAR_RESOURCE_ALLOWED)
+                assert not unexplained, f"{role}: Resource '*' for {unexplained}"
+            elif "*" in text:
+                # Only a trailing wildcard after a fixed prefix: an S3 key prefix, a job-name prefix, log streams.
+                assert re.search(r"[/:-]\*$", text) and text.count("*") == 1, f"{role}: wildcard in {text}"
+                assert not text.endswith("${ImagesBucket.Arn}/*"), f"{role}: a whole bucket in {text}"
+
+
+def policy(translated: dict[str, Any], role: str) -> dict[str, dict[str, Any]]:
+    return {s["Sid"]: s for r, s in statements(translated) if r == role}
+
+
+def test_ingest_role_grants_only_what_the_function_calls(translated: dict[str, Any]) -> None:
+    ingest = policy(translated, "IngestRole")
+    assert literal(ingest["ReadUploadedImages"]["Resource"]) == "${ImagesBucket.Arn}/incoming/*"
+    assert literal(ingest["WriteManifests"]["Resource"]) == "${ImagesBucket.Arn}/manifests/*"
+    assert sorted(ingest["RecordOutcomes"]["Action"]) == ["dynamodb:BatchGetItem", "dynamodb:PutItem"]
+    endpoint = literal(ingest["InvokeServerlessEndpoint"]["Resource"])
+    assert endpoint.endswith(":endpoint/${EndpointName}")
+    create = ingest["StartTransformJobsOfOurModel"]
+    assert literal(create["Resource"]).endswith(":transform-job/${TransformJobPrefix}-*")
+    assert literal(create["Condition"]["ArnEquals"]["sagemaker:ModelArn"]).endswith(":model/${ModelName}")
+    assert "iam:PassRole" not in json.dumps(ingest)
+
+
+def test_collector_role_reads_only_manifests_and_outputs(translated: dict[str, Any]) -> None:
+    collect = policy(translated, "CollectRole")
+    reads = sorted(literal(r) for r in collect["ReadManifestsAndTransformOutput"]["Resource"])
+    assert reads == ["${ImagesBucket.Arn}/manifests/*", "${ImagesBucket.Arn}/transform-output/*"]
+    assert not any("sagemaker:" in a for s in collect.values() for a in as_list(s["Action"]))
+
+
+def test_sagemaker_names_are_lowercase(template: dict[str, Any]) -> None:
+    """SageMaker ARNs carry lowercased names; IAM compares them case-sensitively."""
+    for name in ("EndpointName", "ModelName", "TransformJobPrefix"):
+        spec = template["Parameters"][name]
+        assert re.fullmatch(spec["AllowedPattern"], spec["Default"])
+        assert not re.fullmatch(spec["AllowedPattern"], spec["Default"].upper())
+
+
+# -- secure defaults -----------------------------------------------------------------------
+
+
+def test_bucket_denies_plain_http_and_blocks_public_access(template: dict[str, Any]) -> None:
+    resources = template["Resources"]
+    (deny,) = resources["ImagesBucketPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    assert deny["Effect"] == "Deny" and deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    block = resources["ImagesBucket"]["Properties"]["PublicAccessBlockConfiguration"]
+    assert block == dict.fromkeys(block, True) and len(block) == 4
+    assert resources["ImagesBucket"]["Properties"]["BucketEncryption"]
+
+
+def test_queues_are_encrypted_and_the_queue_policy_is_scoped(template: dict[str, Any]) -> None:
+    resources = template["Resources"]
+    for name, resource in resources.items():
+        if resource["Type"] == "AWS::SQS::Queue":
+            assert resource["Properties"]["SqsManagedSseEnabled"] is True, name
+    (allow,) = resources["ImageQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    assert set(allow["Condition"]) == {"ArnEquals", "StringEquals"}
+    assert "aws:SourceArn" in allow["Condition"]["ArnEquals"]
+    assert allow["Condition"]["StringEquals"] == {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}
+
+
+def test_table_is_encrypted_with_point_in_time_recovery(template: dict[str, Any]) -> None:
+    table = template["Resources"]["PredictionsTable"]["Properties"]
+    assert table["SSESpecification"] == {"SSEEnabled": True}
+    assert table["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+
+
+def test_alarms_watch_both_dead_letter_queues(template: dict[str, Any]) -> None:
+    watched = {
+        r["Properties"]["Dimensions"][0]["Value"]["Fn::GetAtt"][0]
+        for r in template["Resources"].values()
+        if r["Type"] == "AWS::CloudWatch::Alarm"
+    }
+    assert watched == {"ImageDeadLetterQueue", "JobEventsDeadLetterQueue"}
+
+
+# -- timing and delivery -------------------------------------------------------------------
+
+
+def test_visibility_timeout_is_six_times_the_function_timeout(template: dict[str, Any]) -> None:
+    resources = template["Resources"]
+    timeout = resources["IngestFunction"]["Properties"]["Timeout"]
+    assert resources["ImageQueue"]["Properties"]["VisibilityTimeout"] >= 6 * timeout
+    # a serverless cold start plus the 60 s invocation limit must fit
+    assert timeout >= 60 + 30
+
+
+def test_partial_batch_failures_and_bounded_concurrency(template: dict[str, Any]) -> None:
+    uploads = template["Resources"]["IngestFunction"]["Properties"]["Events"]["Uploads"]["Properties"]
+    assert uploads["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    # consumers never outnumber what the endpoint serves: one parameter drives both
+    assert uploads["ScalingConfig"]["MaximumConcurrency"] == {"Ref": "EndpointMaxConcurrency"}
+    endpoint_config = template["Resources"]["EndpointConfig"]["Properties"]["ProductionVariants"][0]
+    assert endpoint_config["ServerlessConfig"]["MaxConcurrency"] == {"Ref": "EndpointMaxConcurrency"}
+    # batch sizes over 10 need a batching window of at least one second
+    assert template["Parameters"]["BatchingWindowSeconds"]["MinValue"] >= 1
+
+
+def test_one_receive_count_for_the_redrive_and_the_functions(template: dict[str, Any]) -> None:
+    redrive = template["Resources"]["ImageQueue"]["Properties"]["RedrivePolicy"]
+    assert redrive["maxReceiveCount"] == {"Ref": "MaxReceiveCount"}
+    assert template["Globals"]["Function"]["Environment"]["Variables"]["MAX_RECEIVE_COUNT"] == {
+        "Ref": "MaxReceiveCount"
+    }
+
+
+def test_collector_sees_only_our_finished_jobs(template: dict[str, Any]) -> None:
+    events = template["Resources"]["CollectFunction"]["Properties"]["Events"]["TransformJobFinished"]["Properties"]
+    pattern = events["Pattern"]
+    assert pattern["detail-type"] == ["SageMaker Transform Job State Change"]
+    assert sorted(pattern["detail"]["TransformJobStatus"]) == ["Completed", "Failed", "Stopped"]
+    assert pattern["detail"]["TransformJobName"] == [{"prefix": {"Fn::Sub": "${TransformJobPrefix}-"}}]
+    assert events["DeadLetterConfig"]["Arn"] == {"Fn::GetAtt": ["JobEventsDeadLetterQueue", "Arn"]}
+
+
+def test_model_resources_exist_only_with_a_model_artifact(template: dict[str, Any]) -> None:
+    for name in ("Model", "EndpointConfig", "Endpoint", "ModelExecutionRole"):
+        assert template["Resources"][name]["Condition"] == "CreateModel"
+    assert template["Resources"]["Model"]["Properties"]["EnableNetworkIsolation"] is True
+
+
+# -- Lambda packages -----------------------------------------------------------------------
+
+
+def test_functions_import_only_boto3_powertools_and_the_standard_library() -> None:
+    allowed = {"boto3", "botocore", "aws_lambda_powertools", "pipeline", "mypy_boto3_s3", "mypy_boto3_dynamodb"}
+    allowed |= {"mypy_boto3_sagemaker", "mypy_boto3_sagemaker_runtime"}
+    import sys
+
+    for path in (REPO / "functions").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            for name in names:
+                top = name.split(".")[0]
+                assert top in allowed or top in sys.stdlib_module_names or top == "__future__", f"{path}: {name}"
