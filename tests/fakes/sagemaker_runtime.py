@@ -96,8 +96,8 @@ class FakeRuntime:
             status = 503 if fault == "cold" else 500
             return _model_error(status, "worker died" if fault == "crash" else "model not loaded yet")
         status, answer = model_answer(body, content_type)
-        if status != 200:
-            return _model_error(status, json.dumps(answer))
+        if status != 200:  # the inference toolkit appends the traceback to the handler's message
+            return _model_error(status, json.dumps(answer) + "\nTraceback (most recent call last):\n  ...")
         return 200, {"Content-Type": "application/json"}, json.dumps(answer).encode()
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:

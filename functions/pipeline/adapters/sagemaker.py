@@ -51,10 +51,11 @@ def is_retryable(exc: Exception) -> bool:
 
 
 def rejection_from_model_error(exc: ClientError) -> RejectedImage:
-    """The model answered 4xx: the image is bad. Its body is our handler's JSON error record."""
+    """The model answered 4xx: the image is bad. Its body starts with our handler's JSON error
+    record; the inference toolkit appends a traceback after it."""
     message = str(exc.response.get("OriginalMessage") or exc.response.get("Error", {}).get("Message", ""))
     try:
-        error = json.loads(message)["error"]
+        error = json.JSONDecoder().raw_decode(message.strip())[0]["error"]
         return RejectedImage(str(error["code"]), str(error["message"]))
     except (ValueError, KeyError, TypeError):
         return RejectedImage("InvalidImage", message or f"the model refused the image ({_status(exc)})")

@@ -1,0 +1,82 @@
+"""The dogImages dataset: `<root>/{train,valid,test}/NNN.Breed_name/*.jpg`.
+
+Corrupt or truncated images are skipped and counted, so one bad file never crashes a long job."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from classifier import Breed, breed_from_folder, eval_transform, train_transform
+from PIL import Image
+from torch.utils.data import DataLoader, DistributedSampler
+from torchvision import datasets
+
+SPLITS = ("train", "valid", "test")
+MAX_TRAINING_PIXELS = 50_000_000
+
+
+def _load_rgb(path: str) -> Image.Image:
+    Image.MAX_IMAGE_PIXELS = MAX_TRAINING_PIXELS
+    with Image.open(path) as image:
+        image.load()  # decode fully here, so a truncated file fails now
+        return image.convert("RGB")
+
+
+class SafeImageFolder(datasets.ImageFolder):
+    """An ImageFolder whose unreadable images come back as None (dropped by `skip_bad_collate`)."""
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int] | None:
+        path, target = self.samples[index]
+        try:
+            image = self.loader(path)
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+            return None
+        return self.transform(image) if self.transform else image, target
+
+
+@dataclass
+class Batch:
+    images: torch.Tensor
+    labels: torch.Tensor
+    skipped: int
+
+
+def skip_bad_collate(items: list[tuple[torch.Tensor, int] | None]) -> Batch:
+    good = [item for item in items if item is not None]
+    skipped = len(items) - len(good)
+    if not good:
+        return Batch(torch.empty(0, 3, 1, 1), torch.empty(0, dtype=torch.long), skipped)
+    images, labels = zip(*good, strict=True)
+    return Batch(torch.stack(list(images)), torch.tensor(labels), skipped)
+
+
+def image_folder(root: Path, split: str, *, train: bool, image_size: int) -> SafeImageFolder:
+    directory = root / split
+    if not directory.is_dir():
+        raise FileNotFoundError(f"{directory} does not exist: expected the dogImages layout {SPLITS}")
+    transform: Callable[[Any], Any] = train_transform(image_size) if train else eval_transform(image_size)
+    return SafeImageFolder(str(directory), transform=transform, loader=_load_rgb)
+
+
+def breeds(dataset: datasets.ImageFolder) -> list[Breed]:
+    return [breed_from_folder(folder) for folder in dataset.classes]
+
+
+def loader(
+    dataset: SafeImageFolder, *, batch_size: int, train: bool, workers: int, distributed: bool
+) -> DataLoader[Any]:
+    sampler: DistributedSampler[Any] | None = DistributedSampler(dataset, shuffle=train) if distributed else None
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=train and sampler is None,
+        sampler=sampler,
+        num_workers=workers,
+        collate_fn=skip_bad_collate,
+        pin_memory=torch.cuda.is_available(),
+        persistent_workers=workers > 0,
+    )

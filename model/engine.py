@@ -1,0 +1,185 @@
+"""Training and evaluation loops shared by hpo.py and train.py (torchvision references' shape)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from data import Batch
+from torch import nn
+
+# The tuner reads these from the job's logs; log_metrics prints exactly this format.
+METRIC_DEFINITIONS = [
+    {"Name": f"{split}:{kind}", "Regex": rf"{split}_{kind}=([0-9.eE+-]+)"}
+    for split in ("train", "validation", "test")
+    for kind in ("loss", "accuracy")
+]
+
+
+@dataclass(frozen=True)
+class Metrics:
+    loss: float  # mean per sample
+    accuracy: float  # fraction of samples
+    samples: int
+    skipped: int = 0
+
+
+def log_metrics(split: str, epoch: int, metrics: Metrics) -> None:
+    print(
+        f"epoch={epoch} {split}_loss={metrics.loss:.6f} {split}_accuracy={metrics.accuracy:.6f} "
+        f"{split}_samples={metrics.samples} {split}_skipped_images={metrics.skipped}",
+        file=sys.stdout,
+        flush=True,
+    )
+
+
+# -- distributed ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Runtime:
+    device: torch.device
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_runtime() -> Runtime:
+    """Single process, or one process per GPU as torchrun / SageMaker torch_distributed start them."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    cuda = torch.cuda.is_available()
+    device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
+    if world_size > 1:
+        if cuda:
+            torch.cuda.set_device(device)
+        dist.init_process_group(backend="nccl" if cuda else "gloo")
+        return Runtime(device, dist.get_rank(), world_size, local_rank)
+    return Runtime(device)
+
+
+def _sum_across_processes(values: list[float], runtime: Runtime) -> list[float]:
+    if not runtime.distributed:
+        return values
+    tensor = torch.tensor(values, dtype=torch.float64, device=runtime.device)
+    dist.all_reduce(tensor)
+    return [float(v) for v in tensor.tolist()]
+
+
+# -- loops ------------------------------------------------------------------------------------
+
+
+def train_one_epoch(
+    model: nn.Module,
+    loader: Iterable[Batch],
+    criterion: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    runtime: Runtime,
+    *,
+    amp: bool,
+    profiler: Any = None,
+) -> Metrics:
+    model.train()
+    loss_sum, correct, count, skipped = 0.0, 0, 0, 0
+    for batch in loader:
+        skipped += batch.skipped
+        if batch.labels.numel() == 0:
+            continue
+        images = batch.images.to(runtime.device, non_blocking=True)
+        labels = batch.labels.to(runtime.device, non_blocking=True)
+        with torch.autocast(device_type=runtime.device.type, dtype=torch.float16, enabled=amp):
+            logits = model(images)
+            loss = criterion(logits, labels)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        loss_sum += loss.item() * labels.size(0)  # .item(): never keep the graph alive
+        correct += int((logits.argmax(dim=1) == labels).sum().item())
+        count += labels.size(0)
+        if profiler is not None:
+            profiler.step()
+    return _reduce(loss_sum, correct, count, skipped, runtime)
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, loader: Iterable[Batch], criterion: nn.Module, runtime: Runtime) -> Metrics:
+    model.eval()
+    loss_sum, correct, count, skipped = 0.0, 0, 0, 0
+    for batch in loader:
+        skipped += batch.skipped
+        if batch.labels.numel() == 0:
+            continue
+        images = batch.images.to(runtime.device, non_blocking=True)
+        labels = batch.labels.to(runtime.device, non_blocking=True)
+        logits = model(images)
+        loss_sum += criterion(logits, labels).item() * labels.size(0)
+        correct += int((logits.argmax(dim=1) == labels).sum().item())
+        count += labels.size(0)
+    return _reduce(loss_sum, correct, count, skipped, runtime)
+
+
+def _reduce(loss_sum: float, correct: int, count: int, skipped: int, runtime: Runtime) -> Metrics:
+    loss_sum, correct_f, count_f, skipped_f = _sum_across_processes(
+        [loss_sum, float(correct), float(count), float(skipped)], runtime
+    )
+    if count_f == 0:
+        return Metrics(float("nan"), 0.0, 0, int(skipped_f))
+    return Metrics(loss_sum / count_f, correct_f / count_f, int(count_f), int(skipped_f))
+
+
+def build_optimizer(
+    name: str, parameters: Iterable[nn.Parameter], lr: float, weight_decay: float
+) -> torch.optim.Optimizer:
+    trainable = [p for p in parameters if p.requires_grad]
+    if name == "adam":
+        return torch.optim.AdamW(trainable, lr=lr, weight_decay=weight_decay)
+    if name == "sgd":
+        return torch.optim.SGD(trainable, lr=lr, momentum=0.9, weight_decay=weight_decay, nesterov=True)
+    raise ValueError(f"unknown optimizer {name!r}: use adam or sgd")
+
+
+# -- arguments shared by hpo.py and train.py ----------------------------------------------------
+
+
+def env_default(name: str, fallback: str) -> str:
+    """SageMaker's container variables (SM_CHANNEL_TRAINING, SM_MODEL_DIR, ...) with a local fallback."""
+    return os.environ.get(name, fallback)
+
+
+def add_training_args(parser: argparse.ArgumentParser) -> None:
+    """Hyperparameters arrive as `--name value` (both SageMaker launchers pass them so)."""
+    parser.add_argument("--data-dir", default=env_default("SM_CHANNEL_TRAINING", "data/dogImages"))
+    parser.add_argument("--lr", "--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--batch-size", "--batch_size", type=int, default=32)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
+    parser.add_argument("--weight-decay", "--weight_decay", type=float, default=1e-4)
+    parser.add_argument("--fine-tune", "--fine_tune", choices=("head", "layer4", "all"), default="layer4")
+    parser.add_argument(
+        "--pretrained",
+        default="imagenet",
+        help="'imagenet' (torchvision weights API), 'none', or the path of a local ResNet-18 state dict",
+    )
+    parser.add_argument("--image-size", "--image_size", type=int, default=224, help="crop size (256/224 resize ratio)")
+    parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1))
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def pretrained_arg(value: str) -> str | None:
+    return None if value.lower() in ("", "none") else value

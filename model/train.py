@@ -1,0 +1,190 @@
+"""Final training of the ResNet-18 dog-breed classifier with the tuned hyperparameters.
+
+Leaves a deployable model in --model-dir (SM_MODEL_DIR, tarred by SageMaker into model.tar.gz):
+model.pth (best validation accuracy), class_index.json, model_config.json and code/ with
+inference.py and what it imports. Runs as one process or under torchrun (SageMaker's
+torch_distributed); resumes from --checkpoint-dir, which managed spot training restores."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import data
+import engine
+import torch
+import torch.distributed as dist
+from classifier import CLASS_INDEX_FILE, CONFIG_FILE, WEIGHTS_FILE, build_resnet18, save_class_index
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+HERE = Path(__file__).resolve().parent
+# What the inference container needs under code/: the handler and the module it imports.
+SERVING_CODE = ("inference.py", "classifier.py")
+CHECKPOINT = "checkpoint.pth"
+
+
+def _sagemaker_or_local(sagemaker_path: str, local: str) -> str:
+    return sagemaker_path if Path(sagemaker_path).is_dir() else local
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="ResNet-18 dog-breed final training", add_help=True)
+    engine.add_training_args(parser)
+    parser.add_argument("--model-dir", default=engine.env_default("SM_MODEL_DIR", "artifacts/model"))
+    parser.add_argument("--output-dir", default=engine.env_default("SM_OUTPUT_DATA_DIR", "artifacts/output"))
+    parser.add_argument("--checkpoint-dir", default=_sagemaker_or_local("/opt/ml/checkpoints", "artifacts/checkpoints"))
+    parser.add_argument(
+        "--tensorboard-dir", default=_sagemaker_or_local("/opt/ml/output/tensorboard", "artifacts/tensorboard")
+    )
+    parser.add_argument("--profile", action="store_true", help="trace a few steps of epoch 1 with torch.profiler")
+    parser.add_argument("--no-amp", dest="amp", action="store_false", help="disable mixed precision on GPU")
+    parser.add_argument("--label-smoothing", type=float, default=0.1)
+    return parser
+
+
+def main(args: argparse.Namespace) -> dict[str, Any]:
+    runtime = engine.init_runtime()
+    torch.manual_seed(args.seed + runtime.rank)
+    root = Path(args.data_dir)
+    model_dir, checkpoint_dir = Path(args.model_dir), Path(args.checkpoint_dir)
+    if runtime.is_main:
+        for directory in (model_dir, checkpoint_dir, Path(args.output_dir)):
+            directory.mkdir(parents=True, exist_ok=True)
+
+    train_set = data.image_folder(root, "train", train=True, image_size=args.image_size)
+    valid_set = data.image_folder(root, "valid", train=False, image_size=args.image_size)
+    loaders = {
+        "train": data.loader(
+            train_set, batch_size=args.batch_size, train=True, workers=args.workers, distributed=runtime.distributed
+        ),
+        "valid": data.loader(
+            valid_set, batch_size=args.batch_size, train=False, workers=args.workers, distributed=runtime.distributed
+        ),
+    }
+    model: nn.Module = build_resnet18(
+        len(train_set.classes), pretrained=engine.pretrained_arg(args.pretrained), fine_tune=args.fine_tune
+    ).to(runtime.device)
+    if runtime.distributed:
+        model = DistributedDataParallel(
+            model, device_ids=[runtime.device.index] if runtime.device.type == "cuda" else None
+        )
+    bare = model.module if isinstance(model, DistributedDataParallel) else model
+
+    criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
+    optimizer = engine.build_optimizer(args.optimizer, model.parameters(), args.lr, args.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, args.epochs))
+    amp = args.amp and runtime.device.type == "cuda"
+    scaler = torch.amp.GradScaler(runtime.device.type, enabled=amp)
+
+    start_epoch, best_accuracy = 1, -1.0
+    checkpoint_path = checkpoint_dir / CHECKPOINT
+    if checkpoint_path.exists():
+        state = torch.load(checkpoint_path, map_location=runtime.device, weights_only=True)
+        bare.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        start_epoch, best_accuracy = state["epoch"] + 1, state["best_accuracy"]
+        print(f"resumed from {checkpoint_path} after epoch {state['epoch']}", flush=True)
+
+    skipped = 0
+    for epoch in range(start_epoch, args.epochs + 1):
+        if runtime.distributed:
+            loaders["train"].sampler.set_epoch(epoch)  # type: ignore[attr-defined]
+        started = time.perf_counter()
+        with _profiler(args, epoch == start_epoch and runtime.is_main) as profiler:
+            train_metrics = engine.train_one_epoch(
+                model, loaders["train"], criterion, optimizer, scaler, runtime, amp=amp, profiler=profiler
+            )
+        scheduler.step()
+        validation = engine.evaluate(model, loaders["valid"], criterion, runtime)
+        skipped = max(skipped, train_metrics.skipped + validation.skipped)
+        if runtime.is_main:
+            engine.log_metrics("train", epoch, train_metrics)
+            engine.log_metrics("validation", epoch, validation)
+            print(f"epoch={epoch} seconds={time.perf_counter() - started:.1f}", flush=True)
+            if validation.accuracy > best_accuracy:
+                best_accuracy = validation.accuracy
+                torch.save(bare.state_dict(), model_dir / WEIGHTS_FILE)
+            torch.save(
+                {
+                    "model": bare.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict(),
+                    "epoch": epoch,
+                    "best_accuracy": best_accuracy,
+                    "args": {k: v for k, v in vars(args).items() if isinstance(v, str | int | float | bool)},
+                },
+                checkpoint_path,
+            )
+        if runtime.distributed:
+            dist.barrier()
+
+    result: dict[str, Any] = {"best_validation_accuracy": best_accuracy, "skipped_images": skipped}
+    if runtime.is_main:
+        result.update(_finish(args, bare, train_set, criterion, runtime))
+    if runtime.distributed:
+        dist.barrier()
+        dist.destroy_process_group()
+    return result
+
+
+def _finish(
+    args: argparse.Namespace,
+    model: nn.Module,
+    train_set: data.SafeImageFolder,
+    criterion: nn.Module,
+    runtime: engine.Runtime,
+) -> dict[str, Any]:
+    """Test accuracy of the best weights, then the deployable model directory."""
+    model_dir = Path(args.model_dir)
+    model.load_state_dict(torch.load(model_dir / WEIGHTS_FILE, map_location=runtime.device, weights_only=True))
+    result: dict[str, Any] = {}
+    if (Path(args.data_dir) / "test").is_dir():
+        test_set = data.image_folder(Path(args.data_dir), "test", train=False, image_size=args.image_size)
+        test_loader = data.loader(
+            test_set, batch_size=args.batch_size, train=False, workers=args.workers, distributed=False
+        )
+        single = engine.Runtime(runtime.device)  # only the main process evaluates the test split
+        test = engine.evaluate(model, test_loader, criterion, single)
+        engine.log_metrics("test", args.epochs, test)
+        result["test_accuracy"] = test.accuracy
+    save_class_index(data.breeds(train_set), model_dir)
+    (model_dir / CONFIG_FILE).write_text(json.dumps({"arch": "resnet18", "image_size": args.image_size}))
+    code_dir = model_dir / "code"
+    code_dir.mkdir(exist_ok=True)
+    for name in SERVING_CODE:
+        shutil.copy2(HERE / name, code_dir / name)
+    (Path(args.output_dir) / "metrics.json").write_text(json.dumps(result, indent=1))
+    print(f"model written to {model_dir}: {WEIGHTS_FILE}, {CLASS_INDEX_FILE}, {CONFIG_FILE}, code/", flush=True)
+    return result
+
+
+@contextlib.contextmanager
+def _profiler(args: argparse.Namespace, active: bool) -> Any:
+    """torch.profiler traces for TensorBoard (SageMaker Debugger's profiler is closed to new users)."""
+    if not (args.profile and active):
+        yield None
+        return
+    from torch.profiler import ProfilerActivity, profile, schedule, tensorboard_trace_handler
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    with profile(
+        activities=activities,
+        schedule=schedule(wait=1, warmup=1, active=3, repeat=1),
+        on_trace_ready=tensorboard_trace_handler(args.tensorboard_dir),
+        record_shapes=True,
+        profile_memory=True,
+    ) as profiler:
+        yield profiler
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())

@@ -1,0 +1,44 @@
+"""A small synthetic dogImages tree and a model trained on it by model/train.py (once per session)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dataset_tool
+import pytest
+import train
+
+CLASSES = 5
+IMAGE_SIZE = 64  # small crops keep CPU training to seconds; serving uses the same preprocessing code
+
+
+def train_args(data: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        "--data-dir", str(data),
+        "--model-dir", str(out / "model"),
+        "--output-dir", str(out / "output"),
+        "--checkpoint-dir", str(out / "checkpoints"),
+        "--tensorboard-dir", str(out / "tensorboard"),
+        "--pretrained", "none",
+        "--fine-tune", "all",
+        "--image-size", str(IMAGE_SIZE),
+        "--batch-size", "16",
+        "--lr", "0.003",
+        "--workers", "0",
+        *extra,
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Photo-sized JPEGs (as dogImages), 5 classes, one truncated file in train/."""
+    return dataset_tool.synthesize(
+        tmp_path_factory.mktemp("data") / "dogImages", classes=CLASSES, per_split=(16, 4, 4), size=(160, 120)
+    )
+
+
+@pytest.fixture(scope="session")
+def trained(dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, object]]:
+    out = tmp_path_factory.mktemp("trained")
+    result = train.main(train.get_args_parser().parse_args(train_args(dataset, out, "--epochs", "5")))
+    return out / "model", result

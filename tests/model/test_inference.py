@@ -1,0 +1,185 @@
+"""model/inference.py served by the real SageMaker PyTorch inference toolkit (HandlerService)."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import classifier
+import inference
+import pytest
+import torch
+from PIL import Image
+
+from devstack.toolkit import Response, ToolkitHost
+from tests.conftest import REPO
+from tests.pipeline import images
+
+FORMATS = {
+    "image/jpeg": "JPEG",
+    "image/png": "PNG",
+    "application/x-image": "JPEG",
+    "image/gif": "GIF",
+    "image/bmp": "BMP",
+    "image/webp": "WEBP",
+    "image/tiff": "TIFF",
+}
+
+
+def body(response: Response) -> dict[str, Any]:
+    """A prediction, or the error record that leads a toolkit error body (a traceback follows it)."""
+    return dict(json.JSONDecoder().raw_decode(response.body.decode())[0])
+
+
+def sample_image(dataset: Path, label: str, fmt: str = "JPEG") -> bytes:
+    folder = next(p for p in (dataset / "test").iterdir() if p.name.startswith(label))
+    image = Image.open(next(folder.glob("*.jpg")))
+    buffer = io.BytesIO()
+    image.save(buffer, fmt)
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def host(trained: tuple[Path, dict[str, object]], monkeypatch: pytest.MonkeyPatch) -> ToolkitHost:
+    monkeypatch.delenv("BAD_INPUT_POLICY", raising=False)
+    return ToolkitHost(trained[0])
+
+
+@pytest.fixture
+def recording_host(trained: tuple[Path, dict[str, object]], monkeypatch: pytest.MonkeyPatch) -> ToolkitHost:
+    """As under batch transform, where the pipeline sets BAD_INPUT_POLICY=record."""
+    monkeypatch.setenv("BAD_INPUT_POLICY", "record")
+    return ToolkitHost(trained[0])
+
+
+@pytest.mark.parametrize("content_type", sorted(FORMATS))
+def test_every_image_content_type_is_classified(host: ToolkitHost, dataset: Path, content_type: str) -> None:
+    response = host.invoke(sample_image(dataset, "003", FORMATS[content_type]), content_type)
+    assert response.status == 200
+    assert response.content_type == "application/json"
+    answer = body(response)
+    assert answer["predicted_label"] == "003"
+    assert answer["class_name"] == "Airedale_terrier"
+    assert answer["confidence"] == answer["top5"][0]["probability"]
+    probabilities = [c["probability"] for c in answer["top5"]]
+    assert len(probabilities) == 5 and probabilities == sorted(probabilities, reverse=True)
+    assert 0.2 < sum(probabilities) <= 1.0001
+
+
+def test_predictions_are_right_on_held_out_images(host: ToolkitHost, dataset: Path) -> None:
+    correct = total = 0
+    for folder in sorted((dataset / "test").iterdir()):
+        for path in folder.glob("*.jpg"):
+            total += 1
+            correct += body(host.invoke(path.read_bytes(), "image/jpeg"))["predicted_label"] == folder.name[:3]
+    assert correct / total >= 0.8
+
+
+BAD = [
+    ("not an image", b"shopping list: kibble\n", "image/jpeg", 400, "NotAnImage"),
+    ("empty", b"", "image/jpeg", 400, "EmptyObject"),
+    ("truncated", images.truncated_jpeg(), "image/jpeg", 400, "InvalidImage"),
+    ("corrupt", images.corrupt_jpeg(), "image/jpeg", 400, "InvalidImage"),
+    ("decompression bomb", images.png_bomb(), "image/png", 413, "DecompressionBomb"),
+    ("oversize", images.jpeg()[:-2] + b"\x00" * 6_100_000 + b"\xff\xd9", "image/jpeg", 413, "TooLarge"),
+    ("text content type", b"hello", "text/plain", 415, "UnsupportedContentType"),
+]
+
+
+@pytest.mark.parametrize(("name", "data", "content_type", "status", "code"), BAD, ids=[b[0] for b in BAD])
+def test_bad_input_is_a_client_error(
+    host: ToolkitHost, name: str, data: bytes, content_type: str, status: int, code: str
+) -> None:
+    response = host.invoke(data, content_type)
+    assert response.status == status
+    assert body(response)["error"]["code"] == code
+    assert body(response)["error"]["message"]
+
+
+@pytest.mark.parametrize(("name", "data", "content_type", "status", "code"), BAD, ids=[b[0] for b in BAD])
+def test_bad_input_under_batch_transform_is_an_error_record(
+    recording_host: ToolkitHost, name: str, data: bytes, content_type: str, status: int, code: str
+) -> None:
+    response = recording_host.invoke(data, content_type)
+    assert response.status == 200  # the job goes on
+    assert json.loads(response.body) == {"error": {"code": code, "message": body(response)["error"]["message"]}}
+
+
+def test_an_unsupported_accept_is_refused(host: ToolkitHost, dataset: Path) -> None:
+    response = host.invoke(sample_image(dataset, "001"), "image/jpeg", accept="text/csv")
+    assert response.status == 406
+
+
+def test_a_server_fault_stays_a_5xx(host: ToolkitHost, dataset: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*_: Any) -> Any:
+        raise RuntimeError("CUDA error: device-side assert")
+
+    loaded = host.service._service._model  # the Classifier model_fn returned
+    monkeypatch.setattr(loaded, "network", broken)
+    response = host.invoke(sample_image(dataset, "001"), "image/jpeg")
+    assert response.status == 500
+
+
+def test_model_fn_needs_no_network(trained: tuple[Path, dict[str, object]], monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*_: Any, **__: Any) -> None:
+        raise AssertionError("model_fn opened a network connection")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    loaded = inference.model_fn(str(trained[0]))
+    assert len(loaded.breeds) == 5
+
+
+def test_serving_preprocessing_matches_evaluation(dataset: Path) -> None:
+    """The fast JPEG path (reduced-scale decode) gives the tensor eval_transform gives."""
+    path = next((dataset / "test").rglob("*.jpg"))
+    expected = classifier.eval_transform(64)(Image.open(path).convert("RGB"))
+    fast = classifier.eval_transform(64)(
+        classifier.decode_image(path.read_bytes(), max_pixels=10**8, draft_size=classifier.resize_size(64))
+    )
+    assert fast.shape == expected.shape
+    assert torch.mean(torch.abs(fast - expected)).item() < 0.05
+
+
+def test_the_training_artifact_is_served_as_is(
+    trained: tuple[Path, dict[str, object]], tmp_path: Path, dataset: Path
+) -> None:
+    """model.tar.gz as SageMaker builds it from SM_MODEL_DIR, unpacked as SageMaker unpacks it,
+    served by the toolkit in a process whose only model code is the artifact's code/."""
+    model_dir = trained[0]
+    archive = tmp_path / "model.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for path in model_dir.iterdir():
+            tar.add(path, arcname=path.name)
+    unpacked = tmp_path / "opt" / "ml" / "model"
+    unpacked.mkdir(parents=True)
+    with tarfile.open(archive) as tar:
+        tar.extractall(unpacked, filter="data")
+    requests = [
+        {"body_b64": base64.b64encode(sample_image(dataset, "002")).decode(), "content_type": "image/jpeg"},
+        {"body_b64": base64.b64encode(b"not an image").decode(), "content_type": "application/x-image"},
+    ]
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "BAD_INPUT_POLICY")}
+    env["PYTHONPATH"] = str(unpacked / "code")
+    result = subprocess.run(
+        [sys.executable, str(REPO / "devstack" / "toolkit.py"), str(unpacked)],
+        input="\n".join(json.dumps(r) for r in requests) + "\n",
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    first, second = (json.loads(line) for line in result.stdout.splitlines())
+    assert first["status"] == 200 and json.loads(first["body"])["class_name"] == "Afghan_hound"
+    assert second["status"] == 400
+    assert str(unpacked / "code" / "inference.py") in result.stderr  # the artifact's own handler served

@@ -1,0 +1,129 @@
+"""model/train.py and model/hpo.py on a generated dataset, on CPU."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import classifier
+import engine
+import hpo
+import pytest
+import torch
+import train
+
+from tests.conftest import REPO
+from tests.model.conftest import CLASSES, train_args
+
+CHANCE = 1 / CLASSES
+
+
+def test_training_learns_and_leaves_a_deployable_model(trained: tuple[Path, dict[str, object]]) -> None:
+    model_dir, result = trained
+    assert result["best_validation_accuracy"] >= 0.8 > CHANCE  # type: ignore[operator]
+    assert result["test_accuracy"] >= 0.8  # type: ignore[operator]
+    assert result["skipped_images"] == 1  # the truncated JPEG was skipped and counted, not fatal
+    assert sorted(p.name for p in model_dir.iterdir()) == ["class_index.json", "code", "model.pth", "model_config.json"]
+    assert sorted(p.name for p in (model_dir / "code").iterdir()) == ["classifier.py", "inference.py"]
+    breeds = classifier.load_class_index(model_dir)
+    assert [b.label for b in breeds] == ["001", "002", "003", "004", "005"]
+    assert breeds[0].name == "Affenpinscher"
+    state = torch.load(model_dir / "model.pth", weights_only=True)
+    assert state["fc.weight"].shape == (CLASSES, 512)
+
+
+def test_hpo_prints_the_tuner_metrics_and_never_reads_the_test_split(
+    dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # GIVEN a dataset whose test split is unreadable
+    no_test = tmp_path / "dogImages"
+    no_test.mkdir()
+    for split in ("train", "valid"):
+        (no_test / split).symlink_to(dataset / split)
+    flags = "--pretrained none --fine-tune all --image-size 64 --workers 0 --lr 0.003 --batch-size 16 --epochs 5"
+    args = hpo.get_args_parser().parse_args(["--data-dir", str(no_test), *flags.split(), "--optimizer", "adam"])
+    validation = hpo.main(args)
+    out = capsys.readouterr().out
+    # THEN every metric the tuner watches is printed once per epoch, in a form its regex reads
+    for definition in engine.METRIC_DEFINITIONS:
+        if definition["Name"].startswith("test"):
+            assert not re.search(definition["Regex"], out)
+            continue
+        values = [float(v) for v in re.findall(definition["Regex"], out)]
+        assert len(values) == 5, definition
+    accuracies = [float(v) for v in re.findall(r"validation_accuracy=([0-9.]+)", out)]
+    assert accuracies[-1] == pytest.approx(validation.accuracy)
+    assert validation.accuracy > CHANCE
+    assert validation.samples == 20  # per-sample averages over every validation image
+
+
+def test_training_resumes_from_its_checkpoint(
+    dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    train.main(train.get_args_parser().parse_args(train_args(dataset, tmp_path, "--epochs", "2")))
+    first = capsys.readouterr().out
+    checkpoint = torch.load(tmp_path / "checkpoints" / "checkpoint.pth", weights_only=True)
+    assert checkpoint["epoch"] == 2
+    # WHEN the job restarts (a managed spot interruption) with the same checkpoint directory
+    train.main(train.get_args_parser().parse_args(train_args(dataset, tmp_path, "--epochs", "3")))
+    second = capsys.readouterr().out
+    # THEN it continues at epoch 3 instead of starting over
+    assert "epoch=1 " in first and "epoch=2 " in first
+    assert "resumed from" in second and "after epoch 2" in second
+    assert re.findall(r"^epoch=(\d+) train_loss", second, re.M) == ["3"]
+
+
+def test_profiling_writes_a_tensorboard_trace(dataset: Path, tmp_path: Path) -> None:
+    train.main(train.get_args_parser().parse_args(train_args(dataset, tmp_path, "--epochs", "1", "--profile")))
+    traces = list((tmp_path / "tensorboard").glob("*.pt.trace.json"))
+    assert len(traces) == 1
+    assert "traceEvents" in json.loads(traces[0].read_text())
+
+
+def test_data_parallel_training_with_two_processes(dataset: Path, tmp_path: Path) -> None:
+    """The path SageMaker's torch_distributed launcher takes: torchrun, one process per device (gloo on CPU)."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29531"]
+    command += [str(REPO / "model" / "train.py"), *train_args(dataset, tmp_path, "--epochs", "2")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    # the main process alone logs, checkpoints and writes the model; samples are counted across both
+    assert len(re.findall(r"^epoch=\d+ train_loss", result.stdout, re.M)) == 2
+    samples = re.findall(r"validation_samples=(\d+)", result.stdout)
+    assert samples and int(samples[-1]) >= 20
+    assert (tmp_path / "model" / "model.pth").exists()
+
+
+def test_fusing_batchnorm_keeps_the_outputs() -> None:
+    torch.manual_seed(0)
+    model = classifier.build_resnet18(7).eval()
+    for module in model.modules():  # non-trivial running statistics
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.inference_mode():
+        expected = model(x)
+        fused = classifier.fuse_for_inference(model)
+        assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
+        assert torch.allclose(fused(x), expected, atol=1e-4)
+
+
+def test_fine_tune_choice_freezes_the_rest() -> None:
+    head = classifier.build_resnet18(7, fine_tune="head")
+    assert {n for n, p in head.named_parameters() if p.requires_grad} == {"fc.weight", "fc.bias"}
+    layer4 = classifier.build_resnet18(7, fine_tune="layer4")
+    trainable = {n.split(".")[0] for n, p in layer4.named_parameters() if p.requires_grad}
+    assert trainable == {"fc", "layer4"}
+
+
+def test_local_pretrained_weights_load_offline(tmp_path: Path) -> None:
+    reference = classifier.build_resnet18(1000)
+    torch.save(reference.state_dict(), tmp_path / "resnet18.pth")
+    model = classifier.build_resnet18(7, pretrained=str(tmp_path / "resnet18.pth"))
+    assert torch.equal(model.conv1.weight, reference.conv1.weight)
+    assert model.fc.out_features == 7
