@@ -12,14 +12,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from data import Batch
+from metrics import metric_line
 from torch import nn
-
-# The tuner reads these from the job's logs; log_metrics prints exactly this format.
-METRIC_DEFINITIONS = [
-    {"Name": f"{split}:{kind}", "Regex": rf"{split}_{kind}=([0-9.eE+-]+)"}
-    for split in ("train", "validation", "test")
-    for kind in ("loss", "accuracy")
-]
 
 
 @dataclass(frozen=True)
@@ -31,12 +25,10 @@ class Metrics:
 
 
 def log_metrics(split: str, epoch: int, metrics: Metrics) -> None:
-    print(
-        f"epoch={epoch} {split}_loss={metrics.loss:.6f} {split}_accuracy={metrics.accuracy:.6f} "
-        f"{split}_samples={metrics.samples} {split}_skipped_images={metrics.skipped}",
-        file=sys.stdout,
-        flush=True,
+    line = metric_line(
+        split, epoch, loss=metrics.loss, accuracy=metrics.accuracy, samples=metrics.samples, skipped=metrics.skipped
     )
+    print(line, file=sys.stdout, flush=True)
 
 
 # -- distributed ------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Training entry point of the hyperparameter tuning jobs.
 
 Trains on `train/`, evaluates on `valid/` after every epoch and prints the metric line the
-tuner's regexes read (engine.METRIC_DEFINITIONS). It never reads the test split."""
+tuner's regexes read (metrics.METRIC_DEFINITIONS). It never reads the test split."""
 
 from __future__ import annotations
 

@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 import classifier
-import engine
 import hpo
+import metrics
 import pytest
 import torch
 import train
@@ -49,7 +49,7 @@ def test_hpo_prints_the_tuner_metrics_and_never_reads_the_test_split(
     validation = hpo.main(args)
     out = capsys.readouterr().out
     # THEN every metric the tuner watches is printed once per epoch, in a form its regex reads
-    for definition in engine.METRIC_DEFINITIONS:
+    for definition in metrics.METRIC_DEFINITIONS:
         if definition["Name"].startswith("test"):
             assert not re.search(definition["Regex"], out)
             continue

@@ -1,0 +1,104 @@
+"""The SageMaker launchers send the expected requests, checked against moto's SageMaker API."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import boto3
+import launch
+import pytest
+import requests
+from metrics import METRIC_DEFINITIONS
+
+ROLE = "arn:aws:iam::123456789012:role/dogbreed-sagemaker"
+BUCKET = "dogbreed-ml"
+
+
+@pytest.fixture
+def sagemaker(moto_url: str, monkeypatch: pytest.MonkeyPatch) -> Any:
+    requests.post(f"{moto_url}/moto-api/reset", timeout=10)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_url)
+    monkeypatch.setenv("SAGEMAKER_VALIDATE_ROLE", "false")
+    boto3.client("s3").create_bucket(Bucket=BUCKET)
+    return boto3.client("sagemaker")
+
+
+def run(*argv: str) -> Any:
+    return launch.main(launch.get_args_parser().parse_args(["--region", "us-east-1", *argv]))
+
+
+def test_tune_searches_the_specified_space_with_the_scripts_metrics(sagemaker: Any) -> None:
+    name = run("tune", "--data", f"s3://{BUCKET}/datasets/dogImages/", "--role", ROLE, "--bucket", BUCKET,
+               "--max-jobs", "12", "--max-parallel-jobs", "3")  # fmt: skip
+    job = sagemaker.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=name)
+    config = job["HyperParameterTuningJobConfig"]
+    assert config["HyperParameterTuningJobObjective"] == {"Type": "Maximize", "MetricName": "validation:accuracy"}
+    assert config["ResourceLimits"] == {"MaxNumberOfTrainingJobs": 12, "MaxParallelTrainingJobs": 3}
+    ranges = config["ParameterRanges"]
+    assert ranges["ContinuousParameterRanges"] == [
+        {"Name": "lr", "MinValue": "0.0001", "MaxValue": "0.01", "ScalingType": "Logarithmic"}
+    ]
+    categorical = {r["Name"]: r["Values"] for r in ranges["CategoricalParameterRanges"]}
+    assert categorical == {"batch-size": ["16", "32", "64"], "epochs": ["5", "10", "20"], "optimizer": ["adam", "sgd"]}
+    definition = job["TrainingJobDefinition"]
+    assert definition["AlgorithmSpecification"]["MetricDefinitions"] == METRIC_DEFINITIONS
+    assert definition["StaticHyperParameters"]["sagemaker_program"] == "hpo.py"
+    assert "pytorch-training:2.6" in definition["AlgorithmSpecification"]["TrainingImage"]
+    (channel, *_) = definition["InputDataConfig"]
+    assert channel["ChannelName"] == "training"
+    assert channel["DataSource"]["S3DataSource"]["S3Uri"] == f"s3://{BUCKET}/datasets/dogImages/"
+
+
+def test_best_reads_the_tuned_hyperparameters(sagemaker: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    name = run("tune", "--data", f"s3://{BUCKET}/d/", "--role", ROLE, "--bucket", BUCKET)
+    expected = sagemaker.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=name)["BestTrainingJob"]
+    capsys.readouterr()
+    best = run("best", "--tuning-job", name)
+    assert best == {k: v.strip('"') for k, v in expected["TunedHyperParameters"].items()}
+    assert json.loads(capsys.readouterr().out)["training_job"] == expected["TrainingJobName"]
+
+
+def test_train_runs_train_py_distributed_on_spot_with_checkpoints(sagemaker: Any) -> None:
+    name = run("train", "--data", f"s3://{BUCKET}/datasets/dogImages/", "--role", ROLE, "--bucket", BUCKET,
+               "--spot", "--instance-count", "2", "--hyperparameters", '{"epochs": 20, "lr": 0.0005}')  # fmt: skip
+    job = sagemaker.describe_training_job(TrainingJobName=name)
+    assert job["HyperParameters"] == {"pretrained": "imagenet", "fine-tune": "layer4", "epochs": "20", "lr": "0.0005"}
+    assert job["EnableManagedSpotTraining"] is True
+    assert job["StoppingCondition"]["MaxWaitTimeInSeconds"] >= job["StoppingCondition"]["MaxRuntimeInSeconds"]
+    assert job["CheckpointConfig"] == {
+        "S3Uri": f"s3://{BUCKET}/dogbreed-train/checkpoints",
+        "LocalPath": "/opt/ml/checkpoints",
+    }
+    assert job["TensorBoardOutputConfig"]["LocalPath"] == "/opt/ml/output/tensorboard"
+    assert job["ResourceConfig"]["InstanceCount"] == 2
+    channels = {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"] for c in job["InputDataConfig"]}
+    assert channels["training"] == f"s3://{BUCKET}/datasets/dogImages/"
+    assert "code" in channels  # model/ uploaded as the source directory
+    keys = [o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket=BUCKET)["Contents"]]
+    uploaded = {k.rsplit("/", 1)[-1] for k in keys if "/input/code/" in k}
+    assert {"train.py", "classifier.py", "inference.py", "data.py", "engine.py", "metrics.py"} <= uploaded
+    assert not uploaded & {"launch.py", "benchmark.py", "dataset_tool.py"}
+
+
+def test_create_model_deploy_and_transform(sagemaker: Any) -> None:
+    run("create-model", "--model-data", f"s3://{BUCKET}/out/model.tar.gz", "--role", ROLE)
+    model = sagemaker.describe_model(ModelName="dogbreed-resnet18")
+    assert model["PrimaryContainer"]["ModelDataUrl"] == f"s3://{BUCKET}/out/model.tar.gz"
+    assert model["PrimaryContainer"]["Environment"] == {"SAGEMAKER_PROGRAM": "inference.py"}
+    assert "pytorch-inference:2.6" in model["PrimaryContainer"]["Image"]
+    assert "cpu" in model["PrimaryContainer"]["Image"]  # serverless endpoints have no GPU
+
+    config_name = run("deploy", "--memory-mb", "4096", "--max-concurrency", "8")
+    config = sagemaker.describe_endpoint_config(EndpointConfigName=config_name)
+    (variant,) = config["ProductionVariants"]
+    assert variant["ServerlessConfig"] == {"MemorySizeInMB": 4096, "MaxConcurrency": 8}
+    assert variant["ModelName"] == "dogbreed-resnet18"
+    assert sagemaker.describe_endpoint(EndpointName="dogbreed-serverless")["EndpointConfigName"] == config_name
+
+    name = run("transform", "--input", f"s3://{BUCKET}/incoming/", "--output", f"s3://{BUCKET}/transform-output/")
+    job = sagemaker.describe_transform_job(TransformJobName=name)
+    assert job["TransformInput"]["SplitType"] == "None"
+    assert job["TransformInput"]["ContentType"] == "application/x-image"
+    assert job["Environment"] == {"BAD_INPUT_POLICY": "record"}
+    assert job["MaxPayloadInMB"] * job["MaxConcurrentTransforms"] <= 100
