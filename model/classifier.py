@@ -8,14 +8,15 @@ import io
 import itertools
 import json
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch import nn
-from torchvision import models, transforms
 
 NUM_CLASSES = 133
 IMAGE_SIZE = 224
@@ -31,6 +32,59 @@ FineTune = Literal["head", "layer4", "all"]
 
 
 # -- architecture ------------------------------------------------------------------------------
+# ResNet-18 as torchvision defines it, with the same parameter names, so torchvision's ImageNet
+# weights load as they are. Serving then needs torch alone: importing torchvision costs about a
+# second of every cold start (see model/benchmark.py).
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, inplanes: int, planes: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample: nn.Module | None = None
+        if stride != 1 or inplanes != planes:
+            self.downsample = nn.Sequential(nn.Conv2d(inplanes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + identity)  # type: ignore[no-any-return]
+
+
+class ResNet18(nn.Module):
+    def __init__(self, num_classes: int = 1000) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        self.layer1 = nn.Sequential(BasicBlock(64, 64), BasicBlock(64, 64))
+        self.layer2 = nn.Sequential(BasicBlock(64, 128, 2), BasicBlock(128, 128))
+        self.layer3 = nn.Sequential(BasicBlock(128, 256, 2), BasicBlock(256, 256))
+        self.layer4 = nn.Sequential(BasicBlock(256, 512, 2), BasicBlock(512, 512))
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(512, num_classes)
+        for module in self.modules():  # torchvision's initialisation
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(torch.flatten(self.avgpool(x), 1))  # type: ignore[no-any-return]
+
+
+def imagenet_state_dict() -> dict[str, torch.Tensor]:
+    """ImageNet weights through the torchvision weights API (downloaded once into the torch hub cache)."""
+    from torchvision.models import ResNet18_Weights
+
+    state: dict[str, torch.Tensor] = ResNet18_Weights.IMAGENET1K_V1.get_state_dict(progress=False)
+    return state
 
 
 def build_resnet18(
@@ -41,21 +95,18 @@ def build_resnet18(
 ) -> nn.Module:
     """ResNet-18 with a new `num_classes` head.
 
-    pretrained: None (random init), "imagenet" (the torchvision weights API; downloads once into
-    the torch hub cache), or the path of a local ImageNet state dict (offline)."""
+    pretrained: None (random init), "imagenet" (the torchvision weights API), or the path of a
+    local ImageNet ResNet-18 state dict (offline)."""
+    model = ResNet18(1000)
     if pretrained == "imagenet":
-        model = models.resnet18(weights=models.ResNet18_Weights.IMAGENET1K_V1)
-    else:
-        model = models.resnet18(weights=None)
-        if pretrained:
-            state = torch.load(pretrained, map_location="cpu", weights_only=True)
-            model.load_state_dict(state)
+        model.load_state_dict(imagenet_state_dict())
+    elif pretrained:
+        model.load_state_dict(torch.load(pretrained, map_location="cpu", weights_only=True))
     model.fc = nn.Linear(model.fc.in_features, num_classes)
     trainable = {"head": ("fc.",), "layer4": ("fc.", "layer4."), "all": ("",)}[fine_tune]
     for name, parameter in model.named_parameters():
         parameter.requires_grad = name.startswith(trainable)
-    network: nn.Module = model
-    return network
+    return model
 
 
 def fuse_for_inference(model: nn.Module) -> nn.Module:
@@ -86,8 +137,10 @@ def resize_size(image_size: int) -> int:
     return round(image_size * RESIZE_SIZE / IMAGE_SIZE)
 
 
-def train_transform(image_size: int = IMAGE_SIZE) -> transforms.Compose:
-    return transforms.Compose(
+def train_transform(image_size: int = IMAGE_SIZE) -> Callable[[Image.Image], torch.Tensor]:
+    from torchvision import transforms  # training only: serving does without torchvision
+
+    return transforms.Compose(  # type: ignore[no-any-return]
         [
             transforms.RandomResizedCrop(image_size, scale=(0.25, 1.0)),
             transforms.RandomHorizontalFlip(),
@@ -98,16 +151,36 @@ def train_transform(image_size: int = IMAGE_SIZE) -> transforms.Compose:
     )
 
 
-def eval_transform(image_size: int = IMAGE_SIZE) -> transforms.Compose:
+class ResizeCenterCrop:
+    """Shorter side to `resize_size(size)`, then the centre `size` x `size` square, done as one
+    resampling of just that region: the result of Resize + CenterCrop with less work."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.scale_to = resize_size(size)
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        width, height = image.size
+        side = self.size * min(width, height) / self.scale_to  # the crop, in source pixels
+        left, top = (width - side) / 2, (height - side) / 2
+        return image.resize((self.size, self.size), Image.Resampling.BILINEAR, box=(left, top, left + side, top + side))
+
+
+class EvalTransform:
     """Shorter side to 256, centre 224x224 crop, ImageNet normalisation: validation, test, serving."""
-    return transforms.Compose(
-        [
-            transforms.Resize(resize_size(image_size), antialias=True),
-            transforms.CenterCrop(image_size),
-            transforms.ToTensor(),
-            transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-        ]
-    )
+
+    def __init__(self, image_size: int = IMAGE_SIZE) -> None:
+        self.crop = ResizeCenterCrop(image_size)
+        self.mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+        self.std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        pixels = np.asarray(self.crop(image.convert("RGB")), dtype=np.float32) / 255.0
+        return (torch.from_numpy(pixels).permute(2, 0, 1) - self.mean) / self.std
+
+
+def eval_transform(image_size: int = IMAGE_SIZE) -> EvalTransform:
+    return EvalTransform(image_size)
 
 
 class ImageError(ValueError):

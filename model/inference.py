@@ -27,6 +27,7 @@ from classifier import (
     IMAGE_SIZE,
     WEIGHTS_FILE,
     Breed,
+    EvalTransform,
     ImageError,
     build_resnet18,
     decode_image,
@@ -36,7 +37,6 @@ from classifier import (
     resize_size,
 )
 from torch import nn
-from torchvision import transforms
 
 JSON = "application/json"
 IMAGE_CONTENT_TYPES = frozenset(
@@ -62,7 +62,7 @@ class Classifier:
 
     network: nn.Module
     breeds: list[Breed]
-    preprocess: transforms.Compose
+    preprocess: EvalTransform
     image_size: int
     record_errors: bool
     max_bytes: int
@@ -161,7 +161,7 @@ def _prepare(request: Request, model: Classifier) -> torch.Tensor:
         image = decode_image(request.body, max_pixels=model.max_pixels, draft_size=resize_size(model.image_size))
     except ImageError as exc:
         raise BadInputError(413 if exc.code == "DecompressionBomb" else 400, exc.code, str(exc)) from exc
-    return model.preprocess(image).unsqueeze(0)  # type: ignore[no-any-return]
+    return model.preprocess(image).unsqueeze(0)
 
 
 def output_fn(prediction: dict[str, Any], accept: str) -> tuple[str, str]:

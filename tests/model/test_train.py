@@ -127,3 +127,39 @@ def test_local_pretrained_weights_load_offline(tmp_path: Path) -> None:
     model = classifier.build_resnet18(7, pretrained=str(tmp_path / "resnet18.pth"))
     assert torch.equal(model.conv1.weight, reference.conv1.weight)
     assert model.fc.out_features == 7
+
+
+def test_torchvision_weights_load_into_our_resnet18_unchanged() -> None:
+    """The ImageNet weights of the torchvision weights API fit our ResNet-18 key for key, and
+    give the same outputs as torchvision's own model."""
+    from torchvision import models
+
+    torch.manual_seed(0)
+    reference = models.resnet18(weights=None).eval()
+    ours = classifier.ResNet18(1000)
+    ours.load_state_dict(reference.state_dict(), strict=True)
+    x = torch.randn(2, 3, 96, 96)
+    with torch.inference_mode():
+        assert torch.allclose(ours.eval()(x), reference(x), atol=1e-5)
+
+
+def test_serving_imports_no_torchvision() -> None:
+    """Importing torchvision costs about a second of every serverless cold start."""
+    code = "import sys, inference; assert 'torchvision' not in sys.modules, 'torchvision imported'"
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO / "model", capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_the_benchmark_command_runs_and_reports_both_handlers(tmp_path: Path) -> None:
+    """A smoke run of `make benchmark` (the figures themselves come from the full command)."""
+    command = [sys.executable, str(REPO / "model" / "benchmark.py"), "--images", "3", "--rounds", "1"]
+    command += ["--cold-starts", "1", "--sizes", "160x120", "--json", str(tmp_path / "bench.json")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "ours/baseline" in result.stdout
+    report = json.loads((tmp_path / "bench.json").read_text())
+    row = report["sizes"]["160x120"]
+    assert row["ratio"] == pytest.approx(row["ours_images_per_s"] / row["baseline_images_per_s"], rel=0.02)
+    assert report["cold_start_s"]["ours"] > 0
