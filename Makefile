@@ -41,7 +41,7 @@ pytest: install
 test: lint typecheck pytest
 
 demo: $(VENV)/.installed
-	$(PY) -m devstack.demo
+	PYTHONPATH=functions:model $(PY) -m devstack.demo
 
 package-size: $(VENV)/.installed
 	$(PY) -m devstack.package_size

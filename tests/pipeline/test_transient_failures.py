@@ -93,11 +93,11 @@ def test_a_redriven_message_is_classified_once_the_endpoint_recovers(aws: Aws, c
 def test_an_unknown_endpoint_is_not_retried_in_place_but_fails_the_message(aws: Aws, context: LambdaContext) -> None:
     aws.upload("incoming/rex.jpg", images.jpeg())
     event = aws.receive_event()
-    aws.runtime.endpoints.discard("dogbreed-serverless")
+    container = aws.runtime.endpoints.pop("dogbreed-serverless")
     try:
         response = ingest.lambda_handler(event, context)
     finally:
-        aws.runtime.endpoints.add("dogbreed-serverless")
+        aws.runtime.endpoints["dogbreed-serverless"] = container
     assert response == {"batchItemFailures": [{"itemIdentifier": event["Records"][0]["messageId"]}]}
     assert len(aws.runtime.calls) == 1
 

@@ -1,0 +1,99 @@
+"""A local SageMaker runtime: answers InvokeEndpoint (`POST /endpoints/{name}/invocations`) by
+running model/inference.py through the SageMaker PyTorch inference toolkit (devstack.toolkit).
+
+Errors come back as SageMaker returns them, so botocore raises what it raises on AWS: an unknown
+endpoint is a 400 ValidationError, a container 4xx/5xx is a 424 ModelError carrying
+OriginalStatusCode and OriginalMessage, and a request over the endpoint's MaxConcurrency is a 400
+ThrottlingException."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+Answer = tuple[int, dict[str, str], bytes]
+# (body, content type, accept) -> (status, content type, body), as the container answers
+Invoke = Callable[[bytes, str, str], tuple[int, str, bytes]]
+
+
+def error(status: int, error_type: str, message: str, **fields: Any) -> Answer:
+    body = json.dumps({"message": message, **fields}).encode()
+    return status, {"x-amzn-ErrorType": error_type, "Content-Type": "application/json"}, body
+
+
+def model_error(endpoint: str, original_status: int, original_message: str) -> Answer:
+    return error(
+        424,
+        "ModelError",
+        f"Received {'client' if original_status < 500 else 'server'} error ({original_status}) from primary "
+        f'with message "{original_message}".',
+        OriginalStatusCode=original_status,
+        OriginalMessage=original_message,
+        LogStreamArn=f"arn:aws:logs:us-east-1:123456789012:log-group:/aws/sagemaker/Endpoints/{endpoint}",
+    )
+
+
+class RuntimeServer:
+    """Serves endpoints on 127.0.0.1; `endpoints` maps an endpoint name to its container."""
+
+    def __init__(self, endpoints: dict[str, Invoke], *, max_concurrency: int = 5, port: int = 0) -> None:
+        self.endpoints = endpoints
+        self._slots = threading.BoundedSemaphore(max_concurrency)
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler_class())
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def start(self) -> RuntimeServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def answer(self, endpoint: str, body: bytes, content_type: str, accept: str) -> Answer:
+        container = self.endpoints.get(endpoint)
+        if container is None:
+            return error(400, "ValidationError", f"Endpoint {endpoint} of account 123456789012 not found.")
+        if not self._slots.acquire(blocking=False):
+            return error(400, "ThrottlingException", "Rate exceeded: the endpoint is at its MaxConcurrency")
+        try:
+            status, response_type, payload = container(body, content_type, accept)
+        finally:
+            self._slots.release()
+        if status != 200:
+            return model_error(endpoint, status, payload.decode(errors="replace"))
+        return 200, {"Content-Type": response_type}, payload
+
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        runtime = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # keep-alive without Nagle's 40 ms stalls
+
+            def do_POST(self) -> None:
+                parts = self.path.strip("/").split("/")
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if len(parts) == 3 and parts[0] == "endpoints" and parts[2] == "invocations":
+                    status, headers, payload = runtime.answer(
+                        parts[1], body, self.headers.get("Content-Type", ""), self.headers.get("Accept", "")
+                    )
+                else:
+                    status, headers, payload = error(404, "UnknownOperationException", f"no route for {self.path}")
+                self.send_response(status)
+                for key, value in {**headers, "Content-Length": str(len(payload))}.items():
+                    self.send_header(key, value)
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        return Handler
