@@ -31,9 +31,10 @@ os.environ.update(
     AWS_SECRET_ACCESS_KEY="testing",
     AWS_DEFAULT_REGION="us-east-1",
     AWS_REGION="us-east-1",
-    POWERTOOLS_METRICS_NAMESPACE="DogBreedTests",
-    POWERTOOLS_SERVICE_NAME="dogbreed",
 )
+# Powertools reads these when the handler modules are imported, before any fixture runs.
+_template_env = function_environment("IngestFunction")
+os.environ.update({k: v for k, v in _template_env.items() if k.startswith("POWERTOOLS_")})
 logging.getLogger("werkzeug").setLevel(logging.ERROR)
 for _var in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
     os.environ.pop(_var, None)

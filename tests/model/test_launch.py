@@ -102,3 +102,15 @@ def test_create_model_deploy_and_transform(sagemaker: Any) -> None:
     assert job["TransformInput"]["ContentType"] == "application/x-image"
     assert job["Environment"] == {"BAD_INPUT_POLICY": "record"}
     assert job["MaxPayloadInMB"] * job["MaxConcurrentTransforms"] <= 100
+
+
+def test_dataset_upload_keeps_the_dogimages_layout(sagemaker: Any, dataset: Any) -> None:
+    import dataset_tool
+
+    uri = dataset_tool.upload(dataset, BUCKET, "datasets/dogImages/", boto3.client("s3"))
+    assert uri == f"s3://{BUCKET}/datasets/dogImages/"
+    keys = {o["Key"] for page in boto3.client("s3").get_paginator("list_objects_v2").paginate(Bucket=BUCKET)
+            for o in page.get("Contents", [])}  # fmt: skip
+    local = {f"datasets/dogImages/{p.relative_to(dataset).as_posix()}" for p in dataset.rglob("*") if p.is_file()}
+    assert keys == local
+    assert "datasets/dogImages/train/001.Affenpinscher/Affenpinscher_00000.jpg" in keys

@@ -160,3 +160,32 @@ class TestAutoMode:
         assert aws.item("incoming/small.jpg")["mode"] == "serverless"  # type: ignore[index]
         big = aws.item("incoming/big.png")
         assert big is not None and big["mode"] == "batch" and big["status"] == "PENDING"
+
+
+def test_starting_a_job_twice_is_quiet(aws: Aws) -> None:
+    """A retried CreateTransformJob whose first attempt got through: SageMaker refuses the name again."""
+    from botocore.awsrequest import AWSResponse
+
+    from pipeline.adapters.clients import client
+    from pipeline.adapters.sagemaker import TransformJobs
+
+    jobs_api = TransformJobs(
+        client("sagemaker"),
+        model_name="dogbreed-resnet18",
+        instance_type="ml.m5.xlarge",
+        instance_count=1,
+        max_payload_mb=6,
+    )
+    jobs_api.start("dogbreed-20261121000000-0123456789abcdef", f"s3://{aws.bucket}/manifests/x.json", "s3://b/out/")
+
+    class Raw:
+        def stream(self, **_: Any) -> Any:
+            message = "Job name must be unique within an AWS account and region, and a job with this name exists"
+            yield json.dumps({"__type": "ValidationException", "message": message}).encode()
+
+    def refuse(request: Any, **_: Any) -> AWSResponse:
+        return AWSResponse(request.url, 400, {"Content-Type": "application/x-amz-json-1.1"}, Raw())
+
+    client("sagemaker").meta.events.register("before-send.sagemaker.CreateTransformJob", refuse)
+    jobs_api.start("dogbreed-20261121000000-0123456789abcdef", f"s3://{aws.bucket}/manifests/x.json", "s3://b/out/")
+    assert jobs(aws) == ["dogbreed-20261121000000-0123456789abcdef"]

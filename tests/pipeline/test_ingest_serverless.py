@@ -178,3 +178,21 @@ def test_a_malformed_message_fails_alone(aws: Aws, context: LambdaContext) -> No
     response = run(aws, context, event)
     assert response == {"batchItemFailures": [{"itemIdentifier": "junk"}]}
     assert aws.item("incoming/rex.jpg")["status"] == "CLASSIFIED"  # type: ignore[index]
+
+
+def test_outcomes_are_published_as_metrics(
+    aws: Aws, context: LambdaContext, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    aws.upload("incoming/rex.jpg", images.jpeg())
+    aws.upload("incoming/notes.jpg", b"not an image")
+    capsys.readouterr()
+    run(aws, context)
+    emf = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith('{"_aws"')]
+    (metrics,) = emf
+    assert metrics["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "DogBreedPipeline"
+    assert metrics["ImagesClassified"] == [1.0]
+    assert metrics["ImagesRejected"] == [1.0]
+    assert metrics["ImagesFailed"] == [0.0]
+    assert len(metrics["InferenceLatency"]) == 1

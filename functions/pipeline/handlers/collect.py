@@ -27,7 +27,7 @@ def build_collect() -> Collect:
     return Collect(objects=S3Objects(client("s3")), store=DynamoPredictions(client("dynamodb"), settings.table_name))
 
 
-@logger.inject_lambda_context
+@logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 @event_source(data_class=EventBridgeEvent)
