@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,6 +75,39 @@ def _sum_across_processes(values: list[float], runtime: Runtime) -> list[float]:
 # -- loops ------------------------------------------------------------------------------------
 
 
+@dataclass
+class _Tally:
+    """Per-sample sums over an epoch, for Metrics (never batch averages of averages)."""
+
+    loss_sum: float = 0.0
+    correct: int = 0
+    count: int = 0
+    skipped: int = 0
+
+    def batches(self, loader: Iterable[Batch], runtime: Runtime) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(images, labels) on the device; unreadable images were dropped and are counted here."""
+        for batch in loader:
+            self.skipped += batch.skipped
+            if batch.labels.numel():
+                yield (
+                    batch.images.to(runtime.device, non_blocking=True),
+                    batch.labels.to(runtime.device, non_blocking=True),
+                )
+
+    def add(self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        self.loss_sum += loss.item() * labels.size(0)  # .item(): never keep the graph alive
+        self.correct += int((logits.argmax(dim=1) == labels).sum().item())
+        self.count += labels.size(0)
+
+    def metrics(self, runtime: Runtime) -> Metrics:
+        loss_sum, correct, count, skipped = _sum_across_processes(
+            [self.loss_sum, float(self.correct), float(self.count), float(self.skipped)], runtime
+        )
+        if count == 0:
+            return Metrics(float("nan"), 0.0, 0, int(skipped))
+        return Metrics(loss_sum / count, correct / count, int(count), int(skipped))
+
+
 def train_one_epoch(
     model: nn.Module,
     loader: Iterable[Batch],
@@ -87,13 +120,8 @@ def train_one_epoch(
     profiler: Any = None,
 ) -> Metrics:
     model.train()
-    loss_sum, correct, count, skipped = 0.0, 0, 0, 0
-    for batch in loader:
-        skipped += batch.skipped
-        if batch.labels.numel() == 0:
-            continue
-        images = batch.images.to(runtime.device, non_blocking=True)
-        labels = batch.labels.to(runtime.device, non_blocking=True)
+    tally = _Tally()
+    for images, labels in tally.batches(loader, runtime):
         with torch.autocast(device_type=runtime.device.type, dtype=torch.float16, enabled=amp):
             logits = model(images)
             loss = criterion(logits, labels)
@@ -101,38 +129,20 @@ def train_one_epoch(
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
-        loss_sum += loss.item() * labels.size(0)  # .item(): never keep the graph alive
-        correct += int((logits.argmax(dim=1) == labels).sum().item())
-        count += labels.size(0)
+        tally.add(loss, logits, labels)
         if profiler is not None:
             profiler.step()
-    return _reduce(loss_sum, correct, count, skipped, runtime)
+    return tally.metrics(runtime)
 
 
 @torch.inference_mode()
 def evaluate(model: nn.Module, loader: Iterable[Batch], criterion: nn.Module, runtime: Runtime) -> Metrics:
     model.eval()
-    loss_sum, correct, count, skipped = 0.0, 0, 0, 0
-    for batch in loader:
-        skipped += batch.skipped
-        if batch.labels.numel() == 0:
-            continue
-        images = batch.images.to(runtime.device, non_blocking=True)
-        labels = batch.labels.to(runtime.device, non_blocking=True)
+    tally = _Tally()
+    for images, labels in tally.batches(loader, runtime):
         logits = model(images)
-        loss_sum += criterion(logits, labels).item() * labels.size(0)
-        correct += int((logits.argmax(dim=1) == labels).sum().item())
-        count += labels.size(0)
-    return _reduce(loss_sum, correct, count, skipped, runtime)
-
-
-def _reduce(loss_sum: float, correct: int, count: int, skipped: int, runtime: Runtime) -> Metrics:
-    loss_sum, correct_f, count_f, skipped_f = _sum_across_processes(
-        [loss_sum, float(correct), float(count), float(skipped)], runtime
-    )
-    if count_f == 0:
-        return Metrics(float("nan"), 0.0, 0, int(skipped_f))
-    return Metrics(loss_sum / count_f, correct_f / count_f, int(count_f), int(skipped_f))
+        tally.add(criterion(logits, labels), logits, labels)
+    return tally.metrics(runtime)
 
 
 def build_optimizer(
