@@ -46,10 +46,6 @@ class JobLayout:
     def output_uri(self, name: str) -> str:
         return f"s3://{self.bucket}/{self.output_prefix}{name}/"
 
-    def output_key(self, name: str, image_key: str) -> str:
-        """SageMaker writes `<S3OutputPath>/<key relative to the manifest prefix>.out`."""
-        return f"{self.output_prefix}{name}/{self.relative(image_key)}.out"
-
     def relative(self, image_key: str) -> str:
         if not image_key.startswith(self.input_prefix):
             raise ValueError(f"key {image_key!r} is outside the input prefix {self.input_prefix!r}")
