@@ -83,6 +83,7 @@ class Collect:
             if image is None or image.status is not Status.PENDING or image.job_name != job.name:
                 logger.info("image no longer waits on this job", image_id=f"{bucket}/{key}", job_name=job.name)
                 continue
+            # SageMaker writes `<S3OutputPath>/<key relative to the manifest prefix>.out`
             body = self.objects.get_if_exists(out_bucket, f"{out_prefix}{key[len(input_prefix) :]}.out")
             outcome = self._outcome(job, body, base)
             if self.store.settle_job_image(image, outcome, self.clock()):
