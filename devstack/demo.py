@@ -61,7 +61,8 @@ def uploads(data: Path) -> dict[str, bytes]:
     files["incoming/café/chien été (1).png"] = buffer.getvalue()
     files["incoming/notes.jpg"] = b"shopping list: kibble, leash, tennis balls\n"
     files["incoming/empty.jpg"] = b""
-    files["incoming/half a dog.jpg"] = photo.read_bytes()[: len(photo.read_bytes()) // 2]
+    whole = photo.read_bytes()
+    files["incoming/half a dog.jpg"] = whole[: len(whole) // 2]
     return files
 
 

@@ -13,7 +13,7 @@ from aws_lambda_powertools import Logger
 logger = Logger(child=True)
 
 T = TypeVar("T")
-_sleep = time.sleep
+_sleep = time.sleep  # tests replace it to back off without waiting
 
 
 @dataclass(frozen=True)
@@ -21,7 +21,6 @@ class Backoff:
     attempts: int = 4
     base_seconds: float = 0.2
     max_seconds: float = 5.0
-    sleep: Callable[[float], None] | None = None  # time.sleep unless a test passes its own
 
     def call(self, fn: Callable[[], T], *, retry_on: Callable[[Exception], bool], what: str) -> T:
         """Call fn; on an error that retry_on accepts, wait and try again, up to `attempts` calls."""
@@ -33,5 +32,5 @@ class Backoff:
                     raise
                 delay = random.uniform(0, min(self.max_seconds, self.base_seconds * 2 ** (attempt - 1)))
                 logger.info("retrying", call=what, attempt=attempt, delay_s=round(delay, 3), error=str(exc))
-                (self.sleep or _sleep)(delay)
+                _sleep(delay)
         raise AssertionError("unreachable")
