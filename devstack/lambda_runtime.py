@@ -1,12 +1,22 @@
-"""What Lambda hands a function: the SQS event shape built from received messages, and a context."""
+"""Lambda on one machine: each concurrent invocation of a function runs in an execution environment
+of its own (a process started on demand, kept warm and reused), with the environment template.yaml
+gives the function; and the SQS event shape Lambda builds from received messages."""
 
 from __future__ import annotations
 
 import hashlib
-import time
-import uuid
-from dataclasses import dataclass, field
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+from devstack.lambda_worker import LambdaContext
+from devstack.process import LineWorker, WorkerDied, WorkerTimeout
+
+__all__ = ["Invocation", "LambdaContext", "LambdaFunction", "sqs_event"]
+
+WORKER = Path(__file__).resolve().parent / "lambda_worker.py"
 
 
 def sqs_event(messages: list[dict[str, Any]], queue_arn: str, region: str = "us-east-1") -> dict[str, Any]:
@@ -29,28 +39,83 @@ def sqs_event(messages: list[dict[str, Any]], queue_arn: str, region: str = "us-
     }
 
 
-@dataclass
-class LambdaContext:
-    """The attributes of Lambda's context object that Powertools and our handlers read."""
+@dataclass(frozen=True)
+class Invocation:
+    ok: bool
+    result: Any = None
+    error: str = ""
 
-    function_name: str = "local-function"
-    timeout_s: float = 120.0
-    memory_limit_in_mb: int = 512
-    function_version: str = "$LATEST"
-    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-    _started: float = field(default_factory=time.monotonic)
 
-    @property
-    def invoked_function_arn(self) -> str:
-        return f"arn:aws:lambda:us-east-1:123456789012:function:{self.function_name}"
+@dataclass(frozen=True)
+class FunctionSpec:
+    """A function as the template declares it."""
 
-    @property
-    def log_group_name(self) -> str:
-        return f"/aws/lambda/{self.function_name}"
+    name: str
+    handler: str
+    code_dir: Path
+    environment: dict[str, str]
+    timeout_s: float
+    memory_mb: int
 
-    @property
-    def log_stream_name(self) -> str:
-        return "local"
 
-    def get_remaining_time_in_millis(self) -> int:
-        return max(0, int((self.timeout_s - (time.monotonic() - self._started)) * 1000))
+class LambdaFunction:
+    """Invoke a function as Lambda does: at most `concurrency` environments, one invocation each."""
+
+    def __init__(self, spec: FunctionSpec, concurrency: int, log_dir: Path) -> None:
+        self.spec = spec
+        self.log_dir = log_dir
+        self._idle: list[LineWorker] = []
+        self._all: list[LineWorker] = []
+        self._slots = threading.BoundedSemaphore(concurrency)
+        self._lock = threading.Lock()
+        self.invocations = 0
+        self.cold_starts = 0
+
+    def invoke(self, event: dict[str, Any]) -> Invocation:
+        with self._slots:
+            worker = self._acquire()
+            try:
+                answer = worker.call(event, self.spec.timeout_s)
+            except WorkerTimeout:
+                return Invocation(False, error=f"Task timed out after {self.spec.timeout_s:.2f} seconds")
+            except WorkerDied as exc:
+                return Invocation(False, error=f"Runtime exited: {exc}")
+            finally:
+                self._release(worker)
+        if answer["ok"]:
+            return Invocation(True, result=answer["result"])
+        return Invocation(False, error=f"{answer['errorType']}: {answer['errorMessage']}")
+
+    def _acquire(self) -> LineWorker:
+        with self._lock:
+            self.invocations += 1
+            if self._idle:
+                return self._idle.pop()
+            self.cold_starts += 1
+        env = {
+            **self.spec.environment,
+            "AWS_LAMBDA_FUNCTION_NAME": self.spec.name,
+            "AWS_LAMBDA_FUNCTION_TIMEOUT": str(self.spec.timeout_s),
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(self.spec.memory_mb),
+            "_HANDLER": self.spec.handler,
+        }
+        argv = [sys.executable, str(WORKER), str(self.spec.code_dir), self.spec.handler]
+        worker = LineWorker(argv, env, self.log_dir / f"{self.spec.name}.log").start()
+        with self._lock:
+            self._all.append(worker)
+        return worker
+
+    def _release(self, worker: LineWorker) -> None:
+        with self._lock:
+            if worker.alive:  # a timed-out or crashed environment is gone; the next call starts cold
+                self._idle.append(worker)
+
+    def pids(self) -> list[int]:
+        with self._lock:
+            return [pid for worker in self._all if (pid := worker.pid) is not None]
+
+    def stop(self) -> None:
+        with self._lock:
+            workers, self._all, self._idle = self._all, [], []
+        for worker in workers:
+            worker.stop()

@@ -74,6 +74,10 @@ def references(names: LocalNames, parameters: dict[str, Any] | None = None) -> d
             "JobEventsDeadLetterQueue.Arn": _queue_arn(names.job_events_dead_letter_queue),
         }
     )
+    for logical_id, resource in template["Resources"].items():
+        if resource["Type"] == "AWS::Serverless::Function":  # the function's name is its logical id
+            refs[logical_id] = logical_id
+            refs[f"{logical_id}.Arn"] = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{logical_id}"
     return refs
 
 
@@ -87,6 +91,20 @@ def function_environment(
     env.update(template["Resources"][function]["Properties"].get("Environment", {}).get("Variables", {}))
     resolved = {key: str(resolve(value, refs)) for key, value in env.items()}
     return {key: value for key, value in resolved.items() if value}  # leave AWS_ENDPOINT_URL* to the caller
+
+
+def model_environment(names: LocalNames = LocalNames(), parameters: dict[str, Any] | None = None) -> dict[str, str]:
+    """The environment template.yaml gives the SageMaker model's container."""
+    model = load_template()["Resources"]["Model"]["Properties"]
+    environment = resolve(model["PrimaryContainer"]["Environment"], references(names, parameters))
+    return {key: str(value) for key, value in environment.items()}
+
+
+def serverless_config(names: LocalNames = LocalNames(), parameters: dict[str, Any] | None = None) -> dict[str, int]:
+    """The endpoint's ServerlessConfig (memory size, MaxConcurrency) from template.yaml."""
+    (variant,) = load_template()["Resources"]["EndpointConfig"]["Properties"]["ProductionVariants"]
+    config = resolve(variant["ServerlessConfig"], references(names, parameters))
+    return {key: int(value) for key, value in config.items()}
 
 
 def provision(

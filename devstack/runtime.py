@@ -41,6 +41,8 @@ class RuntimeServer:
 
     def __init__(self, endpoints: dict[str, Invoke], *, max_concurrency: int = 5, port: int = 0) -> None:
         self.endpoints = endpoints
+        self.answered: dict[str, int] = {}  # endpoint -> requests that reached its container
+        self._count = threading.Lock()
         self._slots = threading.BoundedSemaphore(max_concurrency)
         self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler_class())
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -64,6 +66,8 @@ class RuntimeServer:
         if not self._slots.acquire(blocking=False):
             return error(400, "ThrottlingException", "Rate exceeded: the endpoint is at its MaxConcurrency")
         try:
+            with self._count:
+                self.answered[endpoint] = self.answered.get(endpoint, 0) + 1
             status, response_type, payload = container(body, content_type, accept)
         finally:
             self._slots.release()

@@ -54,8 +54,10 @@ class _NoManagedPolicies:
 
 
 def translate(template: dict[str, Any], parameters: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The plain CloudFormation that `sam deploy` would create, translated offline."""
-    from samtranslator.translator.transform import transform
+    """The plain CloudFormation that `sam deploy` would create, translated offline (in us-east-1)."""
+    import boto3
+    from samtranslator.parser.parser import Parser
+    from samtranslator.translator.translator import Translator
 
     fragment = copy.deepcopy(template)
     # The translator wants code in S3, as `sam package` would leave it.
@@ -63,4 +65,11 @@ def translate(template: dict[str, Any], parameters: dict[str, Any] | None = None
     for resource in fragment["Resources"].values():
         if resource["Type"] == "AWS::Serverless::Function" and "CodeUri" in resource.get("Properties", {}):
             resource["Properties"]["CodeUri"] = "s3://local-artifacts/functions.zip"
-    return transform(fragment, parameters or {}, _NoManagedPolicies(), passthrough_metadata=True)  # type: ignore[no-any-return]
+    translator = Translator(None, Parser(), boto_session=boto3.Session(region_name="us-east-1"))
+    translated: dict[str, Any] = translator.translate(
+        fragment,
+        parameter_values=dict(parameters or {}),
+        passthrough_metadata=True,
+        get_managed_policy_map=_NoManagedPolicies().load,
+    )
+    return translated

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,7 +82,12 @@ class ToolkitHost:
 
 
 def main() -> None:
-    """Serve JSON-lines requests {"body_b64", "content_type", "accept"} from stdin."""
+    """Serve JSON-lines requests {"body_b64", "content_type", "accept"} from stdin.
+
+    Answers go to stdout; anything else the model code prints goes to stderr (the container log)."""
+    answers = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
     host = ToolkitHost(Path(sys.argv[1]))
     for line in sys.stdin:
         request = json.loads(line)
@@ -89,7 +95,7 @@ def main() -> None:
             base64.b64decode(request["body_b64"]), request["content_type"], request.get("accept", "application/json")
         )
         answer = {"status": response.status, "content_type": response.content_type, "body": response.body.decode()}
-        print(json.dumps(answer), flush=True)
+        print(json.dumps(answer), file=answers, flush=True)
 
 
 if __name__ == "__main__":

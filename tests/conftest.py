@@ -19,6 +19,7 @@ from moto.server import ThreadedMotoServer
 from devstack.lambda_runtime import LambdaContext, sqs_event
 from devstack.provision import LocalStack, function_environment, provision
 from tests.fakes.sagemaker_runtime import FakeRuntime
+from tests.training import dataset, trained  # noqa: F401 - session fixtures for every test folder
 
 REPO = Path(__file__).resolve().parents[1]
 EVENTS = REPO / "events"

@@ -1,59 +1,38 @@
-"""Run a transform job recorded in moto (which never runs one) the way SageMaker does:
-one request per manifest entry, `<key>.out` outputs, then the EventBridge state-change event."""
+"""Run a transform job recorded in moto with devstack's transform runner and a fake model container."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from typing import Any
 
+from devstack.transform import TransformRunner
 from tests.fakes.sagemaker_runtime import model_answer
 
 
-def _split(uri: str) -> tuple[str, str]:
-    bucket, _, key = uri.removeprefix("s3://").partition("/")
-    return bucket, key
+class FakeContainer:
+    """Answers like model/inference.py; with BAD_INPUT_POLICY=record a bad image is a 200 error record.
+    A request whose body is `fail_for` gets a server error, as a crashing model would."""
+
+    def __init__(self, environment: dict[str, str], fail_for: bytes | None) -> None:
+        self.record_errors = environment.get("BAD_INPUT_POLICY") == "record"
+        self.fail_for = fail_for
+
+    def invoke(self, body: bytes, content_type: str, accept: str) -> tuple[int, str, bytes]:
+        if body == self.fail_for:
+            return 500, "text/plain", b"worker died"
+        status, answer = model_answer(body, content_type)
+        return (200 if self.record_errors else status), "application/json", json.dumps(answer).encode()
+
+    def stop(self) -> None:
+        pass
 
 
-def run_transform_job(
-    clients: dict[str, Any],
-    name: str,
-    *,
-    fail_on: Callable[[str], bool] = lambda key: False,
-    failure_reason: str = "AlgorithmError: See job logs for more information",
-) -> dict[str, Any]:
-    """Write outputs for the job's images and return its "Transform Job State Change" event.
-
-    With BAD_INPUT_POLICY=record the handler answers 200 with an error record for a bad image.
-    An image for which `fail_on` is true makes the job fail there, as a server fault would."""
-    s3 = clients["s3"]
-    job = clients["sagemaker"].describe_transform_job(TransformJobName=name)
-    record_errors = job.get("Environment", {}).get("BAD_INPUT_POLICY") == "record"
-    bucket, manifest_key = _split(job["TransformInput"]["DataSource"]["S3DataSource"]["S3Uri"])
-    manifest = json.loads(s3.get_object(Bucket=bucket, Key=manifest_key)["Body"].read())
-    in_bucket, in_prefix = _split(manifest[0]["prefix"])
-    out_bucket, out_prefix = _split(job["TransformOutput"]["S3OutputPath"].rstrip("/") + "/")
-    status, reason = "Completed", None
-    for relative in manifest[1:]:
-        key = in_prefix + relative
-        body = s3.get_object(Bucket=in_bucket, Key=key)["Body"].read()
-        code, answer = model_answer(body, job["TransformInput"]["ContentType"])
-        if fail_on(key) or (code != 200 and not record_errors):
-            status, reason = "Failed", failure_reason
-            break
-        s3.put_object(Bucket=out_bucket, Key=f"{out_prefix}{relative}.out", Body=json.dumps(answer).encode())
-    detail = {k: v for k, v in job.items() if k != "ResponseMetadata"}
-    detail.update(TransformJobStatus=status, FailureReason=reason)
-    for stamp in ("CreationTime", "TransformStartTime", "TransformEndTime"):
-        detail[stamp] = int(detail[stamp].timestamp() * 1000)  # epoch milliseconds, as real events carry
-    return {
-        "version": "0",
-        "id": "0f1e2d3c-4b5a-6978-8695-a4b3c2d1e0f9",
-        "detail-type": "SageMaker Transform Job State Change",
-        "source": "aws.sagemaker",
-        "account": "123456789012",
-        "time": "2026-11-21T10:13:00Z",
-        "region": "us-east-1",
-        "resources": [job["TransformJobArn"]],
-        "detail": detail,
-    }
+def run_transform_job(clients: dict[str, Any], name: str, *, fail_for: bytes | None = None) -> dict[str, Any]:
+    """Write the job's outputs and return its "Transform Job State Change" event."""
+    runner = TransformRunner(
+        clients["sagemaker"],
+        clients["s3"],
+        lambda model_name, environment, job_name: FakeContainer(environment, fail_for),
+        publish=lambda event: None,
+    )
+    return runner.execute(name)

@@ -17,7 +17,7 @@ import torch
 import train
 
 from tests.conftest import REPO
-from tests.model.conftest import CLASSES, train_args
+from tests.training import CLASSES, train_args
 
 CHANCE = 1 / CLASSES
 

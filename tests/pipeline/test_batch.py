@@ -80,12 +80,13 @@ def test_collector_records_each_image_of_a_completed_job(aws: Aws, context: Lamb
 
 
 def test_a_failed_job_marks_every_unfinished_image_failed_with_the_reason(aws: Aws, context: LambdaContext) -> None:
-    for name in ("a", "b", "c"):
-        aws.upload(f"incoming/{name}.jpg", images.jpeg(color=(ord(name), 0, 0)))
+    photos = {f"incoming/{name}.jpg": images.jpeg(color=(ord(name), 0, 0)) for name in ("a", "b", "c")}
+    for key, data in photos.items():
+        aws.upload(key, data)
     ingest.lambda_handler(aws.receive_event(), context)
     (job,) = jobs(aws)
     keys = ["incoming/" + k for k in manifest(aws, job)[1:]]
-    event = run_transform_job(aws.clients, job, fail_on=lambda key: key == keys[1])
+    event = run_transform_job(aws.clients, job, fail_for=photos[keys[1]])
     collect.lambda_handler(event, LambdaContext(function_name="collect"))
     first, second, third = (aws.item(k) for k in keys)
     assert first is not None and first["status"] == "CLASSIFIED"  # its output was written before the failure

@@ -1,4 +1,5 @@
-"""A small synthetic dogImages tree and a model trained on it by model/train.py (once per session)."""
+"""A small synthetic dogImages tree and a model trained on it by model/train.py (once per session);
+the fixtures are shared through tests/conftest.py."""
 
 from __future__ import annotations
 

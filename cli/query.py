@@ -1,0 +1,163 @@
+"""Query the predictions table: one image, one breed (newest first), or everything rejected or failed.
+
+The same command works against AWS and the local stack: boto3 finds the local stack through the
+AWS_ENDPOINT_URL that `make stack` prints, and AWS through your usual credentials.
+
+    python -m cli.query image 'incoming/my dog.jpg'
+    python -m cli.query breed Labrador_retriever --limit 20
+    python -m cli.query problems --status REJECTED --output json
+
+The table and bucket come from --table/--bucket, else PREDICTIONS_TABLE/IMAGES_BUCKET, else the
+outputs of the CloudFormation stack named by --stack."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from decimal import Decimal
+from typing import Any
+
+from boto3.dynamodb.types import TypeDeserializer
+
+PROBLEM_STATUSES = ("REJECTED", "FAILED")
+_deserialize = TypeDeserializer().deserialize
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def _item(raw: dict[str, Any]) -> dict[str, Any]:
+    return {key: _plain(_deserialize(value)) for key, value in raw.items()}
+
+
+class Predictions:
+    """Reads of the predictions table, through its key and its two indexes (see template.yaml)."""
+
+    def __init__(self, dynamodb: Any, table: str) -> None:
+        self.dynamodb = dynamodb
+        self.table = table
+
+    def image(self, bucket: str, key: str) -> dict[str, Any] | None:
+        raw = self.dynamodb.get_item(TableName=self.table, Key={"image_id": {"S": f"{bucket}/{key}"}}).get("Item")
+        return _item(raw) if raw else None
+
+    def breed(self, breed: str, limit: int) -> list[dict[str, Any]]:
+        return list(self._newest_first("by-breed", "breed", breed, limit))
+
+    def problems(self, statuses: Sequence[str], limit: int) -> list[dict[str, Any]]:
+        found = [
+            item for status in statuses for item in self._newest_first("by-problem", "problem_status", status, limit)
+        ]
+        return sorted(found, key=lambda item: str(item["updated_at"]), reverse=True)[:limit]
+
+    def _newest_first(self, index: str, attribute: str, value: str, limit: int) -> Iterator[dict[str, Any]]:
+        pages = self.dynamodb.get_paginator("query").paginate(
+            TableName=self.table,
+            IndexName=index,
+            KeyConditionExpression="#k = :v",
+            ExpressionAttributeNames={"#k": attribute},
+            ExpressionAttributeValues={":v": {"S": value}},
+            ScanIndexForward=False,  # the index sorts by updated_at
+            PaginationConfig={"MaxItems": limit},
+        )
+        for page in pages:
+            yield from (_item(raw) for raw in page["Items"])
+
+
+COLUMNS = (("image", 36), ("breed", 26), ("conf.", 6), ("status", 10), ("mode", 10), ("updated", 20), ("reason", 0))
+
+
+def table(items: Sequence[dict[str, Any]]) -> str:
+    """A fixed-width table, one row per image."""
+
+    def cells(item: dict[str, Any]) -> list[str]:
+        confidence = f"{float(item['confidence']):.2f}" if "confidence" in item else ""
+        return [
+            str(item.get("key", "")),
+            str(item.get("breed", "")),
+            confidence,
+            str(item.get("status", "")),
+            str(item.get("mode", "")),
+            str(item.get("updated_at", ""))[:19].replace("T", " "),
+            str(item.get("reason", ""))[:70],
+        ]
+
+    def line(values: Sequence[str]) -> str:
+        return "  ".join(
+            (v if width == 0 else (v.rjust(width) if name == "conf." else v[:width].ljust(width)))
+            for (name, width), v in zip(COLUMNS, values, strict=True)
+        ).rstrip()
+
+    return "\n".join([line([name for name, _ in COLUMNS]), *(line(cells(item)) for item in items)])
+
+
+def stack_outputs(cloudformation: Any, stack: str) -> dict[str, str]:
+    (description,) = cloudformation.describe_stacks(StackName=stack)["Stacks"]
+    return {o["OutputKey"]: o["OutputValue"] for o in description.get("Outputs", [])}
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--table", default=os.environ.get("PREDICTIONS_TABLE"), help="the predictions table")
+    parser.add_argument("--bucket", default=os.environ.get("IMAGES_BUCKET"), help="the images bucket")
+    parser.add_argument("--stack", help="read table and bucket from this CloudFormation stack's outputs")
+    parser.add_argument("--output", choices=["table", "json"], default="table")
+    parser.add_argument("--limit", type=int, default=50, help="most images to list (breed, problems)")
+    commands = parser.add_subparsers(dest="command", required=True)
+    image = commands.add_parser("image", help="one image's outcome")
+    image.add_argument("key", help="the object key (e.g. 'incoming/my dog.jpg'), or s3://bucket/key")
+    breed = commands.add_parser("breed", help="images classified as a breed, newest first")
+    breed.add_argument("breed", help="a class name as the model names it, e.g. Labrador_retriever")
+    problems = commands.add_parser("problems", help="rejected and failed images, newest first")
+    problems.add_argument("--status", choices=PROBLEM_STATUSES, help="only this status")
+    return parser
+
+
+def main(args: argparse.Namespace, dynamodb: Any = None, cloudformation: Any = None) -> int:
+    import boto3
+
+    if args.stack and not (args.table and args.bucket):
+        outputs = stack_outputs(cloudformation or boto3.client("cloudformation"), args.stack)
+        args.table = args.table or outputs["PredictionsTableName"]
+        args.bucket = args.bucket or outputs["ImagesBucketName"]
+    if not args.table:
+        print("no table: give --table, set PREDICTIONS_TABLE, or name the stack with --stack", file=sys.stderr)
+        return 2
+    predictions = Predictions(dynamodb or boto3.client("dynamodb"), args.table)
+
+    if args.command == "image":
+        bucket, key = args.bucket, args.key
+        if key.startswith("s3://"):
+            bucket, _, key = key.removeprefix("s3://").partition("/")
+        if not bucket:
+            print("no bucket: give --bucket, set IMAGES_BUCKET, or use s3://bucket/key", file=sys.stderr)
+            return 2
+        item = predictions.image(bucket, key)
+        if item is None:
+            print(f"s3://{bucket}/{key} has no record (not uploaded under the input prefix, or not yet seen)",
+                  file=sys.stderr)  # fmt: skip
+            return 1
+        items = [item]
+    elif args.command == "breed":
+        items = predictions.breed(args.breed, args.limit)
+    else:
+        items = predictions.problems([args.status] if args.status else PROBLEM_STATUSES, args.limit)
+
+    print(json.dumps(items, indent=2, ensure_ascii=False) if args.output == "json" else table(items))
+    if not items and args.command == "breed":
+        print(f"no image is recorded as {args.breed!r}; breed names are the model's class names", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(get_args_parser().parse_args()))

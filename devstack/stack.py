@@ -1,0 +1,347 @@
+"""The whole system on one machine, as one process tree on loopback, with no AWS account and no Docker.
+
+- moto in server mode is the AWS API (S3, SQS, DynamoDB, the SageMaker control plane);
+- the bucket, queues and table are created from template.yaml (devstack.provision);
+- the model.tar.gz is uploaded and registered as the template's SageMaker model, endpoint config
+  and endpoint; a local SageMaker runtime serves the endpoint from a model container process;
+- each Lambda function runs its unchanged handler in execution-environment processes with the
+  environment the template gives it, reaching the stack only through AWS_ENDPOINT_URL*;
+- Lambda's SQS trigger and the EventBridge rule are run from their translated template settings;
+- a transform runner executes the batch transform jobs that moto only records.
+
+    python -m devstack.stack up [--model model.tar.gz] [--parameter Key=Value ...]
+
+keeps it running until Ctrl-C, for uploads with the AWS CLI or boto3 and queries with
+`python -m cli.query`. `make stack` does the same."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import boto3
+import requests
+
+from devstack.container import ModelContainer, unpack_model
+from devstack.event_sources import EventBus, RuleTarget, SqsPoller, SqsTrigger
+from devstack.lambda_runtime import FunctionSpec, LambdaFunction
+from devstack.provision import (
+    ACCOUNT,
+    REGION,
+    LocalNames,
+    LocalStack,
+    function_environment,
+    model_environment,
+    provision,
+    references,
+    resolve,
+    serverless_config,
+)
+from devstack.runtime import RuntimeServer
+from devstack.template import TEMPLATE_PATH, load_template, parameter_defaults, translate
+from devstack.transform import Container, TransformRunner
+
+log = logging.getLogger("devstack")
+
+REPO = TEMPLATE_PATH.parent
+ARTIFACTS_BUCKET = "dogbreed-artifacts-local"
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local"}  # moto takes any
+DEFAULT_CONCURRENCY = 10  # functions without a MaximumConcurrency (Lambda's account limit is 1000)
+
+
+@dataclass(frozen=True)
+class StackOptions:
+    model_archive: Path
+    workdir: Path
+    parameters: Mapping[str, str] = field(default_factory=dict)  # as `sam deploy --parameter-overrides`
+    moto_port: int = 0
+    runtime_port: int = 0
+    # Local only: the template's VisibilityTimeout (12 minutes) makes a retry wait 12 minutes; tests
+    # that exercise retries and the DLQ shorten it.
+    visibility_timeout_s: int | None = None
+
+
+class Stack:
+    def __init__(self, options: StackOptions) -> None:
+        self.options = options
+        self.names = LocalNames()
+        self.parameters: dict[str, Any] = {**parameter_defaults(load_template()), **options.parameters}
+        self.logs = options.workdir / "logs"
+        self._stoppers: list[Any] = []
+        self.functions: dict[str, LambdaFunction] = {}
+        self.pollers: list[SqsPoller] = []
+        self.resources: LocalStack | None = None
+        self.runner: TransformRunner | None = None
+        self.runtime: RuntimeServer | None = None
+        self.endpoint_url = ""
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def __enter__(self) -> Stack:
+        return self.start()
+
+    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        self.stop()
+
+    def start(self) -> Stack:
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Stop in reverse order of start: nothing new arrives while what is in flight finishes."""
+        while self._stoppers:
+            stop = self._stoppers.pop()
+            try:
+                stop()
+            except Exception:
+                log.exception("stopping %s failed", stop)
+
+    def _start(self) -> None:
+        from moto.server import ThreadedMotoServer
+
+        self.options.workdir.mkdir(parents=True, exist_ok=True)
+        moto = ThreadedMotoServer(ip_address="127.0.0.1", port=self.options.moto_port, verbose=False)
+        moto.start()
+        self._stoppers.append(moto.stop)
+        host, port = moto.get_host_and_port()
+        self.endpoint_url = f"http://{host}:{port}"
+        requests.post(f"{self.endpoint_url}/moto-api/reset", timeout=10)  # moto's state is per process
+
+        self.resources = provision(self.clients(), self.names, self.parameters)
+        if self.options.visibility_timeout_s is not None:
+            self.client("sqs").set_queue_attributes(
+                QueueUrl=self.resources.queue_url,
+                Attributes={"VisibilityTimeout": str(self.options.visibility_timeout_s)},
+            )
+        self._register_model()
+
+        endpoint = self.start_container(self.parameters["ModelName"], {}, "endpoint")
+        self._stoppers.append(endpoint.stop)
+        self.runtime = RuntimeServer(
+            {self.parameters["EndpointName"]: endpoint.invoke},
+            max_concurrency=serverless_config(self.names, self.parameters)["MaxConcurrency"],
+            port=self.options.runtime_port,
+        ).start()
+        self._stoppers.append(self.runtime.stop)
+
+        translated = translate(load_template(), self.parameters)["Resources"]
+        refs = references(self.names, self.parameters)
+
+        def properties(kind: str, *keys: str) -> dict[str, dict[str, Any]]:
+            """The given properties of every resource of a kind, resolved for the local stack."""
+            return {
+                logical_id: {key: resolve(r["Properties"][key], refs) for key in keys if key in r["Properties"]}
+                for logical_id, r in translated.items()
+                if r["Type"] == kind
+            }
+
+        mappings = properties(
+            "AWS::Lambda::EventSourceMapping", "FunctionName", "EventSourceArn", "BatchSize",
+            "MaximumBatchingWindowInSeconds", "FunctionResponseTypes", "ScalingConfig",
+        )  # fmt: skip
+        triggers = [SqsTrigger.from_properties(p) for p in mappings.values() if ":sqs:" in p["EventSourceArn"]]
+        concurrency = {t.function: t.max_concurrency for t in triggers}
+        functions = properties("AWS::Lambda::Function", "Handler", "Timeout", "MemorySize", "DeadLetterConfig")
+        for logical_id, props in functions.items():
+            spec = self._function_spec(logical_id, props)
+            self.functions[logical_id] = LambdaFunction(
+                spec, concurrency.get(logical_id, DEFAULT_CONCURRENCY), self.logs
+            )
+            self._stoppers.append(self.functions[logical_id].stop)
+
+        sqs = self.client("sqs")
+        bus = EventBus(
+            [
+                RuleTarget(logical_id, rule["EventPattern"], target["Arn"].rsplit(":", 1)[1])
+                for logical_id, rule in properties("AWS::Events::Rule", "EventPattern", "Targets").items()
+                for target in rule["Targets"]
+            ],
+            self.functions,
+            {
+                logical_id: sqs.get_queue_url(QueueName=props["DeadLetterConfig"]["TargetArn"].rsplit(":", 1)[1])[
+                    "QueueUrl"
+                ]
+                for logical_id, props in functions.items()
+                if "DeadLetterConfig" in props
+            },
+            sqs,
+        )
+        self.runner = TransformRunner(self.client("sagemaker"), self.client("s3"), self.start_container, bus.put)
+        self._stoppers.append(self.runner.start().stop)
+        for trigger in triggers:
+            poller = SqsPoller(trigger, sqs, self.functions[trigger.function]).start()
+            self.pollers.append(poller)
+            self._stoppers.append(poller.stop)
+
+    # -- parts -------------------------------------------------------------------------------
+
+    def client(self, service: str) -> Any:
+        return boto3.client(
+            service,
+            endpoint_url=self.endpoint_url,
+            region_name=REGION,
+            aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        )
+
+    def clients(self) -> dict[str, Any]:
+        return {service: self.client(service) for service in ("s3", "sqs", "dynamodb", "sagemaker")}
+
+    def user_environment(self) -> dict[str, str]:
+        """What the AWS CLI, boto3 and cli.query need to talk to this stack."""
+        assert self.runtime is not None
+        return {
+            "AWS_ENDPOINT_URL": self.endpoint_url,
+            "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": self.runtime.url,
+            "AWS_DEFAULT_REGION": REGION,
+            **CREDENTIALS,
+            "IMAGES_BUCKET": self.names.bucket,
+            "PREDICTIONS_TABLE": self.names.table,
+        }
+
+    def _function_spec(self, logical_id: str, props: dict[str, Any]) -> FunctionSpec:
+        template = load_template()
+        code_uri = template["Resources"][logical_id]["Properties"].get(
+            "CodeUri", template["Globals"]["Function"]["CodeUri"]
+        )
+        environment = {
+            **function_environment(logical_id, self.names, self.parameters),
+            **{k: v for k, v in self.user_environment().items() if k.startswith("AWS_")},
+            "AWS_REGION": REGION,
+        }
+        return FunctionSpec(
+            name=logical_id,
+            handler=props["Handler"],
+            code_dir=REPO / code_uri,
+            environment=environment,
+            timeout_s=float(props["Timeout"]),
+            memory_mb=int(props["MemorySize"]),
+        )
+
+    def _register_model(self) -> None:
+        """What the template's Model, EndpointConfig and Endpoint create, on the local control plane."""
+        s3, sagemaker = self.client("s3"), self.client("sagemaker")
+        s3.create_bucket(Bucket=ARTIFACTS_BUCKET)
+        s3.upload_file(str(self.options.model_archive), ARTIFACTS_BUCKET, "model/model.tar.gz")
+        model_name, endpoint_name = self.parameters["ModelName"], self.parameters["EndpointName"]
+        sagemaker.create_model(
+            ModelName=model_name,
+            ExecutionRoleArn=f"arn:aws:iam::{ACCOUNT}:role/dogbreed-model",
+            PrimaryContainer={
+                "Image": "local/pytorch-inference",
+                "ModelDataUrl": f"s3://{ARTIFACTS_BUCKET}/model/model.tar.gz",
+                "Environment": model_environment(self.names, self.parameters),
+            },
+            EnableNetworkIsolation=True,
+        )
+        sagemaker.create_endpoint_config(
+            EndpointConfigName=endpoint_name,
+            ProductionVariants=[
+                {
+                    "VariantName": "AllTraffic",
+                    "ModelName": model_name,
+                    "ServerlessConfig": serverless_config(self.names, self.parameters),
+                }
+            ],
+        )
+        sagemaker.create_endpoint(EndpointName=endpoint_name, EndpointConfigName=endpoint_name)
+
+    def start_container(self, model_name: str, environment: dict[str, str], job_name: str) -> Container:
+        """Start a container for a registered model, as SageMaker does for an endpoint or a job."""
+        model = self.client("sagemaker").describe_model(ModelName=model_name)["PrimaryContainer"]
+        bucket, _, key = model["ModelDataUrl"].removeprefix("s3://").partition("/")
+        etag = self.client("s3").head_object(Bucket=bucket, Key=key)["ETag"].strip('"')
+        model_dir = self.options.workdir / "models" / etag  # unpacked once per artifact content
+        if not model_dir.exists():
+            with tempfile.TemporaryDirectory(dir=self.options.workdir) as tmp:
+                archive = Path(tmp) / "model.tar.gz"
+                self.client("s3").download_file(bucket, key, str(archive))
+                unpack_model(archive, Path(tmp) / "model")
+                shutil.move(Path(tmp) / "model", model_dir)
+        log_path = self.logs / "sagemaker" / f"{job_name}.log"
+        env = {**model.get("Environment", {}), **environment}
+        return ModelContainer(model_dir, env, log_path).start()
+
+    def child_pids(self) -> list[int]:
+        """The processes this stack started (execution environments and model containers)."""
+        me = str(os.getpid())
+        pids = []
+        for status in Path("/proc").glob("[0-9]*/status"):
+            try:
+                fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines() if ":\t" in line)
+            except OSError:
+                continue
+            if fields.get("PPid", "").strip() == me:
+                pids.append(int(status.parent.name))
+        return pids
+
+
+# -- command line ----------------------------------------------------------------------------
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=["up"], help="start the stack and keep it up until Ctrl-C")
+    parser.add_argument("--model", type=Path, help="a model.tar.gz from model/train.py (default: train a small one)")
+    parser.add_argument("--workdir", type=Path, default=REPO / ".devstack", help="logs and unpacked models")
+    parser.add_argument("--moto-port", type=int, default=5000)
+    parser.add_argument("--runtime-port", type=int, default=8080)
+    parser.add_argument(
+        "--parameter", action="append", default=[], metavar="KEY=VALUE", help="a template parameter override"
+    )
+    parser.add_argument("--visibility-timeout", type=int, help="shorten the queue's VisibilityTimeout (seconds)")
+    return parser
+
+
+def main(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    for noisy in ("werkzeug", "botocore", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    model = args.model
+    if model is None:
+        from devstack.quickmodel import train_small_model
+
+        print("no --model given: training a small one on generated images ...", flush=True)
+        model = train_small_model(args.workdir / "quickmodel").archive
+    options = StackOptions(
+        model_archive=model,
+        workdir=args.workdir,
+        parameters=dict(p.split("=", 1) for p in args.parameter),
+        moto_port=args.moto_port,
+        runtime_port=args.runtime_port,
+        visibility_timeout_s=args.visibility_timeout,
+    )
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    signal.signal(signal.SIGINT, lambda *_: stopping.set())
+    with Stack(options) as stack:
+        exports = " ".join(f"{k}={v}" for k, v in stack.user_environment().items())
+        print(f"\nThe stack is up. In another shell:\n\n  export {exports}\n", flush=True)
+        print(f"  aws s3 cp my-dog.jpg 's3://{stack.names.bucket}/incoming/my dog.jpg'")
+        print("  python -m cli.query image 'incoming/my dog.jpg'")
+        print("  python -m cli.query problems\n")
+        print(f"Function and model logs: {stack.logs}/. Ctrl-C stops everything.", flush=True)
+        print("READY", flush=True)
+        stopping.wait()
+        print("stopping ...", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(get_args_parser().parse_args()))

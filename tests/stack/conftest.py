@@ -1,0 +1,84 @@
+"""The local stack, started per test from a model.tar.gz written by model/train.py."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cli.query import Predictions
+from devstack.container import pack_model
+from devstack.stack import Stack, StackOptions
+
+FAST = {"BatchingWindowSeconds": "1"}  # a template parameter: tests need not wait 5 s per batch
+
+
+@pytest.fixture(scope="session")
+def model_archive(trained: tuple[Path, dict[str, object]], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return pack_model(trained[0], tmp_path_factory.mktemp("artifact") / "model.tar.gz")
+
+
+StartStack = Callable[..., Stack]
+
+
+@pytest.fixture
+def start_stack(model_archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[StartStack]:
+    """Start a stack with template parameter overrides; it is stopped after the test."""
+    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME"):
+        monkeypatch.delenv(name, raising=False)  # the stack sets its own functions' environment
+    started: list[Stack] = []
+
+    def start(visibility_timeout_s: int | None = None, **parameters: str) -> Stack:
+        options = StackOptions(
+            model_archive=model_archive,
+            workdir=tmp_path / "stack",
+            parameters={**FAST, **parameters},
+            visibility_timeout_s=visibility_timeout_s,
+        )
+        started.append(Stack(options).start())
+        return started[-1]
+
+    yield start
+    for stack in started:
+        stack.stop()
+
+
+def upload(stack: Stack, files: dict[str, bytes]) -> dict[str, str]:
+    s3 = stack.client("s3")
+    return {
+        key: str(s3.put_object(Bucket=stack.names.bucket, Key=key, Body=body)["ETag"]).strip('"')
+        for key, body in files.items()
+    }
+
+
+def outcomes(stack: Stack, etags: dict[str, str], timeout_s: float = 90) -> dict[str, dict[str, Any]]:
+    """Wait until every upload has a final outcome for its content (or time runs out)."""
+    predictions = Predictions(stack.client("dynamodb"), stack.names.table)
+    found: dict[str, dict[str, Any]] = {}
+    deadline = time.monotonic() + timeout_s
+    while len(found) < len(etags) and time.monotonic() < deadline:
+        for key, etag in etags.items():
+            item = predictions.image(stack.names.bucket, key)
+            if item and item["etag"] == etag and item["status"] != "PENDING":
+                found[key] = item
+        time.sleep(0.3)
+    return found
+
+
+def queue_is_empty(stack: Stack, queue_url: str) -> bool:
+    attributes = stack.client("sqs").get_queue_attributes(
+        QueueUrl=queue_url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    )["Attributes"]
+    return all(value == "0" for value in attributes.values())
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float = 60) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.3)
+    return condition()

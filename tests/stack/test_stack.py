@@ -1,0 +1,117 @@
+"""The whole system on the local stack: real handlers in their own processes, the real model in
+its container, moto as AWS, driven only by uploads to the bucket."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from urllib.parse import unquote_plus
+
+from tests.pipeline import images
+from tests.stack.conftest import StartStack, outcomes, queue_is_empty, upload, wait_until
+
+BAD = {
+    "incoming/bad/notes.jpg": (b"shopping list: kibble, leash\n", "NotAnImage"),
+    "incoming/bad/empty.jpg": (b"", "EmptyObject"),
+    "incoming/bad/half a dog.jpg": (images.truncated_jpeg(), "InvalidImage"),
+}
+
+
+def photos(dataset: Path) -> dict[str, tuple[bytes, str]]:
+    """Two held-out photos per breed under names with spaces and unicode: key -> (bytes, breed)."""
+    return {
+        f"incoming/{folder.name[4:].replace('_', ' ')} é {n}.jpg": (path.read_bytes(), folder.name[4:])
+        for folder in sorted((dataset / "test").iterdir())
+        for n, path in enumerate(sorted(folder.glob("*.jpg"))[:2])
+    }
+
+
+def assert_classified(found: dict[str, dict[str, object]], expected: dict[str, tuple[bytes, str]], mode: str) -> None:
+    for key in expected:
+        assert found[key]["status"] == "CLASSIFIED" and found[key]["mode"] == mode, found[key]
+    right = sum(found[key]["breed"] == breed for key, (_, breed) in expected.items())
+    assert right / len(expected) >= 0.8, {k: found[k]["breed"] for k in expected}
+
+
+def test_serverless_mode_end_to_end(start_stack: StartStack, dataset: Path) -> None:
+    stack = start_stack(InferenceMode="serverless")
+    good = photos(dataset)
+    etags = upload(stack, {key: data for key, (data, _) in {**good, **BAD}.items()})
+    found = outcomes(stack, etags)
+    assert set(found) == set(etags)
+    assert_classified(found, good, "serverless")
+    for key, (_, code) in BAD.items():
+        assert found[key]["status"] == "REJECTED" and found[key]["error_code"] == code and found[key]["reason"]
+    assert stack.runtime is not None and stack.runtime.answered["dogbreed-serverless"] >= len(good)
+    assert max(stack.pollers[0].batch_sizes) <= 100  # the template's BatchSize
+
+
+def test_batch_mode_end_to_end(start_stack: StartStack, dataset: Path) -> None:
+    stack = start_stack(InferenceMode="batch")
+    good = photos(dataset)
+    etags = upload(stack, {key: data for key, (data, _) in {**good, **BAD}.items()})
+    found = outcomes(stack, etags)
+    assert set(found) == set(etags)
+    assert_classified(found, good, "batch")
+    for key, (_, code) in BAD.items():
+        assert found[key]["status"] == "REJECTED" and found[key]["error_code"] == code
+    sagemaker, s3 = stack.client("sagemaker"), stack.client("s3")
+    for key in good:  # SageMaker's output layout: <S3OutputPath>/<key under the manifest prefix>.out
+        job = found[key]["job_name"]
+        assert sagemaker.describe_transform_job(TransformJobName=job)["TransformJobStatus"] == "Completed"
+        output = s3.get_object(Bucket=stack.names.bucket, Key=f"transform-output/{job}/{key[len('incoming/') :]}.out")
+        assert json.loads(output["Body"].read())["class_name"] == found[key]["breed"]
+    assert stack.runtime is not None and stack.runtime.answered.get("dogbreed-serverless", 0) == 0
+
+
+def test_a_flood_goes_to_batch_transform_and_a_trickle_to_the_endpoint(start_stack: StartStack, dataset: Path) -> None:
+    """Auto mode routes by batch size: the event source mapping gathers a burst into one batch."""
+    stack = start_stack(AutoBatchThreshold="8", BatchingWindowSeconds="3")
+    trickle = dict(list(photos(dataset).items())[:3])
+    found = outcomes(stack, upload(stack, {key: data for key, (data, _) in trickle.items()}))
+    assert {found[key]["mode"] for key in trickle} == {"serverless"}
+    burst = {f"incoming/burst/{n}.jpg": images.jpeg(color=(n * 20, 90, 40)) for n in range(10)}
+    found = outcomes(stack, upload(stack, burst))
+    assert {found[key]["mode"] for key in burst} == {"batch"} and len(found) == len(burst)
+
+
+def test_duplicates_call_the_model_once(start_stack: StartStack, dataset: Path) -> None:
+    stack = start_stack(InferenceMode="serverless")
+    data, _ = next(iter(photos(dataset).values()))
+    first = outcomes(stack, upload(stack, {"incoming/rex.jpg": data}))["incoming/rex.jpg"]
+    assert stack.runtime is not None
+    calls = stack.runtime.answered["dogbreed-serverless"]
+    upload(stack, {"incoming/rex.jpg": data})  # the same content again: a new event, the same ETag
+    assert stack.resources is not None
+    assert wait_until(lambda: queue_is_empty(stack, stack.resources.queue_url))
+    assert stack.functions["IngestFunction"].invocations >= 2  # the second event was delivered
+    again = outcomes(stack, {"incoming/rex.jpg": first["etag"]})["incoming/rex.jpg"]
+    assert again == first and stack.runtime.answered["dogbreed-serverless"] == calls
+
+
+def test_a_persistently_failing_endpoint_ends_in_the_dlq_with_a_failed_record(
+    start_stack: StartStack, dataset: Path
+) -> None:
+    stack = start_stack(visibility_timeout_s=1, InferenceMode="serverless", MaxReceiveCount="2")
+    assert stack.runtime is not None and stack.resources is not None
+    stack.runtime.endpoints["dogbreed-serverless"] = lambda body, content_type, accept: (
+        500, "text/plain", b"CUDA error: device-side assert triggered"
+    )  # fmt: skip
+    good = dict(list(photos(dataset).items())[:2])
+    etags = upload(stack, {key: data for key, (data, _) in good.items()})
+    found = outcomes(stack, etags, timeout_s=60)
+    assert set(found) == set(good)
+    for item in found.values():
+        assert item["status"] == "FAILED" and item["error_code"] == "RetriesExhausted", item
+        assert "dead-letter queue" in str(item["reason"]) and item["problem_status"] == "FAILED"
+    sqs, dead = stack.client("sqs"), []
+
+    def both_in_the_dlq() -> bool:
+        messages = sqs.receive_message(
+            QueueUrl=stack.resources.dead_letter_queue_url, MaxNumberOfMessages=10, VisibilityTimeout=60
+        ).get("Messages", [])
+        dead.extend(json.loads(m["Body"])["Records"][0]["s3"]["object"]["key"] for m in messages)
+        return len(dead) >= len(good)
+
+    assert wait_until(both_in_the_dlq, timeout_s=30)
+    assert sorted(unquote_plus(key) for key in dead) == sorted(good)
