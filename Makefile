@@ -7,7 +7,7 @@ PIP_FLAGS := --quiet --disable-pip-version-check
 export AWS_DEFAULT_REGION ?= us-east-1
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: install test lint typecheck pytest demo package-size benchmark clean
+.PHONY: install test lint typecheck pytest demo stack query package-size benchmark pipeline-benchmark clean
 
 # Three environments: the project (.venv), and the SAM CLI and checkov, whose pins clash.
 $(VENV)/.installed: requirements/dev.txt functions/requirements.txt
@@ -43,11 +43,24 @@ test: lint typecheck pytest
 demo: $(VENV)/.installed
 	PYTHONPATH=functions:model $(PY) -m devstack.demo
 
+# The local stack, kept up until Ctrl-C (moto on :5000, the SageMaker runtime on :8080).
+# STACK_ARGS example: --model path/to/model.tar.gz --parameter InferenceMode=batch
+stack: $(VENV)/.installed
+	PYTHONPATH=functions:model $(PY) -m devstack.stack up $(STACK_ARGS)
+
+# Query predictions, e.g. make query ARGS="breed Afghan_hound" (with the variables `make stack` prints).
+query: $(VENV)/.installed
+	$(PY) -m cli.query $(ARGS)
+
 package-size: $(VENV)/.installed
 	$(PY) -m devstack.package_size
 
 benchmark: $(VENV)/.installed
 	$(PY) model/benchmark.py
 
+IMAGES ?= 500
+pipeline-benchmark: $(VENV)/.installed
+	PYTHONPATH=functions:model $(PY) -m devstack.pipeline_benchmark --images $(IMAGES)
+
 clean:
-	rm -rf .venv .venv-sam .venv-checkov .aws-sam build .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .venv .venv-sam .venv-checkov .aws-sam build .devstack .pytest_cache .mypy_cache .ruff_cache

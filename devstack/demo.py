@@ -19,13 +19,12 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
-from cli.query import Predictions, table
+from cli.query import table
 from devstack.quickmodel import train_small_model
 from devstack.stack import Stack, StackOptions
 
@@ -57,38 +56,14 @@ def flood(data: Path, count: int) -> dict[str, bytes]:
     return files
 
 
-def upload(stack: Stack, files: dict[str, bytes]) -> dict[str, str]:
-    """Upload as a user would; returns each key's ETag (an outcome must be for that content)."""
-    s3 = stack.client("s3")
+class ProgressBar:
+    def __init__(self) -> None:
+        self.shown = -1
 
-    def put(item: tuple[str, bytes]) -> tuple[str, str]:
-        key, body = item
-        return key, str(s3.put_object(Bucket=stack.names.bucket, Key=key, Body=body)["ETag"]).strip('"')
-
-    with ThreadPoolExecutor(8) as pool:
-        return dict(pool.map(put, files.items()))
-
-
-def wait_for_outcomes(predictions: Predictions, bucket: str, etags: dict[str, str]) -> dict[str, dict[str, Any]]:
-    """Poll the table until every upload has a final outcome for its content, drawing a progress bar."""
-    outcomes: dict[str, dict[str, Any]] = {}
-    deadline, shown = time.monotonic() + TIMEOUT_S, -1
-    while len(outcomes) < len(etags) and time.monotonic() < deadline:
-        for key, etag in etags.items():
-            if key not in outcomes:
-                item = predictions.image(bucket, key)
-                if item and item["etag"] == etag and item["status"] != "PENDING":
-                    outcomes[key] = item
-        done = len(outcomes)
-        if done != shown:
-            print(
-                f"\r  [{'#' * (30 * done // len(etags)):<30}] {done}/{len(etags)} have an outcome", end="", flush=True
-            )
-            shown = done
-        if done < len(etags):
-            time.sleep(0.5)
-    print()
-    return outcomes
+    def __call__(self, done: int, total: int) -> None:
+        if done != self.shown:
+            print(f"\r  [{'#' * (30 * done // total):<30}] {done}/{total} have an outcome", end="", flush=True)
+            self.shown = done
 
 
 def main() -> int:
@@ -102,7 +77,6 @@ def main() -> int:
         print(f"  test accuracy {model.test_accuracy:.0%}; packed as {model.archive.name}")
         print("starting the local stack (moto, model container, Lambda environments, event sources) ...")
         with Stack(StackOptions(model_archive=model.archive, workdir=workdir / "stack")) as stack:
-            predictions = Predictions(stack.client("dynamodb"), stack.names.table)
             bucket = stack.names.bucket
             outcomes: dict[str, dict[str, Any]] = {}
             uploads: dict[str, str] = {}
@@ -111,9 +85,10 @@ def main() -> int:
                 (f"a flood: {FLOOD + 1} images at once", flood(model.data_dir, FLOOD)),
             ):
                 print(f"\n{title}: uploading {len(files)} objects to s3://{bucket}/incoming/")
-                etags = upload(stack, files)
+                etags = stack.upload(files)
                 uploads.update(etags)
-                outcomes.update(wait_for_outcomes(predictions, bucket, etags))
+                outcomes.update(stack.wait_for_outcomes(etags, TIMEOUT_S, ProgressBar()))
+                print()
             logs = stack.logs
             jobs = stack.runner.finished if stack.runner else []
         print(f"stack stopped; logs were in {logs} (removed with the demo's temporary folder)")

@@ -24,7 +24,9 @@ import signal
 import sys
 import tempfile
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -83,6 +85,7 @@ class Stack:
         self.pollers: list[SqsPoller] = []
         self.resources: LocalStack | None = None
         self.runner: TransformRunner | None = None
+        self.bus: EventBus | None = None
         self.runtime: RuntimeServer | None = None
         self.endpoint_url = ""
 
@@ -115,6 +118,7 @@ class Stack:
         from moto.server import ThreadedMotoServer
 
         self.options.workdir.mkdir(parents=True, exist_ok=True)
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's HTTP server logs every request
         moto = ThreadedMotoServer(ip_address="127.0.0.1", port=self.options.moto_port, verbose=False)
         moto.start()
         self._stoppers.append(moto.stop)
@@ -165,7 +169,7 @@ class Stack:
             self._stoppers.append(self.functions[logical_id].stop)
 
         sqs = self.client("sqs")
-        bus = EventBus(
+        self.bus = bus = EventBus(
             [
                 RuleTarget(logical_id, rule["EventPattern"], target["Arn"].rsplit(":", 1)[1])
                 for logical_id, rule in properties("AWS::Events::Rule", "EventPattern", "Targets").items()
@@ -191,9 +195,11 @@ class Stack:
     # -- parts -------------------------------------------------------------------------------
 
     def client(self, service: str) -> Any:
+        """A boto3 client for this stack (sagemaker-runtime goes to the local runtime, the rest to moto)."""
+        local_runtime = service == "sagemaker-runtime" and self.runtime is not None
         return boto3.client(
             service,
-            endpoint_url=self.endpoint_url,
+            endpoint_url=self.runtime.url if local_runtime and self.runtime else self.endpoint_url,
             region_name=REGION,
             aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
             aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
@@ -201,6 +207,39 @@ class Stack:
 
     def clients(self) -> dict[str, Any]:
         return {service: self.client(service) for service in ("s3", "sqs", "dynamodb", "sagemaker")}
+
+    def upload(self, files: Mapping[str, bytes], threads: int = 8) -> dict[str, str]:
+        """Put objects in the images bucket as a user would; returns each key's ETag."""
+        s3 = self.client("s3")
+
+        def put(item: tuple[str, bytes]) -> tuple[str, str]:
+            key, body = item
+            return key, str(s3.put_object(Bucket=self.names.bucket, Key=key, Body=body)["ETag"]).strip('"')
+
+        with ThreadPoolExecutor(threads) as pool:
+            return dict(pool.map(put, files.items()))
+
+    def wait_for_outcomes(
+        self, etags: Mapping[str, str], timeout_s: float, progress: Callable[[int, int], None] | None = None
+    ) -> dict[str, dict[str, Any]]:
+        """Poll the table until each key has a final outcome (not PENDING) for the content it was
+        uploaded with, or time runs out; returns the records found."""
+        from cli.query import Predictions
+
+        predictions = Predictions(self.client("dynamodb"), self.names.table)
+        found: dict[str, dict[str, Any]] = {}
+        deadline = time.monotonic() + timeout_s
+        while True:
+            for key, etag in etags.items():
+                if key not in found:
+                    item = predictions.image(self.names.bucket, key)
+                    if item and item["etag"] == etag and item["status"] != "PENDING":
+                        found[key] = item
+            if progress:
+                progress(len(found), len(etags))
+            if len(found) == len(etags) or time.monotonic() > deadline:
+                return found
+            time.sleep(0.3)
 
     def user_environment(self) -> dict[str, str]:
         """What the AWS CLI, boto3 and cli.query need to talk to this stack."""

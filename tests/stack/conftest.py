@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 
-from cli.query import Predictions
 from devstack.container import pack_model
 from devstack.stack import Stack, StackOptions
 
@@ -47,25 +46,11 @@ def start_stack(model_archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 
 def upload(stack: Stack, files: dict[str, bytes]) -> dict[str, str]:
-    s3 = stack.client("s3")
-    return {
-        key: str(s3.put_object(Bucket=stack.names.bucket, Key=key, Body=body)["ETag"]).strip('"')
-        for key, body in files.items()
-    }
+    return stack.upload(files, threads=1)  # in order
 
 
 def outcomes(stack: Stack, etags: dict[str, str], timeout_s: float = 90) -> dict[str, dict[str, Any]]:
-    """Wait until every upload has a final outcome for its content (or time runs out)."""
-    predictions = Predictions(stack.client("dynamodb"), stack.names.table)
-    found: dict[str, dict[str, Any]] = {}
-    deadline = time.monotonic() + timeout_s
-    while len(found) < len(etags) and time.monotonic() < deadline:
-        for key, etag in etags.items():
-            item = predictions.image(stack.names.bucket, key)
-            if item and item["etag"] == etag and item["status"] != "PENDING":
-                found[key] = item
-        time.sleep(0.3)
-    return found
+    return stack.wait_for_outcomes(etags, timeout_s)
 
 
 def queue_is_empty(stack: Stack, queue_url: str) -> bool:

@@ -92,14 +92,16 @@ def test_duplicates_call_the_model_once(start_stack: StartStack, dataset: Path) 
 def test_a_persistently_failing_endpoint_ends_in_the_dlq_with_a_failed_record(
     start_stack: StartStack, dataset: Path
 ) -> None:
-    stack = start_stack(visibility_timeout_s=1, InferenceMode="serverless", MaxReceiveCount="2")
+    # Retries come after the visibility timeout, shortened from the template's 12 minutes, but still
+    # longer than one invocation lasts (else a message is received again while it is being handled).
+    stack = start_stack(visibility_timeout_s=8, InferenceMode="serverless", MaxReceiveCount="2")
     assert stack.runtime is not None and stack.resources is not None
     stack.runtime.endpoints["dogbreed-serverless"] = lambda body, content_type, accept: (
         500, "text/plain", b"CUDA error: device-side assert triggered"
     )  # fmt: skip
     good = dict(list(photos(dataset).items())[:2])
     etags = upload(stack, {key: data for key, (data, _) in good.items()})
-    found = outcomes(stack, etags, timeout_s=60)
+    found = outcomes(stack, etags, timeout_s=90)
     assert set(found) == set(good)
     for item in found.values():
         assert item["status"] == "FAILED" and item["error_code"] == "RetriesExhausted", item
@@ -113,5 +115,5 @@ def test_a_persistently_failing_endpoint_ends_in_the_dlq_with_a_failed_record(
         dead.extend(json.loads(m["Body"])["Records"][0]["s3"]["object"]["key"] for m in messages)
         return len(dead) >= len(good)
 
-    assert wait_until(both_in_the_dlq, timeout_s=30)
+    assert wait_until(both_in_the_dlq, timeout_s=60)
     assert sorted(unquote_plus(key) for key in dead) == sorted(good)

@@ -1,0 +1,136 @@
+"""What orchestration costs: N images through the local stack in each mode, beside the raw throughput
+of the same endpoint measured in the same run.
+
+    python -m devstack.pipeline_benchmark --images 500        (make pipeline-benchmark)
+
+For each mode a fresh stack is started; the images are uploaded at once (8 uploaders), and the run
+ends when every image has its record. Throughput is images per second from the first upload to the
+last record written; latency is each record's own latency_ms (S3 event time to record). The raw
+figure is InvokeEndpoint on the local runtime from EndpointMaxConcurrency threads, with no S3,
+queue, Lambda or DynamoDB in the way; the ratio pipeline/raw is what the orchestration keeps."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import statistics
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from devstack.provision import serverless_config
+from devstack.stack import Stack, StackOptions
+
+
+def make_images(source: Path, count: int, size: tuple[int, int] = (500, 375)) -> list[bytes]:
+    """`count` distinct photo-sized JPEGs made from the model's test photos (500x375, as dogImages' median)."""
+    photos = sorted((source / "test").rglob("*.jpg"))
+    out = []
+    for n in range(count):
+        image = Image.open(photos[n % len(photos)]).convert("RGB").resize(size)
+        image.putpixel((n % size[0], n // size[0] % size[1]), (n % 256, 0, 0))  # distinct content
+        buffer = io.BytesIO()
+        image.save(buffer, "JPEG", quality=90)
+        out.append(buffer.getvalue())
+    return out
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def raw_endpoint(stack: Stack, photos: list[bytes]) -> dict[str, Any]:
+    runtime = stack.client("sagemaker-runtime")
+    endpoint = stack.parameters["EndpointName"]
+    threads = serverless_config(stack.names, stack.parameters)["MaxConcurrency"]
+
+    def invoke(body: bytes) -> float:
+        started = time.perf_counter()
+        runtime.invoke_endpoint(EndpointName=endpoint, Body=body, ContentType="image/jpeg", Accept="application/json")
+        return (time.perf_counter() - started) * 1000
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(threads) as pool:
+        latencies = list(pool.map(invoke, photos))
+    elapsed = time.perf_counter() - started
+    return {"mode": f"raw endpoint ({threads} threads)", **figures(len(photos), elapsed, latencies)}
+
+
+def pipeline(stack: Stack, photos: list[bytes], mode: str, timeout_s: float) -> dict[str, Any]:
+    keys = [f"incoming/bench/{mode}/{n:05d}.jpg" for n in range(len(photos))]
+    started = time.time()
+    done = stack.wait_for_outcomes(stack.upload(dict(zip(keys, photos, strict=True))), timeout_s)
+    if len(done) < len(keys):
+        raise SystemExit(f"{mode}: only {len(done)}/{len(keys)} images had a record after {timeout_s:.0f} s")
+    last = max(
+        datetime.fromisoformat(str(item["updated_at"]).replace("Z", "+00:00")).timestamp() for item in done.values()
+    )
+    statuses = {str(item["status"]) for item in done.values()}
+    modes = {str(item["mode"]) for item in done.values()}
+    result = figures(len(keys), last - started, [float(item["latency_ms"]) for item in done.values()])
+    return {"mode": f"pipeline, {mode}", **result, "statuses": sorted(statuses), "modes": sorted(modes)}
+
+
+def figures(count: int, elapsed_s: float, latencies_ms: list[float]) -> dict[str, Any]:
+    return {
+        "images": count,
+        "seconds": round(elapsed_s, 2),
+        "images_per_s": round(count / elapsed_s, 1),
+        "p50_ms": round(statistics.median(latencies_ms)),
+        "p95_ms": round(percentile(latencies_ms, 0.95)),
+    }
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=500)
+    parser.add_argument("--modes", nargs="+", choices=["serverless", "batch"], default=["serverless", "batch"])
+    parser.add_argument("--model", type=Path, help="a model.tar.gz (default: train a small one)")
+    parser.add_argument("--timeout", type=float, default=900, help="seconds to wait for each mode's records")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    return parser
+
+
+def main(args: argparse.Namespace) -> int:
+    import dataset_tool
+
+    from devstack.quickmodel import train_small_model
+
+    with tempfile.TemporaryDirectory(prefix="dogbreed-bench-") as tmp:
+        workdir = Path(tmp)
+        if args.model:
+            archive, data = args.model, dataset_tool.synthesize(workdir / "photos", per_split=(1, 1, 10))
+        else:
+            model = train_small_model(workdir / "quickmodel")
+            archive, data = model.archive, model.data_dir
+        photos = make_images(data, args.images)
+        results: list[dict[str, Any]] = []
+        for mode in args.modes:
+            options = StackOptions(archive, workdir / mode, {"InferenceMode": mode})
+            with Stack(options) as stack:
+                if not results:  # the raw endpoint, on the first stack, before any pipeline traffic
+                    results.append(raw_endpoint(stack, photos))
+                results.append(pipeline(stack, photos, mode, args.timeout))
+    raw = results[0]["images_per_s"]
+    print(f"\n{'':<32} {'images':>6} {'seconds':>8} {'img/s':>7} {'p50 ms':>7} {'p95 ms':>7} {'vs raw':>7}")
+    for r in results:
+        print(
+            f"{r['mode']:<32} {r['images']:>6} {r['seconds']:>8} {r['images_per_s']:>7} {r['p50_ms']:>7} "
+            f"{r['p95_ms']:>7} {r['images_per_s'] / raw:>7.2f}"
+        )
+    print("\nlatency: raw = one InvokeEndpoint call; pipeline = S3 event time to DynamoDB record (latency_ms)")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(get_args_parser().parse_args()))  # PYTHONPATH=functions:model (make pipeline-benchmark)

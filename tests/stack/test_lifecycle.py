@@ -1,0 +1,158 @@
+"""The local stack is built from template.yaml (it cannot drift from it), and it starts and stops
+as one process tree: stopping it leaves no process and no port behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import boto3
+
+from devstack.provision import REGION, references, resolve
+from devstack.template import load_template, translate
+from tests.conftest import REPO
+from tests.stack.conftest import FAST, StartStack
+
+
+def test_the_local_stack_is_what_the_template_declares(start_stack: StartStack) -> None:
+    stack = start_stack(MaxReceiveCount="3", BatchSize="40")  # overrides flow through, as with sam deploy
+    assert stack.resources is not None and stack.runtime is not None and stack.bus is not None
+    template = load_template()["Resources"]
+    refs = references(stack.names, stack.parameters)
+    sqs, s3, dynamodb = stack.client("sqs"), stack.client("s3"), stack.client("dynamodb")
+
+    queue = resolve(template["ImageQueue"]["Properties"], refs)
+    attributes = sqs.get_queue_attributes(QueueUrl=stack.resources.queue_url, AttributeNames=["All"])["Attributes"]
+    assert attributes["VisibilityTimeout"] == str(queue["VisibilityTimeout"])
+    assert attributes["MessageRetentionPeriod"] == str(queue["MessageRetentionPeriod"])
+    redrive = json.loads(attributes["RedrivePolicy"])
+    assert redrive["deadLetterTargetArn"] == queue["RedrivePolicy"]["deadLetterTargetArn"]
+    assert int(redrive["maxReceiveCount"]) == 3
+
+    (notification,) = resolve(template["ImagesBucket"]["Properties"], refs)["NotificationConfiguration"][
+        "QueueConfigurations"
+    ]
+    (configured,) = s3.get_bucket_notification_configuration(Bucket=stack.names.bucket)["QueueConfigurations"]
+    assert configured["QueueArn"] == notification["Queue"] == attributes["QueueArn"]
+    assert configured["Events"] == [notification["Event"]]
+    rules = configured["Filter"]["Key"]["FilterRules"]
+    assert [(r["Name"].lower(), r["Value"]) for r in rules] == [
+        (r["Name"], r["Value"]) for r in notification["Filter"]["S3Key"]["Rules"]
+    ]
+
+    table = template["PredictionsTable"]["Properties"]
+    described = dynamodb.describe_table(TableName=stack.names.table)["Table"]
+    assert described["KeySchema"] == table["KeySchema"]
+    assert {(i["IndexName"], json.dumps(i["KeySchema"])) for i in described["GlobalSecondaryIndexes"]} == {
+        (i["IndexName"], json.dumps(i["KeySchema"])) for i in table["GlobalSecondaryIndexes"]
+    }
+
+    (poller,) = stack.pollers
+    uploads = template["IngestFunction"]["Properties"]["Events"]["Uploads"]["Properties"]
+    assert poller.trigger.queue_arn == attributes["QueueArn"]
+    assert poller.trigger.batch_size == 40
+    assert poller.trigger.window_s == float(FAST["BatchingWindowSeconds"])
+    assert poller.trigger.report_batch_item_failures == ("ReportBatchItemFailures" in uploads["FunctionResponseTypes"])
+    assert poller.trigger.max_concurrency == int(stack.parameters["EndpointMaxConcurrency"])
+
+    variables = load_template()["Globals"]["Function"]["Environment"]["Variables"]
+    for logical_id, function in stack.functions.items():
+        declared = template[logical_id]["Properties"]
+        assert function.spec.handler == declared["Handler"] and function.spec.timeout_s == declared["Timeout"]
+        assert set(variables) <= set(function.spec.environment)
+        assert function.spec.environment["AWS_ENDPOINT_URL"] == stack.endpoint_url  # the only local wiring
+        assert function.spec.environment["AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME"] == stack.runtime.url
+        assert function.spec.environment["INFERENCE_MODE"] == stack.parameters["InferenceMode"]
+
+    (rule,) = [r for r in translate(load_template())["Resources"].values() if r["Type"] == "AWS::Events::Rule"]
+    (target,) = stack.bus.targets
+    assert target.pattern == resolve(rule["Properties"]["EventPattern"], refs)
+    assert target.function == "CollectFunction"
+
+    model = stack.client("sagemaker").describe_model(ModelName=stack.parameters["ModelName"])["PrimaryContainer"]
+    declared_env = resolve(template["Model"]["Properties"]["PrimaryContainer"]["Environment"], refs)
+    assert model["Environment"] == {k: str(v) for k, v in declared_env.items()}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def children_of(pid: int) -> set[int]:
+    found = set()
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            if f"PPid:\t{pid}\n" in status.read_text():
+                found.add(int(status.parent.name))
+        except OSError:
+            continue
+    return found
+
+
+def test_the_stack_stays_up_for_a_user_and_stops_without_leftovers(
+    model_archive: Path, tmp_path: Path, dataset: Path
+) -> None:
+    moto_port, runtime_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_ENDPOINT_URL")}
+    env["PYTHONPATH"] = os.pathsep.join(str(REPO / p) for p in (".", "functions", "model"))
+    command = [sys.executable, "-m", "devstack.stack", "up", "--model", str(model_archive)]
+    command += ["--workdir", str(tmp_path / "stack"), "--moto-port", str(moto_port)]
+    command += ["--runtime-port", str(runtime_port), "--parameter", "BatchingWindowSeconds=1"]
+    stack = subprocess.Popen(
+        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        printed: list[str] = []
+        threading.Thread(
+            target=lambda: printed.extend(line.strip() for line in stack.stdout or []), daemon=True
+        ).start()
+        deadline = time.monotonic() + 90
+        while "READY" not in printed and stack.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        user_env = dict(env)
+        for line in printed:
+            if line.startswith("export "):
+                user_env.update(pair.split("=", 1) for pair in line.split()[1:])
+        assert "READY" in printed, "\n".join(printed)
+        assert user_env["AWS_ENDPOINT_URL"] == f"http://127.0.0.1:{moto_port}"
+
+        # A user uploads with the AWS CLI's equivalent (boto3 with the printed variables) and queries.
+        photo = next((dataset / "test").rglob("*.jpg")).read_bytes()
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=user_env["AWS_ENDPOINT_URL"],
+            region_name=REGION,
+            aws_access_key_id=user_env["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=user_env["AWS_SECRET_ACCESS_KEY"],
+        )
+        s3.put_object(Bucket=user_env["IMAGES_BUCKET"], Key="incoming/my dog.jpg", Body=photo)
+        query = [sys.executable, "-m", "cli.query", "--output", "json", "image", "incoming/my dog.jpg"]
+        answer: list[dict[str, object]] = []
+        while not answer or answer[0]["status"] == "PENDING":
+            result = subprocess.run(query, cwd=REPO, env=user_env, capture_output=True, text=True, check=False)
+            answer = json.loads(result.stdout) if result.returncode == 0 else []
+            assert time.monotonic() < deadline + 60, result.stderr
+            time.sleep(0.5)
+        assert answer[0]["status"] == "CLASSIFIED" and answer[0]["mode"] == "serverless"
+
+        started = children_of(stack.pid)
+        assert len(started) >= 2  # the endpoint's model container and an ingest execution environment
+    finally:
+        stack.send_signal(signal.SIGINT)
+        code = stack.wait(60)
+    assert code == 0
+    time.sleep(0.5)
+    assert not [pid for pid in started if Path(f"/proc/{pid}").exists()]
+    for port in (moto_port, runtime_port):
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past connections' TIME_WAIT is fine
+            sock.bind(("127.0.0.1", port))  # raises if anything still listens

@@ -1,0 +1,29 @@
+"""The pipeline benchmark command keeps working (figures are printed, never asserted)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import REPO
+
+
+def test_the_pipeline_benchmark_reports_both_modes_beside_the_raw_endpoint(model_archive: Path, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_ENDPOINT_URL")}
+    env["PYTHONPATH"] = "functions:model"
+    out = tmp_path / "bench.json"
+    command = [sys.executable, "-m", "devstack.pipeline_benchmark", "--images", "12", "--model", str(model_archive)]
+    result = subprocess.run(
+        [*command, "--json", str(out)], cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    raw, serverless, batch = json.loads(out.read_text())
+    assert raw["mode"].startswith("raw endpoint") and raw["images"] == 12
+    assert (serverless["modes"], serverless["statuses"]) == (["serverless"], ["CLASSIFIED"])
+    assert (batch["modes"], batch["statuses"]) == (["batch"], ["CLASSIFIED"])
+    for row in (raw, serverless, batch):
+        assert row["images_per_s"] > 0 and row["p50_ms"] <= row["p95_ms"]
+    assert "vs raw" in result.stdout
