@@ -9,6 +9,7 @@ ThrottlingException."""
 from __future__ import annotations
 
 import json
+import sys
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -36,6 +37,14 @@ def model_error(endpoint: str, original_status: int, original_message: str) -> A
     )
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):  # a client closing its keep-alive is normal
+            super().handle_error(request, client_address)
+
+
 class RuntimeServer:
     """Serves endpoints on 127.0.0.1; `endpoints` maps an endpoint name to its container."""
 
@@ -44,7 +53,7 @@ class RuntimeServer:
         self.answered: dict[str, int] = {}  # endpoint -> requests that reached its container
         self._count = threading.Lock()
         self._slots = threading.BoundedSemaphore(max_concurrency)
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler_class())
+        self._server = _Server(("127.0.0.1", port), self._handler_class())
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     @property

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import copy
+import logging
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 TEMPLATE_PATH = Path(__file__).resolve().parents[1] / "template.yaml"
+
+# samtranslator warns on exit about usage metrics it would publish to AWS; there is nothing to publish.
+logging.getLogger("samtranslator.metrics.metrics").setLevel(logging.ERROR)
 
 _INTRINSICS = ("Ref", "Condition")  # tags whose long form has no "Fn::" prefix
 

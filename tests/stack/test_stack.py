@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote_plus
 
+from devstack.stack import Stack
 from tests.pipeline import images
 from tests.stack.conftest import StartStack, outcomes, queue_is_empty, upload, wait_until
 
@@ -17,7 +19,10 @@ BAD = {
 }
 
 
-def photos(dataset: Path) -> dict[str, tuple[bytes, str]]:
+Photos = dict[str, tuple[bytes, str]]
+
+
+def photos(dataset: Path) -> Photos:
     """Two held-out photos per breed under names with spaces and unicode: key -> (bytes, breed)."""
     return {
         f"incoming/{folder.name[4:].replace('_', ' ')} é {n}.jpg": (path.read_bytes(), folder.name[4:])
@@ -26,35 +31,31 @@ def photos(dataset: Path) -> dict[str, tuple[bytes, str]]:
     }
 
 
-def assert_classified(found: dict[str, dict[str, object]], expected: dict[str, tuple[bytes, str]], mode: str) -> None:
-    for key in expected:
-        assert found[key]["status"] == "CLASSIFIED" and found[key]["mode"] == mode, found[key]
-    right = sum(found[key]["breed"] == breed for key, (_, breed) in expected.items())
-    assert right / len(expected) >= 0.8, {k: found[k]["breed"] for k in expected}
-
-
-def test_serverless_mode_end_to_end(start_stack: StartStack, dataset: Path) -> None:
-    stack = start_stack(InferenceMode="serverless")
+def run_mode(start_stack: StartStack, dataset: Path, mode: str) -> tuple[Stack, dict[str, dict[str, Any]], Photos]:
+    """Upload photos and bad files to a stack in `mode`; every upload gets its outcome, the photos
+    CLASSIFIED in that mode (the model right on at least 80%), the bad files REJECTED with a reason."""
+    stack = start_stack(InferenceMode=mode)
     good = photos(dataset)
     etags = upload(stack, {key: data for key, (data, _) in {**good, **BAD}.items()})
     found = outcomes(stack, etags)
     assert set(found) == set(etags)
-    assert_classified(found, good, "serverless")
+    for key in good:
+        assert found[key]["status"] == "CLASSIFIED" and found[key]["mode"] == mode, found[key]
+    right = sum(found[key]["breed"] == breed for key, (_, breed) in good.items())
+    assert right / len(good) >= 0.8, {k: found[k]["breed"] for k in good}
     for key, (_, code) in BAD.items():
         assert found[key]["status"] == "REJECTED" and found[key]["error_code"] == code and found[key]["reason"]
+    return stack, found, good
+
+
+def test_serverless_mode_end_to_end(start_stack: StartStack, dataset: Path) -> None:
+    stack, _, good = run_mode(start_stack, dataset, "serverless")
     assert stack.runtime is not None and stack.runtime.answered["dogbreed-serverless"] >= len(good)
     assert max(stack.pollers[0].batch_sizes) <= 100  # the template's BatchSize
 
 
 def test_batch_mode_end_to_end(start_stack: StartStack, dataset: Path) -> None:
-    stack = start_stack(InferenceMode="batch")
-    good = photos(dataset)
-    etags = upload(stack, {key: data for key, (data, _) in {**good, **BAD}.items()})
-    found = outcomes(stack, etags)
-    assert set(found) == set(etags)
-    assert_classified(found, good, "batch")
-    for key, (_, code) in BAD.items():
-        assert found[key]["status"] == "REJECTED" and found[key]["error_code"] == code
+    stack, found, good = run_mode(start_stack, dataset, "batch")
     sagemaker, s3 = stack.client("sagemaker"), stack.client("s3")
     for key in good:  # SageMaker's output layout: <S3OutputPath>/<key under the manifest prefix>.out
         job = found[key]["job_name"]
