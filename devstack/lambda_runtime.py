@@ -110,10 +110,6 @@ class LambdaFunction:
             if worker.alive:  # a timed-out or crashed environment is gone; the next call starts cold
                 self._idle.append(worker)
 
-    def pids(self) -> list[int]:
-        with self._lock:
-            return [pid for worker in self._all if (pid := worker.pid) is not None]
-
     def stop(self) -> None:
         with self._lock:
             workers, self._all, self._idle = self._all, [], []

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import shutil
 import signal
 import sys
@@ -315,19 +314,6 @@ class Stack:
         log_path = self.logs / "sagemaker" / f"{job_name}.log"
         env = {**model.get("Environment", {}), **environment}
         return ModelContainer(model_dir, env, log_path).start()
-
-    def child_pids(self) -> list[int]:
-        """The processes this stack started (execution environments and model containers)."""
-        me = str(os.getpid())
-        pids = []
-        for status in Path("/proc").glob("[0-9]*/status"):
-            try:
-                fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines() if ":\t" in line)
-            except OSError:
-                continue
-            if fields.get("PPid", "").strip() == me:
-                pids.append(int(status.parent.name))
-        return pids
 
 
 # -- command line ----------------------------------------------------------------------------
