@@ -121,9 +121,9 @@ def summarize(
     print("To run the stack yourself and query it:")
     print("  make stack                                   # keeps it up; prints the variables to export")
     print("  aws s3 cp my-dog.jpg 's3://dogbreed-images-local/incoming/my dog.jpg'")
-    print("  python -m cli.query image 'incoming/my dog.jpg'")
-    print("  python -m cli.query breed Afghan_hound --limit 5")
-    print("  python -m cli.query problems --output json")
+    print("  .venv/bin/python -m cli.query image 'incoming/my dog.jpg'")
+    print("  .venv/bin/python -m cli.query breed Afghan_hound --limit 5")
+    print("  .venv/bin/python -m cli.query problems --output json")
     return 1 if missing else 0
 
 
