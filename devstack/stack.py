@@ -34,6 +34,7 @@ from typing import Any
 import boto3
 import requests
 
+from cli.query import Predictions
 from devstack.container import ModelContainer, unpack_model
 from devstack.event_sources import EventBus, RuleTarget, SqsPoller, SqsTrigger
 from devstack.lambda_runtime import FunctionSpec, LambdaFunction
@@ -223,8 +224,6 @@ class Stack:
     ) -> dict[str, dict[str, Any]]:
         """Poll the table until each key has a final outcome (not PENDING) for the content it was
         uploaded with, or time runs out; returns the records found."""
-        from cli.query import Predictions
-
         predictions = Predictions(self.client("dynamodb"), self.names.table)
         found: dict[str, dict[str, Any]] = {}
         deadline = time.monotonic() + timeout_s
