@@ -69,7 +69,6 @@ class LambdaFunction:
         self._slots = threading.BoundedSemaphore(concurrency)
         self._lock = threading.Lock()
         self.invocations = 0
-        self.cold_starts = 0
 
     def invoke(self, event: dict[str, Any]) -> Invocation:
         with self._slots:
@@ -91,7 +90,6 @@ class LambdaFunction:
             self.invocations += 1
             if self._idle:
                 return self._idle.pop()
-            self.cold_starts += 1
         env = {
             **self.spec.environment,
             "AWS_LAMBDA_FUNCTION_NAME": self.spec.name,

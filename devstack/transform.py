@@ -49,7 +49,9 @@ def set_moto_status(name: str, status: str, reason: str = "") -> None:
     job = sagemaker_backends[ACCOUNT][REGION].transform_jobs.get(name)
     if job is not None:
         job.transform_job_status, job.failure_reason = status, reason
-        job.last_modified_time = job.transform_end_time = utcnow()
+        job.last_modified_time = utcnow()
+        if status != "InProgress":
+            job.transform_end_time = job.last_modified_time
 
 
 class TransformRunner:

@@ -9,7 +9,6 @@ import os
 import socket
 import subprocess
 import sys
-import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ import pytest
 import torch
 from PIL import Image
 
+from devstack.container import pack_model, unpack_model
 from devstack.toolkit import Response, ToolkitHost
 from tests.conftest import REPO
 from tests.pipeline import images
@@ -153,15 +153,8 @@ def test_the_training_artifact_is_served_as_is(
 ) -> None:
     """model.tar.gz as SageMaker builds it from SM_MODEL_DIR, unpacked as SageMaker unpacks it,
     served by the toolkit in a process whose only model code is the artifact's code/."""
-    model_dir = trained[0]
-    archive = tmp_path / "model.tar.gz"
-    with tarfile.open(archive, "w:gz") as tar:
-        for path in model_dir.iterdir():
-            tar.add(path, arcname=path.name)
-    unpacked = tmp_path / "opt" / "ml" / "model"
-    unpacked.mkdir(parents=True)
-    with tarfile.open(archive) as tar:
-        tar.extractall(unpacked, filter="data")
+    archive = pack_model(trained[0], tmp_path / "model.tar.gz")
+    unpacked = unpack_model(archive, tmp_path / "opt" / "ml" / "model")
     requests = [
         {"body_b64": base64.b64encode(sample_image(dataset, "002")).decode(), "content_type": "image/jpeg"},
         {"body_b64": base64.b64encode(b"not an image").decode(), "content_type": "application/x-image"},
