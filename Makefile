@@ -6,8 +6,10 @@ PY := $(VENV)/bin/python
 PIP_FLAGS := --quiet --disable-pip-version-check
 export AWS_DEFAULT_REGION ?= us-east-1
 export SAM_CLI_TELEMETRY := 0
+# The import roots (as pyproject.toml's pytest pythonpath): the Lambda package and the model's parts.
+IMPORT_PATH := .:functions:model/serving:model/training:model/tools
 
-.PHONY: install test lint typecheck pytest demo stack query package-size benchmark pipeline-benchmark clean
+.PHONY: install test unit lint typecheck pytest demo stack query launch package-size benchmark pipeline-benchmark clean
 
 # Three environments: the project (.venv), and the SAM CLI and checkov, whose pins clash.
 $(VENV)/.installed: requirements/dev.txt functions/requirements.txt
@@ -40,27 +42,35 @@ pytest: install
 
 test: lint typecheck pytest
 
+# The inner loop: pure logic with in-memory fakes, in seconds (`pytest -m "not slow"` adds moto).
+unit: $(VENV)/.installed
+	$(PY) -m pytest tests/unit -q
+
 demo: $(VENV)/.installed
-	PYTHONPATH=functions:model $(PY) -m devstack.demo
+	PYTHONPATH=$(IMPORT_PATH) $(PY) -m devstack.demo
 
 # The local stack, kept up until Ctrl-C (moto on :5000, the SageMaker runtime on :8080).
 # STACK_ARGS example: --model path/to/model.tar.gz --parameter InferenceMode=batch
 stack: $(VENV)/.installed
-	PYTHONPATH=functions:model $(PY) -m devstack.stack up $(STACK_ARGS)
+	PYTHONPATH=$(IMPORT_PATH) $(PY) -m devstack.stack up $(STACK_ARGS)
 
 # Query predictions, e.g. make query ARGS="breed Afghan_hound" (with the variables `make stack` prints).
 query: $(VENV)/.installed
 	$(PY) -m cli.query $(ARGS)
 
+# The model's SageMaker lifecycle, e.g. make launch ARGS="tune --data s3://... --role ... --bucket ..."
+launch: $(VENV)/.installed
+	PYTHONPATH=$(IMPORT_PATH) $(PY) model/tools/launch.py $(ARGS)
+
 package-size: $(VENV)/.installed
-	$(PY) -m devstack.package_size
+	$(PY) -m tools.package_size
 
 benchmark: $(VENV)/.installed
-	$(PY) model/benchmark.py
+	PYTHONPATH=$(IMPORT_PATH) $(PY) model/tools/benchmark.py $(BENCHMARK_ARGS)
 
 IMAGES ?= 500
 pipeline-benchmark: $(VENV)/.installed
-	PYTHONPATH=functions:model $(PY) -m devstack.pipeline_benchmark --images $(IMAGES)
+	PYTHONPATH=$(IMPORT_PATH) $(PY) -m devstack.pipeline_benchmark --images $(IMAGES)
 
 clean:
 	rm -rf .venv .venv-sam .venv-checkov .aws-sam build .devstack .pytest_cache .mypy_cache .ruff_cache

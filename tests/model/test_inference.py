@@ -1,4 +1,4 @@
-"""model/inference.py served by the real SageMaker PyTorch inference toolkit (HandlerService)."""
+"""model/serving/inference.py served by the real SageMaker PyTorch inference toolkit (HandlerService)."""
 
 from __future__ import annotations
 
@@ -22,6 +22,8 @@ from devstack.container import pack_model, unpack_model
 from devstack.toolkit import Response, ToolkitHost
 from tests.conftest import REPO
 from tests.pipeline import images
+
+pytestmark = pytest.mark.slow  # serves a trained model
 
 FORMATS = {
     "image/jpeg": "JPEG",
@@ -142,7 +144,7 @@ def test_serving_preprocessing_matches_evaluation(dataset: Path) -> None:
     path = next((dataset / "test").rglob("*.jpg"))
     expected = classifier.eval_transform(64)(Image.open(path).convert("RGB"))
     fast = classifier.eval_transform(64)(
-        classifier.decode_image(path.read_bytes(), max_pixels=10**8, draft_size=classifier.resize_size(64))
+        inference.decode_image(path.read_bytes(), max_pixels=10**8, draft_size=classifier.resize_size(64))
     )
     assert fast.shape == expected.shape
     assert torch.mean(torch.abs(fast - expected)).item() < 0.05

@@ -9,9 +9,12 @@ import boto3
 import launch
 import pytest
 import requests
-from metrics import METRIC_DEFINITIONS
+from tuning_metrics import METRIC_DEFINITIONS
 
-ROLE = "arn:aws:iam::123456789012:role/dogbreed-sagemaker"
+from devstack.account import ACCOUNT, REGION
+from tests.conftest import REPO
+
+ROLE = f"arn:aws:iam::{ACCOUNT}:role/dogbreed-sagemaker"
 BUCKET = "dogbreed-ml"
 
 
@@ -25,7 +28,7 @@ def sagemaker(moto_url: str, monkeypatch: pytest.MonkeyPatch) -> Any:
 
 
 def run(*argv: str) -> Any:
-    return launch.main(launch.get_args_parser().parse_args(["--region", "us-east-1", *argv]))
+    return launch.main(launch.get_args_parser().parse_args(["--region", REGION, *argv]))
 
 
 def test_tune_searches_the_specified_space_with_the_scripts_metrics(sagemaker: Any) -> None:
@@ -74,10 +77,11 @@ def test_train_runs_train_py_distributed_on_spot_with_checkpoints(sagemaker: Any
     assert job["ResourceConfig"]["InstanceCount"] == 2
     channels = {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"] for c in job["InputDataConfig"]}
     assert channels["training"] == f"s3://{BUCKET}/datasets/dogImages/"
-    assert "code" in channels  # model/ uploaded as the source directory
+    assert "code" in channels  # the training source directory (launch.training_source)
     keys = [o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket=BUCKET)["Contents"]]
     uploaded = {k.rsplit("/", 1)[-1] for k in keys if "/input/code/" in k}
-    assert {"train.py", "classifier.py", "inference.py", "data.py", "engine.py", "metrics.py"} <= uploaded
+    shipped = {p.name for part in ("training", "serving") for p in (REPO / "model" / part).glob("*.py")}
+    assert shipped <= uploaded  # model/training/ and model/serving/, side by side
     assert not uploaded & {"launch.py", "benchmark.py", "dataset_tool.py"}
 
 

@@ -1,4 +1,4 @@
-"""model/train.py and model/hpo.py on a generated dataset, on CPU."""
+"""model/training/train.py and model/training/hpo.py on a generated dataset, on CPU."""
 
 from __future__ import annotations
 
@@ -11,13 +11,16 @@ from pathlib import Path
 
 import classifier
 import hpo
-import metrics
+import launch
 import pytest
 import torch
 import train
+import tuning_metrics
 
-from tests.conftest import REPO
+from tests.conftest import IMPORT_PATH, REPO
 from tests.training import CLASSES, train_args
+
+pytestmark = pytest.mark.slow  # trains real models
 
 CHANCE = 1 / CLASSES
 
@@ -28,7 +31,9 @@ def test_training_learns_and_leaves_a_deployable_model(trained: tuple[Path, dict
     assert result["test_accuracy"] >= 0.8  # type: ignore[operator]
     assert result["skipped_images"] == 1  # the truncated JPEG was skipped and counted, not fatal
     assert sorted(p.name for p in model_dir.iterdir()) == ["class_index.json", "code", "model.pth", "model_config.json"]
-    assert sorted(p.name for p in (model_dir / "code").iterdir()) == ["classifier.py", "inference.py"]
+    # code/ is model/serving/ as it is: the handler and what it imports
+    shipped = sorted(p.name for p in (REPO / "model" / "serving").glob("*.py"))
+    assert sorted(p.name for p in (model_dir / "code").iterdir()) == shipped
     breeds = classifier.load_class_index(model_dir)
     assert [b.label for b in breeds] == ["001", "002", "003", "004", "005"]
     assert breeds[0].name == "Affenpinscher"
@@ -49,7 +54,7 @@ def test_hpo_prints_the_tuner_metrics_and_never_reads_the_test_split(
     validation = hpo.main(args)
     out = capsys.readouterr().out
     # THEN every metric the tuner watches is printed once per epoch, in a form its regex reads
-    for definition in metrics.METRIC_DEFINITIONS:
+    for definition in tuning_metrics.METRIC_DEFINITIONS:
         if definition["Name"].startswith("test"):
             assert not re.search(definition["Regex"], out)
             continue
@@ -86,9 +91,11 @@ def test_profiling_writes_a_tensorboard_trace(dataset: Path, tmp_path: Path) -> 
 
 def test_data_parallel_training_with_two_processes(dataset: Path, tmp_path: Path) -> None:
     """The path SageMaker's torch_distributed launcher takes: torchrun, one process per device (gloo on CPU)."""
+    # The source directory a training job gets (launch.training_source), with nothing else on the path.
+    source = launch.training_source(tmp_path / "source")
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29531"]
-    command += [str(REPO / "model" / "train.py"), *train_args(dataset, tmp_path, "--epochs", "2")]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command += [str(source / "train.py"), *train_args(dataset, tmp_path, "--epochs", "2")]
+    env = {**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
     # the main process alone logs, checkpoints and writes the model; samples are counted across both
@@ -147,16 +154,23 @@ def test_serving_imports_no_torchvision() -> None:
     """Importing torchvision costs about a second of every serverless cold start."""
     code = "import sys, inference; assert 'torchvision' not in sys.modules, 'torchvision imported'"
     result = subprocess.run(
-        [sys.executable, "-c", code], cwd=REPO / "model", capture_output=True, text=True, timeout=120, check=False
+        [sys.executable, "-c", code],
+        cwd=REPO / "model" / "serving",  # as the container sees code/
+        env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert result.returncode == 0, result.stderr[-2000:]
 
 
 def test_the_benchmark_command_runs_and_reports_both_handlers(tmp_path: Path) -> None:
     """A smoke run of `make benchmark` (the figures themselves come from the full command)."""
-    command = [sys.executable, str(REPO / "model" / "benchmark.py"), "--images", "3", "--rounds", "1"]
+    command = [sys.executable, str(REPO / "model" / "tools" / "benchmark.py"), "--images", "3", "--rounds", "1"]
     command += ["--cold-starts", "1", "--sizes", "160x120", "--json", str(tmp_path / "bench.json")]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    env = {**os.environ, "PYTHONPATH": IMPORT_PATH}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, check=False)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "ours/baseline" in result.stdout
     report = json.loads((tmp_path / "bench.json").read_text())

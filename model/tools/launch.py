@@ -1,30 +1,35 @@
 """Run the model's lifecycle on SageMaker: tune, read the best hyperparameters, train, create the
 model, deploy a serverless endpoint, run a batch transform.
 
-    python model/launch.py tune --data s3://bucket/datasets/dogImages/ --role ROLE_ARN --bucket bucket
-    python model/launch.py best --tuning-job NAME
-    python model/launch.py train --data s3://... --role ROLE_ARN --bucket bucket --from-tuning-job NAME
-    python model/launch.py create-model --model-data s3://.../model.tar.gz --role ROLE_ARN
-    python model/launch.py deploy --memory-mb 3072 --max-concurrency 5
-    python model/launch.py transform --input s3://bucket/incoming/ --output s3://bucket/transform-output/
+    make launch ARGS="tune --data s3://bucket/datasets/dogImages/ --role ROLE_ARN --bucket bucket"
+    make launch ARGS="best --tuning-job NAME"
+    make launch ARGS="train --data s3://... --role ROLE_ARN --bucket bucket --from-tuning-job NAME"
+    make launch ARGS="create-model --model-data s3://.../model.tar.gz --role ROLE_ARN"
+    make launch ARGS="deploy --memory-mb 3072 --max-concurrency 5"
+    make launch ARGS="transform --input s3://bucket/incoming/ --output s3://bucket/transform-output/"
 
-Tuning and training use the SageMaker Python SDK v3 (`pip install .[launch]`, pinned). The serving
-calls use boto3 directly: they map 1:1 to the service API, and SDK 3.27's serverless endpoint-config
-helper sends a mis-cased field. Nothing here is imported by the Lambda functions.
+Tuning and training use the SageMaker Python SDK v3 (`pip install .[launch]`, pinned); their jobs get
+model/training/ and model/serving/ as one flat source directory. The serving calls use boto3
+directly: they map 1:1 to the service API, and SDK 3.27's serverless endpoint-config helper sends a
+mis-cased field. A transform job is the same request the pipeline sends (transform_job_request).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import boto3
-from metrics import METRIC_DEFINITIONS
+from tuning_metrics import METRIC_DEFINITIONS
 
-HERE = Path(__file__).resolve().parent
+from pipeline.adapters.sagemaker import transform_job_request
+
+MODEL = Path(__file__).resolve().parents[1]
 PYTORCH_VERSION = "2.6"
 PY_VERSION = "py312"
 OBJECTIVE = "validation:accuracy"
@@ -34,8 +39,16 @@ SEARCH_SPACE = {
     "epochs": ("categorical", [5, 10, 20]),
     "optimizer": ("categorical", ["adam", "sgd"]),
 }
-# Files of model/ that a training job does not need.
-IGNORE = ["__pycache__", "*.pyc", "launch.py", "benchmark.py", "dataset_tool.py"]
+
+
+def training_source(directory: Path) -> Path:
+    """What a training job runs: the entry points and their modules (model/training/) and the code
+    they train and pack into the artifact's code/ (model/serving/), side by side in one folder."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for part in ("training", "serving"):
+        for path in sorted((MODEL / part).glob("*.py")):
+            shutil.copy2(path, directory / path.name)
+    return directory
 
 
 def image_uri(region: str, scope: str, instance_type: str) -> str:
@@ -59,7 +72,9 @@ def _session(args: argparse.Namespace) -> Any:
     return Session(boto_session=boto3.Session(region_name=args.region), default_bucket=args.bucket)
 
 
-def _trainer(args: argparse.Namespace, entry_script: str, hyperparameters: dict[str, Any], base_name: str) -> Any:
+def _trainer(
+    args: argparse.Namespace, source_dir: Path, entry_script: str, hyperparameters: dict[str, Any], base_name: str
+) -> Any:
     from sagemaker.core.training.configs import (
         CheckpointConfig,
         Compute,
@@ -77,7 +92,7 @@ def _trainer(args: argparse.Namespace, entry_script: str, hyperparameters: dict[
         role=args.role,
         base_job_name=base_name,
         training_image=image_uri(args.region, "training", args.instance_type),
-        source_code=SourceCode(source_dir=str(HERE), entry_script=entry_script, ignore_patterns=IGNORE),
+        source_code=SourceCode(source_dir=str(source_dir), entry_script=entry_script),
         compute=Compute(
             instance_type=args.instance_type,
             instance_count=args.instance_count,
@@ -110,22 +125,25 @@ def tune(args: argparse.Namespace) -> str:
             ranges[name] = ContinuousParameter(spec[1], spec[2], scaling_type="Logarithmic")
         else:
             ranges[name] = CategoricalParameter(spec[1])
-    trainer = _trainer(args, "hpo.py", {"pretrained": "imagenet", "fine-tune": "head"}, "dogbreed-hpo")
-    tuner = HyperparameterTuner(
-        model_trainer=trainer,
-        objective_metric_name=OBJECTIVE,
-        objective_type="Maximize",
-        hyperparameter_ranges=ranges,
-        metric_definitions=METRIC_DEFINITIONS,
-        max_jobs=args.max_jobs,
-        max_parallel_jobs=args.max_parallel_jobs,
-        strategy="Bayesian",
-        early_stopping_type="Auto",
-        base_tuning_job_name="dogbreed-hpo",
-    )
-    tuner.tune(inputs=_channels(args), wait=False)
+    with tempfile.TemporaryDirectory() as tmp:  # uploaded by tune()
+        trainer = _trainer(
+            args, training_source(Path(tmp)), "hpo.py", {"pretrained": "imagenet", "fine-tune": "head"}, "dogbreed-hpo"
+        )
+        tuner = HyperparameterTuner(
+            model_trainer=trainer,
+            objective_metric_name=OBJECTIVE,
+            objective_type="Maximize",
+            hyperparameter_ranges=ranges,
+            metric_definitions=METRIC_DEFINITIONS,
+            max_jobs=args.max_jobs,
+            max_parallel_jobs=args.max_parallel_jobs,
+            strategy="Bayesian",
+            early_stopping_type="Auto",
+            base_tuning_job_name="dogbreed-hpo",
+        )
+        tuner.tune(inputs=_channels(args), wait=False)
     name = str(tuner.latest_tuning_job.hyper_parameter_tuning_job_name)
-    print(f"tuning job {name} started; then: python model/launch.py best --tuning-job {name}")
+    print(f"tuning job {name} started; then: make launch ARGS='best --tuning-job {name}'")
     return name
 
 
@@ -155,10 +173,13 @@ def train(args: argparse.Namespace) -> str:
     hyperparameters.update(json.loads(args.hyperparameters))
     from sagemaker.core.training.configs import MetricDefinition
 
-    trainer = _trainer(args, "train.py", hyperparameters, "dogbreed-train")
-    trainer.with_tensorboard_output_config()
-    trainer.with_metric_definitions([MetricDefinition(name=m["Name"], regex=m["Regex"]) for m in METRIC_DEFINITIONS])
-    trainer.train(input_data_config=_channels(args), wait=False)
+    with tempfile.TemporaryDirectory() as tmp:  # uploaded by train()
+        trainer = _trainer(args, training_source(Path(tmp)), "train.py", hyperparameters, "dogbreed-train")
+        trainer.with_tensorboard_output_config()
+        trainer.with_metric_definitions(
+            [MetricDefinition(name=m["Name"], regex=m["Regex"]) for m in METRIC_DEFINITIONS]
+        )
+        trainer.train(input_data_config=_channels(args), wait=False)
     name = str(trainer._latest_training_job.training_job_name)
     print(f"training job {name} started; its model.tar.gz goes straight to create-model")
     return name
@@ -205,20 +226,16 @@ def transform(args: argparse.Namespace) -> str:
     """Classify every object under an S3 prefix; one request per object, per-image error records."""
     client = boto3.client("sagemaker", region_name=args.region)
     name = f"dogbreed-adhoc-{time.strftime('%Y%m%d%H%M%S', time.gmtime())}"
-    client.create_transform_job(
-        TransformJobName=name,
-        ModelName=args.model_name,
-        MaxPayloadInMB=6,
-        MaxConcurrentTransforms=16,
-        Environment={"BAD_INPUT_POLICY": "record"},
-        TransformInput={
-            "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": args.input}},
-            "ContentType": "application/x-image",
-            "SplitType": "None",
-        },
-        TransformOutput={"S3OutputPath": args.output, "Accept": "application/json", "AssembleWith": "None"},
-        TransformResources={"InstanceType": args.instance_type, "InstanceCount": args.instance_count},
+    request = transform_job_request(
+        name,
+        model_name=args.model_name,
+        source={"S3DataType": "S3Prefix", "S3Uri": args.input},
+        output_uri=args.output,
+        instance_type=args.instance_type,
+        instance_count=args.instance_count,
+        max_payload_mb=args.max_payload_mb,
     )
+    client.create_transform_job(**request)
     print(f"transform job {name} started; outputs: {args.output}<key>.out")
     return name
 
@@ -271,6 +288,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     x.add_argument("--output", required=True)
     x.add_argument("--instance-type", default="ml.m5.xlarge")
     x.add_argument("--instance-count", type=int, default=1)
+    x.add_argument("--max-payload-mb", type=int, default=6, help="the largest image the job takes")
     return parser
 
 

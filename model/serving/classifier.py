@@ -1,13 +1,11 @@
 """The one definition of the dog-breed classifier: ResNet-18 architecture, image preprocessing
 and the class index. Training (train.py, hpo.py) and serving (inference.py) both import it, and
-train.py copies it next to inference.py into the model artifact."""
+train.py copies it with the rest of model/serving/ into the model artifact's code/."""
 
 from __future__ import annotations
 
-import io
 import itertools
 import json
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +13,7 @@ from typing import Literal
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch import nn
 
 NUM_CLASSES = 133
@@ -34,7 +32,7 @@ FineTune = Literal["head", "layer4", "all"]
 # -- architecture ------------------------------------------------------------------------------
 # ResNet-18 as torchvision defines it, with the same parameter names, so torchvision's ImageNet
 # weights load as they are. Serving then needs torch alone: importing torchvision costs about a
-# second of every cold start (see model/benchmark.py).
+# second of every cold start (see model/tools/benchmark.py).
 
 
 class BasicBlock(nn.Module):
@@ -181,40 +179,6 @@ class EvalTransform:
 
 def eval_transform(image_size: int = IMAGE_SIZE) -> EvalTransform:
     return EvalTransform(image_size)
-
-
-class ImageError(ValueError):
-    """The bytes are not an image we can classify; `code` names the problem for the caller."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-def decode_image(data: bytes, *, max_pixels: int, draft_size: int | None = RESIZE_SIZE) -> Image.Image:
-    """Decode to RGB with Pillow's decompression-bomb guard on, fully, so truncation shows.
-
-    draft_size lets a JPEG decode at a reduced scale (1/2, 1/4, 1/8) that still leaves the shorter
-    side at least that large: the same image for eval_transform, at a fraction of the cost."""
-    Image.MAX_IMAGE_PIXELS = max_pixels
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image: Image.Image = Image.open(io.BytesIO(data))
-            width, height = image.size
-            if draft_size and image.format == "JPEG":
-                scale = min(width, height) / draft_size
-                image.draft("RGB", (max(1, int(width / scale)), max(1, int(height / scale))))
-            image.load()
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageError("DecompressionBomb", f"the image is too large to decode safely: {exc}") from exc
-    except UnidentifiedImageError as exc:
-        raise ImageError("NotAnImage", "the content is not an image Pillow can read") from exc
-    except (OSError, SyntaxError, ValueError) as exc:  # truncated or corrupt data
-        raise ImageError("InvalidImage", f"cannot decode the image: {exc}") from exc
-    if image.mode != "RGB":
-        image = image.convert("RGB")
-    return image
 
 
 # -- class index --------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """dogImages datasets: generate a small learnable one, or upload a local tree to S3.
 
-    python model/dataset_tool.py synth --out data/synthetic --classes 5
-    python model/dataset_tool.py upload --src data/dogImages --bucket my-bucket --prefix datasets/dogImages
+    python model/tools/dataset_tool.py synth --out data/synthetic --classes 5
+    python model/tools/dataset_tool.py upload --src data/dogImages --bucket my-bucket --prefix datasets/dogImages
 
 Synthetic classes differ in colour and shape (with noise, position and scale jitter), so a network
 really has to learn them; folder names follow the real dataset (`001.Affenpinscher`, ...)."""

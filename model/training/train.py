@@ -2,7 +2,7 @@
 
 Leaves a deployable model in --model-dir (SM_MODEL_DIR, tarred by SageMaker into model.tar.gz):
 model.pth (best validation accuracy), class_index.json, model_config.json and code/ with
-inference.py and what it imports. Runs as one process or under torchrun (SageMaker's
+model/serving/ (inference.py and what it imports). Runs as one process or under torchrun (SageMaker's
 torch_distributed); resumes from --checkpoint-dir, which managed spot training restores."""
 
 from __future__ import annotations
@@ -15,17 +15,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-import data
-import engine
+import classifier
+import dogimages
+import loops
 import torch
 import torch.distributed as dist
 from classifier import CLASS_INDEX_FILE, CONFIG_FILE, WEIGHTS_FILE, build_resnet18, save_class_index
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-HERE = Path(__file__).resolve().parent
-# What the inference container needs under code/: the handler and the module it imports.
-SERVING_CODE = ("inference.py", "classifier.py")
+# What the inference container needs under code/: the handler and the modules it imports, all of
+# model/serving/. They sit beside classifier.py, here as in the source bundle of a training job.
+SERVING_DIR = Path(classifier.__file__).resolve().parent
+SERVING_CODE = ("inference.py", "classifier.py", "answers.py")
 CHECKPOINT = "checkpoint.pth"
 
 
@@ -35,9 +37,9 @@ def _sagemaker_or_local(sagemaker_path: str, local: str) -> str:
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="ResNet-18 dog-breed final training", add_help=True)
-    engine.add_training_args(parser)
-    parser.add_argument("--model-dir", default=engine.env_default("SM_MODEL_DIR", "artifacts/model"))
-    parser.add_argument("--output-dir", default=engine.env_default("SM_OUTPUT_DATA_DIR", "artifacts/output"))
+    loops.add_training_args(parser)
+    parser.add_argument("--model-dir", default=loops.env_default("SM_MODEL_DIR", "artifacts/model"))
+    parser.add_argument("--output-dir", default=loops.env_default("SM_OUTPUT_DATA_DIR", "artifacts/output"))
     parser.add_argument("--checkpoint-dir", default=_sagemaker_or_local("/opt/ml/checkpoints", "artifacts/checkpoints"))
     parser.add_argument(
         "--tensorboard-dir", default=_sagemaker_or_local("/opt/ml/output/tensorboard", "artifacts/tensorboard")
@@ -49,7 +51,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> dict[str, Any]:
-    runtime = engine.init_runtime()
+    runtime = loops.init_runtime()
     torch.manual_seed(args.seed + runtime.rank)
     root = Path(args.data_dir)
     model_dir, checkpoint_dir = Path(args.model_dir), Path(args.checkpoint_dir)
@@ -57,18 +59,18 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         for directory in (model_dir, checkpoint_dir, Path(args.output_dir)):
             directory.mkdir(parents=True, exist_ok=True)
 
-    train_set = data.image_folder(root, "train", train=True, image_size=args.image_size)
-    valid_set = data.image_folder(root, "valid", train=False, image_size=args.image_size)
+    train_set = dogimages.image_folder(root, "train", train=True, image_size=args.image_size)
+    valid_set = dogimages.image_folder(root, "valid", train=False, image_size=args.image_size)
     loaders = {
-        "train": data.loader(
+        "train": dogimages.loader(
             train_set, batch_size=args.batch_size, train=True, workers=args.workers, distributed=runtime.distributed
         ),
-        "valid": data.loader(
+        "valid": dogimages.loader(
             valid_set, batch_size=args.batch_size, train=False, workers=args.workers, distributed=runtime.distributed
         ),
     }
     model: nn.Module = build_resnet18(
-        len(train_set.classes), pretrained=engine.pretrained_arg(args.pretrained), fine_tune=args.fine_tune
+        len(train_set.classes), pretrained=loops.pretrained_arg(args.pretrained), fine_tune=args.fine_tune
     ).to(runtime.device)
     if runtime.distributed:
         model = DistributedDataParallel(
@@ -77,7 +79,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     bare = model.module if isinstance(model, DistributedDataParallel) else model
 
     criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
-    optimizer = engine.build_optimizer(args.optimizer, model.parameters(), args.lr, args.weight_decay)
+    optimizer = loops.build_optimizer(args.optimizer, model.parameters(), args.lr, args.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, args.epochs))
     amp = args.amp and runtime.device.type == "cuda"
     scaler = torch.amp.GradScaler(runtime.device.type, enabled=amp)
@@ -99,15 +101,15 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             loaders["train"].sampler.set_epoch(epoch)  # type: ignore[attr-defined]
         started = time.perf_counter()
         with _profiler(args, epoch == start_epoch and runtime.is_main) as profiler:
-            train_metrics = engine.train_one_epoch(
+            train_metrics = loops.train_one_epoch(
                 model, loaders["train"], criterion, optimizer, scaler, runtime, amp=amp, profiler=profiler
             )
         scheduler.step()
-        validation = engine.evaluate(model, loaders["valid"], criterion, runtime)
+        validation = loops.evaluate(model, loaders["valid"], criterion, runtime)
         skipped = max(skipped, train_metrics.skipped + validation.skipped)
         if runtime.is_main:
-            engine.log_metrics("train", epoch, train_metrics)
-            engine.log_metrics("validation", epoch, validation)
+            loops.log_metrics("train", epoch, train_metrics)
+            loops.log_metrics("validation", epoch, validation)
             print(f"epoch={epoch} seconds={time.perf_counter() - started:.1f}", flush=True)
             if validation.accuracy > best_accuracy:
                 best_accuracy = validation.accuracy
@@ -139,29 +141,29 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
 def _finish(
     args: argparse.Namespace,
     model: nn.Module,
-    train_set: data.SafeImageFolder,
+    train_set: dogimages.SafeImageFolder,
     criterion: nn.Module,
-    runtime: engine.Runtime,
+    runtime: loops.Runtime,
 ) -> dict[str, Any]:
     """Test accuracy of the best weights, then the deployable model directory."""
     model_dir = Path(args.model_dir)
     model.load_state_dict(torch.load(model_dir / WEIGHTS_FILE, map_location=runtime.device, weights_only=True))
     result: dict[str, Any] = {}
     if (Path(args.data_dir) / "test").is_dir():
-        test_set = data.image_folder(Path(args.data_dir), "test", train=False, image_size=args.image_size)
-        test_loader = data.loader(
+        test_set = dogimages.image_folder(Path(args.data_dir), "test", train=False, image_size=args.image_size)
+        test_loader = dogimages.loader(
             test_set, batch_size=args.batch_size, train=False, workers=args.workers, distributed=False
         )
-        single = engine.Runtime(runtime.device)  # only the main process evaluates the test split
-        test = engine.evaluate(model, test_loader, criterion, single)
-        engine.log_metrics("test", args.epochs, test)
+        single = loops.Runtime(runtime.device)  # only the main process evaluates the test split
+        test = loops.evaluate(model, test_loader, criterion, single)
+        loops.log_metrics("test", args.epochs, test)
         result["test_accuracy"] = test.accuracy
-    save_class_index(data.breeds(train_set), model_dir)
+    save_class_index(dogimages.breeds(train_set), model_dir)
     (model_dir / CONFIG_FILE).write_text(json.dumps({"arch": "resnet18", "image_size": args.image_size}))
     code_dir = model_dir / "code"
     code_dir.mkdir(exist_ok=True)
     for name in SERVING_CODE:
-        shutil.copy2(HERE / name, code_dir / name)
+        shutil.copy2(SERVING_DIR / name, code_dir / name)
     (Path(args.output_dir) / "metrics.json").write_text(json.dumps(result, indent=1))
     print(f"model written to {model_dir}: {WEIGHTS_FILE}, {CLASS_INDEX_FILE}, {CONFIG_FILE}, code/", flush=True)
     return result

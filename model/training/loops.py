@@ -11,9 +11,9 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from data import Batch
-from metrics import metric_line
+from dogimages import Batch
 from torch import nn
+from tuning_metrics import metric_line
 
 
 @dataclass(frozen=True)

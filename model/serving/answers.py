@@ -1,0 +1,108 @@
+"""The answer the model handler gives for one image, defined once.
+
+model/serving/inference.py writes it, the pipeline reads it (functions/pipeline/logic/answers.py is
+a link to this file, so the Lambda package carries the same code), and the tests build it.
+
+    a prediction      {"predicted_label": "069", "class_name": "French_bulldog", "confidence": 0.91,
+                       "top5": [{"label": "069", "class_name": "French_bulldog", "probability": 0.91}, ...]}
+    an error record   {"error": {"code": "InvalidImage", "message": "cannot decode the image: ..."}}
+
+Standard library only: this module runs in the model container and in the Lambda functions.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Candidate:
+    label: str  # "069", as the dataset's folder numbers
+    class_name: str  # "French_bulldog"
+    probability: float
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The most likely breeds, best first; the first is the prediction."""
+
+    top5: tuple[Candidate, ...]
+
+    @property
+    def label(self) -> str:
+        return self.top5[0].label
+
+    @property
+    def class_name(self) -> str:
+        return self.top5[0].class_name
+
+    @property
+    def confidence(self) -> float:
+        return self.top5[0].probability
+
+
+@dataclass(frozen=True)
+class ErrorRecord:
+    """The image can never be classified as it is: `code` names the problem, `message` explains it."""
+
+    code: str
+    message: str
+
+
+Answer = Prediction | ErrorRecord
+
+
+class BrokenAnswer(ValueError):
+    """A body that is neither a prediction nor an error record: a fault on the model's side."""
+
+
+def to_json(answer: Answer) -> dict[str, Any]:
+    if isinstance(answer, ErrorRecord):
+        return {"error": {"code": answer.code, "message": answer.message}}
+    return {
+        "predicted_label": answer.label,
+        "class_name": answer.class_name,
+        "confidence": answer.confidence,
+        "top5": [{"label": c.label, "class_name": c.class_name, "probability": c.probability} for c in answer.top5],
+    }
+
+
+def dumps(answer: Answer) -> str:
+    return json.dumps(to_json(answer))
+
+
+def from_json(doc: object) -> Answer:
+    """Read a decoded answer; raises BrokenAnswer if it is neither kind."""
+    if not isinstance(doc, dict):
+        raise BrokenAnswer(f"the answer is {type(doc).__name__}, not a JSON object")
+    try:
+        if "error" in doc:
+            return ErrorRecord(str(doc["error"]["code"]), str(doc["error"]["message"]))
+        top5 = tuple(Candidate(str(c["label"]), str(c["class_name"]), float(c["probability"])) for c in doc["top5"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BrokenAnswer(f"the answer lacks a field of the contract: {exc!r}") from exc
+    if not top5 or (top5[0].label, top5[0].class_name) != (doc.get("predicted_label"), doc.get("class_name")):
+        raise BrokenAnswer("the answer's predicted_label and class_name are not its first candidate")
+    return Prediction(top5)
+
+
+def loads(body: bytes | str) -> Answer:
+    """Read one answer body; raises BrokenAnswer for anything else."""
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BrokenAnswer(f"the answer is not JSON: {body[:200]!r}") from exc
+    return from_json(doc)
+
+
+def leading_error(text: str) -> ErrorRecord | None:
+    """The error record at the start of an error body. The inference toolkit appends a traceback to
+    the handler's message, so the record is followed by other text."""
+    try:
+        doc, _ = json.JSONDecoder().raw_decode(text.strip())
+        answer = from_json(doc)
+    except (ValueError, BrokenAnswer):
+        return None
+    return answer if isinstance(answer, ErrorRecord) else None
