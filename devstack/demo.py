@@ -1,6 +1,6 @@
 """`make demo`: the whole system on one machine, with no AWS account and no Docker.
 
-1. generate a small labelled image set and train a model on it with model/train.py (seconds);
+1. generate a small labelled image set and train a model on it with model/training/train.py (seconds);
 2. start the local stack (devstack.stack) with that model.tar.gz and the template's defaults
    (InferenceMode auto: a Lambda batch of AutoBatchThreshold images or more goes to batch transform);
 3. a trickle: upload a mixed set as a user would (a few bad files, names with spaces and unicode);
@@ -72,7 +72,7 @@ def main() -> int:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="dogbreed-demo-") as tmp:
         workdir = Path(tmp)
-        print("training a small model on generated images (model/train.py) ...", flush=True)
+        print("training a small model on generated images (model/training/train.py) ...", flush=True)
         model = train_small_model(workdir / "quickmodel")
         print(f"  test accuracy {model.test_accuracy:.0%}; packed as {model.archive.name}")
         print("starting the local stack (moto, model container, Lambda environments, event sources) ...")
@@ -128,4 +128,4 @@ def summarize(
 
 
 if __name__ == "__main__":
-    sys.exit(main())  # run with PYTHONPATH=functions:model (make demo sets it)
+    sys.exit(main())  # with the Makefile's IMPORT_PATH (make demo sets it)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from devstack.account import arn
 from devstack.lambda_worker import LambdaContext
 from devstack.process import LineWorker, WorkerDied, WorkerTimeout
 
@@ -19,8 +20,9 @@ __all__ = ["Invocation", "LambdaContext", "LambdaFunction", "sqs_event"]
 WORKER = Path(__file__).resolve().parent / "lambda_worker.py"
 
 
-def sqs_event(messages: list[dict[str, Any]], queue_arn: str, region: str = "us-east-1") -> dict[str, Any]:
+def sqs_event(messages: list[dict[str, Any]], queue_arn: str) -> dict[str, Any]:
     """Turn SQS ReceiveMessage results (with AttributeNames=["All"]) into a Lambda SQS event."""
+    region = queue_arn.split(":")[3]
     return {
         "Records": [
             {
@@ -97,7 +99,8 @@ class LambdaFunction:
             "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(self.spec.memory_mb),
             "_HANDLER": self.spec.handler,
         }
-        argv = [sys.executable, str(WORKER), str(self.spec.code_dir), self.spec.handler]
+        function_arn = arn("lambda", f"function:{self.spec.name}")
+        argv = [sys.executable, str(WORKER), str(self.spec.code_dir), self.spec.handler, function_arn]
         worker = LineWorker(argv, env, self.log_dir / f"{self.spec.name}.log").start()
         with self._lock:
             self._all.append(worker)

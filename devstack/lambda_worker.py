@@ -1,7 +1,7 @@
 """One Lambda execution environment: imports the function's handler from its code directory and
 answers invocations, one JSON line each, until its stdin closes.
 
-    python devstack/lambda_worker.py <code_dir> <module.function>
+    python devstack/lambda_worker.py <code_dir> <module.function> <function ARN>
 
 Its environment is the function's, as template.yaml sets it (built by devstack.lambda_runtime);
 what the handler prints (Powertools' JSON logs and EMF metrics) goes to stderr, the log file."""
@@ -24,15 +24,12 @@ class LambdaContext:
     """The attributes of Lambda's context object that Powertools and our handlers read."""
 
     function_name: str = "local-function"
+    invoked_function_arn: str = ""  # the runtime passes the function's ARN
     timeout_s: float = 120.0
     memory_limit_in_mb: int = 512
     function_version: str = "$LATEST"
     aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     _started: float = field(default_factory=time.monotonic)
-
-    @property
-    def invoked_function_arn(self) -> str:
-        return f"arn:aws:lambda:us-east-1:123456789012:function:{self.function_name}"
 
     @property
     def log_group_name(self) -> str:
@@ -47,7 +44,7 @@ class LambdaContext:
 
 
 def main() -> None:
-    code_dir, handler_path = sys.argv[1], sys.argv[2]
+    code_dir, handler_path, function_arn = sys.argv[1:4]
     sys.path[0] = code_dir  # the task root, in place of this script's folder
     answers = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)
@@ -58,7 +55,7 @@ def main() -> None:
     timeout_s = float(os.environ["AWS_LAMBDA_FUNCTION_TIMEOUT"])
     memory_mb = int(os.environ["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"])
     for line in sys.stdin:
-        context = LambdaContext(function_name=name, timeout_s=timeout_s, memory_limit_in_mb=memory_mb)
+        context = LambdaContext(name, function_arn, timeout_s, memory_mb)
         request_id = context.aws_request_id
         answer: dict[str, Any]
         try:

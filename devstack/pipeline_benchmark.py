@@ -143,4 +143,4 @@ def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(get_args_parser().parse_args()))  # PYTHONPATH=functions:model (make pipeline-benchmark)
+    sys.exit(main(get_args_parser().parse_args()))  # with the Makefile's IMPORT_PATH (make pipeline-benchmark)

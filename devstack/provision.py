@@ -10,10 +10,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from devstack.template import load_template, parameter_defaults
-
-REGION = "us-east-1"
-ACCOUNT = "123456789012"
+from devstack.account import ACCOUNT, REGION, arn
+from devstack.template import declared_environment, load_template, parameter_defaults
 
 
 @dataclass(frozen=True)
@@ -52,10 +50,6 @@ def resolve(value: Any, refs: dict[str, Any]) -> Any:
     return value
 
 
-def _queue_arn(name: str) -> str:
-    return f"arn:aws:sqs:{REGION}:{ACCOUNT}:{name}"
-
-
 def references(names: LocalNames, parameters: dict[str, Any] | None = None) -> dict[str, Any]:
     template = load_template()
     refs: dict[str, Any] = {**parameter_defaults(template), **(parameters or {})}
@@ -69,15 +63,15 @@ def references(names: LocalNames, parameters: dict[str, Any] | None = None) -> d
             "ImagesBucket": names.bucket,
             "ImagesBucket.Arn": f"arn:aws:s3:::{names.bucket}",
             "PredictionsTable": names.table,
-            "ImageQueue.Arn": _queue_arn(names.queue),
-            "ImageDeadLetterQueue.Arn": _queue_arn(names.dead_letter_queue),
-            "JobEventsDeadLetterQueue.Arn": _queue_arn(names.job_events_dead_letter_queue),
+            "ImageQueue.Arn": arn("sqs", names.queue),
+            "ImageDeadLetterQueue.Arn": arn("sqs", names.dead_letter_queue),
+            "JobEventsDeadLetterQueue.Arn": arn("sqs", names.job_events_dead_letter_queue),
         }
     )
     for logical_id, resource in template["Resources"].items():
         if resource["Type"] == "AWS::Serverless::Function":  # the function's name is its logical id
             refs[logical_id] = logical_id
-            refs[f"{logical_id}.Arn"] = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{logical_id}"
+            refs[f"{logical_id}.Arn"] = arn("lambda", f"function:{logical_id}")
     return refs
 
 
@@ -85,11 +79,8 @@ def function_environment(
     function: str, names: LocalNames = LocalNames(), parameters: dict[str, Any] | None = None
 ) -> dict[str, str]:
     """The environment template.yaml gives a function, resolved for the local stack."""
-    template = load_template()
     refs = references(names, parameters)
-    env = dict(template["Globals"]["Function"]["Environment"]["Variables"])
-    env.update(template["Resources"][function]["Properties"].get("Environment", {}).get("Variables", {}))
-    resolved = {key: str(resolve(value, refs)) for key, value in env.items()}
+    resolved = {key: str(resolve(value, refs)) for key, value in declared_environment(function).items()}
     return {key: value for key, value in resolved.items() if value}  # leave AWS_ENDPOINT_URL* to the caller
 
 

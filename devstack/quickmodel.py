@@ -1,4 +1,4 @@
-"""A small model trained in seconds by model/train.py on generated images in the dogImages layout,
+"""A small model trained in seconds by model/training/train.py on generated images in the dogImages layout,
 packed as the model.tar.gz SageMaker would make of it. The demo and `make stack` use it when no
 real model is given."""
 
@@ -26,7 +26,7 @@ class QuickModel:
 def train_small_model(workdir: Path, image_size: int = 64, epochs: int = 6) -> QuickModel:
     """At 64 pixels the model learns the generated breeds in seconds; at 224 (ResNet-18's usual
     input) one epoch gives a model with production-sized compute per image, for benchmarks."""
-    import dataset_tool  # model/ is on the path (PYTHONPATH=functions:model)
+    import dataset_tool  # the import roots are on the path (the Makefile's IMPORT_PATH)
     import train
 
     data = dataset_tool.synthesize(workdir / "dogImages", classes=CLASSES, per_split=(16, 4, 6), size=(320, 240))

@@ -1,5 +1,5 @@
 """A local SageMaker runtime: answers InvokeEndpoint (`POST /endpoints/{name}/invocations`) by
-running model/inference.py through the SageMaker PyTorch inference toolkit (devstack.toolkit).
+running model/serving/inference.py through the SageMaker PyTorch inference toolkit (devstack.toolkit).
 
 Errors come back as SageMaker returns them, so botocore raises what it raises on AWS: an unknown
 endpoint is a 400 ValidationError, a container 4xx/5xx is a 424 ModelError carrying
@@ -14,6 +14,8 @@ import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from devstack.account import ACCOUNT, arn
 
 Answer = tuple[int, dict[str, str], bytes]
 # (body, content type, accept) -> (status, content type, body), as the container answers
@@ -33,7 +35,7 @@ def model_error(endpoint: str, original_status: int, original_message: str) -> A
         f'with message "{original_message}".',
         OriginalStatusCode=original_status,
         OriginalMessage=original_message,
-        LogStreamArn=f"arn:aws:logs:us-east-1:123456789012:log-group:/aws/sagemaker/Endpoints/{endpoint}",
+        LogStreamArn=arn("logs", f"log-group:/aws/sagemaker/Endpoints/{endpoint}"),
     )
 
 
@@ -71,7 +73,7 @@ class RuntimeServer:
     def answer(self, endpoint: str, body: bytes, content_type: str, accept: str) -> Answer:
         container = self.endpoints.get(endpoint)
         if container is None:
-            return error(400, "ValidationError", f"Endpoint {endpoint} of account 123456789012 not found.")
+            return error(400, "ValidationError", f"Endpoint {endpoint} of account {ACCOUNT} not found.")
         if not self._slots.acquire(blocking=False):
             return error(400, "ThrottlingException", "Rate exceeded: the endpoint is at its MaxConcurrency")
         try:

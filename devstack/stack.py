@@ -35,12 +35,11 @@ import boto3
 import requests
 
 from cli.query import Predictions
+from devstack.account import ACCOUNT, CREDENTIALS, REGION
 from devstack.container import ModelContainer, unpack_model
 from devstack.event_sources import EventBus, RuleTarget, SqsPoller, SqsTrigger
 from devstack.lambda_runtime import FunctionSpec, LambdaFunction
 from devstack.provision import (
-    ACCOUNT,
-    REGION,
     LocalNames,
     LocalStack,
     function_environment,
@@ -53,12 +52,12 @@ from devstack.provision import (
 from devstack.runtime import RuntimeServer
 from devstack.template import TEMPLATE_PATH, load_template, parameter_defaults, translate
 from devstack.transform import Container, TransformRunner
+from pipeline.logic.s3uri import S3Uri
 
 log = logging.getLogger("devstack")
 
 REPO = TEMPLATE_PATH.parent
 ARTIFACTS_BUCKET = "dogbreed-artifacts-local"
-CREDENTIALS = {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local"}  # moto takes any
 DEFAULT_CONCURRENCY = 10  # functions without a MaximumConcurrency (Lambda's account limit is 1000)
 
 
@@ -72,6 +71,32 @@ class StackOptions:
     # Local only: the template's VisibilityTimeout (12 minutes) makes a retry wait 12 minutes; tests
     # that exercise retries and the DLQ shorten it.
     visibility_timeout_s: int | None = None
+
+
+class TranslatedTemplate:
+    """The SAM-translated template's resources, their properties resolved for the local stack."""
+
+    def __init__(self, translated: dict[str, Any], names: LocalNames, parameters: dict[str, Any]) -> None:
+        self.translated = translated
+        self.refs = references(names, parameters)
+
+    def of_type(self, kind: str, *keys: str) -> dict[str, dict[str, Any]]:
+        """The given properties of every resource of a kind, by logical id."""
+        return {
+            logical_id: {key: resolve(r["Properties"][key], self.refs) for key in keys if key in r["Properties"]}
+            for logical_id, r in self.translated.items()
+            if r["Type"] == kind
+        }
+
+    def functions(self) -> dict[str, dict[str, Any]]:
+        return self.of_type("AWS::Lambda::Function", "Handler", "Timeout", "MemorySize", "DeadLetterConfig")
+
+    def sqs_event_source_mappings(self) -> list[dict[str, Any]]:
+        mappings = self.of_type(
+            "AWS::Lambda::EventSourceMapping", "FunctionName", "EventSourceArn", "BatchSize",
+            "MaximumBatchingWindowInSeconds", "FunctionResponseTypes", "ScalingConfig",
+        )  # fmt: skip
+        return [p for p in mappings.values() if ":sqs:" in p["EventSourceArn"]]
 
 
 class Stack:
@@ -115,9 +140,24 @@ class Stack:
                 log.exception("stopping %s failed", stop)
 
     def _start(self) -> None:
+        """What `sam deploy` and AWS would do, in order; each part is stopped in reverse order."""
+        self.options.workdir.mkdir(parents=True, exist_ok=True)
+        self._start_moto()
+        self._provision()
+        self._register_model()
+        self._start_endpoint()
+        template = TranslatedTemplate(
+            translate(load_template(), self.parameters)["Resources"], self.names, self.parameters
+        )
+        triggers = [SqsTrigger.from_properties(p) for p in template.sqs_event_source_mappings()]
+        self._start_functions(template, {t.function: t.max_concurrency for t in triggers})
+        self._start_event_bus(template)
+        self._start_transform_runner()
+        self._start_pollers(triggers)
+
+    def _start_moto(self) -> None:
         from moto.server import ThreadedMotoServer
 
-        self.options.workdir.mkdir(parents=True, exist_ok=True)
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's HTTP server logs every request
         moto = ThreadedMotoServer(ip_address="127.0.0.1", port=self.options.moto_port, verbose=False)
         moto.start()
@@ -126,14 +166,15 @@ class Stack:
         self.endpoint_url = f"http://{host}:{port}"
         requests.post(f"{self.endpoint_url}/moto-api/reset", timeout=10)  # moto's state is per process
 
+    def _provision(self) -> None:
         self.resources = provision(self.clients(), self.names, self.parameters)
         if self.options.visibility_timeout_s is not None:
             self.client("sqs").set_queue_attributes(
                 QueueUrl=self.resources.queue_url,
                 Attributes={"VisibilityTimeout": str(self.options.visibility_timeout_s)},
             )
-        self._register_model()
 
+    def _start_endpoint(self) -> None:
         endpoint = self.start_container(self.parameters["ModelName"], {}, "endpoint")
         self._stoppers.append(endpoint.stop)
         self.runtime = RuntimeServer(
@@ -143,50 +184,36 @@ class Stack:
         ).start()
         self._stoppers.append(self.runtime.stop)
 
-        translated = translate(load_template(), self.parameters)["Resources"]
-        refs = references(self.names, self.parameters)
-
-        def properties(kind: str, *keys: str) -> dict[str, dict[str, Any]]:
-            """The given properties of every resource of a kind, resolved for the local stack."""
-            return {
-                logical_id: {key: resolve(r["Properties"][key], refs) for key in keys if key in r["Properties"]}
-                for logical_id, r in translated.items()
-                if r["Type"] == kind
-            }
-
-        mappings = properties(
-            "AWS::Lambda::EventSourceMapping", "FunctionName", "EventSourceArn", "BatchSize",
-            "MaximumBatchingWindowInSeconds", "FunctionResponseTypes", "ScalingConfig",
-        )  # fmt: skip
-        triggers = [SqsTrigger.from_properties(p) for p in mappings.values() if ":sqs:" in p["EventSourceArn"]]
-        concurrency = {t.function: t.max_concurrency for t in triggers}
-        functions = properties("AWS::Lambda::Function", "Handler", "Timeout", "MemorySize", "DeadLetterConfig")
-        for logical_id, props in functions.items():
+    def _start_functions(self, template: TranslatedTemplate, concurrency: dict[str, int]) -> None:
+        for logical_id, props in template.functions().items():
             spec = self._function_spec(logical_id, props)
-            self.functions[logical_id] = LambdaFunction(
-                spec, concurrency.get(logical_id, DEFAULT_CONCURRENCY), self.logs
-            )
-            self._stoppers.append(self.functions[logical_id].stop)
+            function = LambdaFunction(spec, concurrency.get(logical_id, DEFAULT_CONCURRENCY), self.logs)
+            self.functions[logical_id] = function
+            self._stoppers.append(function.stop)
 
+    def _start_event_bus(self, template: TranslatedTemplate) -> None:
         sqs = self.client("sqs")
-        self.bus = bus = EventBus(
-            [
-                RuleTarget(logical_id, rule["EventPattern"], target["Arn"].rsplit(":", 1)[1])
-                for logical_id, rule in properties("AWS::Events::Rule", "EventPattern", "Targets").items()
-                for target in rule["Targets"]
-            ],
-            self.functions,
-            {
-                logical_id: sqs.get_queue_url(QueueName=props["DeadLetterConfig"]["TargetArn"].rsplit(":", 1)[1])[
-                    "QueueUrl"
-                ]
-                for logical_id, props in functions.items()
-                if "DeadLetterConfig" in props
-            },
-            sqs,
-        )
-        self.runner = TransformRunner(self.client("sagemaker"), self.client("s3"), self.start_container, bus.put)
+        dead_letter_queues = {
+            logical_id: sqs.get_queue_url(QueueName=props["DeadLetterConfig"]["TargetArn"].rsplit(":", 1)[1])[
+                "QueueUrl"
+            ]
+            for logical_id, props in template.functions().items()
+            if "DeadLetterConfig" in props
+        }
+        targets = [
+            RuleTarget(logical_id, rule["EventPattern"], target["Arn"].rsplit(":", 1)[1])
+            for logical_id, rule in template.of_type("AWS::Events::Rule", "EventPattern", "Targets").items()
+            for target in rule["Targets"]
+        ]
+        self.bus = EventBus(targets, self.functions, dead_letter_queues, sqs)
+
+    def _start_transform_runner(self) -> None:
+        assert self.bus is not None
+        self.runner = TransformRunner(self.client("sagemaker"), self.client("s3"), self.start_container, self.bus.put)
         self._stoppers.append(self.runner.start().stop)
+
+    def _start_pollers(self, triggers: list[SqsTrigger]) -> None:
+        sqs = self.client("sqs")
         for trigger in triggers:
             poller = SqsPoller(trigger, sqs, self.functions[trigger.function]).start()
             self.pollers.append(poller)
@@ -252,7 +279,7 @@ class Stack:
         }
 
     def _function_spec(self, logical_id: str, props: dict[str, Any]) -> FunctionSpec:
-        template = load_template()
+        template = load_template()  # the code's location: the translated template has an S3 stand-in
         code_uri = template["Resources"][logical_id]["Properties"].get(
             "CodeUri", template["Globals"]["Function"]["CodeUri"]
         )
@@ -301,13 +328,13 @@ class Stack:
     def start_container(self, model_name: str, environment: dict[str, str], job_name: str) -> Container:
         """Start a container for a registered model, as SageMaker does for an endpoint or a job."""
         model = self.client("sagemaker").describe_model(ModelName=model_name)["PrimaryContainer"]
-        bucket, _, key = model["ModelDataUrl"].removeprefix("s3://").partition("/")
-        etag = self.client("s3").head_object(Bucket=bucket, Key=key)["ETag"].strip('"')
+        artifact = S3Uri.parse(model["ModelDataUrl"])
+        etag = self.client("s3").head_object(Bucket=artifact.bucket, Key=artifact.key)["ETag"].strip('"')
         model_dir = self.options.workdir / "models" / etag  # unpacked once per artifact content
         if not model_dir.exists():
             with tempfile.TemporaryDirectory(dir=self.options.workdir) as tmp:
                 archive = Path(tmp) / "model.tar.gz"
-                self.client("s3").download_file(bucket, key, str(archive))
+                self.client("s3").download_file(artifact.bucket, artifact.key, str(archive))
                 unpack_model(archive, Path(tmp) / "model")
                 shutil.move(Path(tmp) / "model", model_dir)
         log_path = self.logs / "sagemaker" / f"{job_name}.log"
@@ -321,7 +348,9 @@ class Stack:
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=["up"], help="start the stack and keep it up until Ctrl-C")
-    parser.add_argument("--model", type=Path, help="a model.tar.gz from model/train.py (default: train a small one)")
+    parser.add_argument(
+        "--model", type=Path, help="a model.tar.gz from model/training/train.py (default: train a small one)"
+    )
     parser.add_argument("--workdir", type=Path, default=REPO / ".devstack", help="logs and unpacked models")
     parser.add_argument("--moto-port", type=int, default=5000)
     parser.add_argument("--runtime-port", type=int, default=8080)

@@ -9,6 +9,8 @@ from typing import Any
 
 import yaml
 
+from devstack.account import REGION
+
 TEMPLATE_PATH = Path(__file__).resolve().parents[1] / "template.yaml"
 
 # samtranslator warns on exit about usage metrics it would publish to AWS; there is nothing to publish.
@@ -50,6 +52,14 @@ def parameter_defaults(template: dict[str, Any]) -> dict[str, Any]:
     return {name: spec.get("Default") for name, spec in template.get("Parameters", {}).items()}
 
 
+def declared_environment(function: str, template: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The environment variables a function gets: the Globals' and its own (unresolved)."""
+    template = template or load_template()
+    variables = dict(template["Globals"]["Function"]["Environment"]["Variables"])
+    variables.update(template["Resources"][function]["Properties"].get("Environment", {}).get("Variables", {}))
+    return variables
+
+
 class _NoManagedPolicies:
     """samtranslator resolves managed policy names through IAM; this stack names none."""
 
@@ -58,7 +68,7 @@ class _NoManagedPolicies:
 
 
 def translate(template: dict[str, Any], parameters: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The plain CloudFormation that `sam deploy` would create, translated offline (in us-east-1)."""
+    """The plain CloudFormation that `sam deploy` would create, translated offline (in the local region)."""
     import boto3
     from samtranslator.parser.parser import Parser
     from samtranslator.translator.translator import Translator
@@ -69,7 +79,7 @@ def translate(template: dict[str, Any], parameters: dict[str, Any] | None = None
     for resource in fragment["Resources"].values():
         if resource["Type"] == "AWS::Serverless::Function" and "CodeUri" in resource.get("Properties", {}):
             resource["Properties"]["CodeUri"] = "s3://local-artifacts/functions.zip"
-    translator = Translator(None, Parser(), boto_session=boto3.Session(region_name="us-east-1"))
+    translator = Translator(None, Parser(), boto_session=boto3.Session(region_name=REGION))
     translated: dict[str, Any] = translator.translate(
         fragment,
         parameter_values=dict(parameters or {}),

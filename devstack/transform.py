@@ -16,7 +16,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from devstack.provision import ACCOUNT, REGION
+from devstack.account import ACCOUNT, REGION
+from pipeline.logic.s3uri import S3Uri
 
 log = logging.getLogger("devstack")
 
@@ -33,11 +34,6 @@ StartContainer = Callable[[str, dict[str, str], str], Container]
 
 class JobFailed(Exception):
     """The job stops here; its message is the job's FailureReason."""
-
-
-def split_s3_uri(uri: str) -> tuple[str, str]:
-    bucket, _, key = uri.removeprefix("s3://").partition("/")
-    return bucket, key
 
 
 def set_moto_status(name: str, status: str, reason: str = "") -> None:
@@ -132,23 +128,23 @@ class TransformRunner:
     def _inputs(self, job: dict[str, Any]) -> Iterator[tuple[str, str, str]]:
         """(bucket, key, key relative to the input prefix) of every object the job reads."""
         source = job["TransformInput"]["DataSource"]["S3DataSource"]
-        bucket, key = split_s3_uri(source["S3Uri"])
+        uri = S3Uri.parse(source["S3Uri"])
         if source["S3DataType"] == "ManifestFile":
             try:
-                manifest = self.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+                manifest = self.s3.get_object(Bucket=uri.bucket, Key=uri.key)["Body"].read()
                 prefix_entry, *relatives = json.loads(manifest)
+                prefix = S3Uri.parse(prefix_entry["prefix"])
             except Exception as exc:
-                raise JobFailed(f"ClientError: cannot read the manifest {source['S3Uri']}: {exc}") from exc
-            in_bucket, in_prefix = split_s3_uri(prefix_entry["prefix"])
+                raise JobFailed(f"ClientError: cannot read the manifest {uri}: {exc}") from exc
             for relative in relatives:
-                yield in_bucket, in_prefix + relative, relative
+                yield prefix.bucket, prefix.key + relative, relative
         else:
-            for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key):
+            for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=uri.bucket, Prefix=uri.key):
                 for obj in page.get("Contents", []):
-                    yield bucket, obj["Key"], obj["Key"][len(key) :]
+                    yield uri.bucket, obj["Key"], obj["Key"][len(uri.key) :]
 
     def _transform(self, job: dict[str, Any], container: Container) -> None:
-        out_bucket, out_prefix = split_s3_uri(job["TransformOutput"]["S3OutputPath"].rstrip("/") + "/")
+        output = S3Uri.parse(job["TransformOutput"]["S3OutputPath"].rstrip("/") + "/")
         content_type = job["TransformInput"].get("ContentType", "application/octet-stream")
         accept = job["TransformOutput"].get("Accept", "application/json")
         max_bytes = int(job.get("MaxPayloadInMB", 6)) * 1_000_000
@@ -169,7 +165,7 @@ class TransformRunner:
                     f"AlgorithmError: the model container answered {status} for s3://{bucket}/{key}: "
                     f"{answer[:200].decode(errors='replace')}"
                 )
-            self.s3.put_object(Bucket=out_bucket, Key=f"{out_prefix}{relative}.out", Body=answer)
+            self.s3.put_object(Bucket=output.bucket, Key=f"{output.key}{relative}.out", Body=answer)
 
     @staticmethod
     def _event(job: dict[str, Any], status: str, reason: str) -> dict[str, Any]:

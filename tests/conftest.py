@@ -1,37 +1,44 @@
 """Shared fixtures: moto in server mode as the AWS API, a fake SageMaker runtime, and the
-stack's resources provisioned on them from template.yaml."""
+stack's resources provisioned on them from template.yaml; a trained model for the model and stack
+tests. Heavy imports (moto, torch) happen in the fixtures that need them, so tests/unit starts fast."""
 
 from __future__ import annotations
 
 import json
 import logging
 import os
+import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import boto3
 import pytest
-import requests
-from moto.server import ThreadedMotoServer
 
+from devstack.account import ACCOUNT, REGION
 from devstack.lambda_runtime import LambdaContext, sqs_event
-from devstack.provision import LocalStack, function_environment, provision
-from tests.fakes.sagemaker_runtime import FakeRuntime
+from devstack.provision import LocalStack, function_environment
 from tests.training import dataset, trained  # noqa: F401 - session fixtures for every test folder
+
+if TYPE_CHECKING:
+    from tests.fakes.sagemaker_runtime import FakeRuntime
 
 REPO = Path(__file__).resolve().parents[1]
 EVENTS = REPO / "events"
 ENDPOINT = "dogbreed-serverless"
 MODEL = "dogbreed-resnet18"
+# The import roots pytest uses (pyproject.toml), for the Python processes a test starts.
+IMPORT_PATH = os.pathsep.join(
+    str(REPO / root)
+    for root in tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]["pythonpath"]
+)
 
 # No test may reach real AWS: fixed fake credentials and region for every boto3 client.
 os.environ.update(
     AWS_ACCESS_KEY_ID="testing",
     AWS_SECRET_ACCESS_KEY="testing",
-    AWS_DEFAULT_REGION="us-east-1",
-    AWS_REGION="us-east-1",
+    AWS_DEFAULT_REGION=REGION,
+    AWS_REGION=REGION,
 )
 # Powertools reads these when the handler modules are imported, before any fixture runs.
 _template_env = function_environment("IngestFunction")
@@ -43,6 +50,8 @@ for _var in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
 
 @pytest.fixture(scope="session")
 def moto_url() -> Iterator[str]:
+    from moto.server import ThreadedMotoServer
+
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
@@ -52,6 +61,8 @@ def moto_url() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def runtime() -> Iterator[FakeRuntime]:
+    from tests.fakes.sagemaker_runtime import FakeRuntime
+
     fake = FakeRuntime({ENDPOINT}).start()
     yield fake
     fake.stop()
@@ -111,7 +122,12 @@ def function_env() -> dict[str, str]:
 def aws(
     moto_url: str, runtime: FakeRuntime, function_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Aws]:
-    """A fresh local stack per test, with the functions' environment from template.yaml."""
+    """A fresh local stack per test, with the ingest function's environment from template.yaml."""
+    import boto3
+    import requests
+
+    from devstack.provision import provision
+
     requests.post(f"{moto_url}/moto-api/reset", timeout=10)
     runtime.reset()
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_url)
@@ -123,8 +139,8 @@ def aws(
     stack = provision(clients)
     clients["sagemaker"].create_model(
         ModelName=MODEL,
-        ExecutionRoleArn="arn:aws:iam::123456789012:role/dogbreed-model",
-        PrimaryContainer={"Image": "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-inference:2.6.0-cpu-py312"},
+        ExecutionRoleArn=f"arn:aws:iam::{ACCOUNT}:role/dogbreed-model",
+        PrimaryContainer={"Image": f"763104351884.dkr.ecr.{REGION}.amazonaws.com/pytorch-inference:2.6.0-cpu-py312"},
     )
     clients["sqs"].purge_queue(QueueUrl=stack.queue_url)  # the s3:TestEvent sent on notification setup
     yield Aws(clients, stack, runtime)
@@ -153,7 +169,7 @@ def backoff_waits(monkeypatch: pytest.MonkeyPatch) -> list[float]:
 
 @pytest.fixture
 def context() -> LambdaContext:
-    return LambdaContext(function_name="ingest")
+    return LambdaContext("IngestFunction", f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:IngestFunction")
 
 
 def load_event(name: str) -> dict[str, Any]:

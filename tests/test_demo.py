@@ -7,12 +7,16 @@ import re
 import subprocess
 import sys
 
-from tests.conftest import REPO
+import pytest
+
+from tests.conftest import IMPORT_PATH, REPO
+
+pytestmark = pytest.mark.slow  # runs make demo
 
 
 def test_demo_gives_every_upload_an_outcome_in_both_modes() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_ENDPOINT_URL")}
-    env["PYTHONPATH"] = "functions:model"
+    env["PYTHONPATH"] = IMPORT_PATH
     result = subprocess.run(
         [sys.executable, "-m", "devstack.demo"],
         cwd=REPO,

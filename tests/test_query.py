@@ -19,7 +19,7 @@ from tests.fakes.sagemaker_runtime import fake_prediction
 from tests.pipeline import images
 
 PHOTO = images.jpeg(color=(10, 200, 30))
-BREED = fake_prediction(PHOTO)["class_name"]
+BREED = fake_prediction(PHOTO).class_name
 
 
 @pytest.fixture

@@ -1,13 +1,11 @@
-"""A small synthetic dogImages tree and a model trained on it by model/train.py (once per session);
+"""A small synthetic dogImages tree and a model trained on it by model/training/train.py (once per session);
 the fixtures are shared through tests/conftest.py."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import dataset_tool
 import pytest
-import train
 
 CLASSES = 5
 IMAGE_SIZE = 64  # small crops keep CPU training to seconds; serving uses the same preprocessing code
@@ -33,6 +31,8 @@ def train_args(data: Path, out: Path, *extra: str) -> list[str]:
 @pytest.fixture(scope="session")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Photo-sized JPEGs (as dogImages), 5 classes, one truncated file in train/."""
+    import dataset_tool
+
     return dataset_tool.synthesize(
         tmp_path_factory.mktemp("data") / "dogImages", classes=CLASSES, per_split=(16, 4, 4), size=(160, 120)
     )
@@ -40,6 +40,8 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def trained(dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, object]]:
+    import train  # torch: imported only by the tests that train
+
     out = tmp_path_factory.mktemp("trained")
     result = train.main(train.get_args_parser().parse_args(train_args(dataset, out, "--epochs", "5")))
     return out / "model", result

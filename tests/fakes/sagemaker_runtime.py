@@ -3,7 +3,7 @@
 It is devstack's local runtime (same routes, same error shapes) with a fake container in place of
 the model: boto3's real sagemaker-runtime client reaches it through
 AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME, so error parsing (ModelError with OriginalStatusCode, HTTP 400
-ThrottlingException) is botocore's own. The fake container answers like model/inference.py: a
+ThrottlingException) is botocore's own. The fake container answers like model/serving/inference.py: a
 prediction for a decodable image, a 4xx JSON error record (followed by a traceback, as the
 inference toolkit sends it) for a bad one. Tests script faults with `fail_next()`.
 """
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import threading
 from collections import deque
 from typing import Any
@@ -20,38 +19,37 @@ from typing import Any
 from PIL import Image
 
 from devstack.runtime import Answer, RuntimeServer, error, model_error
+from pipeline.logic import answers
 
 BREEDS = [f"{i:03d}.Breed_{i:03d}" for i in range(1, 134)]
 IMAGE_TYPES = {"image/jpeg", "image/png", "application/x-image"}
 
 
-def fake_prediction(body: bytes) -> dict[str, Any]:
-    """A deterministic answer in the handler's format, chosen by the image's hash."""
+def fake_prediction(body: bytes) -> answers.Prediction:
+    """A deterministic prediction, chosen by the image's hash."""
     index = int(hashlib.sha256(body).hexdigest(), 16) % len(BREEDS)
     order = [(index + k) % len(BREEDS) for k in range(5)]
-    probs = [0.6, 0.2, 0.1, 0.06, 0.04]
-    top5 = [
-        {"label": BREEDS[i][:3], "class_name": BREEDS[i][4:], "probability": p}
-        for i, p in zip(order, probs, strict=True)
-    ]
-    return {"predicted_label": top5[0]["label"], "class_name": top5[0]["class_name"], "confidence": 0.6, "top5": top5}
+    probabilities = [0.6, 0.2, 0.1, 0.06, 0.04]
+    return answers.Prediction(
+        tuple(answers.Candidate(BREEDS[i][:3], BREEDS[i][4:], p) for i, p in zip(order, probabilities, strict=True))
+    )
 
 
-def model_answer(body: bytes, content_type: str) -> tuple[int, dict[str, Any]]:
-    """What model/inference.py answers: (200, prediction) or (4xx, error record)."""
+def model_answer(body: bytes, content_type: str) -> tuple[int, answers.Answer]:
+    """What model/serving/inference.py answers: (200, prediction) or (4xx, error record)."""
     if content_type not in IMAGE_TYPES:
-        return 415, {"error": {"code": "UnsupportedContentType", "message": f"cannot classify {content_type}"}}
+        return 415, answers.ErrorRecord("UnsupportedContentType", f"cannot classify {content_type}")
     try:
         with Image.open(io.BytesIO(body)) as image:
             image.load()
     except Exception as exc:
-        return 400, {"error": {"code": "InvalidImage", "message": f"cannot decode the image: {exc}"}}
+        return 400, answers.ErrorRecord("InvalidImage", f"cannot decode the image: {exc}")
     return 200, fake_prediction(body)
 
 
 def fake_container(body: bytes, content_type: str, accept: str) -> tuple[int, str, bytes]:
     status, answer = model_answer(body, content_type)
-    text = json.dumps(answer)
+    text = answers.dumps(answer)
     if status != 200:  # the inference toolkit appends the traceback to the handler's message
         text += "\nTraceback (most recent call last):\n  ..."
     return status, "application/json", text.encode()

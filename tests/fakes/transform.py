@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from devstack.transform import TransformRunner
+from pipeline.logic import answers
 from tests.fakes.sagemaker_runtime import model_answer
 
 
 class FakeContainer:
-    """Answers like model/inference.py; with BAD_INPUT_POLICY=record a bad image is a 200 error record.
+    """Answers like model/serving/inference.py; with BAD_INPUT_POLICY=record a bad image is a 200 error record.
     A request whose body is `fail_for` gets a server error, as a crashing model would."""
 
     def __init__(self, environment: dict[str, str], fail_for: bytes | None) -> None:
@@ -21,7 +21,7 @@ class FakeContainer:
         if body == self.fail_for:
             return 500, "text/plain", b"worker died"
         status, answer = model_answer(body, content_type)
-        return (200 if self.record_errors else status), "application/json", json.dumps(answer).encode()
+        return (200 if self.record_errors else status), "application/json", answers.dumps(answer).encode()
 
     def stop(self) -> None:
         pass

@@ -12,7 +12,10 @@ from typing import Any
 
 import pytest
 
-from devstack.template import load_template, translate
+from devstack.account import REGION
+from devstack.provision import function_environment
+from devstack.template import declared_environment, load_template, translate
+from pipeline.config import CollectSettings, IngestSettings
 from tests.conftest import REPO
 
 SAM = REPO / ".venv-sam" / "bin"
@@ -51,23 +54,26 @@ def tool(path: Path) -> str:
 
 
 def run(*command: str) -> subprocess.CompletedProcess[str]:
-    env = {"PATH": "/usr/bin:/bin", "AWS_DEFAULT_REGION": "us-east-1", "SAM_CLI_TELEMETRY": "0", "HOME": "/tmp"}
+    env = {"PATH": "/usr/bin:/bin", "AWS_DEFAULT_REGION": REGION, "SAM_CLI_TELEMETRY": "0", "HOME": "/tmp"}
     return subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=env, timeout=300, check=False)
 
 
 # -- linters -------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # an external linter
 def test_sam_validate_lint() -> None:
     result = run(tool(SAM / "sam"), "validate", "--lint", "--template-file", "template.yaml")
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.slow  # an external linter
 def test_cfn_lint_on_the_translated_template(translated_file: Path) -> None:
     result = run(tool(SAM / "cfn-lint"), str(translated_file))
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.slow  # an external linter
 def test_checkov_on_the_translated_template_finds_nothing_unexplained(translated_file: Path) -> None:
     result = run(
         tool(CHECKOV), "-f", str(translated_file), "--framework", "cloudformation", "--skip-download", "-o", "json"
@@ -240,9 +246,30 @@ def test_partial_batch_failures_and_bounded_concurrency(template: dict[str, Any]
 def test_one_receive_count_for_the_redrive_and_the_functions(template: dict[str, Any]) -> None:
     redrive = template["Resources"]["ImageQueue"]["Properties"]["RedrivePolicy"]
     assert redrive["maxReceiveCount"] == {"Ref": "MaxReceiveCount"}
-    assert template["Globals"]["Function"]["Environment"]["Variables"]["MAX_RECEIVE_COUNT"] == {
-        "Ref": "MaxReceiveCount"
-    }
+    assert declared_environment("IngestFunction", template)["MAX_RECEIVE_COUNT"] == {"Ref": "MaxReceiveCount"}
+
+
+class _Recorder(dict[str, str]):
+    """An environment that records which variables are read."""
+
+    def __init__(self, values: dict[str, str]) -> None:
+        super().__init__(values)
+        self.read: set[str] = set()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.read.add(key)
+        return super().get(key, default)
+
+
+@pytest.mark.parametrize(
+    ("function", "settings"), [("IngestFunction", IngestSettings), ("CollectFunction", CollectSettings)]
+)
+def test_each_function_is_given_only_the_variables_it_reads(function: str, settings: Any) -> None:
+    env = _Recorder(function_environment(function))
+    settings.from_env(env)
+    # Powertools and boto3 read their own variables; the rest are the function's settings.
+    declared = {k for k in declared_environment(function) if not k.startswith(("POWERTOOLS_", "AWS_ENDPOINT_URL"))}
+    assert env.read == declared
 
 
 def test_collector_sees_only_our_finished_jobs(template: dict[str, Any]) -> None:
@@ -278,3 +305,15 @@ def test_functions_import_only_boto3_powertools_and_the_standard_library() -> No
             for name in names:
                 top = name.split(".")[0]
                 assert top in allowed or top in sys.stdlib_module_names or top == "__future__", f"{path}: {name}"
+
+
+def test_the_lambda_package_carries_the_answer_contract_as_a_file(tmp_path: Path) -> None:
+    """functions/pipeline/logic/answers.py links to model/serving/answers.py; `sam build` copies
+    the source tree with aws-lambda-builders' copytree, which must copy the file's content."""
+    link = REPO / "functions" / "pipeline" / "logic" / "answers.py"
+    assert link.is_symlink() and link.resolve() == REPO / "model" / "serving" / "answers.py"
+    copy = f"from aws_lambda_builders.utils import copytree; copytree({str(REPO / 'functions')!r}, {str(tmp_path)!r})"
+    result = run(str(tool(SAM / "python")), "-c", copy)
+    assert result.returncode == 0, result.stderr
+    packaged = tmp_path / "pipeline" / "logic" / "answers.py"
+    assert not packaged.is_symlink() and packaged.read_bytes() == link.read_bytes()

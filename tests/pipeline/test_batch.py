@@ -73,7 +73,7 @@ def test_collector_records_each_image_of_a_completed_job(aws: Aws, context: Lamb
     assert response == {"job_name": job, "job_status": "Completed", "recorded": 2}
     rex = aws.item("incoming/rex.jpg")
     assert rex is not None and rex["status"] == "CLASSIFIED" and rex["mode"] == "batch" and rex["job_name"] == job
-    assert rex["breed"] == fake_prediction(data)["class_name"]
+    assert rex["breed"] == fake_prediction(data).class_name
     bad = aws.item("incoming/truncated.jpg")
     assert bad is not None and bad["status"] == "REJECTED" and bad["error_code"] == "InvalidImage"
     assert "decode" in bad["reason"]

@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
 
 import pytest
 
 from devstack.lambda_runtime import LambdaContext
-from devstack.template import load_template
+from devstack.template import declared_environment, load_template
 from pipeline.adapters.dynamodb import DynamoPredictions
 from pipeline.handlers import collect, ingest
+from pipeline.logic import answers
 from pipeline.logic.outcomes import ImageRef, Mode, Outcome, Status
 from tests.conftest import EVENTS, Aws, load_event
 from tests.fakes.sagemaker_runtime import fake_prediction
@@ -25,7 +25,7 @@ def upload_fixture(aws: Aws, key: str, image: str) -> None:
     assert etag  # the events carry these files' real ETags
 
 
-def pending_job(aws: Aws, event_name: str, images: dict[str, str], outputs: dict[str, Any]) -> None:
+def pending_job(aws: Aws, event_name: str, images: dict[str, str], outputs: dict[str, answers.Answer]) -> None:
     """Leave the state a job of this event would have: a manifest, PENDING images and outputs."""
     detail = load_event(event_name)["detail"]
     job = detail["TransformJobName"]
@@ -39,7 +39,7 @@ def pending_job(aws: Aws, event_name: str, images: dict[str, str], outputs: dict
     aws.clients["s3"].put_object(Bucket=aws.bucket, Key=f"manifests/{job}.json", Body=json.dumps(manifest))
     for relative, answer in outputs.items():
         key = f"transform-output/{job}/{relative}.out"
-        aws.clients["s3"].put_object(Bucket=aws.bucket, Key=key, Body=json.dumps(answer))
+        aws.clients["s3"].put_object(Bucket=aws.bucket, Key=key, Body=answers.dumps(answer))
 
 
 def status(aws: Aws, key: str) -> tuple[str, str | None]:
@@ -54,7 +54,7 @@ def check_put(aws: Aws) -> None:
     assert status(aws, "incoming/my dog (1).jpg") == ("CLASSIFIED", None)
     item = aws.item("incoming/my dog (1).jpg")
     assert item is not None
-    assert item["breed"] == fake_prediction((IMAGES / "dog.jpg").read_bytes())["class_name"]
+    assert item["breed"] == fake_prediction((IMAGES / "dog.jpg").read_bytes()).class_name
 
 
 def check_test_event(aws: Aws) -> None:
@@ -75,7 +75,7 @@ def check_multi_record(aws: Aws) -> None:
 
 
 def check_completed(aws: Aws) -> None:
-    error = {"error": {"code": "InvalidImage", "message": "cannot decode the image: image file is truncated"}}
+    error = answers.ErrorRecord("InvalidImage", "cannot decode the image: image file is truncated")
     pending_job(
         aws,
         "collect_transform_completed.json",
@@ -119,8 +119,8 @@ def test_event(aws: Aws, name: str) -> None:
 def test_env_vars_file_names_functions_and_variables_of_the_template() -> None:
     """sam local invoke only overrides variables the template declares, for functions it has."""
     template = load_template()
-    declared = set(template["Globals"]["Function"]["Environment"]["Variables"])
     env_file = json.loads((EVENTS / "env.local.json").read_text())
     for function, variables in env_file.items():
         assert template["Resources"][function]["Type"] == "AWS::Serverless::Function"
+        declared = set(declared_environment(function, template))
         assert set(variables) <= declared, set(variables) - declared

@@ -35,10 +35,10 @@ def test_classifies_an_upload_and_records_the_prediction(aws: Aws, context: Lamb
     assert item is not None
     assert item["status"] == "CLASSIFIED"
     assert item["etag"] == etag
-    assert item["breed"] == expected["class_name"]
-    assert item["label"] == expected["predicted_label"]
+    assert item["breed"] == expected.class_name
+    assert item["label"] == expected.label
     assert float(item["confidence"]) == pytest.approx(0.6)
-    assert [c["breed"] for c in item["top5"]] == [c["class_name"] for c in expected["top5"]]
+    assert [c["breed"] for c in item["top5"]] == [c.class_name for c in expected.top5]
     assert item["mode"] == "serverless"
     assert item["endpoint_name"] == "dogbreed-serverless"
     assert item["model_name"] == "dogbreed-resnet18"

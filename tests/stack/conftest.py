@@ -1,4 +1,4 @@
-"""The local stack, started per test from a model.tar.gz written by model/train.py."""
+"""The local stack, started per test from a model.tar.gz written by model/training/train.py."""
 
 from __future__ import annotations
 

@@ -8,13 +8,14 @@ from typing import Any
 
 import pytest
 
+from devstack.account import arn
 from devstack.event_sources import EventBus, RuleTarget, SqsTrigger, failed_message_ids, matches
 from devstack.lambda_runtime import Invocation
 from devstack.provision import LocalNames, references, resolve
 from devstack.template import load_template, translate
 from tests.conftest import Aws, load_event
 
-TRIGGER = SqsTrigger("IngestFunction", "arn:aws:sqs:us-east-1:123456789012:q", 100, 5, True, 5)
+TRIGGER = SqsTrigger("IngestFunction", arn("sqs", "q"), 100, 5, True, 5)
 IDS = ["m1", "m2", "m3"]
 
 

@@ -14,11 +14,15 @@ import time
 from pathlib import Path
 
 import boto3
+import pytest
 
-from devstack.provision import REGION, references, resolve
-from devstack.template import load_template, translate
-from tests.conftest import REPO
+from devstack.account import REGION
+from devstack.provision import references, resolve
+from devstack.template import declared_environment, load_template, translate
+from tests.conftest import IMPORT_PATH, REPO
 from tests.stack.conftest import FAST, StartStack
+
+pytestmark = pytest.mark.slow  # starts the local stack
 
 
 def test_the_local_stack_is_what_the_template_declares(start_stack: StartStack) -> None:
@@ -62,14 +66,14 @@ def test_the_local_stack_is_what_the_template_declares(start_stack: StartStack) 
     assert poller.trigger.report_batch_item_failures == ("ReportBatchItemFailures" in uploads["FunctionResponseTypes"])
     assert poller.trigger.max_concurrency == int(stack.parameters["EndpointMaxConcurrency"])
 
-    variables = load_template()["Globals"]["Function"]["Environment"]["Variables"]
     for logical_id, function in stack.functions.items():
         declared = template[logical_id]["Properties"]
         assert function.spec.handler == declared["Handler"] and function.spec.timeout_s == declared["Timeout"]
-        assert set(variables) <= set(function.spec.environment)
+        assert set(declared_environment(logical_id)) <= set(function.spec.environment)
         assert function.spec.environment["AWS_ENDPOINT_URL"] == stack.endpoint_url  # the only local wiring
         assert function.spec.environment["AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME"] == stack.runtime.url
-        assert function.spec.environment["INFERENCE_MODE"] == stack.parameters["InferenceMode"]
+    assert stack.functions["IngestFunction"].spec.environment["INFERENCE_MODE"] == stack.parameters["InferenceMode"]
+    assert "INFERENCE_MODE" not in stack.functions["CollectFunction"].spec.environment
 
     (rule,) = [r for r in translate(load_template())["Resources"].values() if r["Type"] == "AWS::Events::Rule"]
     (target,) = stack.bus.targets
@@ -103,7 +107,7 @@ def test_the_stack_stays_up_for_a_user_and_stops_without_leftovers(
 ) -> None:
     moto_port, runtime_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_ENDPOINT_URL")}
-    env["PYTHONPATH"] = os.pathsep.join(str(REPO / p) for p in (".", "functions", "model"))
+    env["PYTHONPATH"] = IMPORT_PATH
     command = [sys.executable, "-m", "devstack.stack", "up", "--model", str(model_archive)]
     command += ["--workdir", str(tmp_path / "stack"), "--moto-port", str(moto_port)]
     command += ["--runtime-port", str(runtime_port), "--parameter", "BatchingWindowSeconds=1"]

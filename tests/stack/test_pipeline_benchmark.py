@@ -8,12 +8,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import REPO
+import pytest
+
+from tests.conftest import IMPORT_PATH, REPO
+
+pytestmark = pytest.mark.slow  # runs the pipeline benchmark
 
 
 def test_the_pipeline_benchmark_reports_both_modes_beside_the_raw_endpoint(model_archive: Path, tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_ENDPOINT_URL")}
-    env["PYTHONPATH"] = "functions:model"
+    env["PYTHONPATH"] = IMPORT_PATH
     out = tmp_path / "bench.json"
     command = [sys.executable, "-m", "devstack.pipeline_benchmark", "--images", "12", "--model", str(model_archive)]
     result = subprocess.run(

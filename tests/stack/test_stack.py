@@ -8,9 +8,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote_plus
 
+import pytest
+
 from devstack.stack import Stack
 from tests.pipeline import images
 from tests.stack.conftest import StartStack, outcomes, queue_is_empty, upload, wait_until
+
+pytestmark = pytest.mark.slow  # starts the local stack
 
 BAD = {
     "incoming/bad/notes.jpg": (b"shopping list: kibble, leash\n", "NotAnImage"),

@@ -8,8 +8,8 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
-from botocore.exceptions import BotoCoreError, ClientError
 
+from pipeline.adapters.aws_errors import AwsError, aws_call
 from pipeline.adapters.retry import Backoff
 from pipeline.logic.errors import TransientError
 from pipeline.logic.outcomes import ImageRef, Outcome, Status
@@ -23,13 +23,13 @@ _deserialize = TypeDeserializer().deserialize
 
 BATCH_GET_LIMIT = 100
 
-# Write unless the item holds a final outcome for the same content, or newer content.
+# pipeline.logic.ports.may_record, as a condition on the item being replaced.
 _RECORD_CONDITION = (
     "attribute_not_exists(image_id)"
     " OR (etag = :etag AND NOT (#status IN (:classified, :rejected)))"
     " OR (etag <> :etag AND uploaded_at <= :uploaded_at)"
 )
-# A job settles only the images it still holds.
+# pipeline.logic.ports.may_settle: a job settles only the images it still holds.
 _SETTLE_CONDITION = "job_name = :job AND #status = :pending AND etag = :etag"
 
 
@@ -85,10 +85,6 @@ def _marshal(item: dict[str, Any]) -> dict[str, Any]:
     return {k: _serialize(_to_dynamo(v)) for k, v in item.items()}
 
 
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
 class DynamoPredictions:
     def __init__(self, client: DynamoDBClient, table_name: str, backoff: Backoff | None = None) -> None:
         self.client = client
@@ -130,11 +126,12 @@ class DynamoPredictions:
                 raise _Unprocessed(len(unprocessed[self.table_name]["Keys"]))
 
         try:
-            self.backoff.call(attempt, retry_on=lambda e: isinstance(e, _Unprocessed), what="dynamodb.batch_get_item")
+            with aws_call("reading the predictions table"):
+                self.backoff.call(
+                    attempt, retry_on=lambda e: isinstance(e, _Unprocessed), what="dynamodb.batch_get_item"
+                )
         except _Unprocessed as exc:
             raise TransientError(f"DynamoDB left {exc} keys unprocessed after {self.backoff.attempts} tries") from exc
-        except (ClientError, BotoCoreError) as exc:
-            raise TransientError(f"reading the predictions table failed: {exc}") from exc
         return items
 
     def record(self, ref: ImageRef, outcome: Outcome, now: datetime) -> bool:
@@ -158,20 +155,19 @@ class DynamoPredictions:
 
     def _put(self, item: dict[str, Any], condition: str, values: dict[str, Any]) -> bool:
         try:
-            self.client.put_item(
-                TableName=self.table_name,
-                Item=_marshal(item),
-                ConditionExpression=condition,
-                ExpressionAttributeNames={"#status": "status"},
-                ExpressionAttributeValues=_marshal(values),
-            )
-        except ClientError as exc:
-            if _code(exc) == "ConditionalCheckFailedException":
+            # Throttling is retried by botocore's standard retry mode before anything reaches here.
+            with aws_call(f"writing {item['image_id']} to the predictions table"):
+                self.client.put_item(
+                    TableName=self.table_name,
+                    Item=_marshal(item),
+                    ConditionExpression=condition,
+                    ExpressionAttributeNames={"#status": "status"},
+                    ExpressionAttributeValues=_marshal(values),
+                )
+        except AwsError as exc:
+            if exc.code == "ConditionalCheckFailedException":
                 return False
-            # Throttling was already retried by botocore's standard retry mode.
-            raise TransientError(f"writing {item['image_id']} to the predictions table failed: {exc}") from exc
-        except BotoCoreError as exc:
-            raise TransientError(f"writing {item['image_id']} to the predictions table failed: {exc}") from exc
+            raise
         return True
 
 

@@ -2,63 +2,25 @@
 
 from __future__ import annotations
 
-import json
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from botocore.exceptions import BotoCoreError, ClientError
-
+from pipeline.adapters.aws_errors import AwsError, aws_call, is_retryable
 from pipeline.adapters.retry import Backoff
-from pipeline.logic.errors import RejectedImage, TransientError
+from pipeline.logic import answers
+from pipeline.logic.errors import RejectedImage
 
 if TYPE_CHECKING:
     from mypy_boto3_sagemaker import SageMakerClient
     from mypy_boto3_sagemaker_runtime import SageMakerRuntimeClient
 
-# Errors worth retrying in place: throttling (SageMaker sends HTTP 400 ThrottlingException),
-# an endpoint that is scaling from zero, and service-side faults.
-_RETRYABLE_CODES = frozenset(
-    {
-        "ThrottlingException",
-        "ModelNotReadyException",
-        "ServiceUnavailable",
-        "InternalFailure",
-        "InternalDependencyException",
-    }
-)
 
-
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
-def _status(exc: ClientError) -> int:
-    """For a ModelError, the status the model container answered with."""
-    try:
-        return int(exc.response.get("OriginalStatusCode", 0))
-    except (TypeError, ValueError):
-        return 0
-
-
-def is_retryable(exc: Exception) -> bool:
-    if isinstance(exc, BotoCoreError):  # connection reset, read timeout
-        return True
-    if not isinstance(exc, ClientError):
-        return False
-    code = _code(exc)
-    if code == "ModelError":  # a container fault (5xx) may pass, e.g. on a cold start
-        return not 400 <= _status(exc) < 500
-    return code in _RETRYABLE_CODES or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) >= 500
-
-
-def rejection_from_model_error(exc: ClientError) -> RejectedImage:
-    """The model answered 4xx: the image is bad. Its body starts with our handler's JSON error
-    record; the inference toolkit appends a traceback after it."""
+def rejection(exc: AwsError) -> RejectedImage:
+    """The model answered 4xx: the image is bad. Its message starts with the handler's error record."""
     message = str(exc.response.get("OriginalMessage") or exc.response.get("Error", {}).get("Message", ""))
-    try:
-        error = json.JSONDecoder().raw_decode(message.strip())[0]["error"]
-        return RejectedImage(str(error["code"]), str(error["message"]))
-    except (ValueError, KeyError, TypeError):
-        return RejectedImage("InvalidImage", message or f"the model refused the image ({_status(exc)})")
+    record = answers.leading_error(message)
+    if record is None:
+        return RejectedImage("InvalidImage", message or f"the model refused the image ({exc.model_status})")
+    return RejectedImage(record.code, record.message)
 
 
 class ServerlessEndpoint:
@@ -69,23 +31,54 @@ class ServerlessEndpoint:
 
     def invoke(self, body: bytes, content_type: str) -> bytes:
         def call() -> bytes:
-            response = self.client.invoke_endpoint(
-                EndpointName=self.name, Body=body, ContentType=content_type, Accept="application/json"
-            )
-            return bytes(response["Body"].read())
+            with aws_call(f"endpoint {self.name}"):
+                response = self.client.invoke_endpoint(
+                    EndpointName=self.name, Body=body, ContentType=content_type, Accept="application/json"
+                )
+                return bytes(response["Body"].read())
 
         try:
             return self.backoff.call(call, retry_on=is_retryable, what="sagemaker.invoke_endpoint")
-        except ClientError as exc:
-            if _code(exc) == "ModelError" and 400 <= _status(exc) < 500:
-                raise rejection_from_model_error(exc) from exc
-            raise TransientError(f"endpoint {self.name}: {_code(exc)}: {exc}") from exc
-        except BotoCoreError as exc:
-            raise TransientError(f"endpoint {self.name}: {exc}") from exc
+        except AwsError as exc:
+            if exc.model_refused:
+                raise rejection(exc) from exc
+            raise
+
+
+def transform_job_request(
+    name: str,
+    *,
+    model_name: str,
+    source: dict[str, str],
+    output_uri: str,
+    instance_type: str,
+    instance_count: int,
+    max_payload_mb: int,
+) -> dict[str, Any]:
+    """CreateTransformJob's request for our model: one image per request (SplitType None), and
+    per-image error records (BAD_INPUT_POLICY=record), so one bad image never fails a job.
+
+    source: the S3DataSource, e.g. {"S3DataType": "ManifestFile", "S3Uri": "s3://b/manifests/job.json"}."""
+    return {
+        "TransformJobName": name,
+        "ModelName": model_name,
+        # The model server takes payloads up to this size; SageMaker caps payload x concurrency at 100 MB.
+        "MaxPayloadInMB": max_payload_mb,
+        "MaxConcurrentTransforms": max(1, 100 // max_payload_mb),
+        "Environment": {"BAD_INPUT_POLICY": "record"},
+        "ModelClientConfig": {"InvocationsTimeoutInSeconds": 600, "InvocationsMaxRetries": 1},
+        "TransformInput": {
+            "DataSource": {"S3DataSource": source},
+            "ContentType": "application/x-image",
+            "SplitType": "None",
+        },
+        "TransformOutput": {"S3OutputPath": output_uri, "Accept": "application/json", "AssembleWith": "None"},
+        "TransformResources": {"InstanceType": instance_type, "InstanceCount": instance_count},
+    }
 
 
 class TransformJobs:
-    """Start and look up batch transform jobs; each S3 object is one request (SplitType None)."""
+    """Start and look up the pipeline's batch transform jobs, each reading a manifest."""
 
     def __init__(
         self,
@@ -106,40 +99,32 @@ class TransformJobs:
 
     def exists(self, name: str) -> bool:
         try:
-            self.client.describe_transform_job(TransformJobName=name)
-        except ClientError as exc:
-            if _code(exc) in ("ValidationException", "ResourceNotFound"):
+            with aws_call(f"describing transform job {name}"):
+                self.client.describe_transform_job(TransformJobName=name)
+        except AwsError as exc:
+            if exc.code in ("ValidationException", "ResourceNotFound"):
                 return False
-            raise TransientError(f"describing transform job {name} failed: {exc}") from exc
-        except BotoCoreError as exc:
-            raise TransientError(f"describing transform job {name} failed: {exc}") from exc
+            raise
         return True
 
     def start(self, name: str, manifest_uri: str, output_uri: str) -> None:
+        request = transform_job_request(
+            name,
+            model_name=self.model_name,
+            source={"S3DataType": "ManifestFile", "S3Uri": manifest_uri},
+            output_uri=output_uri,
+            instance_type=self.instance_type,
+            instance_count=self.instance_count,
+            max_payload_mb=self.max_payload_mb,
+        )
+
         def call() -> None:
-            self.client.create_transform_job(
-                TransformJobName=name,
-                ModelName=self.model_name,
-                # One image per request; the model server takes payloads up to this size.
-                MaxPayloadInMB=self.max_payload_mb,
-                MaxConcurrentTransforms=max(1, 100 // self.max_payload_mb),
-                # Ask the handler for per-image error records instead of failing the whole job.
-                Environment={"BAD_INPUT_POLICY": "record"},
-                ModelClientConfig={"InvocationsTimeoutInSeconds": 600, "InvocationsMaxRetries": 1},
-                TransformInput={
-                    "DataSource": {"S3DataSource": {"S3DataType": "ManifestFile", "S3Uri": manifest_uri}},
-                    "ContentType": "application/x-image",
-                    "SplitType": "None",
-                },
-                TransformOutput={"S3OutputPath": output_uri, "Accept": "application/json", "AssembleWith": "None"},
-                TransformResources={"InstanceType": self.instance_type, "InstanceCount": self.instance_count},
-            )
+            with aws_call(f"starting transform job {name}"):
+                self.client.create_transform_job(**request)
 
         try:
             self.backoff.call(call, retry_on=is_retryable, what="sagemaker.create_transform_job")
-        except ClientError as exc:
-            if _code(exc) == "ResourceInUse" or "already exists" in str(exc) or "must be unique" in str(exc):
+        except AwsError as exc:
+            if exc.code == "ResourceInUse" or "already exists" in str(exc) or "must be unique" in str(exc):
                 return  # a retried batch: the job with this name is already running
-            raise TransientError(f"starting transform job {name} failed: {exc}") from exc
-        except BotoCoreError as exc:
-            raise TransientError(f"starting transform job {name} failed: {exc}") from exc
+            raise

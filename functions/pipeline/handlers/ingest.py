@@ -15,7 +15,7 @@ from pipeline.adapters.clients import client
 from pipeline.adapters.dynamodb import DynamoPredictions
 from pipeline.adapters.s3 import S3Objects
 from pipeline.adapters.sagemaker import ServerlessEndpoint, TransformJobs
-from pipeline.config import Settings
+from pipeline.config import IngestSettings
 from pipeline.handlers.observe import emit_outcome_metrics
 from pipeline.logic.ingest import Ingest
 from pipeline.logic.notifications import parse_message
@@ -29,18 +29,18 @@ processor = BatchProcessor(event_type=EventType.SQS)
 
 @cache
 def build_ingest() -> Ingest:
-    settings = Settings.from_env()
+    settings = IngestSettings.from_env()
     return Ingest(
-        settings=settings,
+        rules=settings.rules,
         objects=S3Objects(client("s3")),
         store=DynamoPredictions(client("dynamodb"), settings.table_name),
         endpoint=ServerlessEndpoint(client("sagemaker-runtime"), settings.endpoint_name),
         transforms=TransformJobs(
             client("sagemaker"),
-            model_name=settings.model_name,
-            instance_type=settings.transform_instance_type,
-            instance_count=settings.transform_instance_count,
-            max_payload_mb=settings.transform_max_payload_mb,
+            model_name=settings.rules.model_name,
+            instance_type=settings.transform.instance_type,
+            instance_count=settings.transform.instance_count,
+            max_payload_mb=settings.transform.max_payload_mb,
         ),
     )
 

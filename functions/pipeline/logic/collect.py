@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -10,20 +11,14 @@ from typing import Any
 from aws_lambda_powertools import Logger
 
 from pipeline.logic.errors import RejectedImage, TransientError
-from pipeline.logic.jobs import keys_from_manifest
-from pipeline.logic.outcomes import Mode, Outcome, Status, parse_model_response
+from pipeline.logic.jobs import JobFiles
+from pipeline.logic.outcomes import Mode, Outcome, Status, read_model_answer
 from pipeline.logic.ports import ObjectStore, PredictionStore
+from pipeline.logic.s3uri import S3Uri
 
 logger = Logger(child=True)
 
 TERMINAL_JOB_STATES = ("Completed", "Failed", "Stopped")
-
-
-def split_s3_uri(uri: str) -> tuple[str, str]:
-    if not uri.startswith("s3://") or "/" not in uri[5:]:
-        raise ValueError(f"not an s3://bucket/key URI: {uri!r}")
-    bucket, _, key = uri[5:].partition("/")
-    return bucket, key
 
 
 @dataclass(frozen=True)
@@ -67,13 +62,12 @@ class Collect:
         if job.status not in TERMINAL_JOB_STATES:
             logger.info("job not finished; nothing to collect", job_name=job.name, status=job.status)
             return []
-        bucket, manifest_key = split_s3_uri(job.manifest_uri)
-        manifest = self.objects.get_json(bucket, manifest_key)
-        if not isinstance(manifest, list):
-            raise ValueError(f"manifest {job.manifest_uri} is not a JSON list")
-        keys = keys_from_manifest(manifest, bucket)
-        input_prefix = split_s3_uri(str(manifest[0]["prefix"]))[1]
-        out_bucket, out_prefix = split_s3_uri(job.output_uri.rstrip("/") + "/")
+        manifest = S3Uri.parse(job.manifest_uri)
+        manifest_body = self.objects.get_if_exists(manifest.bucket, manifest.key)
+        if manifest_body is None:
+            raise TransientError(f"the manifest {manifest} of job {job.name} does not exist")
+        files, keys = JobFiles.from_manifest(job.name, manifest, json.loads(manifest_body), job.output_uri)
+        bucket = files.inputs.bucket
         stored = self.store.get_many(f"{bucket}/{key}" for key in keys)
 
         outcomes = []
@@ -83,8 +77,8 @@ class Collect:
             if image is None or image.status is not Status.PENDING or image.job_name != job.name:
                 logger.info("image no longer waits on this job", image_id=f"{bucket}/{key}", job_name=job.name)
                 continue
-            # SageMaker writes `<S3OutputPath>/<key relative to the manifest prefix>.out`
-            body = self.objects.get_if_exists(out_bucket, f"{out_prefix}{key[len(input_prefix) :]}.out")
+            output = files.output_for(key)
+            body = self.objects.get_if_exists(output.bucket, output.key)
             outcome = self._outcome(job, body, base)
             if self.store.settle_job_image(image, outcome, self.clock()):
                 outcomes.append(outcome)
@@ -100,7 +94,7 @@ class Collect:
                 reason = f"transform job {job.name} {job.status.lower()}: {job.failure_reason}"
             return replace(base, status=Status.FAILED, reason=reason, error_code=f"Job{job.status}")
         try:
-            prediction = parse_model_response(body)
+            prediction = read_model_answer(body)
         except RejectedImage as exc:
             return replace(base, status=Status.REJECTED, reason=exc.reason, error_code=exc.code)
         except TransientError as exc:

@@ -3,7 +3,7 @@
 The Lambda functions carry no imaging library: these checks read magic numbers and header fields
 only. They catch what can be caught from a header (empty, oversize, not an image, unsupported
 format, decompression bombs); damage deeper in a file (truncation, corrupt data) is caught by the
-model handler, which answers a per-image error instead of failing (see model/inference.py).
+model handler, which answers a per-image error instead of failing (see model/serving/inference.py).
 """
 
 from __future__ import annotations

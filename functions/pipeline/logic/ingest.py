@@ -12,16 +12,26 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
-from pipeline.config import SERVERLESS_MAX_BYTES, Settings
 from pipeline.logic.errors import ObjectChanged, RejectedImage, TransientError
 from pipeline.logic.images import HEADER_BYTES, inspect_image
-from pipeline.logic.jobs import JobLayout, job_name
-from pipeline.logic.outcomes import FINAL_STATUSES, ImageRef, Mode, Outcome, Status, parse_model_response
+from pipeline.logic.jobs import JobLayout
+from pipeline.logic.outcomes import FINAL_STATUSES, ImageRef, Mode, Outcome, Status, read_model_answer
 from pipeline.logic.ports import Endpoint, ObjectStore, PredictionStore, TransformJobs
+from pipeline.logic.routing import RoutingPolicy
 
 logger = Logger(child=True)
 
 _CONTENT_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png"}
+
+
+@dataclass(frozen=True)
+class IngestRules:
+    """What the ingest logic needs to know of its configuration."""
+
+    routing: RoutingPolicy
+    jobs: JobLayout
+    model_name: str
+    max_receive_count: int  # the queue's: the delivery on which a transient failure becomes FAILED
 
 
 @dataclass
@@ -32,30 +42,17 @@ class IngestResult:
     superseded: int = 0
 
 
-def route(images: list[ImageRef], settings: Settings) -> tuple[list[ImageRef], list[ImageRef]]:
-    """Split images into (serverless, batch) by the configured mode."""
-    if settings.mode is Mode.SERVERLESS:
-        return images, []
-    if settings.mode is Mode.BATCH:
-        return [], images
-    too_big = [ref for ref in images if ref.size > SERVERLESS_MAX_BYTES]
-    fits = [ref for ref in images if ref.size <= SERVERLESS_MAX_BYTES]
-    if len(fits) >= settings.auto_batch_threshold:
-        return [], images
-    return fits, too_big
-
-
 class Ingest:
     def __init__(
         self,
-        settings: Settings,
+        rules: IngestRules,
         objects: ObjectStore,
         store: PredictionStore,
         endpoint: Endpoint,
         transforms: TransformJobs,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
-        self.settings = settings
+        self.rules = rules
         self.objects = objects
         self.store = store
         self.endpoint = endpoint
@@ -65,7 +62,7 @@ class Ingest:
     def run(self, images: list[ImageRef]) -> IngestResult:
         result = IngestResult()
         fresh = self._without_duplicates(images, result)
-        serverless, batch = route(fresh, self.settings)
+        serverless, batch = self.rules.routing.route(fresh)
         for ref in serverless:
             self._classify_one(ref, result)
         if batch:
@@ -100,7 +97,7 @@ class Ingest:
 
     def _classify_one(self, ref: ImageRef, result: IngestResult) -> None:
         base = Outcome(
-            Status.PENDING, Mode.SERVERLESS, endpoint_name=self.endpoint.name, model_name=self.settings.model_name
+            Status.PENDING, Mode.SERVERLESS, endpoint_name=self.endpoint.name, model_name=self.rules.model_name
         )
         try:
             try:
@@ -116,23 +113,24 @@ class Ingest:
 
     def _invoke(self, ref: ImageRef) -> dict[str, Any]:
         # Never load more than the endpoint could take: an oversize object is judged by its header.
-        whole = ref.size <= SERVERLESS_MAX_BYTES
+        max_bytes = self.rules.routing.max_bytes(Mode.SERVERLESS)
+        whole = ref.size <= max_bytes
         obj = self.objects.read(ref.bucket, ref.key, ref.etag, first_bytes=None if whole else HEADER_BYTES)
         info = inspect_image(
             obj.data[:HEADER_BYTES],
             obj.total_size,
-            max_bytes=SERVERLESS_MAX_BYTES,
-            max_pixels=self.settings.max_image_pixels,
+            max_bytes=max_bytes,
+            max_pixels=self.rules.routing.max_image_pixels,
         )
         started = time.perf_counter()
         answer = self.endpoint.invoke(obj.data, _CONTENT_TYPES.get(info.format, "application/x-image"))
         elapsed_ms = (time.perf_counter() - started) * 1000
-        return {"prediction": parse_model_response(answer), "inference_ms": round(elapsed_ms, 1)}
+        return {"prediction": read_model_answer(answer), "inference_ms": round(elapsed_ms, 1)}
 
     # -- batch transform --------------------------------------------------------------------
 
     def _submit_batch(self, images: list[ImageRef], result: IngestResult) -> None:
-        base = Outcome(Status.PENDING, Mode.BATCH, model_name=self.settings.model_name)
+        base = Outcome(Status.PENDING, Mode.BATCH, model_name=self.rules.model_name)
         accepted: list[ImageRef] = []
         for ref in images:
             try:
@@ -153,37 +151,33 @@ class Ingest:
 
     def _check_for_batch(self, ref: ImageRef) -> None:
         """Validate before the image enters a manifest: one bad object must not fail a whole job."""
-        if not ref.key.startswith(self.settings.input_prefix):
+        if not self.rules.jobs.holds(ref.key):
             raise RejectedImage(
-                "OutsidePrefix", f"only objects under {self.settings.input_prefix!r} can join a transform job"
+                "OutsidePrefix", f"only objects under {self.rules.jobs.input_prefix!r} can join a transform job"
             )
         head = self.objects.read(ref.bucket, ref.key, ref.etag, first_bytes=HEADER_BYTES)
         inspect_image(
             head.data,
             head.total_size,
-            max_bytes=self.settings.batch_max_bytes,
-            max_pixels=self.settings.max_image_pixels,
+            max_bytes=self.rules.routing.max_bytes(Mode.BATCH),
+            max_pixels=self.rules.routing.max_image_pixels,
         )
 
     def _start_job(self, images: list[ImageRef], result: IngestResult) -> None:
-        layout = JobLayout(
-            images[0].bucket, self.settings.input_prefix, self.settings.manifest_prefix, self.settings.output_prefix
-        )
-        name = job_name(self.settings.job_prefix, images, started=self.clock(), nonce=uuid.uuid4().hex)
-        base = Outcome(Status.PENDING, Mode.BATCH, job_name=name, model_name=self.settings.model_name)
+        job = self.rules.jobs.new_job(images[0].bucket, images, started=self.clock(), nonce=uuid.uuid4().hex)
+        base = Outcome(Status.PENDING, Mode.BATCH, job_name=job.name, model_name=self.rules.model_name)
         try:
             # PENDING first: if the job then fails to start, a retry finds PENDING in a job that
             # does not exist and submits the image again; nothing waits on a job that never ran.
             pending = [ref for ref in images if self._record(ref, base, result)]
             if not pending:
                 return
-            manifest_key = layout.manifest_key(name)
-            self.objects.put_json(layout.bucket, manifest_key, layout.manifest(ref.key for ref in pending))
-            self.transforms.start(name, f"s3://{layout.bucket}/{manifest_key}", layout.output_uri(name))
+            self.objects.put_json(job.manifest.bucket, job.manifest.key, job.manifest_doc(r.key for r in pending))
+            self.transforms.start(job.name, str(job.manifest), str(job.output))
         except TransientError as exc:
             self._transient_failure(images, exc, result, base)
             return
-        logger.info("transform job submitted", job_name=name, images=len(pending))
+        logger.info("transform job submitted", job_name=job.name, images=len(pending))
 
     # -- recording --------------------------------------------------------------------------
 
@@ -194,7 +188,7 @@ class Ingest:
         image has a visible outcome while its message waits in the DLQ for a redrive."""
         for ref in images:
             result.failed_message_ids.add(ref.message_id)
-            last = ref.receive_count >= self.settings.max_receive_count
+            last = ref.receive_count >= self.rules.max_receive_count
             logger.warning(
                 "transient failure", image_id=ref.image_id, error=str(exc), receive_count=ref.receive_count, last=last
             )

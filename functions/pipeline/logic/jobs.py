@@ -1,4 +1,5 @@
-"""Batch transform jobs: names, manifests, and reading their outputs back."""
+"""Batch transform jobs: their names, and where their files live. The one owner of a job's S3
+layout: the ingest function writes it, the collector reads it back."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from pipeline.logic.outcomes import ImageRef
+from pipeline.logic.s3uri import S3Uri
 
 MAX_JOB_NAME = 63
 _JOB_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
@@ -32,37 +34,57 @@ def job_name(prefix: str, images: Iterable[ImageRef], *, started: datetime, nonc
 
 
 @dataclass(frozen=True)
-class JobLayout:
-    """Where a job's manifest and outputs live. All images of a job are in one bucket."""
+class JobFiles:
+    """One job's files: a ManifestFile naming its images relative to the prefix they share, and an
+    output folder where SageMaker writes the answer for `<inputs><relative>` to `<output><relative>.out`."""
 
-    bucket: str
+    name: str
+    manifest: S3Uri
+    inputs: S3Uri
+    output: S3Uri
+
+    def relative(self, image_key: str) -> str:
+        if not image_key.startswith(self.inputs.key):
+            raise ValueError(f"key {image_key!r} is outside the input prefix {self.inputs.key!r}")
+        return image_key[len(self.inputs.key) :]
+
+    def manifest_doc(self, image_keys: Iterable[str]) -> list[object]:
+        """The ManifestFile: the common prefix first, then each key relative to it."""
+        return [{"prefix": str(self.inputs)}, *(self.relative(key) for key in image_keys)]
+
+    def output_for(self, image_key: str) -> S3Uri:
+        return self.output.join(f"{self.relative(image_key)}.out")
+
+    @classmethod
+    def from_manifest(cls, name: str, manifest: S3Uri, doc: object, output_uri: str) -> tuple[JobFiles, list[str]]:
+        """A finished job's files and the image keys its manifest names (the inverse of manifest_doc)."""
+        if not isinstance(doc, list) or not doc or not isinstance(doc[0], dict) or "prefix" not in doc[0]:
+            raise ValueError(f"manifest {manifest} does not start with {{'prefix': 's3://bucket/prefix/'}}")
+        inputs = S3Uri.parse(str(doc[0]["prefix"]))
+        if inputs.bucket != manifest.bucket:
+            raise ValueError(f"manifest prefix {inputs} is not in bucket {manifest.bucket!r}")
+        files = cls(name, manifest, inputs, S3Uri.parse(output_uri.rstrip("/") + "/"))
+        return files, [inputs.key + str(relative) for relative in doc[1:]]
+
+
+@dataclass(frozen=True)
+class JobLayout:
+    """How the pipeline names its jobs and where in the images bucket it puts their files."""
+
+    job_prefix: str
     input_prefix: str
     manifest_prefix: str
     output_prefix: str
 
-    def manifest_key(self, name: str) -> str:
-        return f"{self.manifest_prefix}{name}.json"
+    def holds(self, image_key: str) -> bool:
+        """Only images under the input prefix can join a job (a manifest names keys relative to it)."""
+        return image_key.startswith(self.input_prefix)
 
-    def output_uri(self, name: str) -> str:
-        return f"s3://{self.bucket}/{self.output_prefix}{name}/"
-
-    def relative(self, image_key: str) -> str:
-        if not image_key.startswith(self.input_prefix):
-            raise ValueError(f"key {image_key!r} is outside the input prefix {self.input_prefix!r}")
-        return image_key[len(self.input_prefix) :]
-
-    def manifest(self, keys: Iterable[str]) -> list[object]:
-        """A ManifestFile: the common prefix first, then each key relative to it."""
-        return [{"prefix": f"s3://{self.bucket}/{self.input_prefix}"}, *(self.relative(k) for k in keys)]
-
-
-def keys_from_manifest(manifest: list[object], bucket: str) -> list[str]:
-    """The full object keys a manifest names (inverse of JobLayout.manifest)."""
-    if not manifest or not isinstance(manifest[0], dict) or "prefix" not in manifest[0]:
-        raise ValueError("a manifest starts with {'prefix': 's3://bucket/prefix/'}")
-    uri = str(manifest[0]["prefix"])
-    head = f"s3://{bucket}/"
-    if not uri.startswith(head):
-        raise ValueError(f"manifest prefix {uri!r} is not in bucket {bucket!r}")
-    prefix = uri[len(head) :]
-    return [prefix + str(rel) for rel in manifest[1:]]
+    def new_job(self, bucket: str, images: Iterable[ImageRef], *, started: datetime, nonce: str) -> JobFiles:
+        name = job_name(self.job_prefix, images, started=started, nonce=nonce)
+        return JobFiles(
+            name=name,
+            manifest=S3Uri(bucket, f"{self.manifest_prefix}{name}.json"),
+            inputs=S3Uri(bucket, self.input_prefix),
+            output=S3Uri(bucket, f"{self.output_prefix}{name}/"),
+        )

@@ -1,12 +1,13 @@
-"""The pipeline's vocabulary: an image reference, a prediction, and the outcome recorded for it."""
+"""The pipeline's vocabulary: an image reference, and the outcome recorded for it."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
+from pipeline.logic import answers
+from pipeline.logic.answers import Prediction
 from pipeline.logic.errors import RejectedImage, TransientError
 
 
@@ -45,21 +46,6 @@ class ImageRef:
 
 
 @dataclass(frozen=True)
-class Candidate:
-    label: str
-    class_name: str
-    probability: float
-
-
-@dataclass(frozen=True)
-class Prediction:
-    label: str
-    class_name: str
-    confidence: float
-    top5: tuple[Candidate, ...]
-
-
-@dataclass(frozen=True)
 class Outcome:
     status: Status
     mode: Mode
@@ -72,26 +58,15 @@ class Outcome:
     inference_ms: float | None = None
 
 
-def parse_model_response(body: bytes) -> Prediction:
-    """Read one answer of model/inference.py: a prediction, or a per-image error record.
+def read_model_answer(body: bytes) -> Prediction:
+    """One answer of the model handler (see answers.py): its prediction.
 
     Raises RejectedImage for an error record (the handler judged the image bad) and
     TransientError for a body that breaks the contract (a server-side fault)."""
     try:
-        doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise TransientError(f"the model answered a body that is not JSON: {body[:200]!r}") from exc
-    if not isinstance(doc, dict):
-        raise TransientError(f"the model answered {type(doc).__name__}, not a JSON object")
-    if "error" in doc:
-        error = doc["error"] or {}
-        raise RejectedImage(str(error.get("code", "InvalidImage")), str(error.get("message", "rejected by the model")))
-    try:
-        return Prediction(
-            label=str(doc["predicted_label"]),
-            class_name=str(doc["class_name"]),
-            confidence=float(doc["confidence"]),
-            top5=tuple(Candidate(str(c["label"]), str(c["class_name"]), float(c["probability"])) for c in doc["top5"]),
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise TransientError(f"the model's answer lacks a field of the prediction contract: {exc}") from exc
+        answer = answers.loads(body)
+    except answers.BrokenAnswer as exc:
+        raise TransientError(f"the model's answer breaks the contract: {exc}") from exc
+    if isinstance(answer, answers.ErrorRecord):
+        raise RejectedImage(answer.code, answer.message)
+    return answer

@@ -1,5 +1,5 @@
 """What the domain logic needs from the outside world. Adapters in pipeline.adapters implement
-these over boto3 clients; tests may pass the same adapters over moto-backed clients."""
+these over boto3 clients; tests/fakes/ports.py implements them in memory for the unit tests."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from pipeline.logic.outcomes import ImageRef, Outcome, Status
+from pipeline.logic.outcomes import FINAL_STATUSES, ImageRef, Outcome, Status
 
 
 @dataclass(frozen=True)
@@ -35,21 +35,41 @@ class ObjectStore(Protocol):
 
     def put_json(self, bucket: str, key: str, doc: object) -> None: ...
 
-    def get_json(self, bucket: str, key: str) -> object: ...
-
     def get_if_exists(self, bucket: str, key: str) -> bytes | None: ...
 
 
+def may_record(stored: StoredImage | None, ref: ImageRef) -> bool:
+    """PredictionStore.record's rule: write unless the image already has a final outcome for this
+    content, or a record of newer content."""
+    if stored is None:
+        return True
+    if stored.ref.etag == ref.etag:
+        return stored.status not in FINAL_STATUSES
+    return stored.ref.uploaded_at <= ref.uploaded_at
+
+
+def may_settle(stored: StoredImage | None, etag: str, job_name: str | None) -> bool:
+    """PredictionStore.settle_job_image's rule: only a PENDING record of this job and content."""
+    return (
+        stored is not None
+        and stored.status is Status.PENDING
+        and stored.job_name == job_name
+        and stored.ref.etag == etag
+    )
+
+
 class PredictionStore(Protocol):
+    """Writes are atomic and conditional: the rule is checked against the record as it is when written."""
+
     def get_many(self, image_ids: Iterable[str]) -> dict[str, StoredImage]: ...
 
     def record(self, ref: ImageRef, outcome: Outcome, now: datetime) -> bool:
-        """Write the outcome unless the image already has a final outcome for this content or a
-        record of newer content. True if written."""
+        """Write the outcome if may_record allows it. True if written."""
         ...
 
     def settle_job_image(self, stored: StoredImage, outcome: Outcome, now: datetime) -> bool:
-        """Replace a PENDING record of this job with the job's outcome. True if written."""
+        """Replace a PENDING record of the outcome's job with the outcome, if may_settle allows it.
+        True if written."""
         ...
 
 
