@@ -1,0 +1,149 @@
+"""In-memory implementations of the ports in pipeline/logic/ports.py, for the unit tests.
+
+They keep the adapters' contracts (tests/pipeline/test_store_contract.py runs the same cases against
+MemoryPredictions and the DynamoDB adapter), and let a test script faults: each fake raises the
+TransientError queued with `fail_next`."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from pipeline.logic import answers
+from pipeline.logic.errors import ObjectChanged, RejectedImage, TransientError
+from pipeline.logic.outcomes import ImageRef, Outcome
+from pipeline.logic.ports import ObjectData, StoredImage, may_record, may_settle
+from tests.fakes.sagemaker_runtime import model_answer
+
+
+class Faults:
+    def __init__(self) -> None:
+        self._queued: deque[TransientError | None] = deque()
+
+    def fail_next(self, *errors: TransientError | None) -> None:
+        """Queue one outcome per coming call: an error to raise, or None to let the call through."""
+        self._queued.extend(errors)
+
+    def check(self) -> None:
+        error = self._queued.popleft() if self._queued else None
+        if error is not None:
+            raise error
+
+
+class MemoryObjects(Faults):
+    """A bucket store whose ETags are MD5 digests, as S3's are for simple uploads."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.objects: dict[tuple[str, str], bytes] = {}
+
+    def put(self, bucket: str, key: str, data: bytes) -> str:
+        self.objects[bucket, key] = data
+        return hashlib.md5(data).hexdigest()  # noqa: S324 - S3's ETag, not security
+
+    def delete(self, bucket: str, key: str) -> None:
+        del self.objects[bucket, key]
+
+    def read(self, bucket: str, key: str, etag: str, *, first_bytes: int | None = None) -> ObjectData:
+        self.check()
+        if (bucket, key) not in self.objects:
+            raise RejectedImage("ObjectDeleted", "the object was deleted before it could be processed")
+        data = self.objects[bucket, key]
+        if hashlib.md5(data).hexdigest() != etag:  # noqa: S324
+            raise ObjectChanged(f"s3://{bucket}/{key} no longer has ETag {etag}")
+        return ObjectData(data if first_bytes is None else data[:first_bytes], len(data))
+
+    def put_json(self, bucket: str, key: str, doc: object) -> None:
+        self.check()
+        self.objects[bucket, key] = json.dumps(doc).encode()
+
+    def get_if_exists(self, bucket: str, key: str) -> bytes | None:
+        self.check()
+        return self.objects.get((bucket, key))
+
+
+@dataclass(frozen=True)
+class Record:
+    ref: ImageRef
+    outcome: Outcome
+    written_at: datetime
+
+    @property
+    def stored(self) -> StoredImage:
+        return StoredImage(self.ref, self.outcome.status, self.outcome.job_name)
+
+
+class MemoryPredictions(Faults):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: dict[str, Record] = {}
+        self.writes = 0
+
+    def get_many(self, image_ids: Iterable[str]) -> dict[str, StoredImage]:
+        self.check()
+        return {i: self.records[i].stored for i in image_ids if i in self.records}
+
+    def record(self, ref: ImageRef, outcome: Outcome, now: datetime) -> bool:
+        self.check()
+        return self._write(ref, outcome, now, may_record(self._stored(ref.image_id), ref))
+
+    def settle_job_image(self, stored: StoredImage, outcome: Outcome, now: datetime) -> bool:
+        self.check()
+        allowed = may_settle(self._stored(stored.ref.image_id), stored.ref.etag, outcome.job_name)
+        return self._write(stored.ref, outcome, now, allowed)
+
+    def outcome(self, image_id: str) -> Outcome | None:
+        record = self.records.get(image_id)
+        return record.outcome if record else None
+
+    def _stored(self, image_id: str) -> StoredImage | None:
+        record = self.records.get(image_id)
+        return record.stored if record else None
+
+    def _write(self, ref: ImageRef, outcome: Outcome, now: datetime, allowed: bool) -> bool:
+        if allowed:
+            self.records[ref.image_id] = Record(ref, outcome, now)
+            self.writes += 1
+        return allowed
+
+
+class FakeEndpoint(Faults):
+    """Answers as the model handler does (tests/fakes/sagemaker_runtime.model_answer): a bad image
+    is refused, as the endpoint adapter reports a 4xx ModelError."""
+
+    def __init__(self, name: str = "dogbreed-serverless") -> None:
+        super().__init__()
+        self.name = name
+        self.calls: list[str] = []  # content types, one per call
+
+    def invoke(self, body: bytes, content_type: str) -> bytes:
+        self.calls.append(content_type)
+        self.check()
+        _, answer = model_answer(body, content_type)
+        if isinstance(answer, answers.ErrorRecord):
+            raise RejectedImage(answer.code, answer.message)
+        return answers.dumps(answer).encode()
+
+
+@dataclass
+class Job:
+    name: str
+    manifest_uri: str
+    output_uri: str
+
+
+class MemoryTransformJobs(Faults):
+    def __init__(self) -> None:
+        super().__init__()
+        self.jobs: dict[str, Job] = {}
+
+    def exists(self, name: str) -> bool:
+        return name in self.jobs
+
+    def start(self, name: str, manifest_uri: str, output_uri: str) -> None:
+        self.check()
+        self.jobs.setdefault(name, Job(name, manifest_uri, output_uri))

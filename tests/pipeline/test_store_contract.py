@@ -1,0 +1,74 @@
+"""The in-memory store of the unit tests keeps the DynamoDB adapter's contract: the same writes are
+accepted and refused by both (pipeline.logic.ports.may_record / may_settle)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from pipeline.adapters.dynamodb import DynamoPredictions
+from pipeline.logic.outcomes import ImageRef, Mode, Outcome, Status
+from pipeline.logic.ports import PredictionStore, StoredImage
+from tests.conftest import Aws
+from tests.fakes.ports import MemoryPredictions
+
+T0 = datetime(2026, 11, 22, 10, tzinfo=UTC)
+NOW = T0 + timedelta(minutes=1)
+
+
+@pytest.fixture(params=["memory", "dynamodb"])
+def store(request: pytest.FixtureRequest) -> PredictionStore:
+    if request.param == "memory":
+        return MemoryPredictions()
+    aws: Aws = request.getfixturevalue("aws")
+    return DynamoPredictions(aws.clients["dynamodb"], aws.stack.names.table)
+
+
+def ref(etag: str, minutes: int = 0) -> ImageRef:
+    return ImageRef("bucket", "incoming/rex.jpg", etag, 10, T0 + timedelta(minutes=minutes))
+
+
+def outcome(status: Status, job: str | None = None) -> Outcome:
+    return Outcome(status, Mode.BATCH if job else Mode.SERVERLESS, job_name=job)
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "written"),
+    [
+        (Status.PENDING, Status.CLASSIFIED, True),  # a job's image gets its outcome
+        (Status.FAILED, Status.CLASSIFIED, True),  # FAILED is not final: a retry may succeed
+        (Status.CLASSIFIED, Status.CLASSIFIED, False),  # a duplicate event
+        (Status.REJECTED, Status.FAILED, False),
+    ],
+)
+def test_same_content(store: PredictionStore, first: Status, second: Status, written: bool) -> None:
+    assert store.record(ref("a"), outcome(first), NOW)
+    assert store.record(ref("a"), outcome(second), NOW) is written
+    assert store.get_many(["bucket/incoming/rex.jpg"])["bucket/incoming/rex.jpg"].status is (
+        second if written else first
+    )
+
+
+@pytest.mark.parametrize(("minutes", "written"), [(5, True), (-5, False)])
+def test_other_content_replaces_only_older_content(store: PredictionStore, minutes: int, written: bool) -> None:
+    assert store.record(ref("a"), outcome(Status.CLASSIFIED), NOW)
+    assert store.record(ref("b", minutes), outcome(Status.CLASSIFIED), NOW) is written
+    assert store.get_many(["bucket/incoming/rex.jpg"])["bucket/incoming/rex.jpg"].ref.etag == ("b" if written else "a")
+
+
+@pytest.mark.parametrize(
+    ("job", "etag", "written"),
+    [("job-1", "a", True), ("job-2", "a", False), ("job-1", "b", False)],
+)
+def test_a_job_settles_only_its_own_pending_images(store: PredictionStore, job: str, etag: str, written: bool) -> None:
+    store.record(ref("a"), outcome(Status.PENDING, "job-1"), NOW)
+    stored = StoredImage(ref(etag), Status.PENDING, job)
+    assert store.settle_job_image(stored, outcome(Status.CLASSIFIED, job), NOW) is written
+
+
+def test_a_settled_image_is_not_settled_again(store: PredictionStore) -> None:
+    store.record(ref("a"), outcome(Status.PENDING, "job-1"), NOW)
+    stored = StoredImage(ref("a"), Status.PENDING, "job-1")
+    assert store.settle_job_image(stored, outcome(Status.CLASSIFIED, "job-1"), NOW)
+    assert not store.settle_job_image(stored, outcome(Status.FAILED, "job-1"), NOW)

@@ -1,0 +1,63 @@
+"""The model's answer contract (model/serving/answers.py) and how the pipeline reads it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pipeline.logic import answers
+from pipeline.logic.errors import RejectedImage, TransientError
+from pipeline.logic.outcomes import read_model_answer
+
+PREDICTION = answers.Prediction(
+    (answers.Candidate("069", "French_bulldog", 0.91), answers.Candidate("040", "Boston_terrier", 0.05))
+)
+
+
+def test_a_prediction_round_trips_in_the_documented_shape() -> None:
+    doc = json.loads(answers.dumps(PREDICTION))
+    assert doc == {
+        "predicted_label": "069",
+        "class_name": "French_bulldog",
+        "confidence": 0.91,
+        "top5": [
+            {"label": "069", "class_name": "French_bulldog", "probability": 0.91},
+            {"label": "040", "class_name": "Boston_terrier", "probability": 0.05},
+        ],
+    }
+    assert answers.loads(answers.dumps(PREDICTION)) == PREDICTION
+    assert read_model_answer(answers.dumps(PREDICTION).encode()) == PREDICTION
+
+
+def test_an_error_record_is_a_rejection_with_its_code_and_message() -> None:
+    body = answers.dumps(answers.ErrorRecord("InvalidImage", "cannot decode the image: truncated")).encode()
+    with pytest.raises(RejectedImage) as caught:
+        read_model_answer(body)
+    assert (caught.value.code, caught.value.reason) == ("InvalidImage", "cannot decode the image: truncated")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"<html>502 Bad Gateway</html>",
+        b"[]",
+        b'{"predicted_label": "069"}',
+        b'{"predicted_label": "001", "class_name": "x", "confidence": 0.9, "top5": []}',
+        b'{"predicted_label": "001", "class_name": "Akita", "confidence": 1, '
+        b'"top5": [{"label": "002", "class_name": "Akita", "probability": 1}]}',
+        b'{"error": {"message": "no code"}}',
+        b"\xff\xfe",
+    ],
+)
+def test_a_body_that_breaks_the_contract_is_a_transient_fault(body: bytes) -> None:
+    with pytest.raises(TransientError, match="breaks the contract"):
+        read_model_answer(body)
+
+
+def test_the_error_record_leading_a_toolkit_error_body_is_found() -> None:
+    record = answers.ErrorRecord("DecompressionBomb", "the image is too large to decode safely")
+    text = answers.dumps(record) + "\nTraceback (most recent call last):\n  File ..."
+    assert answers.leading_error(text) == record
+    assert answers.leading_error("Traceback (most recent call last): ...") is None
+    assert answers.leading_error(answers.dumps(PREDICTION)) is None

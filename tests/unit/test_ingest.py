@@ -1,0 +1,254 @@
+"""The ingest rules (functions/pipeline/logic/ingest.py) over in-memory fakes of their ports."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import pytest
+
+from pipeline.logic.errors import TransientError
+from pipeline.logic.ingest import Ingest, IngestResult, IngestRules
+from pipeline.logic.jobs import JobLayout
+from pipeline.logic.outcomes import ImageRef, Mode, Outcome, Status
+from pipeline.logic.routing import RoutingPolicy
+from tests.fakes.ports import FakeEndpoint, MemoryObjects, MemoryPredictions, MemoryTransformJobs
+from tests.fakes.sagemaker_runtime import fake_prediction
+from tests.pipeline import images
+from tests.unit.conftest import BUCKET, T0, Clock
+
+MAX_RECEIVES = 5
+
+
+@dataclass
+class World:
+    """An Ingest with its fakes, and helpers to upload as S3 would notify."""
+
+    mode: Mode
+    clock: Clock
+    objects: MemoryObjects = field(default_factory=MemoryObjects)
+    store: MemoryPredictions = field(default_factory=MemoryPredictions)
+    endpoint: FakeEndpoint = field(default_factory=FakeEndpoint)
+    jobs: MemoryTransformJobs = field(default_factory=MemoryTransformJobs)
+
+    @property
+    def ingest(self) -> Ingest:
+        rules = IngestRules(
+            routing=RoutingPolicy(self.mode, auto_batch_threshold=3, batch_max_bytes=6_000_000, max_image_pixels=10**8),
+            jobs=JobLayout("dogbreed", "incoming/", "manifests/", "transform-output/"),
+            model_name="dogbreed-resnet18",
+            max_receive_count=MAX_RECEIVES,
+        )
+        return Ingest(rules, self.objects, self.store, self.endpoint, self.jobs, clock=self.clock)
+
+    def upload(self, key: str, data: bytes, receive_count: int = 1) -> ImageRef:
+        etag = self.objects.put(BUCKET, key, data)
+        self.clock.advance(1)
+        return ImageRef(BUCKET, key, etag, len(data), self.clock(), f"m-{key}-{etag[:6]}", receive_count)
+
+    def run(self, *refs: ImageRef) -> IngestResult:
+        return self.ingest.run(list(refs))
+
+    def outcome(self, ref: ImageRef) -> Outcome | None:
+        return self.store.outcome(ref.image_id)
+
+
+@pytest.fixture
+def world(clock: Clock) -> World:
+    return World(Mode.SERVERLESS, clock)
+
+
+@pytest.fixture
+def batch(clock: Clock) -> World:
+    return World(Mode.BATCH, clock)
+
+
+# -- serverless --------------------------------------------------------------------------------
+
+
+def test_an_image_is_classified_and_its_prediction_recorded(world: World) -> None:
+    data = images.jpeg()
+    rex = world.upload("incoming/rex.jpg", data)
+    result = world.run(rex)
+    outcome = world.outcome(rex)
+    assert outcome is not None and outcome.status is Status.CLASSIFIED and outcome.mode is Mode.SERVERLESS
+    assert outcome.prediction == fake_prediction(data)
+    assert (outcome.endpoint_name, outcome.model_name) == ("dogbreed-serverless", "dogbreed-resnet18")
+    assert outcome.inference_ms is not None and outcome.inference_ms >= 0
+    assert result.outcomes == [outcome] and not result.failed_message_ids
+    assert world.endpoint.calls == ["image/jpeg"]
+
+
+def test_a_png_is_sent_as_a_png(world: World) -> None:
+    world.run(world.upload("incoming/rex.png", images.png()))
+    assert world.endpoint.calls == ["image/png"]
+
+
+def test_a_duplicate_event_calls_the_model_once_and_writes_once(world: World) -> None:
+    rex = world.upload("incoming/rex.jpg", images.jpeg())
+    world.run(rex)
+    writes = world.store.writes
+    # WHEN the same notification arrives again, alone and twice in one batch
+    again = world.run(rex)
+    twice = world.run(rex, rex)
+    # THEN the model is not called again and nothing is written
+    assert len(world.endpoint.calls) == 1
+    assert world.store.writes == writes
+    assert (again.duplicates, twice.duplicates) == (1, 2)
+
+
+def test_a_reupload_with_new_content_is_classified_again(world: World) -> None:
+    old = world.upload("incoming/rex.jpg", images.jpeg(color=(1, 2, 3)))
+    world.run(old)
+    new = world.upload("incoming/rex.jpg", images.png())
+    world.run(new)
+    outcome = world.outcome(new)
+    assert outcome is not None and outcome.status is Status.CLASSIFIED
+    assert world.store.records[new.image_id].ref.etag == new.etag
+    assert world.endpoint.calls == ["image/jpeg", "image/png"]
+
+
+def test_a_stale_event_for_overwritten_content_records_nothing(world: World) -> None:
+    stale = world.upload("incoming/rex.jpg", images.jpeg(color=(1, 2, 3)))
+    new = world.upload("incoming/rex.jpg", images.png())
+    world.run(new)
+    result = world.run(stale)  # S3 now has other content: the read fails its ETag condition
+    assert result.superseded == 1 and not result.failed_message_ids
+    assert world.store.records[new.image_id].ref.etag == new.etag
+
+
+@pytest.mark.parametrize(
+    ("data", "code"),
+    [
+        (b"", "EmptyObject"),
+        (b"shopping list\n", "NotAnImage"),
+        (images.heic_header(), "UnsupportedFormat"),
+        (images.png_bomb(), "DecompressionBomb"),
+        (images.truncated_jpeg(), "InvalidImage"),  # only the model finds out
+    ],
+)
+def test_bad_input_is_rejected_with_a_reason_and_fails_no_message(world: World, data: bytes, code: str) -> None:
+    bad = world.upload("incoming/bad.jpg", data)
+    good = world.upload("incoming/good.jpg", images.jpeg())
+    result = world.run(bad, good)
+    outcome = world.outcome(bad)
+    assert outcome is not None and outcome.status is Status.REJECTED and outcome.error_code == code
+    assert outcome.reason
+    assert world.outcome(good).status is Status.CLASSIFIED  # type: ignore[union-attr]
+    assert not result.failed_message_ids
+
+
+def test_an_object_deleted_before_processing_is_rejected(world: World) -> None:
+    gone = world.upload("incoming/gone.jpg", images.jpeg())
+    world.objects.delete(BUCKET, gone.key)
+    world.run(gone)
+    assert world.outcome(gone).error_code == "ObjectDeleted"  # type: ignore[union-attr]
+
+
+def test_a_transient_failure_returns_the_message_without_a_record(world: World) -> None:
+    rex = world.upload("incoming/rex.jpg", images.jpeg())
+    world.endpoint.fail_next(TransientError("endpoint throttled"))
+    result = world.run(rex)
+    assert result.failed_message_ids == {rex.message_id}
+    assert world.outcome(rex) is None  # deliveries are left: no outcome yet
+
+
+def test_on_the_last_delivery_a_transient_failure_is_recorded_failed(world: World) -> None:
+    rex = world.upload("incoming/rex.jpg", images.jpeg(), receive_count=MAX_RECEIVES)
+    world.endpoint.fail_next(TransientError("ModelError 500: worker died"))
+    result = world.run(rex)
+    assert result.failed_message_ids == {rex.message_id}  # the message goes on to the DLQ
+    outcome = world.outcome(rex)
+    assert outcome is not None and outcome.status is Status.FAILED and outcome.error_code == "RetriesExhausted"
+    assert "dead-letter queue" in (outcome.reason or "") and "worker died" in (outcome.reason or "")
+    # AND a redriven copy (receive count restarts) is classified once the endpoint works
+    redriven = ImageRef(rex.bucket, rex.key, rex.etag, rex.size, rex.uploaded_at, rex.message_id, 1)
+    world.run(redriven)
+    assert world.outcome(rex).status is Status.CLASSIFIED  # type: ignore[union-attr]
+
+
+def test_a_store_that_fails_on_the_last_delivery_leaves_the_message_to_the_dlq(world: World) -> None:
+    rex = world.upload("incoming/rex.jpg", images.jpeg(), receive_count=MAX_RECEIVES)
+    world.store.fail_next(None, TransientError("DynamoDB down"), TransientError("DynamoDB down"))
+    result = world.run(rex)
+    assert result.failed_message_ids == {rex.message_id}
+    assert world.outcome(rex) is None
+
+
+# -- batch transform ----------------------------------------------------------------------------
+
+
+def test_a_batch_becomes_one_job_of_its_valid_images(batch: World) -> None:
+    good = [batch.upload(f"incoming/dog {i}.jpg", images.jpeg(color=(i, 0, 0))) for i in range(3)]
+    bad = batch.upload("incoming/notes.jpg", b"not an image")
+    result = batch.run(*good, bad)
+    (job,) = batch.jobs.jobs.values()
+    # THEN the valid images wait PENDING in the job, the bad one is REJECTED at once
+    for ref in good:
+        outcome = batch.outcome(ref)
+        assert outcome is not None and outcome.status is Status.PENDING and outcome.job_name == job.name
+    assert batch.outcome(bad).status is Status.REJECTED  # type: ignore[union-attr]
+    # AND the manifest names exactly the valid images
+    manifest = json.loads(batch.objects.objects[BUCKET, f"manifests/{job.name}.json"])
+    assert manifest == [{"prefix": f"s3://{BUCKET}/incoming/"}, "dog 0.jpg", "dog 1.jpg", "dog 2.jpg"]
+    assert job.manifest_uri == f"s3://{BUCKET}/manifests/{job.name}.json"
+    assert job.output_uri == f"s3://{BUCKET}/transform-output/{job.name}/"
+    assert [o.status for o in result.outcomes] == [Status.REJECTED]  # PENDING is not an outcome yet
+    assert batch.endpoint.calls == []
+
+
+def test_an_image_outside_the_input_prefix_cannot_join_a_job(batch: World) -> None:
+    stray = batch.upload("elsewhere/rex.jpg", images.jpeg())
+    batch.run(stray)
+    assert batch.outcome(stray).error_code == "OutsidePrefix"  # type: ignore[union-attr]
+    assert batch.jobs.jobs == {}
+
+
+def test_an_image_over_the_job_payload_limit_is_rejected_before_the_job(batch: World) -> None:
+    huge = batch.upload("incoming/huge.png", images.png()[:-12] + b"\x00" * 6_100_000)
+    batch.run(huge)
+    assert batch.outcome(huge).error_code == "TooLarge"  # type: ignore[union-attr]
+    assert batch.jobs.jobs == {}
+
+
+def test_a_duplicate_event_while_pending_starts_no_second_job(batch: World) -> None:
+    rex = batch.upload("incoming/rex.jpg", images.jpeg())
+    batch.run(rex)
+    result = batch.run(rex)
+    assert len(batch.jobs.jobs) == 1 and result.duplicates == 1
+
+
+def test_a_job_that_failed_to_start_is_submitted_again(batch: World) -> None:
+    # GIVEN CreateTransformJob fails after the image was recorded PENDING
+    rex = batch.upload("incoming/rex.jpg", images.jpeg())
+    batch.jobs.fail_next(TransientError("ThrottlingException"))
+    first = batch.run(rex)
+    assert first.failed_message_ids == {rex.message_id}
+    waiting = batch.outcome(rex)
+    assert waiting is not None and waiting.status is Status.PENDING and not batch.jobs.exists(waiting.job_name or "")
+    # WHEN the message is delivered again
+    second = batch.run(rex)
+    # THEN the image is not taken for a duplicate: a job is started for it
+    (job,) = batch.jobs.jobs.values()
+    assert not second.failed_message_ids
+    assert batch.outcome(rex).job_name == job.name  # type: ignore[union-attr]
+
+
+def test_images_of_two_buckets_make_two_jobs(batch: World) -> None:
+    rex = batch.upload("incoming/rex.jpg", images.jpeg())
+    data = images.png()
+    etag = batch.objects.put("another-bucket", "incoming/fido.png", data)
+    batch.run(rex, ImageRef("another-bucket", "incoming/fido.png", etag, len(data), T0, "m-other"))
+    buckets = sorted(job.manifest_uri.split("/")[2] for job in batch.jobs.jobs.values())
+    assert buckets == sorted([BUCKET, "another-bucket"])
+
+
+def test_auto_mode_routes_by_batch_size(clock: Clock) -> None:
+    auto = World(Mode.AUTO, clock)
+    small = [auto.upload(f"incoming/{i}.jpg", images.jpeg(color=(i, 0, 0))) for i in range(2)]
+    auto.run(*small)
+    assert {auto.outcome(r).mode for r in small} == {Mode.SERVERLESS}  # type: ignore[union-attr]
+    large = [auto.upload(f"incoming/flood/{i}.jpg", images.jpeg(color=(0, i, 0))) for i in range(3)]
+    auto.run(*large)
+    assert {auto.outcome(r).status for r in large} == {Status.PENDING}  # type: ignore[union-attr]
+    assert len(auto.jobs.jobs) == 1

@@ -1,0 +1,43 @@
+"""Where each image goes, by mode, threshold and size."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.logic.outcomes import Mode
+from pipeline.logic.routing import SERVERLESS_MAX_BYTES, RoutingPolicy
+from tests.unit.conftest import image_ref
+
+
+def policy(mode: Mode, threshold: int = 3) -> RoutingPolicy:
+    return RoutingPolicy(mode, threshold, batch_max_bytes=6_000_000, max_image_pixels=50_000_000)
+
+
+SMALL = [image_ref(f"incoming/{i}.jpg") for i in range(2)]
+BIG = image_ref("incoming/big.png", size=SERVERLESS_MAX_BYTES + 1)
+
+
+def test_serverless_and_batch_modes_send_everything_one_way() -> None:
+    assert policy(Mode.SERVERLESS).route([*SMALL, BIG]) == ([*SMALL, BIG], [])
+    assert policy(Mode.BATCH).route([*SMALL, BIG]) == ([], [*SMALL, BIG])
+
+
+def test_auto_sends_a_small_batch_to_the_endpoint() -> None:
+    assert policy(Mode.AUTO).route(SMALL) == (SMALL, [])
+
+
+def test_auto_sends_a_batch_at_the_threshold_to_batch_transform() -> None:
+    three = [*SMALL, image_ref("incoming/third.jpg")]
+    assert policy(Mode.AUTO, threshold=3).route(three) == ([], three)
+
+
+def test_auto_sends_an_image_too_large_for_the_endpoint_to_batch() -> None:
+    # GIVEN a batch that reaches the threshold only if the oversize image counts
+    serverless, batch = policy(Mode.AUTO, threshold=3).route([*SMALL, BIG])
+    # THEN the small ones go serverless and only the big one goes to batch
+    assert (serverless, batch) == (SMALL, [BIG])
+
+
+@pytest.mark.parametrize(("mode", "limit"), [(Mode.SERVERLESS, SERVERLESS_MAX_BYTES), (Mode.BATCH, 6_000_000)])
+def test_each_mode_has_its_payload_limit(mode: Mode, limit: int) -> None:
+    assert policy(Mode.AUTO).max_bytes(mode) == limit
