@@ -26,7 +26,7 @@ from PIL import Image
 
 from cli.query import table
 from devstack.quickmodel import train_small_model
-from devstack.stack import Stack, StackOptions
+from devstack.stack import Stack, StackOptions, venv_command
 
 FLOOD = 60  # above the template's AutoBatchThreshold (50)
 TIMEOUT_S = 240
@@ -120,10 +120,11 @@ def summarize(
     print(f"demo took {elapsed_s:.0f} s\n")
     print("To run the stack yourself and query it:")
     print("  make stack                                   # keeps it up; prints the variables to export")
-    print("  aws s3 cp my-dog.jpg 's3://dogbreed-images-local/incoming/my dog.jpg'")
-    print("  .venv/bin/python -m cli.query image 'incoming/my dog.jpg'")
-    print("  .venv/bin/python -m cli.query breed Afghan_hound --limit 5")
-    print("  .venv/bin/python -m cli.query problems --output json")
+    aws, python = venv_command("aws"), venv_command("python")
+    print(f"  {aws} s3 cp my-dog.jpg 's3://dogbreed-images-local/incoming/my dog.jpg'")
+    print(f"  {python} -m cli.query image 'incoming/my dog.jpg'")
+    print(f"  {python} -m cli.query breed Afghan_hound --limit 5")
+    print(f"  {python} -m cli.query problems --output json")
     return 1 if missing else 0
 
 

@@ -1,57 +1,151 @@
-"""Report the size of each Lambda function's deployment package, built as `sam build` builds it:
-functions/ plus functions/requirements.txt installed for the function's runtime and architecture.
+"""Report each Lambda function's deployment package size and its init time.
 
     make package-size
+
+Size: functions/ plus functions/requirements.txt installed for the function's runtime and
+architecture, as `sam build` builds it, zipped. Init time: the cold import of the handler module
+(what Lambda's init phase runs before the first invocation), in fresh processes that see only the
+package and boto3 (which the Lambda runtime provides, compiled), with the function's environment
+from template.yaml and the variables Lambda sets; the median of several. As on Lambda, whose
+/var/task is read-only, the package's modules are compiled on every cold start (no bytecode is
+written). It is measured on this machine with a package built for its own architecture and Python:
+compare the figures with each other, not with Lambda's INIT_DURATION.
 """
 
 from __future__ import annotations
 
+import argparse
+import compileall
+import importlib.metadata
+import json
+import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import zipfile
 from pathlib import Path
+from typing import Any
 
+from devstack.provision import function_environment
 from devstack.template import load_template
 
 REPO = Path(__file__).resolve().parents[1]
 LAMBDA_LIMIT_UNZIPPED = 250 * 1024 * 1024
+HOST_PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
+
+# One cold start: import the handler's module in a process with no site-packages.
+_IMPORT = """
+import sys, time
+sys.path[:0] = [{package!r}, {runtime!r}]
+started = time.perf_counter()
+import {module}
+print(time.perf_counter() - started)
+"""
 
 
 def _tree_size(root: Path) -> int:
     return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
 
 
-def build(code_uri: Path, runtime: str, architecture: str, target: Path) -> None:
-    platform = "manylinux2014_aarch64" if architecture == "arm64" else "manylinux2014_x86_64"
+def _pip(requirements: list[str], target: Path, platform_tag: str, python_version: str) -> None:
     pip = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-compile"]
-    wheels = ["--platform", platform, "--python-version", runtime.removeprefix("python"), "--only-binary=:all:"]
-    subprocess.run([*pip, "-r", str(code_uri / "requirements.txt"), "--target", str(target), *wheels], check=True)
+    wheels = ["--platform", platform_tag, "--python-version", python_version, "--only-binary=:all:"]
+    subprocess.run([*pip, *requirements, "--target", str(target), *wheels], check=True)
+
+
+def build(code_uri: Path, python_version: str, architecture: str, target: Path) -> None:
+    platform_tag = "manylinux2014_aarch64" if architecture == "arm64" else "manylinux2014_x86_64"
+    _pip(["-r", str(code_uri / "requirements.txt")], target, platform_tag, python_version)
     shutil.copytree(code_uri, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
 
 
-def main() -> None:
+def zipped_size(package: Path, archive: Path) -> int:
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zipped:
+        for path in sorted(package.rglob("*")):
+            zipped.write(path, path.relative_to(package))
+    return archive.stat().st_size
+
+
+def init_seconds(package: Path, runtime: Path, handler: str, environment: dict[str, str], runs: int) -> list[float]:
+    module = handler.rpartition(".")[0]
+    code = _IMPORT.format(package=str(package), runtime=str(runtime), module=module)
+    times = []
+    for _ in range(runs):
+        result = subprocess.run(
+            [sys.executable, "-S", "-c", code],
+            env={**environment, "PYTHONDONTWRITEBYTECODE": "1"},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        times.append(float(result.stdout.strip().splitlines()[-1]))
+    return times
+
+
+def lambda_environment(logical_id: str, package: Path, memory_mb: int, timeout_s: int) -> dict[str, str]:
+    """The function's variables from template.yaml and what Lambda itself sets."""
+    return {
+        **function_environment(logical_id),
+        "LAMBDA_TASK_ROOT": str(package),
+        "AWS_LAMBDA_FUNCTION_NAME": logical_id,
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(memory_mb),
+        "AWS_LAMBDA_FUNCTION_TIMEOUT": str(timeout_s),
+        "AWS_REGION": "us-east-1",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_EXECUTION_ENV": "AWS_Lambda_python3.12",
+    }
+
+
+def main(args: argparse.Namespace) -> list[dict[str, Any]]:
     template = load_template()
     defaults = template["Globals"]["Function"]
-    for name, resource in template["Resources"].items():
-        if resource["Type"] != "AWS::Serverless::Function":
-            continue
-        props = {**defaults, **resource["Properties"]}
-        with tempfile.TemporaryDirectory() as tmp:
-            target = Path(tmp) / "package"
-            build(REPO / props["CodeUri"], props["Runtime"], props["Architectures"][0], target)
-            archive = Path(tmp) / "package.zip"
-            with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zipped:
-                for path in sorted(target.rglob("*")):
-                    zipped.write(path, path.relative_to(target))
-            unzipped = _tree_size(target)
+    host_tag = "manylinux2014_aarch64" if platform.machine() == "aarch64" else "manylinux2014_x86_64"
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        runtime = Path(tmp) / "runtime"  # boto3, as the Lambda runtime provides it
+        _pip([f"boto3=={importlib.metadata.version('boto3')}"], runtime, host_tag, HOST_PYTHON)
+        compileall.compile_dir(runtime, quiet=1)
+        for name, resource in template["Resources"].items():
+            if resource["Type"] != "AWS::Serverless::Function":
+                continue
+            props = {**defaults, **resource["Properties"]}
+            code_uri, architecture = REPO / props["CodeUri"], props["Architectures"][0]
+            package = Path(tmp) / name
+            build(code_uri, props["Runtime"].removeprefix("python"), architecture, package)
+            size = zipped_size(package, Path(tmp) / f"{name}.zip")
+            unzipped = _tree_size(package)
+            local = Path(tmp) / f"{name}-host"  # the same package for this machine, to import it
+            build(code_uri, HOST_PYTHON, "arm64" if host_tag.endswith("aarch64") else "x86_64", local)
+            environment = lambda_environment(name, local, props["MemorySize"], props["Timeout"])
+            times = init_seconds(local, runtime, props["Handler"], environment, args.runs)
+            row = {
+                "function": name,
+                "zipped_mib": round(size / 2**20, 1),
+                "unzipped_mib": round(unzipped / 2**20, 1),
+                "init_ms_median": round(statistics.median(times) * 1000),
+                "init_ms_min": round(min(times) * 1000),
+            }
+            results.append(row)
             print(
-                f"{name}: {archive.stat().st_size / 2**20:.1f} MiB zipped, {unzipped / 2**20:.1f} MiB unzipped "
+                f"{name}: {row['zipped_mib']} MiB zipped, {row['unzipped_mib']} MiB unzipped "
                 f"({unzipped / LAMBDA_LIMIT_UNZIPPED:.1%} of Lambda's 250 MB), "
-                f"runtime {props['Runtime']} {props['Architectures'][0]}"
+                f"runtime {props['Runtime']} {architecture}; "
+                f"init (cold import of {props['Handler'].rpartition('.')[0]}, median of {args.runs}, "
+                f"python {HOST_PYTHON} here) {row['init_ms_median']} ms"
             )
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+    return results
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=7, help="cold imports per function (the median counts)")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    return parser
 
 
 if __name__ == "__main__":
-    main()
+    main(get_args_parser().parse_args())

@@ -6,6 +6,7 @@ import ast
 import json
 import re
 import subprocess
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -317,3 +318,14 @@ def test_the_lambda_package_carries_the_answer_contract_as_a_file(tmp_path: Path
     assert result.returncode == 0, result.stderr
     packaged = tmp_path / "pipeline" / "logic" / "answers.py"
     assert not packaged.is_symlink() and packaged.read_bytes() == link.read_bytes()
+
+
+def test_samconfig_holds_the_stack_defaults_and_leaves_parameters_to_guided() -> None:
+    config = tomllib.loads((REPO / "samconfig.toml").read_text())["default"]
+    assert config["global"]["parameters"]["stack_name"] == "dogbreed"
+    deploy = config["deploy"]["parameters"]
+    assert deploy["capabilities"] == "CAPABILITY_IAM"  # the template creates roles, without custom names
+    assert deploy["confirm_changeset"] is True
+    assert "parameter_overrides" not in deploy  # `sam deploy --guided` asks for them
+    roles = [r for r in load_template()["Resources"].values() if r["Type"] == "AWS::IAM::Role"]
+    assert roles and not any("RoleName" in r["Properties"] for r in roles)  # else CAPABILITY_NAMED_IAM

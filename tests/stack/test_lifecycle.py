@@ -13,10 +13,8 @@ import threading
 import time
 from pathlib import Path
 
-import boto3
 import pytest
 
-from devstack.account import REGION
 from devstack.provision import references, resolve
 from devstack.template import declared_environment, load_template, translate
 from tests.conftest import IMPORT_PATH, REPO
@@ -129,16 +127,13 @@ def test_the_stack_stays_up_for_a_user_and_stops_without_leftovers(
         assert "READY" in printed, "\n".join(printed)
         assert user_env["AWS_ENDPOINT_URL"] == f"http://127.0.0.1:{moto_port}"
 
-        # A user uploads with the AWS CLI's equivalent (boto3 with the printed variables) and queries.
-        photo = next((dataset / "test").rglob("*.jpg")).read_bytes()
-        s3 = boto3.client(
-            "s3",
-            endpoint_url=user_env["AWS_ENDPOINT_URL"],
-            region_name=REGION,
-            aws_access_key_id=user_env["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=user_env["AWS_SECRET_ACCESS_KEY"],
-        )
-        s3.put_object(Bucket=user_env["IMAGES_BUCKET"], Key="incoming/my dog.jpg", Body=photo)
+        # A user uploads with the AWS CLI the project installs, as printed, and queries.
+        assert any(line.startswith(".venv/bin/aws s3 cp") for line in printed), printed
+        photo = next((dataset / "test").rglob("*.jpg"))
+        target = f"s3://{user_env['IMAGES_BUCKET']}/incoming/my dog.jpg"
+        upload = [str(Path(sys.executable).parent / "aws"), "s3", "cp", str(photo), target]
+        result = subprocess.run(upload, env=user_env, capture_output=True, text=True, timeout=60, check=False)
+        assert result.returncode == 0, result.stderr
         query = [sys.executable, "-m", "cli.query", "--output", "json", "image", "incoming/my dog.jpg"]
         answer: list[dict[str, object]] = []
         while not answer or answer[0]["status"] == "PENDING":

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.utilities.data_classes import EventBridgeEvent, event_source
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
@@ -17,7 +17,6 @@ from pipeline.handlers.observe import emit_outcome_metrics
 from pipeline.logic.collect import Collect, JobEvent
 
 logger = Logger()
-tracer = Tracer()
 metrics = Metrics()
 
 
@@ -28,7 +27,6 @@ def build_collect() -> Collect:
 
 
 @logger.inject_lambda_context(clear_state=True)
-@tracer.capture_lambda_handler
 @metrics.log_metrics
 @event_source(data_class=EventBridgeEvent)
 def lambda_handler(event: EventBridgeEvent, context: LambdaContext) -> dict[str, Any]:
