@@ -9,7 +9,7 @@ export SAM_CLI_TELEMETRY := 0
 # The import roots (as pyproject.toml's pytest pythonpath): the Lambda package and the model's parts.
 IMPORT_PATH := .:functions:model/serving:model/training:model/tools
 
-.PHONY: install test unit lint typecheck pytest demo stack query launch package-size benchmark pipeline-benchmark clean
+.PHONY: install test unit lint typecheck pytest demo stack soak query launch deploy package-size benchmark pipeline-benchmark clean
 
 # Three environments: the project (.venv), and the SAM CLI and checkov, whose pins clash.
 $(VENV)/.installed: requirements/dev.txt functions/requirements.txt
@@ -54,6 +54,10 @@ demo: $(VENV)/.installed
 stack: $(VENV)/.installed
 	PYTHONPATH=$(IMPORT_PATH) $(PY) -m devstack.stack up $(STACK_ARGS)
 
+# Load and faults together on the local stack (10,000 images in auto mode unless SOAK_ARGS says otherwise).
+soak: $(VENV)/.installed
+	PYTHONPATH=$(IMPORT_PATH) $(PY) -m devstack.soak $(SOAK_ARGS)
+
 # Query predictions, e.g. make query ARGS="breed Afghan_hound" (with the variables `make stack` prints).
 query: $(VENV)/.installed
 	$(PY) -m cli.query $(ARGS)
@@ -62,8 +66,13 @@ query: $(VENV)/.installed
 launch: $(VENV)/.installed
 	PYTHONPATH=$(IMPORT_PATH) $(PY) model/tools/launch.py $(ARGS)
 
+# Build and deploy to your AWS account (samconfig.toml holds the defaults; --guided asks the rest).
+# sam build needs the functions' runtime, python3.12, on PATH (or add --use-container, with Docker).
+deploy: .venv-sam/.installed
+	.venv-sam/bin/sam build && .venv-sam/bin/sam deploy --guided
+
 package-size: $(VENV)/.installed
-	$(PY) -m tools.package_size
+	PYTHONPATH=$(IMPORT_PATH) $(PY) -m tools.package_size
 
 benchmark: $(VENV)/.installed
 	PYTHONPATH=$(IMPORT_PATH) $(PY) model/tools/benchmark.py $(BENCHMARK_ARGS)

@@ -51,6 +51,19 @@ class Predictions:
         raw = self.dynamodb.get_item(TableName=self.table, Key={"image_id": {"S": f"{bucket}/{key}"}}).get("Item")
         return _item(raw) if raw else None
 
+    def images(self, bucket: str, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The records of many images by key (BatchGetItem, 100 at a time); missing ones are absent."""
+        found: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(keys), 100):
+            request = {self.table: {"Keys": [{"image_id": {"S": f"{bucket}/{k}"}} for k in keys[start : start + 100]]}}
+            while request:
+                response = self.dynamodb.batch_get_item(RequestItems=request)
+                for raw in response["Responses"].get(self.table, []):
+                    item = _item(raw)
+                    found[item["key"]] = item
+                request = response.get("UnprocessedKeys") or {}
+        return found
+
     def breed(self, breed: str, limit: int) -> list[dict[str, Any]]:
         return list(self._newest_first("by-breed", "breed", breed, limit))
 

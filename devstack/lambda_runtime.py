@@ -5,6 +5,8 @@ gives the function; and the SQS event shape Lambda builds from received messages
 from __future__ import annotations
 
 import hashlib
+import os
+import signal
 import sys
 import threading
 from dataclasses import dataclass
@@ -110,6 +112,17 @@ class LambdaFunction:
         with self._lock:
             if worker.alive:  # a timed-out or crashed environment is gone; the next call starts cold
                 self._idle.append(worker)
+
+    def kill_environment(self) -> int | None:
+        """Kill one execution environment, a busy one if any (a crash mid-invocation); its pid."""
+        with self._lock:
+            alive = [w for w in self._all if w.alive]
+            busy = [w for w in alive if w not in self._idle]
+        pids = [w.pid for w in busy or alive if w.pid is not None]
+        if not pids:
+            return None
+        os.kill(pids[0], signal.SIGKILL)
+        return pids[0]
 
     def stop(self) -> None:
         with self._lock:

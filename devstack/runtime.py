@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import sys
 import threading
+import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -55,6 +56,7 @@ class RuntimeServer:
         self.answered: dict[str, int] = {}  # endpoint -> requests that reached its container
         self._count = threading.Lock()
         self._slots = threading.BoundedSemaphore(max_concurrency)
+        self._throttled_until = 0.0
         self._server = _Server(("127.0.0.1", port), self._handler_class())
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
@@ -70,10 +72,16 @@ class RuntimeServer:
         self._server.shutdown()
         self._server.server_close()
 
+    def throttle(self, seconds: float) -> None:
+        """Answer every request with ThrottlingException for a while, as an endpoint over its quota does."""
+        self._throttled_until = time.monotonic() + seconds
+
     def answer(self, endpoint: str, body: bytes, content_type: str, accept: str) -> Answer:
         container = self.endpoints.get(endpoint)
         if container is None:
             return error(400, "ValidationError", f"Endpoint {endpoint} of account {ACCOUNT} not found.")
+        if time.monotonic() < self._throttled_until:
+            return error(400, "ThrottlingException", "Rate exceeded")
         if not self._slots.acquire(blocking=False):
             return error(400, "ThrottlingException", "Rate exceeded: the endpoint is at its MaxConcurrency")
         try:

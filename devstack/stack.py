@@ -37,7 +37,7 @@ import requests
 from cli.query import Predictions
 from devstack.account import ACCOUNT, CREDENTIALS, REGION
 from devstack.container import ModelContainer, unpack_model
-from devstack.event_sources import EventBus, RuleTarget, SqsPoller, SqsTrigger
+from devstack.event_sources import ASYNC_RETRY_DELAYS_S, EventBus, RuleTarget, SqsPoller, SqsTrigger
 from devstack.lambda_runtime import FunctionSpec, LambdaFunction
 from devstack.provision import (
     LocalNames,
@@ -51,7 +51,7 @@ from devstack.provision import (
 )
 from devstack.runtime import RuntimeServer
 from devstack.template import TEMPLATE_PATH, load_template, parameter_defaults, translate
-from devstack.transform import Container, TransformRunner
+from devstack.transform import TransformRunner
 from pipeline.logic.s3uri import S3Uri
 
 log = logging.getLogger("devstack")
@@ -71,6 +71,10 @@ class StackOptions:
     # Local only: the template's VisibilityTimeout (12 minutes) makes a retry wait 12 minutes; tests
     # that exercise retries and the DLQ shorten it.
     visibility_timeout_s: int | None = None
+    # Extra AWS_ENDPOINT_URL_<SERVICE> variables for the functions, e.g. a fault proxy (devstack.faults).
+    function_endpoints: Mapping[str, str] = field(default_factory=dict)
+    # Waits before Lambda's two retries of a failed async invocation (AWS: about 1 and 2 minutes).
+    async_retry_delays_s: tuple[float, ...] = ASYNC_RETRY_DELAYS_S
 
 
 class TranslatedTemplate:
@@ -112,6 +116,7 @@ class Stack:
         self.runner: TransformRunner | None = None
         self.bus: EventBus | None = None
         self.runtime: RuntimeServer | None = None
+        self.endpoint_container: ModelContainer | None = None
         self.endpoint_url = ""
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -175,7 +180,7 @@ class Stack:
             )
 
     def _start_endpoint(self) -> None:
-        endpoint = self.start_container(self.parameters["ModelName"], {}, "endpoint")
+        self.endpoint_container = endpoint = self.start_container(self.parameters["ModelName"], {}, "endpoint")
         self._stoppers.append(endpoint.stop)
         self.runtime = RuntimeServer(
             {self.parameters["EndpointName"]: endpoint.invoke},
@@ -205,7 +210,7 @@ class Stack:
             for logical_id, rule in template.of_type("AWS::Events::Rule", "EventPattern", "Targets").items()
             for target in rule["Targets"]
         ]
-        self.bus = EventBus(targets, self.functions, dead_letter_queues, sqs)
+        self.bus = EventBus(targets, self.functions, dead_letter_queues, sqs, self.options.async_retry_delays_s)
 
     def _start_transform_runner(self) -> None:
         assert self.bus is not None
@@ -255,16 +260,15 @@ class Stack:
         found: dict[str, dict[str, Any]] = {}
         deadline = time.monotonic() + timeout_s
         while True:
-            for key, etag in etags.items():
-                if key not in found:
-                    item = predictions.image(self.names.bucket, key)
-                    if item and item["etag"] == etag and item["status"] != "PENDING":
-                        found[key] = item
+            missing = [key for key in etags if key not in found]
+            for key, item in predictions.images(self.names.bucket, missing).items():
+                if item["etag"] == etags[key] and item["status"] != "PENDING":
+                    found[key] = item
             if progress:
                 progress(len(found), len(etags))
             if len(found) == len(etags) or time.monotonic() > deadline:
                 return found
-            time.sleep(0.3)
+            time.sleep(0.3 if len(etags) - len(found) <= 1000 else 2.0)  # reads cost moto CPU too
 
     def user_environment(self) -> dict[str, str]:
         """What the AWS CLI, boto3 and cli.query need to talk to this stack."""
@@ -286,6 +290,7 @@ class Stack:
         environment = {
             **function_environment(logical_id, self.names, self.parameters),
             **{k: v for k, v in self.user_environment().items() if k.startswith("AWS_")},
+            **self.options.function_endpoints,
             "AWS_REGION": REGION,
         }
         return FunctionSpec(
@@ -325,7 +330,7 @@ class Stack:
         )
         sagemaker.create_endpoint(EndpointName=endpoint_name, EndpointConfigName=endpoint_name)
 
-    def start_container(self, model_name: str, environment: dict[str, str], job_name: str) -> Container:
+    def start_container(self, model_name: str, environment: dict[str, str], job_name: str) -> ModelContainer:
         """Start a container for a registered model, as SageMaker does for an endpoint or a job."""
         model = self.client("sagemaker").describe_model(ModelName=model_name)["PrimaryContainer"]
         artifact = S3Uri.parse(model["ModelDataUrl"])
@@ -343,6 +348,13 @@ class Stack:
 
 
 # -- command line ----------------------------------------------------------------------------
+
+
+def venv_command(name: str) -> str:
+    """A program of this Python's environment (the AWS CLI, python), as a user types it from the
+    repository root: `.venv/bin/aws` when run by make."""
+    path = Path(sys.executable).parent / name
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -386,9 +398,9 @@ def main(args: argparse.Namespace) -> int:
     with Stack(options) as stack:
         exports = " ".join(f"{k}={v}" for k, v in stack.user_environment().items())
         print(f"\nThe stack is up. In another shell:\n\n  export {exports}\n", flush=True)
-        print(f"  aws s3 cp my-dog.jpg 's3://{stack.names.bucket}/incoming/my dog.jpg'")
-        print("  .venv/bin/python -m cli.query image 'incoming/my dog.jpg'")
-        print("  .venv/bin/python -m cli.query problems\n")
+        print(f"  {venv_command('aws')} s3 cp my-dog.jpg 's3://{stack.names.bucket}/incoming/my dog.jpg'")
+        print(f"  {venv_command('python')} -m cli.query image 'incoming/my dog.jpg'")
+        print(f"  {venv_command('python')} -m cli.query problems\n")
         print(f"Function and model logs: {stack.logs}/. Ctrl-C stops everything.", flush=True)
         print("READY", flush=True)
         stopping.wait()

@@ -82,7 +82,8 @@ class ToolkitHost:
 
 
 def main() -> None:
-    """Serve JSON-lines requests {"body_b64", "content_type", "accept"} from stdin.
+    """Serve JSON-lines requests {"body_b64", "content_type", "accept"} from stdin; {"ping": true}
+    is the health check, answered once the model is loaded.
 
     Answers go to stdout; anything else the model code prints goes to stderr (the container log)."""
     answers = os.fdopen(os.dup(1), "w")
@@ -91,6 +92,9 @@ def main() -> None:
     host = ToolkitHost(Path(sys.argv[1]))
     for line in sys.stdin:
         request = json.loads(line)
+        if request.get("ping"):
+            print(json.dumps({"status": 200}), file=answers, flush=True)
+            continue
         response = host.invoke(
             base64.b64decode(request["body_b64"]), request["content_type"], request.get("accept", "application/json")
         )

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from devstack.account import ACCOUNT, REGION
+from devstack.process import WorkerDied
 from pipeline.logic.s3uri import S3Uri
 
 log = logging.getLogger("devstack")
@@ -26,6 +27,8 @@ class Container(Protocol):
     def invoke(self, body: bytes, content_type: str, accept: str) -> tuple[int, str, bytes]: ...
 
     def stop(self) -> None: ...
+
+    def kill(self) -> int | None: ...
 
 
 # (model name, environment, job name) -> a started container serving that model
@@ -67,6 +70,9 @@ class TransformRunner:
         self.publish = publish
         self.poll_s = poll_s
         self.finished: list[dict[str, Any]] = []  # the events of the jobs run so far
+        self.running: dict[str, Container] = {}  # job name -> its container, while the job runs
+        self.requests = 0  # requests sent to model containers, retries included
+        self._count = threading.Lock()
         self._seen: set[str] = set()
         self._pool = ThreadPoolExecutor(parallel_jobs, thread_name_prefix="transform-job")
         self._running: list[Future[None]] = []
@@ -115,10 +121,14 @@ class TransformRunner:
         container: Container | None = None
         try:
             container = self.start_container(job["ModelName"], dict(job.get("Environment", {})), name)
+            self.running[name] = container
             self._transform(job, container)
         except JobFailed as exc:
             status, reason = "Failed", str(exc)
+        except WorkerDied as exc:  # the container never became healthy
+            status, reason = "Failed", f"AlgorithmError: {exc}"
         finally:
+            self.running.pop(name, None)
             if container is not None:
                 container.stop()
         set_moto_status(name, status, reason)
@@ -157,6 +167,8 @@ class TransformRunner:
             if len(body) > max_bytes:
                 raise JobFailed(f"ClientError: s3://{bucket}/{key} is larger than MaxPayloadInMB")
             for _ in range(retries + 1):
+                with self._count:
+                    self.requests += 1
                 status, _, answer = container.invoke(body, content_type, accept)
                 if status < 500:
                     break

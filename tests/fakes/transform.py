@@ -26,6 +26,9 @@ class FakeContainer:
     def stop(self) -> None:
         pass
 
+    def kill(self) -> int | None:
+        return None
+
 
 def run_transform_job(clients: dict[str, Any], name: str, *, fail_for: bytes | None = None) -> dict[str, Any]:
     """Write the job's outputs and return its "Transform Job State Change" event."""

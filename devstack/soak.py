@@ -1,0 +1,249 @@
+"""`make soak`: load and faults together, to show that nothing is lost.
+
+    make soak                                   # 10,000 images, auto mode
+    make soak SOAK_ARGS="--images 2000 --threads 4 --fault-every 20 --upload-seconds 120"
+
+Trains a small model, starts the local stack with the template's defaults, and uploads photos from
+several threads while a fault schedule runs, cycling through the faults of FAULTS (each at least
+once, every --fault-every seconds while uploads last). Then it waits until every image has a final
+outcome (CLASSIFIED, REJECTED, or FAILED, whose message waits in a dead-letter queue) and prints:
+images, outcomes by status and mode, images without an outcome (must be 0), model calls beyond one
+per image, dead-letter messages and wall time. Exit 0 only if no image is left without an outcome.
+
+Local settings, said in the output: the queue's visibility timeout is shortened (the template's 12
+minutes suits a 2-minute function on AWS; here a failed batch comes back sooner), and Lambda's async
+retries wait as on AWS (1 and 2 minutes), so the collector outlives a throttled table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import logging
+import socket
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from devstack.demo import ProgressBar
+from devstack.faults import FaultProxy
+from devstack.quickmodel import train_small_model
+from devstack.stack import Stack, StackOptions
+
+FAULTS = ("delay-s3", "throttle-dynamodb", "kill-lambda", "kill-model", "throttle-endpoint")
+AWS_ASYNC_RETRY_DELAYS_S = (60.0, 120.0)
+
+
+@dataclass
+class FaultLog:
+    applied: list[tuple[float, str, str]] = field(default_factory=list)  # (seconds in, fault, detail)
+
+    def add(self, started: float, fault: str, detail: str) -> None:
+        self.applied.append((round(time.monotonic() - started, 1), fault, detail))
+
+    def counts(self) -> Counter[str]:
+        return Counter(fault for _, fault, _ in self.applied)
+
+
+class FaultSchedule:
+    """Apply the faults in turn, every `every_s`, until uploads are done and each fault has run once."""
+
+    def __init__(
+        self, stack: Stack, proxies: dict[str, FaultProxy], every_s: float, fault_s: float, s3_delay_s: float
+    ) -> None:
+        self.stack, self.proxies = stack, proxies
+        self.every_s, self.fault_s, self.s3_delay_s = every_s, fault_s, s3_delay_s
+        self.log = FaultLog()
+        self.uploads_done = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="fault-schedule", daemon=True)
+        self.started = time.monotonic()
+
+    def start(self) -> FaultSchedule:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        for n, fault in enumerate(itertools.cycle(FAULTS)):
+            if self._stop.wait(self.every_s) or (self.uploads_done.is_set() and n >= len(FAULTS)):
+                return
+            self.log.add(self.started, fault, self.apply(fault))
+
+    def apply(self, fault: str) -> str:
+        if fault == "kill-lambda":
+            pid = self.stack.functions["IngestFunction"].kill_environment()
+            return f"ingest environment pid {pid}" if pid else "no ingest environment running"
+        if fault == "kill-model":
+            containers = [
+                self.stack.endpoint_container,
+                *(self.stack.runner.running.values() if self.stack.runner else []),
+            ]
+            pids = [pid for c in containers if c is not None and (pid := c.kill()) is not None]
+            return f"model container pids {pids}"
+        if fault == "throttle-endpoint":
+            assert self.stack.runtime is not None
+            self.stack.runtime.throttle(self.fault_s)
+            return f"endpoint throttled for {self.fault_s:g} s"
+        if fault == "throttle-dynamodb":
+            self.proxies["dynamodb"].throttle(self.fault_s)
+            return f"DynamoDB throttled for {self.fault_s:g} s"
+        self.proxies["s3"].delay(self.fault_s, self.s3_delay_s)
+        return f"S3 requests delayed {self.s3_delay_s:g} s for {self.fault_s:g} s"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def photos(data_dir: Path, count: int) -> dict[str, bytes]:
+    """`count` uploads, cycling through the generated dataset's photos under distinct keys."""
+    pool = [p.read_bytes() for p in sorted(data_dir.rglob("*.jpg"))]
+    return {f"incoming/soak/{n:05d}.jpg": pool[n % len(pool)] for n in range(count)}
+
+
+def upload(stack: Stack, files: dict[str, bytes], threads: int, over_s: float) -> dict[str, str]:
+    """Upload as fast as the threads go, or spread evenly over `over_s` seconds (in 20 steps)."""
+    if over_s <= 0:
+        return stack.upload(files, threads=threads)
+    keys, steps, started = list(files), 20, time.monotonic()
+    etags: dict[str, str] = {}
+    for step in range(steps):
+        chunk = keys[step * len(keys) // steps : (step + 1) * len(keys) // steps]
+        etags.update(stack.upload({key: files[key] for key in chunk}, threads=threads))
+        time.sleep(max(0.0, started + (step + 1) * over_s / steps - time.monotonic()))
+    return etags
+
+
+def dead_letters(stack: Stack) -> dict[str, int]:
+    assert stack.resources is not None
+    sqs = stack.client("sqs")
+    queues = {
+        "uploads": stack.resources.dead_letter_queue_url,
+        "job events": stack.resources.job_events_dead_letter_queue_url,
+    }
+    return {
+        name: int(
+            sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])["Attributes"][
+                "ApproximateNumberOfMessages"
+            ]
+        )
+        for name, url in queues.items()
+    }
+
+
+def run(args: argparse.Namespace, progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="dogbreed-soak-") as tmp:
+        model = train_small_model(Path(tmp) / "quickmodel")
+        moto_port = free_port()
+        proxies = {s: FaultProxy(f"http://127.0.0.1:{moto_port}").start() for s in ("dynamodb", "s3")}
+        options = StackOptions(
+            model_archive=model.archive,
+            workdir=Path(tmp) / "stack",
+            parameters={"InferenceMode": args.mode, **dict(p.split("=", 1) for p in args.parameter)},
+            moto_port=moto_port,
+            visibility_timeout_s=args.visibility_timeout,
+            function_endpoints={f"AWS_ENDPOINT_URL_{s.upper()}": p.url for s, p in proxies.items()},
+            async_retry_delays_s=AWS_ASYNC_RETRY_DELAYS_S,
+        )
+        try:
+            with Stack(options) as stack:
+                schedule = FaultSchedule(stack, proxies, args.fault_every, args.fault_seconds, args.s3_delay).start()
+                uploads = upload(stack, photos(model.data_dir, args.images), args.threads, args.upload_seconds)
+                schedule.uploads_done.set()
+                outcomes = stack.wait_for_outcomes(uploads, args.timeout, progress)
+                schedule.stop()
+                assert stack.runtime is not None and stack.runner is not None
+                model_calls = sum(stack.runtime.answered.values()) + stack.runner.requests
+                letters = dead_letters(stack)
+                jobs = len(stack.runner.finished)
+        finally:
+            for proxy in proxies.values():
+                proxy.stop()
+    return {
+        "images": len(uploads),
+        "mode": args.mode,
+        "threads": args.threads,
+        "visibility_timeout_s": args.visibility_timeout,
+        "outcomes": dict(Counter(f"{o['status']} {o['mode']}" for o in outcomes.values())),
+        "without_outcome": len(uploads) - len(outcomes),
+        "model_calls": model_calls,
+        "model_calls_beyond_one_per_image": model_calls - len(uploads),
+        "transform_jobs": jobs,
+        "dead_letters": letters,
+        "faults": [{"at_s": at, "fault": fault, "detail": detail} for at, fault, detail in schedule.log.applied],
+        "fault_counts": dict(schedule.log.counts()),
+        "dynamodb_requests_refused": proxies["dynamodb"].faulted,
+        "s3_requests_delayed": proxies["s3"].faulted,
+        "wall_s": round(time.monotonic() - started, 1),
+    }
+
+
+def report(result: dict[str, Any]) -> None:
+    print(
+        f"\nsoak: {result['images']:,} images, {result['mode']} mode, {result['threads']} upload threads; "
+        f"queue visibility timeout {result['visibility_timeout_s']} s (shortened locally; 720 s on AWS)"
+    )
+    print("faults:")
+    for fault in result["faults"]:
+        print(f"  {fault['at_s']:>7} s  {fault['fault']:<18} {fault['detail']}")
+    print(
+        f"  DynamoDB requests refused: {result['dynamodb_requests_refused']:,}; "
+        f"S3 requests delayed: {result['s3_requests_delayed']:,}"
+    )
+    print("outcomes:")
+    for outcome, count in sorted(result["outcomes"].items()):
+        print(f"  {count:>7,}  {outcome}")
+    print(f"images without an outcome: {result['without_outcome']}")
+    print(
+        f"model calls: {result['model_calls']:,} ({result['model_calls_beyond_one_per_image']:,} beyond one "
+        f"per image); transform jobs: {result['transform_jobs']}"
+    )
+    print(", ".join(f"dead-letter messages ({name}): {n}" for name, n in result["dead_letters"].items()))
+    print(f"wall time: {result['wall_s']:.0f} s")
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=10_000)
+    parser.add_argument("--mode", choices=("auto", "serverless", "batch"), default="auto")
+    parser.add_argument("--threads", type=int, default=4, help="upload threads")
+    parser.add_argument("--upload-seconds", type=float, default=0, help="spread the uploads over this long")
+    parser.add_argument("--fault-every", type=float, default=30, help="seconds between faults")
+    parser.add_argument("--fault-seconds", type=float, default=10, help="how long a throttle or delay lasts")
+    parser.add_argument("--s3-delay", type=float, default=1.0, help="seconds each S3 request is held in a delay")
+    parser.add_argument("--visibility-timeout", type=int, default=130, help="the queue's, locally (seconds)")
+    parser.add_argument("--timeout", type=float, default=3 * 3600, help="give up waiting for outcomes after this")
+    parser.add_argument("--parameter", action="append", default=[], metavar="KEY=VALUE", help="a template parameter")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    return parser
+
+
+def main(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(name)s %(levelname)s %(message)s")
+    for noisy in ("werkzeug", "devstack"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+
+    print(f"training a small model, starting the local stack, uploading {args.images:,} images ...", flush=True)
+    result = run(args, ProgressBar())
+    report(result)
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1))
+    return 1 if result["without_outcome"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(get_args_parser().parse_args()))  # with the Makefile's IMPORT_PATH (make soak sets it)
