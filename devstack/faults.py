@@ -5,11 +5,12 @@ the code under test does not change), answering as the service does when it thro
 from __future__ import annotations
 
 import http.client
-import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import urlsplit
+
+from devstack.runtime import LocalHTTPServer
 
 # Hop-by-hop headers are the proxy's own business (RFC 9110); the rest pass through unchanged.
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection"}
@@ -23,14 +24,6 @@ DYNAMODB_THROTTLED = (
 )
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request: object, client_address: object) -> None:
-        if not isinstance(sys.exc_info()[1], ConnectionError):  # a client gone (a killed Lambda) is normal
-            super().handle_error(request, client_address)  # type: ignore[arg-type]
-
-
 class FaultProxy:
     def __init__(self, target: str) -> None:
         parts = urlsplit(target)
@@ -42,7 +35,7 @@ class FaultProxy:
         self._delayed_until = 0.0
         self._delay_s = 0.0
         self._lock = threading.Lock()
-        self._server = _Server(("127.0.0.1", 0), self._handler_class())
+        self._server = LocalHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._thread = threading.Thread(target=self._server.serve_forever, name="fault-proxy", daemon=True)
 
     @property

@@ -40,7 +40,9 @@ def model_error(endpoint: str, original_status: int, original_message: str) -> A
     )
 
 
-class _Server(ThreadingHTTPServer):
+class LocalHTTPServer(ThreadingHTTPServer):
+    """The local stack's HTTP servers: a thread per connection, quiet when a client goes away."""
+
     daemon_threads = True
 
     def handle_error(self, request: Any, client_address: Any) -> None:
@@ -57,7 +59,7 @@ class RuntimeServer:
         self._count = threading.Lock()
         self._slots = threading.BoundedSemaphore(max_concurrency)
         self._throttled_until = 0.0
-        self._server = _Server(("127.0.0.1", port), self._handler_class())
+        self._server = LocalHTTPServer(("127.0.0.1", port), self._handler_class())
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     @property
