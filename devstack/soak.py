@@ -85,10 +85,8 @@ class FaultSchedule:
             pid = self.stack.functions["IngestFunction"].kill_environment()
             return f"ingest environment pid {pid}" if pid else "no ingest environment running"
         if fault == "kill-model":
-            containers = [
-                self.stack.endpoint_container,
-                *(self.stack.runner.running.values() if self.stack.runner else []),
-            ]
+            jobs = self.stack.runner.running.copy().values() if self.stack.runner else []  # a copy: jobs come and go
+            containers = [self.stack.endpoint_container, *jobs]
             pids = [pid for c in containers if c is not None and (pid := c.kill()) is not None]
             return f"model container pids {pids}"
         if fault == "throttle-endpoint":
