@@ -106,7 +106,11 @@ class ModelContainer:
             self.replacements += 1
             log.warning("model container %s is gone (see %s); starting a new one", self.worker.pid, self.log_path)
         self.worker = LineWorker(self.argv, self.env, self.log_path, cwd=self.cwd).start()
-        if self.worker.call(PING, self.startup_timeout_s).get("status") != 200:
+        try:
+            healthy = self.worker.call(PING, self.startup_timeout_s).get("status") == 200
+        except WorkerTimeout:  # the worker was killed: as unhealthy as one that exited
+            healthy = False
+        if not healthy:
             self.worker.stop()
             raise WorkerDied(f"the model container did not become healthy (see {self.log_path})")
         return self.worker

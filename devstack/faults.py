@@ -31,7 +31,6 @@ class FaultProxy:
         self.requests = 0
         self.faulted = 0
         self._throttled_until = 0.0
-        self._throttle_answer = DYNAMODB_THROTTLED
         self._delayed_until = 0.0
         self._delay_s = 0.0
         self._lock = threading.Lock()
@@ -50,9 +49,8 @@ class FaultProxy:
         self._server.shutdown()
         self._server.server_close()
 
-    def throttle(self, seconds: float, answer: tuple[int, dict[str, str], bytes] = DYNAMODB_THROTTLED) -> None:
-        """Refuse every request with the service's throttling error for a while."""
-        self._throttle_answer = answer
+    def throttle(self, seconds: float) -> None:
+        """Refuse every request with DynamoDB's throttling error for a while."""
         self._throttled_until = time.monotonic() + seconds
 
     def delay(self, seconds: float, by_s: float) -> None:
@@ -68,7 +66,7 @@ class FaultProxy:
             if now < self._throttled_until or now < self._delayed_until:
                 self.faulted += 1
         if now < self._throttled_until:
-            return self._throttle_answer
+            return DYNAMODB_THROTTLED
         if now < self._delayed_until:
             time.sleep(self._delay_s)
         return None

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from devstack.account import ACCOUNT, REGION
+from devstack.account import ACCOUNT, REGION, arn
 from devstack.lambda_runtime import LambdaContext, sqs_event
 from devstack.provision import LocalStack, function_environment
 from tests.training import dataset, trained  # noqa: F401 - session fixtures for every test folder
@@ -169,7 +169,7 @@ def backoff_waits(monkeypatch: pytest.MonkeyPatch) -> list[float]:
 
 @pytest.fixture
 def context() -> LambdaContext:
-    return LambdaContext("IngestFunction", f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:IngestFunction")
+    return LambdaContext("IngestFunction", arn("lambda", "function:IngestFunction"))
 
 
 def load_event(name: str) -> dict[str, Any]:

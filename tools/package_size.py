@@ -28,6 +28,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+from devstack.account import REGION
 from devstack.provision import function_environment
 from devstack.template import load_template
 
@@ -84,7 +85,7 @@ def init_seconds(package: Path, runtime: Path, handler: str, environment: dict[s
     return times
 
 
-def lambda_environment(logical_id: str, package: Path, memory_mb: int, timeout_s: int) -> dict[str, str]:
+def lambda_environment(logical_id: str, package: Path, runtime: str, memory_mb: int, timeout_s: int) -> dict[str, str]:
     """The function's variables from template.yaml and what Lambda itself sets."""
     return {
         **function_environment(logical_id),
@@ -92,9 +93,9 @@ def lambda_environment(logical_id: str, package: Path, memory_mb: int, timeout_s
         "AWS_LAMBDA_FUNCTION_NAME": logical_id,
         "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(memory_mb),
         "AWS_LAMBDA_FUNCTION_TIMEOUT": str(timeout_s),
-        "AWS_REGION": "us-east-1",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_EXECUTION_ENV": "AWS_Lambda_python3.12",
+        "AWS_REGION": REGION,
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_EXECUTION_ENV": f"AWS_Lambda_{runtime}",
     }
 
 
@@ -118,7 +119,7 @@ def main(args: argparse.Namespace) -> list[dict[str, Any]]:
             unzipped = _tree_size(package)
             local = Path(tmp) / f"{name}-host"  # the same package for this machine, to import it
             build(code_uri, HOST_PYTHON, "arm64" if host_tag.endswith("aarch64") else "x86_64", local)
-            environment = lambda_environment(name, local, props["MemorySize"], props["Timeout"])
+            environment = lambda_environment(name, local, props["Runtime"], props["MemorySize"], props["Timeout"])
             times = init_seconds(local, runtime, props["Handler"], environment, args.runs)
             row = {
                 "function": name,
