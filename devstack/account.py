@@ -10,3 +10,8 @@ CREDENTIALS = {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local"}  
 def arn(service: str, resource: str) -> str:
     """An ARN in this account and region, e.g. arn("lambda", "function:IngestFunction")."""
     return f"arn:aws:{service}:{REGION}:{ACCOUNT}:{resource}"
+
+
+def queue_url(name: str) -> str:
+    """A queue's URL as SQS gives it (moto takes the queue name from it, whatever its host)."""
+    return f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/{name}"

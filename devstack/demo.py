@@ -5,8 +5,10 @@
    (InferenceMode auto: a Lambda batch of AutoBatchThreshold images or more goes to batch transform);
 3. a trickle: upload a mixed set as a user would (a few bad files, names with spaces and unicode);
    the event source mapping hands them to the ingest function in a small batch: serverless endpoint;
-4. a flood: upload many images at once; they arrive in one large batch: a batch transform job, run
-   by the local transform runner, and recorded by the collect function;
+4. a flood: upload many images at once; they arrive in one large batch, packed into a shard for
+   the job builder, which gathers shards over GatherWindowSeconds (shortened to 5 s here, as a
+   user overrides a parameter) into one batch transform job of multi-record requests, run by the
+   local transform runner, and recorded by the collect function;
 5. wait with a progress bar until every upload has an outcome, print them, stop everything.
 Exit 0 only if every upload has an outcome.
 """
@@ -30,6 +32,7 @@ from devstack.stack import Stack, StackOptions, venv_command
 
 FLOOD = 60  # above the template's AutoBatchThreshold (50)
 TIMEOUT_S = 240
+PARAMETERS = {"GatherWindowSeconds": "5"}  # the template's 120 s would make the demo wait
 
 
 def trickle(data: Path) -> dict[str, bytes]:
@@ -76,7 +79,8 @@ def main() -> int:
         model = train_small_model(workdir / "quickmodel")
         print(f"  test accuracy {model.test_accuracy:.0%}; packed as {model.archive.name}")
         print("starting the local stack (moto, model container, Lambda environments, event sources) ...")
-        with Stack(StackOptions(model_archive=model.archive, workdir=workdir / "stack")) as stack:
+        options = StackOptions(model_archive=model.archive, workdir=workdir / "stack", parameters=PARAMETERS)
+        with Stack(options) as stack:
             bucket = stack.names.bucket
             outcomes: dict[str, dict[str, Any]] = {}
             uploads: dict[str, str] = {}
@@ -91,13 +95,18 @@ def main() -> int:
                 print()
             logs = stack.logs
             jobs = stack.runner.finished if stack.runner else []
+            job_records = dict(stack.runner.job_records) if stack.runner else {}
         print(f"stack stopped; logs were in {logs} (removed with the demo's temporary folder)")
 
-    return summarize(uploads, outcomes, jobs, time.monotonic() - started)
+    return summarize(uploads, outcomes, jobs, job_records, time.monotonic() - started)
 
 
 def summarize(
-    uploads: dict[str, str], outcomes: dict[str, dict[str, Any]], jobs: list[dict[str, Any]], elapsed_s: float
+    uploads: dict[str, str],
+    outcomes: dict[str, dict[str, Any]],
+    jobs: list[dict[str, Any]],
+    job_records: dict[str, int],
+    elapsed_s: float,
 ) -> int:
     trickle_rows = [outcomes[k] for k in uploads if k in outcomes and not k.startswith("incoming/flood/")]
     flood_rows = [outcomes[k] for k in uploads if k in outcomes and k.startswith("incoming/flood/")]
@@ -107,8 +116,10 @@ def summarize(
     tally = Counter((r["status"], r["mode"], r.get("breed", r.get("error_code", ""))) for r in flood_rows)
     for (status, mode, what), count in sorted(tally.items()):
         print(f"  {count:>3}  {status:<10} {mode:<10} {what}")
+    print(f"\n  {len(jobs)} transform job(s) for {len(flood_rows)} flood images:")
     for job in jobs:
-        print(f"  transform job {job['detail']['TransformJobName']}: {job['detail']['TransformJobStatus']}")
+        name, status = job["detail"]["TransformJobName"], job["detail"]["TransformJobStatus"]
+        print(f"  transform job {name}: {status}, {job_records.get(name, 0)} images in multi-record requests")
     missing = [key for key in uploads if key not in outcomes]
     statuses = Counter(f"{o['status']} ({o['mode']})" for o in outcomes.values())
     print(

@@ -30,14 +30,17 @@ class SqsTrigger:
     max_concurrency: int
 
     @classmethod
-    def from_properties(cls, props: dict[str, Any]) -> SqsTrigger:
+    def from_properties(cls, props: dict[str, Any], reserved: dict[str, int] | None = None) -> SqsTrigger:
+        """From the mapping's properties; a function's reserved concurrency also caps its batches."""
+        function = str(props["FunctionName"])
+        maximum = int(props.get("ScalingConfig", {}).get("MaximumConcurrency", 1000))
         return cls(
-            function=str(props["FunctionName"]),
+            function=function,
             queue_arn=str(props["EventSourceArn"]),
             batch_size=int(props.get("BatchSize", 10)),
             window_s=float(props.get("MaximumBatchingWindowInSeconds", 0)),
             report_batch_item_failures="ReportBatchItemFailures" in props.get("FunctionResponseTypes", []),
-            max_concurrency=int(props.get("ScalingConfig", {}).get("MaximumConcurrency", 1000)),
+            max_concurrency=min(maximum, (reserved or {}).get(function, maximum)),
         )
 
 

@@ -5,10 +5,12 @@ gives the function; and the SQS event shape Lambda builds from received messages
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import signal
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,9 +75,11 @@ class LambdaFunction:
         self._slots = threading.BoundedSemaphore(concurrency)
         self._lock = threading.Lock()
         self.invocations = 0
+        self.billed_ms = 0  # invocation durations, each rounded up to the millisecond as Lambda bills
 
     def invoke(self, event: dict[str, Any]) -> Invocation:
         with self._slots:
+            started = time.perf_counter()
             worker = self._acquire()
             try:
                 answer = worker.call(event, self.spec.timeout_s)
@@ -85,6 +89,8 @@ class LambdaFunction:
                 return Invocation(False, error=f"Runtime exited: {exc}")
             finally:
                 self._release(worker)
+                with self._lock:
+                    self.billed_ms += math.ceil((time.perf_counter() - started) * 1000)
         if answer["ok"]:
             return Invocation(True, result=answer["result"])
         return Invocation(False, error=f"{answer['errorType']}: {answer['errorMessage']}")

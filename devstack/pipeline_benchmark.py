@@ -7,7 +7,11 @@ For each mode a fresh stack is started; the images are uploaded at once (8 uploa
 ends when every image has its record. Throughput is images per second from the first upload to the
 last record written; latency is each record's own latency_ms (S3 event time to record). The raw
 figure is InvokeEndpoint on the local runtime from EndpointMaxConcurrency threads, with no S3,
-queue, Lambda or DynamoDB in the way; the ratio pipeline/raw is what the orchestration keeps."""
+queue, Lambda or DynamoDB in the way; the ratio pipeline/raw is what the orchestration keeps.
+
+Batch mode gathers queued images for --gather-seconds (GatherWindowSeconds, 120 s on AWS) and each
+job's instances take --startup-seconds to start (minutes on AWS; 0 here unless set): both are
+printed with the figures, with the transform jobs started and their images per job."""
 
 from __future__ import annotations
 
@@ -78,12 +82,15 @@ def pipeline(stack: Stack, photos: list[bytes], mode: str, timeout_s: float) -> 
     statuses = {str(item["status"]) for item in done.values()}
     modes = {str(item["mode"]) for item in done.values()}
     result = figures(len(keys), last - started, [float(item["latency_ms"]) for item in done.values()])
+    jobs = dict(stack.runner.job_records) if stack.runner else {}
     return {
         "mode": f"pipeline, {mode}",
         **result,
         "upload_s": round(uploaded, 2),
         "statuses": sorted(statuses),
         "modes": sorted(modes),
+        "jobs": len(jobs),
+        "images_per_job": round(statistics.mean(jobs.values())) if jobs else 0,
     }
 
 
@@ -103,6 +110,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--modes", nargs="+", choices=["serverless", "batch"], default=["serverless", "batch"])
     parser.add_argument("--model", type=Path, help="a model.tar.gz (default: train a small one)")
     parser.add_argument("--timeout", type=float, default=900, help="seconds to wait for each mode's records")
+    parser.add_argument("--gather-seconds", type=int, default=5, help="GatherWindowSeconds of the local stack")
+    parser.add_argument("--startup-seconds", type=float, default=0.0, help="simulated transform instance start-up")
     parser.add_argument("--json", type=Path, help="also write the results here")
     return parser
 
@@ -122,18 +131,21 @@ def main(args: argparse.Namespace) -> int:
         photos = make_images(data, args.images)
         results: list[dict[str, Any]] = []
         for mode in args.modes:
-            options = StackOptions(archive, workdir / mode, {"InferenceMode": mode})
+            parameters = {"InferenceMode": mode, "GatherWindowSeconds": str(args.gather_seconds)}
+            options = StackOptions(archive, workdir / mode, parameters, transform_startup_s=args.startup_seconds)
             with Stack(options) as stack:
                 if not results:  # the raw endpoint, on the first stack, before any pipeline traffic
                     results.append(raw_endpoint(stack, photos))
                 results.append(pipeline(stack, photos, mode, args.timeout))
     raw = results[0]["images_per_s"]
-    print(f"\n{'':<32} {'images':>6} {'seconds':>8} {'img/s':>7} {'p50 ms':>7} {'p95 ms':>7} {'vs raw':>7}")
+    columns = ("images", 6), ("seconds", 8), ("img/s", 7), ("p50 ms", 7), ("p95 ms", 7), ("vs raw", 7), ("jobs", 5)
+    print(f"\n{'':<32} " + " ".join(f"{name:>{width}}" for name, width in columns) + f" {'img/job':>8}")
     for r in results:
         print(
             f"{r['mode']:<32} {r['images']:>6} {r['seconds']:>8} {r['images_per_s']:>7} {r['p50_ms']:>7} "
-            f"{r['p95_ms']:>7} {r['images_per_s'] / raw:>7.2f}"
+            f"{r['p95_ms']:>7} {r['images_per_s'] / raw:>7.2f} {r.get('jobs', ''):>5} {r.get('images_per_job', ''):>8}"
         )
+    print(f"batch: GatherWindowSeconds {args.gather_seconds}, transform instance start-up {args.startup_seconds:g} s")
     for r in results[1:]:
         print(f"{r['mode']}: uploading took {r['upload_s']} s of its {r['seconds']} s")
     print("latency: raw = one InvokeEndpoint call; pipeline = S3 event time to DynamoDB record (latency_ms)")

@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from devstack.account import ACCOUNT, REGION, arn
+from devstack.account import ACCOUNT, REGION, arn, queue_url
 from devstack.template import declared_environment, load_template, parameter_defaults
 
 
@@ -22,6 +22,8 @@ class LocalNames:
     table: str = "dogbreed-predictions"
     queue: str = "dogbreed-uploads"
     dead_letter_queue: str = "dogbreed-uploads-dlq"
+    job_queue: str = "dogbreed-jobs"
+    job_dead_letter_queue: str = "dogbreed-jobs-dlq"
     job_events_dead_letter_queue: str = "dogbreed-job-events-dlq"
 
 
@@ -30,11 +32,15 @@ class LocalStack:
     names: LocalNames
     queue_url: str
     dead_letter_queue_url: str
+    job_queue_url: str
+    job_dead_letter_queue_url: str
     job_events_dead_letter_queue_url: str
 
 
 def resolve(value: Any, refs: dict[str, Any]) -> Any:
-    """Resolve Ref, Fn::GetAtt and simple Fn::Sub against known values."""
+    """Resolve Ref, Fn::GetAtt, simple Fn::Sub, Fn::Select, Fn::Split and the condition functions
+    (Fn::If, Fn::Equals, Fn::Not, Fn::And, Fn::Or) against known values; a condition's value is
+    refs["Condition::<name>"]."""
     if isinstance(value, dict) and len(value) == 1:
         ((name, arg),) = value.items()
         if name == "Ref":
@@ -43,6 +49,23 @@ def resolve(value: Any, refs: dict[str, Any]) -> Any:
             return refs[".".join(arg)]
         if name == "Fn::Sub" and isinstance(arg, str):
             return re.sub(r"\$\{([^}]+)\}", lambda m: str(refs[m.group(1)]), arg)
+        if name == "Fn::Select":
+            return resolve(arg[1], refs)[int(arg[0])]
+        if name == "Fn::Split":
+            return str(resolve(arg[1], refs)).split(arg[0])
+        if name == "Fn::If":
+            condition, when_true, when_false = arg
+            return resolve(when_true if refs[f"Condition::{condition}"] else when_false, refs)
+        if name == "Condition":
+            return refs[f"Condition::{arg}"]
+        if name == "Fn::Equals":
+            return str(resolve(arg[0], refs)) == str(resolve(arg[1], refs))
+        if name == "Fn::Not":
+            return not resolve(arg[0], refs)
+        if name == "Fn::And":
+            return all(resolve(v, refs) for v in arg)
+        if name == "Fn::Or":
+            return any(resolve(v, refs) for v in arg)
     if isinstance(value, dict):
         return {k: resolve(v, refs) for k, v in value.items()}
     if isinstance(value, list):
@@ -65,6 +88,9 @@ def references(names: LocalNames, parameters: dict[str, Any] | None = None) -> d
             "PredictionsTable": names.table,
             "ImageQueue.Arn": arn("sqs", names.queue),
             "ImageDeadLetterQueue.Arn": arn("sqs", names.dead_letter_queue),
+            "JobQueue": queue_url(names.job_queue),
+            "JobQueue.Arn": arn("sqs", names.job_queue),
+            "JobDeadLetterQueue.Arn": arn("sqs", names.job_dead_letter_queue),
             "JobEventsDeadLetterQueue.Arn": arn("sqs", names.job_events_dead_letter_queue),
         }
     )
@@ -72,6 +98,8 @@ def references(names: LocalNames, parameters: dict[str, Any] | None = None) -> d
         if resource["Type"] == "AWS::Serverless::Function":  # the function's name is its logical id
             refs[logical_id] = logical_id
             refs[f"{logical_id}.Arn"] = arn("lambda", f"function:{logical_id}")
+    for name, condition in template.get("Conditions", {}).items():
+        refs[f"Condition::{name}"] = bool(resolve(condition, refs))
     return refs
 
 
@@ -120,7 +148,9 @@ def provision(
 
     dlq_url = queue("ImageDeadLetterQueue", names.dead_letter_queue)
     job_dlq_url = queue("JobEventsDeadLetterQueue", names.job_events_dead_letter_queue)
-    queue_url = queue("ImageQueue", names.queue)
+    upload_queue_url = queue("ImageQueue", names.queue)
+    job_dead_letter_queue_url = queue("JobDeadLetterQueue", names.job_dead_letter_queue)
+    job_queue_url = queue("JobQueue", names.job_queue)
 
     table = resolve(resources["PredictionsTable"]["Properties"], refs)
     dynamodb.create_table(
@@ -156,4 +186,4 @@ def provision(
             ]
         },
     )
-    return LocalStack(names, queue_url, dlq_url, job_dlq_url)
+    return LocalStack(names, upload_queue_url, dlq_url, job_queue_url, job_dead_letter_queue_url, job_dlq_url)

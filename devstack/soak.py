@@ -2,6 +2,7 @@
 
     make soak                                   # 10,000 images, auto mode
     make soak SOAK_ARGS="--images 2000 --threads 4 --fault-every 20 --upload-seconds 120"
+    make soak SOAK_ARGS="--mode batch --faults none"          # a flood alone: jobs and images per job
 
 Trains a small model, starts the local stack with the template's defaults, and uploads photos from
 several threads while a fault schedule runs, cycling through the faults of FAULTS (each at least
@@ -56,9 +57,15 @@ class FaultSchedule:
     """Apply the faults in turn, every `every_s`, until uploads are done and each fault has run once."""
 
     def __init__(
-        self, stack: Stack, proxies: dict[str, FaultProxy], every_s: float, fault_s: float, s3_delay_s: float
+        self,
+        stack: Stack,
+        proxies: dict[str, FaultProxy],
+        faults: tuple[str, ...],
+        every_s: float,
+        fault_s: float,
+        s3_delay_s: float,
     ) -> None:
-        self.stack, self.proxies = stack, proxies
+        self.stack, self.proxies, self.faults = stack, proxies, faults
         self.every_s, self.fault_s, self.s3_delay_s = every_s, fault_s, s3_delay_s
         self.log = FaultLog()
         self.uploads_done = threading.Event()
@@ -75,8 +82,8 @@ class FaultSchedule:
         self._thread.join()
 
     def _run(self) -> None:
-        for n, fault in enumerate(itertools.cycle(FAULTS)):
-            if self._stop.wait(self.every_s) or (self.uploads_done.is_set() and n >= len(FAULTS)):
+        for n, fault in enumerate(itertools.cycle(self.faults)):
+            if self._stop.wait(self.every_s) or (self.uploads_done.is_set() and n >= len(self.faults)):
                 return
             self.log.add(self.started, fault, self.apply(fault))
 
@@ -86,7 +93,7 @@ class FaultSchedule:
             return f"ingest environment pid {pid}" if pid else "no ingest environment running"
         if fault == "kill-model":
             jobs = self.stack.runner.running.copy().values() if self.stack.runner else []  # a copy: jobs come and go
-            containers = [self.stack.endpoint_container, *jobs]
+            containers = [self.stack.endpoint_container, *(c for instances in jobs for c in instances)]
             pids = [pid for c in containers if c is not None and (pid := c.kill()) is not None]
             return f"model container pids {pids}"
         if fault == "throttle-endpoint":
@@ -130,6 +137,7 @@ def dead_letters(stack: Stack) -> dict[str, int]:
     sqs = stack.client("sqs")
     queues = {
         "uploads": stack.resources.dead_letter_queue_url,
+        "shards": stack.resources.job_dead_letter_queue_url,
         "job events": stack.resources.job_events_dead_letter_queue_url,
     }
     return {
@@ -159,15 +167,18 @@ def run(args: argparse.Namespace, progress: Callable[[int, int], None] | None = 
         )
         try:
             with Stack(options) as stack:
-                schedule = FaultSchedule(stack, proxies, args.fault_every, args.fault_seconds, args.s3_delay).start()
+                faults = tuple(f for f in args.faults.split(",") if f in FAULTS)
+                schedule = FaultSchedule(stack, proxies, faults, args.fault_every, args.fault_seconds, args.s3_delay)
+                schedule.start()
                 uploads = upload(stack, photos(model.data_dir, args.images), args.threads, args.upload_seconds)
                 schedule.uploads_done.set()
                 outcomes = stack.wait_for_outcomes(uploads, args.timeout, progress)
                 schedule.stop()
                 assert stack.runtime is not None and stack.runner is not None
-                model_calls = sum(stack.runtime.answered.values()) + stack.runner.requests
+                model_calls = sum(stack.runtime.answered.values()) + stack.runner.records
                 letters = dead_letters(stack)
                 jobs = len(stack.runner.finished)
+                job_images = sorted(stack.runner.job_records.values(), reverse=True)
         finally:
             for proxy in proxies.values():
                 proxy.stop()
@@ -181,6 +192,7 @@ def run(args: argparse.Namespace, progress: Callable[[int, int], None] | None = 
         "model_calls": model_calls,
         "model_calls_beyond_one_per_image": model_calls - len(uploads),
         "transform_jobs": jobs,
+        "images_per_job": job_images,
         "dead_letters": letters,
         "faults": [{"at_s": at, "fault": fault, "detail": detail} for at, fault, detail in schedule.log.applied],
         "fault_counts": dict(schedule.log.counts()),
@@ -208,7 +220,7 @@ def report(result: dict[str, Any]) -> None:
     print(f"images without an outcome: {result['without_outcome']}")
     print(
         f"model calls: {result['model_calls']:,} ({result['model_calls_beyond_one_per_image']:,} beyond one "
-        f"per image); transform jobs: {result['transform_jobs']}"
+        f"per image); transform jobs: {result['transform_jobs']}, images per job: {result['images_per_job']}"
     )
     print(", ".join(f"dead-letter messages ({name}): {n}" for name, n in result["dead_letters"].items()))
     print(f"wall time: {result['wall_s']:.0f} s")
@@ -220,6 +232,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--mode", choices=("auto", "serverless", "batch"), default="auto")
     parser.add_argument("--threads", type=int, default=4, help="upload threads")
     parser.add_argument("--upload-seconds", type=float, default=0, help="spread the uploads over this long")
+    parser.add_argument("--faults", default=",".join(FAULTS), help="comma-separated, of: " + ", ".join(FAULTS))
     parser.add_argument("--fault-every", type=float, default=30, help="seconds between faults")
     parser.add_argument("--fault-seconds", type=float, default=10, help="how long a throttle or delay lasts")
     parser.add_argument("--s3-delay", type=float, default=1.0, help="seconds each S3 request is held in a delay")

@@ -39,6 +39,7 @@ from devstack.account import ACCOUNT, CREDENTIALS, REGION
 from devstack.container import ModelContainer, unpack_model
 from devstack.event_sources import ASYNC_RETRY_DELAYS_S, EventBus, RuleTarget, SqsPoller, SqsTrigger
 from devstack.lambda_runtime import FunctionSpec, LambdaFunction
+from devstack.meter import OBSERVER, RequestMeter
 from devstack.provision import (
     LocalNames,
     LocalStack,
@@ -51,7 +52,7 @@ from devstack.provision import (
 )
 from devstack.runtime import RuntimeServer
 from devstack.template import TEMPLATE_PATH, load_template, parameter_defaults, translate
-from devstack.transform import TransformRunner
+from devstack.transform import TransformRunner, limit_jobs_in_flight
 from pipeline.logic.s3uri import S3Uri
 
 log = logging.getLogger("devstack")
@@ -75,6 +76,10 @@ class StackOptions:
     function_endpoints: Mapping[str, str] = field(default_factory=dict)
     # Waits before Lambda's two retries of a failed async invocation (AWS: about 1 and 2 minutes).
     async_retry_delays_s: tuple[float, ...] = ASYNC_RETRY_DELAYS_S
+    # A transform job's instances take this long to start (on AWS: minutes).
+    transform_startup_s: float = 0.0
+    # The account's quota as jobs in flight: beyond it CreateTransformJob answers ResourceLimitExceeded.
+    transform_quota: int | None = None
 
 
 class TranslatedTemplate:
@@ -93,7 +98,10 @@ class TranslatedTemplate:
         }
 
     def functions(self) -> dict[str, dict[str, Any]]:
-        return self.of_type("AWS::Lambda::Function", "Handler", "Timeout", "MemorySize", "DeadLetterConfig")
+        return self.of_type(
+            "AWS::Lambda::Function", "Handler", "Timeout", "MemorySize", "DeadLetterConfig",
+            "ReservedConcurrentExecutions",
+        )  # fmt: skip
 
     def sqs_event_source_mappings(self) -> list[dict[str, Any]]:
         mappings = self.of_type(
@@ -117,6 +125,7 @@ class Stack:
         self.bus: EventBus | None = None
         self.runtime: RuntimeServer | None = None
         self.endpoint_container: ModelContainer | None = None
+        self.meter: RequestMeter | None = None
         self.endpoint_url = ""
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -154,7 +163,12 @@ class Stack:
         template = TranslatedTemplate(
             translate(load_template(), self.parameters)["Resources"], self.names, self.parameters
         )
-        triggers = [SqsTrigger.from_properties(p) for p in template.sqs_event_source_mappings()]
+        reserved = {
+            name: int(props["ReservedConcurrentExecutions"])
+            for name, props in template.functions().items()
+            if "ReservedConcurrentExecutions" in props
+        }
+        triggers = [SqsTrigger.from_properties(p, reserved) for p in template.sqs_event_source_mappings()]
         self._start_functions(template, {t.function: t.max_concurrency for t in triggers})
         self._start_event_bus(template)
         self._start_transform_runner()
@@ -167,6 +181,9 @@ class Stack:
         moto = ThreadedMotoServer(ip_address="127.0.0.1", port=self.options.moto_port, verbose=False)
         moto.start()
         self._stoppers.append(moto.stop)
+        server = moto._server  # werkzeug's server, which calls its .app per request
+        assert server is not None
+        self.meter = server.app = RequestMeter(server.app)
         host, port = moto.get_host_and_port()
         self.endpoint_url = f"http://{host}:{port}"
         requests.post(f"{self.endpoint_url}/moto-api/reset", timeout=10)  # moto's state is per process
@@ -174,10 +191,12 @@ class Stack:
     def _provision(self) -> None:
         self.resources = provision(self.clients(), self.names, self.parameters)
         if self.options.visibility_timeout_s is not None:
-            self.client("sqs").set_queue_attributes(
-                QueueUrl=self.resources.queue_url,
-                Attributes={"VisibilityTimeout": str(self.options.visibility_timeout_s)},
-            )
+            for queue_url in (self.resources.queue_url, self.resources.job_queue_url):
+                self.client("sqs").set_queue_attributes(
+                    QueueUrl=queue_url, Attributes={"VisibilityTimeout": str(self.options.visibility_timeout_s)}
+                )
+        if self.options.transform_quota is not None:
+            limit_jobs_in_flight(self.options.transform_quota)
 
     def _start_endpoint(self) -> None:
         self.endpoint_container = endpoint = self.start_container(self.parameters["ModelName"], {}, "endpoint")
@@ -214,7 +233,14 @@ class Stack:
 
     def _start_transform_runner(self) -> None:
         assert self.bus is not None
-        self.runner = TransformRunner(self.client("sagemaker"), self.client("s3"), self.start_container, self.bus.put)
+        self.runner = TransformRunner(
+            self.client("sagemaker"),
+            self.client("s3"),
+            self.start_container,
+            self.bus.put,
+            parallel_jobs=max(2, int(self.parameters["MaxTransformJobsInFlight"])),
+            startup_s=self.options.transform_startup_s,
+        )
         self._stoppers.append(self.runner.start().stop)
 
     def _start_pollers(self, triggers: list[SqsTrigger]) -> None:
@@ -226,14 +252,15 @@ class Stack:
 
     # -- parts -------------------------------------------------------------------------------
 
-    def client(self, service: str) -> Any:
-        """A boto3 client for this stack (sagemaker-runtime goes to the local runtime, the rest to moto)."""
+    def client(self, service: str, *, observer: bool = False) -> Any:
+        """A boto3 client for this stack (sagemaker-runtime goes to the local runtime, the rest to moto).
+        An observer's requests (a user uploading and watching) are not metered."""
         local_runtime = service == "sagemaker-runtime" and self.runtime is not None
         return boto3.client(
             service,
             endpoint_url=self.runtime.url if local_runtime and self.runtime else self.endpoint_url,
             region_name=REGION,
-            aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
+            aws_access_key_id=OBSERVER if observer else CREDENTIALS["AWS_ACCESS_KEY_ID"],
             aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
         )
 
@@ -242,7 +269,7 @@ class Stack:
 
     def upload(self, files: Mapping[str, bytes], threads: int = 8) -> dict[str, str]:
         """Put objects in the images bucket as a user would; returns each key's ETag."""
-        s3 = self.client("s3")
+        s3 = self.client("s3", observer=True)
 
         def put(item: tuple[str, bytes]) -> tuple[str, str]:
             key, body = item
@@ -256,7 +283,7 @@ class Stack:
     ) -> dict[str, dict[str, Any]]:
         """Poll the table until each key has a final outcome (not PENDING) for the content it was
         uploaded with, or time runs out; returns the records found."""
-        predictions = Predictions(self.client("dynamodb"), self.names.table)
+        predictions = Predictions(self.client("dynamodb", observer=True), self.names.table)
         found: dict[str, dict[str, Any]] = {}
         deadline = time.monotonic() + timeout_s
         while True:

@@ -1,15 +1,25 @@
 """A local batch transform: moto records CreateTransformJob (as Completed, at once) but never runs a
-job. The runner finds each new job and runs it as SageMaker does: start the job's model container
-with the model's environment plus the job's, send one request per input object (a manifest's
-entries, or every object under a prefix), write `<S3OutputPath>/<relative key>.out`, fail the job
-with a reason when the container fails, and publish the "SageMaker Transform Job State Change"
-event to the event bus."""
+job. The runner finds each new job and runs it as SageMaker does:
+- after a simulated instance start-up delay, start InstanceCount model containers with the model's
+  environment plus the job's; the input objects (a manifest's entries, or every object under a
+  prefix) are partitioned between them by object;
+- SplitType=None sends each object whole; SplitType=Line splits it into records, and
+  BatchStrategy=MultiRecord packs as many whole records as fit in MaxPayloadInMB into one request
+  (SingleRecord sends one each); up to MaxConcurrentTransforms requests per instance at once;
+- AssembleWith=Line writes the answers of an object in input order, a newline after each, to
+  `<S3OutputPath>/<relative key>.out`;
+- a failed request (after InvocationsMaxRetries) or a container that never becomes healthy fails
+  the job with a reason; the "SageMaker Transform Job State Change" event goes to the event bus.
+
+`limit_jobs_in_flight` makes moto's CreateTransformJob answer ResourceLimitExceeded, as an
+account's transform-instance quota does."""
 
 from __future__ import annotations
 
 import json
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -39,6 +49,34 @@ class JobFailed(Exception):
     """The job stops here; its message is the job's FailureReason."""
 
 
+def limit_jobs_in_flight(limit: int) -> Callable[[], None]:
+    """Make CreateTransformJob refuse a job while `limit` jobs are InProgress, as SageMaker does when
+    the account's quota of transform instances is used up. moto runs in this process. Returns what
+    lifts the limit."""
+    from moto.sagemaker.exceptions import SagemakerClientError
+    from moto.sagemaker.models import SageMakerModelBackend, sagemaker_backends
+
+    class ResourceLimitExceeded(SagemakerClientError):
+        code = "ResourceLimitExceeded"
+
+    backend = sagemaker_backends[ACCOUNT][REGION]
+    create = SageMakerModelBackend.create_transform_job
+
+    def create_within_quota(*args: Any, **kwargs: Any) -> Any:
+        running = sum(job.transform_job_status == "InProgress" for job in backend.transform_jobs.values())
+        if running >= limit:
+            raise ResourceLimitExceeded(
+                f"The account-level service limit 'ml.m5.xlarge for transform job usage' is {limit} Instances, "
+                f"with current utilization of {running} Instances and a request delta of 1 Instances."
+            )
+        job = create(backend, *args, **kwargs)
+        job.transform_job_status = "InProgress"  # the truth until the runner finishes it
+        return job
+
+    backend.create_transform_job = create_within_quota  # type: ignore[method-assign]
+    return lambda: vars(backend).pop("create_transform_job", None)
+
+
 def set_moto_status(name: str, status: str, reason: str = "") -> None:
     """Tell the truth in DescribeTransformJob: moto keeps its state in this process, where it
     records every job as Completed at creation."""
@@ -63,15 +101,20 @@ class TransformRunner:
         *,
         parallel_jobs: int = 2,
         poll_s: float = 0.5,
+        startup_s: float = 0.0,
     ) -> None:
         self.sagemaker = sagemaker
         self.s3 = s3
         self.start_container = start_container
         self.publish = publish
         self.poll_s = poll_s
+        self.startup_s = startup_s  # each job's instances take this long to start (SageMaker: minutes)
         self.finished: list[dict[str, Any]] = []  # the events of the jobs run so far
-        self.running: dict[str, Container] = {}  # job name -> its container, while the job runs
+        self.running: dict[str, list[Container]] = {}  # job name -> its instances' containers, while it runs
         self.requests = 0  # requests sent to model containers, retries included
+        self.records = 0  # records (images) in those requests
+        self.job_records: dict[str, int] = {}  # job name -> records its requests carried
+        self.instance_seconds: dict[str, float] = {}  # job name -> its instances' running time, start-up excluded
         self._count = threading.Lock()
         self._seen: set[str] = set()
         self._pool = ThreadPoolExecutor(parallel_jobs, thread_name_prefix="transform-job")
@@ -118,19 +161,26 @@ class TransformRunner:
         job = self.sagemaker.describe_transform_job(TransformJobName=name)
         set_moto_status(name, "InProgress")
         status, reason = "Completed", ""
-        container: Container | None = None
+        containers: list[Container] = []
         try:
-            container = self.start_container(job["ModelName"], dict(job.get("Environment", {})), name)
-            self.running[name] = container
-            self._transform(job, container)
+            time.sleep(self.startup_s)
+            running_since = time.perf_counter()
+            count = int(job["TransformResources"].get("InstanceCount", 1))
+            for number in range(count):
+                job_env = dict(job.get("Environment", {}))
+                containers.append(self.start_container(job["ModelName"], job_env, f"{name}-{number + 1}"))
+            self.running[name] = containers
+            self._transform(job, containers)
         except JobFailed as exc:
             status, reason = "Failed", str(exc)
         except WorkerDied as exc:  # the container never became healthy
             status, reason = "Failed", f"AlgorithmError: {exc}"
         finally:
             self.running.pop(name, None)
-            if container is not None:
+            for container in containers:
                 container.stop()
+            if containers:
+                self.instance_seconds[name] = (time.perf_counter() - running_since) * len(containers)
         set_moto_status(name, status, reason)
         log.info("transform job %s %s %s", name, status.lower(), reason)
         return self._event(self.sagemaker.describe_transform_job(TransformJobName=name), status, reason)
@@ -153,31 +203,77 @@ class TransformRunner:
                 for obj in page.get("Contents", []):
                     yield uri.bucket, obj["Key"], obj["Key"][len(uri.key) :]
 
-    def _transform(self, job: dict[str, Any], container: Container) -> None:
+    def _transform(self, job: dict[str, Any], containers: list[Container]) -> None:
+        objects = list(self._inputs(job))
+        with ThreadPoolExecutor(len(containers), thread_name_prefix="transform-instance") as instances:
+            runs = [
+                instances.submit(self._run_instance, job, container, objects[number :: len(containers)])
+                for number, container in enumerate(containers)
+            ]
+            for run in runs:
+                run.result()  # the first instance to fail fails the job
+
+    def _run_instance(self, job: dict[str, Any], container: Container, objects: list[tuple[str, str, str]]) -> None:
         output = S3Uri.parse(job["TransformOutput"]["S3OutputPath"].rstrip("/") + "/")
+        newline = job["TransformOutput"].get("AssembleWith", "None") == "Line"
+        concurrency = int(job.get("MaxConcurrentTransforms") or 1)
+        with ThreadPoolExecutor(concurrency, thread_name_prefix="transform-request") as requests:
+            for bucket, key, relative in objects:
+                try:
+                    body = self.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+                except Exception as exc:
+                    raise JobFailed(f"ClientError: cannot read s3://{bucket}/{key}: {exc}") from exc
+                batches = self._requests(job, body, f"s3://{bucket}/{key}")
+                answers = list(requests.map(self._invoke, [job] * len(batches), [container] * len(batches), batches))
+                assembled = b"".join(answer + b"\n" if newline else answer for answer in answers)
+                self.s3.put_object(Bucket=output.bucket, Key=f"{output.key}{relative}.out", Body=assembled)
+
+    @staticmethod
+    def _requests(job: dict[str, Any], body: bytes, where: str) -> list[tuple[bytes, int]]:
+        """The requests (payload, record count) an object becomes under the job's split and batch strategy."""
+        max_bytes = int(job.get("MaxPayloadInMB", 6)) * 1_000_000
+        if job["TransformInput"].get("SplitType", "None") != "Line":
+            if len(body) > max_bytes:
+                raise JobFailed(f"ClientError: {where} is larger than MaxPayloadInMB")
+            return [(body, 1)]
+        records = [line for line in body.split(b"\n") if line.strip()]
+        if job.get("BatchStrategy", "MultiRecord") != "MultiRecord":
+            return [(record, 1) for record in records]
+        batches: list[tuple[bytes, int]] = []
+        current: list[bytes] = []
+        size = 0
+        for record in records:
+            if len(record) > max_bytes:
+                raise JobFailed(f"ClientError: a record of {where} is larger than MaxPayloadInMB")
+            if current and size + 1 + len(record) > max_bytes:
+                batches.append((b"\n".join(current), len(current)))
+                current, size = [], 0
+            current.append(record)
+            size += len(record) + 1
+        if current:
+            batches.append((b"\n".join(current), len(current)))
+        return batches
+
+    def _invoke(self, job: dict[str, Any], container: Container, batch: tuple[bytes, int]) -> bytes:
         content_type = job["TransformInput"].get("ContentType", "application/octet-stream")
         accept = job["TransformOutput"].get("Accept", "application/json")
-        max_bytes = int(job.get("MaxPayloadInMB", 6)) * 1_000_000
         retries = int(job.get("ModelClientConfig", {}).get("InvocationsMaxRetries", 3))
-        for bucket, key, relative in self._inputs(job):
-            try:
-                body = self.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-            except Exception as exc:
-                raise JobFailed(f"ClientError: cannot read s3://{bucket}/{key}: {exc}") from exc
-            if len(body) > max_bytes:
-                raise JobFailed(f"ClientError: s3://{bucket}/{key} is larger than MaxPayloadInMB")
-            for _ in range(retries + 1):
-                with self._count:
-                    self.requests += 1
-                status, _, answer = container.invoke(body, content_type, accept)
-                if status < 500:
-                    break
-            if status != 200:
-                raise JobFailed(
-                    f"AlgorithmError: the model container answered {status} for s3://{bucket}/{key}: "
-                    f"{answer[:200].decode(errors='replace')}"
-                )
-            self.s3.put_object(Bucket=output.bucket, Key=f"{output.key}{relative}.out", Body=answer)
+        body, records = batch
+        for _ in range(retries + 1):
+            with self._count:
+                self.requests += 1
+                self.records += records
+                name = job["TransformJobName"]
+                self.job_records[name] = self.job_records.get(name, 0) + records
+            status, _, answer = container.invoke(body, content_type, accept)
+            if status < 500:
+                break
+        if status != 200:
+            raise JobFailed(
+                f"AlgorithmError: the model container answered {status} for a request: "
+                f"{answer[:200].decode(errors='replace')}"
+            )
+        return answer
 
     @staticmethod
     def _event(job: dict[str, Any], status: str, reason: str) -> dict[str, Any]:

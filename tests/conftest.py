@@ -132,7 +132,9 @@ def aws(
     runtime.reset()
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_url)
     monkeypatch.setenv("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", runtime.url)
-    for key, value in {**function_environment("IngestFunction"), **function_env}.items():
+    functions = ("IngestFunction", "BuildJobsFunction", "CollectFunction")
+    environment = {k: v for f in functions for k, v in function_environment(f).items()}
+    for key, value in {**environment, **function_env}.items():
         monkeypatch.setenv(key, value)
     _clear_function_caches()
     clients = {name: boto3.client(name) for name in ("s3", "sqs", "dynamodb", "sagemaker")}
@@ -149,11 +151,13 @@ def aws(
 
 def _clear_function_caches() -> None:
     from pipeline.adapters.clients import client
+    from pipeline.handlers.build_jobs import build_jobs
     from pipeline.handlers.collect import build_collect
     from pipeline.handlers.ingest import build_ingest
 
     client.cache_clear()
     build_ingest.cache_clear()
+    build_jobs.cache_clear()
     build_collect.cache_clear()
 
 

@@ -1,13 +1,15 @@
 """Each function's settings, read once from the environment template.yaml gives that function.
 
-Handlers read these; the logic layer gets only the values it needs (IngestRules, RoutingPolicy)."""
+Handlers read these; the logic layer gets only the values it needs (IngestRules, BuildRules)."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 
+from pipeline.logic.build import BuildRules
 from pipeline.logic.ingest import IngestRules
 from pipeline.logic.jobs import JobLayout
 from pipeline.logic.outcomes import Mode
@@ -45,43 +47,65 @@ class TransformResources:
     instance_count: int
     max_payload_mb: int
 
-    @property
-    def max_payload_bytes(self) -> int:
-        return self.max_payload_mb * 1_000_000  # as MaxPayloadInMB and TorchServe count
+
+def batch_max_bytes(max_payload_mb: int) -> int:
+    """The largest image a transform job takes: its base64 record, with a key of up to 1,024
+    characters, must fit in one request of MaxPayloadInMB (counted as 10**6 bytes, as SageMaker and
+    TorchServe count)."""
+    return (max_payload_mb * 1_000_000 - 8_000) * 3 // 4
 
 
 @dataclass(frozen=True)
 class IngestSettings:
     table_name: str
     endpoint_name: str
-    transform: TransformResources
+    job_queue_url: str
     rules: IngestRules
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> IngestSettings:
+        env = _Environment(environ)
+        rules = IngestRules(
+            routing=RoutingPolicy(
+                mode=env.mode("INFERENCE_MODE"),
+                auto_batch_threshold=env.number("AUTO_BATCH_THRESHOLD"),
+                batch_max_bytes=batch_max_bytes(env.number("TRANSFORM_MAX_PAYLOAD_MB")),
+                max_image_pixels=env.number("MAX_IMAGE_PIXELS"),
+            ),
+            shard_prefix=env.text("SHARD_PREFIX"),
+            model_name=env.text("MODEL_NAME"),
+            max_receive_count=env.number("MAX_RECEIVE_COUNT"),
+        )
+        return cls(env.text("TABLE_NAME"), env.text("ENDPOINT_NAME"), env.text("JOB_QUEUE_URL"), rules)
+
+
+@dataclass(frozen=True)
+class BuildSettings:
+    table_name: str
+    transform: TransformResources
+    rules: BuildRules
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> BuildSettings:
         env = _Environment(environ)
         transform = TransformResources(
             instance_type=env.text("TRANSFORM_INSTANCE_TYPE"),
             instance_count=env.number("TRANSFORM_INSTANCE_COUNT"),
             max_payload_mb=env.number("TRANSFORM_MAX_PAYLOAD_MB"),
         )
-        rules = IngestRules(
-            routing=RoutingPolicy(
-                mode=env.mode("INFERENCE_MODE"),
-                auto_batch_threshold=env.number("AUTO_BATCH_THRESHOLD"),
-                batch_max_bytes=transform.max_payload_bytes,
-                max_image_pixels=env.number("MAX_IMAGE_PIXELS"),
-            ),
+        rules = BuildRules(
             jobs=JobLayout(
                 job_prefix=env.text("TRANSFORM_JOB_PREFIX"),
-                input_prefix=env.text("INPUT_PREFIX"),
+                shard_prefix=env.text("SHARD_PREFIX"),
                 manifest_prefix=env.text("MANIFEST_PREFIX"),
                 output_prefix=env.text("OUTPUT_PREFIX"),
             ),
             model_name=env.text("MODEL_NAME"),
-            max_receive_count=env.number("MAX_RECEIVE_COUNT"),
+            max_images_per_job=env.number("MAX_IMAGES_PER_JOB"),
+            max_jobs_in_flight=env.number("MAX_TRANSFORM_JOBS_IN_FLIGHT"),
+            max_wait=timedelta(minutes=env.number("MAX_BATCH_WAIT_MINUTES")),
         )
-        return cls(env.text("TABLE_NAME"), env.text("ENDPOINT_NAME"), transform, rules)
+        return cls(env.text("TABLE_NAME"), transform, rules)
 
 
 @dataclass(frozen=True)

@@ -7,11 +7,18 @@ a link to this file, so the Lambda package carries the same code), and the tests
                        "top5": [{"label": "069", "class_name": "French_bulldog", "probability": 0.91}, ...]}
     an error record   {"error": {"code": "InvalidImage", "message": "cannot decode the image: ..."}}
 
+Batch transform jobs send many images per request as JSON Lines (application/jsonlines): each
+input line is a record {"id": "<image key>", "image": "<base64 bytes>"}, and the handler answers
+one line per input line, in order, each an answer above with the record's "id" added. One bad image
+is one error-record line; it never fails the request or the job.
+
 Standard library only: this module runs in the model container and in the Lambda functions.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -71,6 +78,57 @@ def to_json(answer: Answer) -> dict[str, Any]:
 
 def dumps(answer: Answer) -> str:
     return json.dumps(to_json(answer))
+
+
+# -- multi-record requests (JSON Lines) ------------------------------------------------------
+
+JSON_LINES = "application/jsonlines"
+
+
+class BrokenRecord(ValueError):
+    """An input line that is not a record: the whole request is malformed."""
+
+
+def dumps_record(record_id: str, image: bytes) -> bytes:
+    """One input line (without its newline)."""
+    return json.dumps({"id": record_id, "image": base64.b64encode(image).decode("ascii")}).encode()
+
+
+def record_size(image_bytes: int, record_id: str) -> int:
+    """The length of dumps_record's line for an image of this size, plus its newline."""
+    return 4 * ((image_bytes + 2) // 3) + len(json.dumps(record_id)) + len('{"id": , "image": ""}\n')
+
+
+def loads_record(line: bytes | str) -> tuple[str, bytes]:
+    """(id, image bytes) of one input line; raises BrokenRecord."""
+    try:
+        doc = json.loads(line)
+        return str(doc["id"]), base64.b64decode(doc["image"], validate=True)
+    except (ValueError, KeyError, TypeError, binascii.Error) as exc:
+        raise BrokenRecord(f"not a record of {{'id', 'image'}}: {exc!r}") from exc
+
+
+def dumps_line(record_id: str, answer: Answer) -> str:
+    """One output line: the answer for the record with this id."""
+    return json.dumps({"id": record_id, **to_json(answer)})
+
+
+def loads_lines(body: bytes) -> tuple[dict[str, Answer], list[str]]:
+    """The answers of a multi-record output by record id, and a description of each line that
+    could not be read (it belongs to no known record)."""
+    answers: dict[str, Answer] = {}
+    broken: list[str] = []
+    for number, line in enumerate(body.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            doc = json.loads(line)
+            if not isinstance(doc, dict) or not isinstance(doc.get("id"), str):
+                raise BrokenAnswer("the line has no record id")
+            answers[doc["id"]] = from_json(doc)
+        except (ValueError, UnicodeDecodeError) as exc:
+            broken.append(f"line {number}: {exc}")
+    return answers, broken
 
 
 def from_json(doc: object) -> Answer:

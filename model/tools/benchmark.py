@@ -8,6 +8,10 @@ Both handlers serve the same 133-class ResNet-18 weights on the same JPEGs, one 
 FP32 model under no_grad, the full image decoded, transforms.Resize(256) + CenterCrop(224).
 Measured: warm throughput (images/s) and cold start (process start to first prediction).
 Serverless endpoints are CPU-only, so these are the numbers users pay for.
+
+Then our handler as batch transform jobs call it: multi-record JSON Lines requests of 1, 8 and 32
+images (--batch-sizes), each request decoded, preprocessed, classified in one forward pass and
+answered a line per image; on CUDA when the machine has a GPU.
 """
 
 from __future__ import annotations
@@ -107,6 +111,38 @@ def throughput(handler: Handler, images: list[bytes], rounds: int) -> float:
     return best
 
 
+def batched_throughput(model_dir: Path, images: list[bytes], batch_sizes: list[int], rounds: int) -> dict[int, float]:
+    """Best images/s of our handler on multi-record requests of each size: decode, preprocess,
+    one forward pass per request, one answer line per image."""
+    import answers
+    import inference
+
+    model = inference.model_fn(str(model_dir))
+    rates: dict[int, float] = {}
+    for size in batch_sizes:
+        model.batch_size = size
+        requests = [
+            b"\n".join(
+                answers.dumps_record(f"image-{start + n}", body) for n, body in enumerate(images[start : start + size])
+            )
+            for start in range(0, len(images), size)
+        ]
+
+        def handle(body: bytes) -> None:
+            answer = inference.predict_fn(inference.input_fn(body, answers.JSON_LINES), model)
+            inference.output_fn(answer, answers.JSON_LINES)
+
+        handle(requests[0])  # warm-up
+        best = 0.0
+        for _ in range(rounds):
+            started = time.perf_counter()
+            for body in requests:
+                handle(body)
+            best = max(best, len(images) / (time.perf_counter() - started))
+        rates[size] = best
+    return rates
+
+
 def cold_start(kind: str, model_dir: Path, image: Path) -> float:
     """Seconds from starting a fresh Python process to its first prediction."""
     env = {**os.environ, "PYTHONPATH": str(SERVING_DIR)}
@@ -154,7 +190,13 @@ def make_jpegs(count: int, size: tuple[int, int], seed: int = 0) -> list[bytes]:
 def main(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
-    results: dict[str, Any] = {"torch": torch.__version__, "threads": torch.get_num_threads(), "sizes": {}}
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    results: dict[str, Any] = {
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
+        "sizes": {},
+    }
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = make_model_dir(Path(tmp))
         handlers = {kind: load(kind, model_dir) for kind in ("baseline", "ours")}
@@ -168,6 +210,13 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                 "ours_images_per_s": round(rates["ours"], 1),
                 "ratio": round(rates["ours"] / rates["baseline"], 2),
             }
+        images = make_jpegs(args.images, (500, 375))
+        sizes = [int(v) for v in args.batch_sizes.split(",")]
+        batched = batched_throughput(model_dir, images, sizes, args.rounds)
+        results["batched_500x375"] = {
+            str(size): {"images_per_s": round(rate, 1), "vs_batch_1": round(rate / batched[sizes[0]], 2)}
+            for size, rate in batched.items()
+        }
         first = Path(tmp) / "first.jpg"
         first.write_bytes(make_jpegs(1, (500, 375))[0])
         cold: dict[str, list[float]] = {"baseline": [], "ours": []}
@@ -192,6 +241,9 @@ def report(results: dict[str, Any]) -> None:
             f"{size:>10} {row['mean_jpeg_kb']:>8} {row['baseline_images_per_s']:>15} "
             f"{row['ours_images_per_s']:>11} {row['ratio']:>13}x"
         )
+    print(f"our handler, multi-record requests (batch transform) of 500x375 JPEGs on {results['device']}:")
+    for size, row in results["batched_500x375"].items():
+        print(f"{size:>6} images/request {row['images_per_s']:>8} img/s {row['vs_batch_1']:>6}x batch 1")
     cold = results["cold_start_s"]
     print(
         f"cold start (process start to first prediction, median): baseline {cold['baseline']} s, "
@@ -205,6 +257,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--rounds", type=int, default=3, help="timed passes per handler (best counts)")
     parser.add_argument("--sizes", default="500x375,1600x1200", help="image sizes, WIDTHxHEIGHT, comma-separated")
     parser.add_argument("--cold-starts", type=int, default=3)
+    parser.add_argument("--batch-sizes", default="1,8,32", help="images per multi-record request, comma-separated")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--first-prediction", nargs=3, metavar=("KIND", "MODEL_DIR", "IMAGE"), help=argparse.SUPPRESS)
     return parser

@@ -234,6 +234,7 @@ def transform(args: argparse.Namespace) -> str:
         instance_type=args.instance_type,
         instance_count=args.instance_count,
         max_payload_mb=args.max_payload_mb,
+        multi_record=False,  # raw images, one per object
     )
     client.create_transform_job(**request)
     print(f"transform job {name} started; outputs: {args.output}<key>.out")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from pipeline.logic import answers
-from pipeline.logic.errors import ObjectChanged, RejectedImage, TransientError
+from pipeline.logic.errors import NoCapacity, ObjectChanged, RejectedImage, TransientError
 from pipeline.logic.outcomes import ImageRef, Outcome
 from pipeline.logic.ports import ObjectData, StoredImage, may_record, may_settle
 from tests.fakes.sagemaker_runtime import model_answer
@@ -60,6 +60,10 @@ class MemoryObjects(Faults):
     def put_json(self, bucket: str, key: str, doc: object) -> None:
         self.check()
         self.objects[bucket, key] = json.dumps(doc).encode()
+
+    def put_bytes(self, bucket: str, key: str, data: bytes, content_type: str) -> None:
+        self.check()
+        self.objects[bucket, key] = data
 
     def get_if_exists(self, bucket: str, key: str) -> bytes | None:
         self.check()
@@ -137,13 +141,39 @@ class Job:
 
 
 class MemoryTransformJobs(Faults):
-    def __init__(self) -> None:
+    """Jobs run until `finish` is called. With a quota, a job beyond it is refused as SageMaker
+    refuses it (NoCapacity, from ResourceLimitExceeded)."""
+
+    def __init__(self, quota: int | None = None) -> None:
         super().__init__()
         self.jobs: dict[str, Job] = {}
+        self.finished: set[str] = set()
+        self.quota = quota
 
     def exists(self, name: str) -> bool:
         return name in self.jobs
 
+    def in_flight(self) -> int:
+        self.check()
+        return len(self.jobs.keys() - self.finished)
+
     def start(self, name: str, manifest_uri: str, output_uri: str) -> None:
         self.check()
-        self.jobs.setdefault(name, Job(name, manifest_uri, output_uri))
+        if name in self.jobs:
+            return
+        if self.quota is not None and len(self.jobs.keys() - self.finished) >= self.quota:
+            raise NoCapacity("ResourceLimitExceeded: the account's transform instance quota is used up")
+        self.jobs[name] = Job(name, manifest_uri, output_uri)
+
+    def finish(self, *names: str) -> None:
+        self.finished.update(names or self.jobs)
+
+
+class MemoryJobQueue(Faults):
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[str] = []
+
+    def send(self, body: str) -> None:
+        self.check()
+        self.messages.append(body)

@@ -18,6 +18,14 @@ class FakeContainer:
         self.fail_for = fail_for
 
     def invoke(self, body: bytes, content_type: str, accept: str) -> tuple[int, str, bytes]:
+        if content_type == answers.JSON_LINES:  # many records: an answer line each
+            lines = []
+            for line in body.split(b"\n"):
+                record_id, image = answers.loads_record(line)
+                if image == self.fail_for:
+                    return 500, "text/plain", b"worker died"
+                lines.append(answers.dumps_line(record_id, model_answer(image, "application/x-image")[1]))
+            return 200, answers.JSON_LINES, "\n".join(lines).encode()
         if body == self.fail_for:
             return 500, "text/plain", b"worker died"
         status, answer = model_answer(body, content_type)

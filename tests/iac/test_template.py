@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 
 from devstack.account import REGION
-from devstack.provision import function_environment
+from devstack.provision import LocalNames, function_environment, references, resolve
 from devstack.template import declared_environment, load_template, translate
-from pipeline.config import CollectSettings, IngestSettings
+from pipeline.config import BuildSettings, CollectSettings, IngestSettings
 from tests.conftest import REPO
 
 SAM = REPO / ".venv-sam" / "bin"
@@ -28,6 +28,7 @@ STAR_RESOURCE_ALLOWED = {
     "xray:PutTelemetryRecords": "X-Ray has no resource-level permissions",
     "ecr:GetAuthorizationToken": "the ECR login token is account-wide",
     "cloudwatch:PutMetricData": "metrics have no ARN; limited by a cloudwatch:namespace condition instead",
+    "sagemaker:ListTransformJobs": "list actions have no resource-level permissions; read-only (jobs in flight)",
 }
 
 
@@ -159,14 +160,31 @@ def policy(translated: dict[str, Any], role: str) -> dict[str, dict[str, Any]]:
 def test_ingest_role_grants_only_what_the_function_calls(translated: dict[str, Any]) -> None:
     ingest = policy(translated, "IngestRole")
     assert literal(ingest["ReadUploadedImages"]["Resource"]) == "${ImagesBucket.Arn}/incoming/*"
-    assert literal(ingest["WriteManifests"]["Resource"]) == "${ImagesBucket.Arn}/manifests/*"
+    assert literal(ingest["WriteShards"]["Resource"]) == "${ImagesBucket.Arn}/batch-input/*"
+    assert ingest["QueueShards"] == {
+        "Sid": "QueueShards",
+        "Effect": "Allow",
+        "Action": "sqs:SendMessage",
+        "Resource": {"Fn::GetAtt": ["JobQueue", "Arn"]},
+    }
     assert sorted(ingest["RecordOutcomes"]["Action"]) == ["dynamodb:BatchGetItem", "dynamodb:PutItem"]
     endpoint = literal(ingest["InvokeServerlessEndpoint"]["Resource"])
     assert endpoint.endswith(":endpoint/${EndpointName}")
-    create = ingest["StartTransformJobsOfOurModel"]
+    # jobs are the job builder's: the ingest function cannot start or list them
+    assert not any(
+        a.startswith("sagemaker:") and "Invoke" not in a for st in ingest.values() for a in as_list(st["Action"])
+    )
+
+
+def test_job_builder_role_starts_only_our_jobs_of_our_model(translated: dict[str, Any]) -> None:
+    builder = policy(translated, "BuildJobsRole")
+    assert literal(builder["WriteManifests"]["Resource"]) == "${ImagesBucket.Arn}/manifests/*"
+    create = builder["StartTransformJobsOfOurModel"]
     assert literal(create["Resource"]).endswith(":transform-job/${TransformJobPrefix}-*")
     assert literal(create["Condition"]["ArnEquals"]["sagemaker:ModelArn"]).endswith(":model/${ModelName}")
-    assert "iam:PassRole" not in json.dumps(ingest)
+    assert builder["CountJobsInFlight"]["Action"] == "sagemaker:ListTransformJobs"
+    assert "iam:PassRole" not in json.dumps(builder)
+    assert not any(a.startswith("s3:GetObject") for st in builder.values() for a in as_list(st["Action"]))
 
 
 def test_collector_role_reads_only_manifests_and_outputs(translated: dict[str, Any]) -> None:
@@ -213,13 +231,13 @@ def test_table_is_encrypted_with_point_in_time_recovery(template: dict[str, Any]
     assert table["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
 
 
-def test_alarms_watch_both_dead_letter_queues(template: dict[str, Any]) -> None:
+def test_alarms_watch_every_dead_letter_queue(template: dict[str, Any]) -> None:
     watched = {
         r["Properties"]["Dimensions"][0]["Value"]["Fn::GetAtt"][0]
         for r in template["Resources"].values()
         if r["Type"] == "AWS::CloudWatch::Alarm"
     }
-    assert watched == {"ImageDeadLetterQueue", "JobEventsDeadLetterQueue"}
+    assert watched == {"ImageDeadLetterQueue", "JobDeadLetterQueue", "JobEventsDeadLetterQueue"}
 
 
 # -- timing and delivery -------------------------------------------------------------------
@@ -231,6 +249,26 @@ def test_visibility_timeout_is_six_times_the_function_timeout(template: dict[str
     assert resources["ImageQueue"]["Properties"]["VisibilityTimeout"] >= 6 * timeout
     # a serverless cold start plus the 60 s invocation limit must fit
     assert timeout >= 60 + 30
+    builder = resources["BuildJobsFunction"]["Properties"]["Timeout"]
+    assert resources["JobQueue"]["Properties"]["VisibilityTimeout"] >= 6 * builder
+
+
+def test_waiting_for_capacity_never_sends_a_shard_to_the_dlq_before_its_maximum_wait(template: dict[str, Any]) -> None:
+    """A shard that waits comes back once per visibility timeout; its images are FAILED after
+    MaxBatchWaitMinutes, which must come before the job queue's redrive."""
+    queue = template["Resources"]["JobQueue"]["Properties"]
+    longest_wait_s = template["Parameters"]["MaxBatchWaitMinutes"]["MaxValue"] * 60
+    gather_s = template["Parameters"]["GatherWindowSeconds"]["MaxValue"]
+    assert queue["RedrivePolicy"]["maxReceiveCount"] * queue["VisibilityTimeout"] > longest_wait_s + gather_s
+
+
+def test_the_job_builder_gathers_large_batches_one_at_a_time(template: dict[str, Any]) -> None:
+    builder = template["Resources"]["BuildJobsFunction"]["Properties"]
+    shards = builder["Events"]["Shards"]["Properties"]
+    assert shards["BatchSize"] == 10000 and shards["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert shards["MaximumBatchingWindowInSeconds"] == {"Ref": "GatherWindowSeconds"}
+    assert template["Parameters"]["GatherWindowSeconds"]["MaxValue"] <= 300  # Lambda's longest window
+    assert builder["ReservedConcurrentExecutions"] == 1  # the cap on jobs in flight is checked without a race
 
 
 def test_partial_batch_failures_and_bounded_concurrency(template: dict[str, Any]) -> None:
@@ -263,7 +301,8 @@ class _Recorder(dict[str, str]):
 
 
 @pytest.mark.parametrize(
-    ("function", "settings"), [("IngestFunction", IngestSettings), ("CollectFunction", CollectSettings)]
+    ("function", "settings"),
+    [("IngestFunction", IngestSettings), ("BuildJobsFunction", BuildSettings), ("CollectFunction", CollectSettings)],
 )
 def test_each_function_is_given_only_the_variables_it_reads(function: str, settings: Any) -> None:
     env = _Recorder(function_environment(function))
@@ -293,7 +332,7 @@ def test_model_resources_exist_only_with_a_model_artifact(template: dict[str, An
 
 def test_functions_import_only_boto3_powertools_and_the_standard_library() -> None:
     allowed = {"boto3", "botocore", "aws_lambda_powertools", "pipeline", "mypy_boto3_s3", "mypy_boto3_dynamodb"}
-    allowed |= {"mypy_boto3_sagemaker", "mypy_boto3_sagemaker_runtime"}
+    allowed |= {"mypy_boto3_sagemaker", "mypy_boto3_sagemaker_runtime", "mypy_boto3_sqs"}
     import sys
 
     for path in (REPO / "functions").rglob("*.py"):
@@ -329,3 +368,37 @@ def test_samconfig_holds_the_stack_defaults_and_leaves_parameters_to_guided() ->
     assert "parameter_overrides" not in deploy  # `sam deploy --guided` asks for them
     roles = [r for r in load_template()["Resources"].values() if r["Type"] == "AWS::IAM::Role"]
     assert roles and not any("RoleName" in r["Properties"] for r in roles)  # else CAPABILITY_NAMED_IAM
+
+
+@pytest.mark.parametrize(
+    ("instance_type", "device"),
+    [
+        ("ml.m5.xlarge", "cpu"),
+        ("ml.c5.2xlarge", "cpu"),
+        ("ml.g4dn.xlarge", "gpu"),
+        ("ml.g5.2xlarge", "gpu"),
+        ("ml.p4d.24xlarge", "gpu"),
+    ],
+)
+def test_transform_jobs_get_the_gpu_image_on_a_gpu_instance(
+    template: dict[str, Any], instance_type: str, device: str
+) -> None:
+    parameters = {"TransformInstanceType": instance_type, "ModelDataUrl": "s3://bucket/model.tar.gz"}
+    refs = references(LocalNames(), parameters)
+    resources = template["Resources"]
+    image = resolve(resources["TransformModel"]["Properties"]["PrimaryContainer"]["Image"], refs)
+    assert image.endswith(f"/pytorch-inference:2.6.0-{device}-py312")
+    # the serverless endpoint stays on the CPU image (serverless endpoints have no GPU)
+    assert resolve(resources["Model"]["Properties"]["PrimaryContainer"]["Image"], refs).endswith("-cpu-py312")
+    # the job builder starts jobs of the transform model, and IAM allows exactly that model
+    model = function_environment("BuildJobsFunction", parameters=parameters)["MODEL_NAME"]
+    assert model == "dogbreed-resnet18-batch"
+    allowed = policy(template, "BuildJobsRole")["StartTransformJobsOfOurModel"]["Condition"]["ArnEquals"]
+    assert resolve(allowed["sagemaker:ModelArn"], refs).endswith(f":model/{model}")
+    # the image's repository is the one the model role may pull
+    pull = resolve(policy(template, "ModelExecutionRole")["PullInferenceImage"]["Resource"], refs)
+    assert pull.endswith(":repository/pytorch-inference") and "/pytorch-inference:" in image
+
+
+def test_without_a_model_artifact_jobs_use_the_named_model() -> None:
+    assert function_environment("BuildJobsFunction")["MODEL_NAME"] == "dogbreed-resnet18"

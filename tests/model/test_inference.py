@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import answers
 import classifier
 import inference
 import pytest
@@ -113,6 +114,43 @@ def test_bad_input_under_batch_transform_is_an_error_record(
     response = recording_host.invoke(data, content_type)
     assert response.status == 200  # the job goes on
     assert json.loads(response.body) == {"error": {"code": code, "message": body(response)["error"]["message"]}}
+
+
+def multi_record_body(records: list[tuple[str, bytes]]) -> bytes:
+    return b"\n".join(answers.dumps_record(record_id, image) for record_id, image in records)
+
+
+def test_a_multi_record_request_answers_one_line_per_image_in_order(
+    host: ToolkitHost, dataset: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Good and bad images mixed, over several mini-batches: each gets its own line, and a good
+    image gets the answer it gets alone."""
+    monkeypatch.setattr(host.service._service._model, "batch_size", 2)  # three mini-batches
+    good = [(f"incoming/{label}.jpg", sample_image(dataset, label)) for label in ("001", "002", "003", "001", "002")]
+    bad = [(f"incoming/{name}.jpg", data) for name, data, content_type, *_ in BAD if content_type != "text/plain"]
+    records = [good[0], bad[0], *good[1:3], *bad[1:], *good[3:]]
+    response = host.invoke(multi_record_body(records), answers.JSON_LINES, accept=answers.JSON_LINES)
+    assert response.status == 200 and response.content_type == answers.JSON_LINES
+    lines = response.body.decode().split("\n")
+    assert len(lines) == len(records)  # no trailing newline: SageMaker adds one per response (AssembleWith=Line)
+    assert [json.loads(line)["id"] for line in lines] == [record_id for record_id, _ in records]
+    by_id, broken = answers.loads_lines(response.body)
+    assert not broken
+    for record_id, image in good:
+        alone = answers.loads(host.invoke(image, "image/jpeg").body)
+        together = by_id[record_id]
+        assert isinstance(alone, answers.Prediction) and isinstance(together, answers.Prediction)
+        assert together.label == alone.label == record_id[len("incoming/") : -len(".jpg")]
+        assert together.confidence == pytest.approx(alone.confidence, abs=1e-4)
+    expected_codes = {f"incoming/{name}.jpg": code for name, _, kind, _, code in BAD if kind != "text/plain"}
+    assert {i: a.code for i, a in by_id.items() if isinstance(a, answers.ErrorRecord)} == expected_codes
+
+
+def test_a_line_that_is_not_a_record_fails_the_request(host: ToolkitHost, dataset: Path) -> None:
+    request = multi_record_body([("incoming/a.jpg", sample_image(dataset, "001"))]) + b"\nnot a record"
+    response = host.invoke(request, answers.JSON_LINES, accept=answers.JSON_LINES)
+    assert response.status == 400
+    assert body(response)["error"]["code"] == "BrokenRecord"
 
 
 def test_an_unsupported_accept_is_refused(host: ToolkitHost, dataset: Path) -> None:

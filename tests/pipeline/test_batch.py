@@ -1,4 +1,4 @@
-"""Batch mode: one transform job per Lambda batch, then the collector records every image."""
+"""Batch mode: the ingest function queues shards, the job builder starts jobs, the collector records every image."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from devstack.lambda_runtime import LambdaContext
-from pipeline.handlers import collect, ingest
+from pipeline.handlers import build_jobs, collect, ingest
 from tests.conftest import Aws
 from tests.fakes.sagemaker_runtime import fake_prediction
 from tests.fakes.transform import run_transform_job
@@ -25,12 +25,19 @@ def jobs(aws: Aws) -> list[str]:
     return [j["TransformJobName"] for j in aws.clients["sagemaker"].list_transform_jobs()["TransformJobSummaries"]]
 
 
-def manifest(aws: Aws, job: str) -> list[Any]:
-    body = aws.clients["s3"].get_object(Bucket=aws.bucket, Key=f"manifests/{job}.json")["Body"].read()
-    return list(json.loads(body))
+def build(aws: Aws) -> dict[str, Any]:
+    """Deliver what waits in the job queue to the job builder, as its event source does."""
+    event = aws.receive_event(aws.stack.job_queue_url, visibility_timeout=0)
+    return build_jobs.lambda_handler(event, LambdaContext(function_name="BuildJobsFunction"))
 
 
-def test_one_job_per_batch_with_only_valid_images(aws: Aws, context: LambdaContext) -> None:
+def index(aws: Aws, job: str) -> list[list[str]]:
+    """The image keys on each shard of a job, as its index names them."""
+    body = aws.clients["s3"].get_object(Bucket=aws.bucket, Key=f"manifests/{job}.images.json")["Body"].read()
+    return [[image["key"] for image in shard["images"]] for shard in json.loads(body)["shards"]]
+
+
+def test_a_batch_is_queued_as_a_shard_then_built_into_a_multi_record_job(aws: Aws, context: LambdaContext) -> None:
     # GIVEN three images and one text file named .jpg
     good = {
         "incoming/a.jpg": images.jpeg(),
@@ -42,32 +49,43 @@ def test_one_job_per_batch_with_only_valid_images(aws: Aws, context: LambdaConte
     aws.upload("incoming/notes.jpg", b"not an image at all")
     # WHEN one Lambda batch carries their notifications
     assert ingest.lambda_handler(aws.receive_event(), context) == {"batchItemFailures": []}
-    # THEN one job is started whose manifest lists only the valid images
-    (job,) = jobs(aws)
-    assert len(job) <= 63
-    assert re.fullmatch(r"dogbreed-\d{14}-[0-9a-f]{16}", job)
-    assert manifest(aws, job)[0] == {"prefix": f"s3://{aws.bucket}/incoming/"}
-    assert sorted(manifest(aws, job)[1:]) == sorted(k.removeprefix("incoming/") for k in good)
-    spec = aws.clients["sagemaker"].describe_transform_job(TransformJobName=job)
-    assert spec["ModelName"] == "dogbreed-resnet18"
-    assert spec["TransformInput"]["SplitType"] == "None"
-    assert spec["TransformInput"]["DataSource"]["S3DataSource"]["S3DataType"] == "ManifestFile"
-    assert spec["Environment"] == {"BAD_INPUT_POLICY": "record"}
-    assert spec["MaxPayloadInMB"] * spec["MaxConcurrentTransforms"] <= 100
-    # AND the images wait as PENDING in that job; the bad one is REJECTED at once
+    # THEN the valid images wait PENDING in the job queue; the bad one is REJECTED at once
     for key in good:
         item = aws.item(key)
-        assert item is not None and item["status"] == "PENDING" and item["job_name"] == job
+        assert item is not None and item["status"] == "PENDING" and "job_name" not in item
+        assert "job queue" in item["reason"]
     rejected = aws.item("incoming/notes.jpg")
     assert rejected is not None and rejected["status"] == "REJECTED" and rejected["error_code"] == "NotAnImage"
+    assert jobs(aws) == []
+    # AND WHEN the job builder drains the job queue
+    assert build(aws) == {"batchItemFailures": []}
+    # THEN one job reads the shard of valid images, many records per request
+    (job,) = jobs(aws)
+    assert re.fullmatch(r"dogbreed-\d{14}-[0-9a-f]{16}", job)
+    assert index(aws, job) == [list(good)]
+    spec = aws.clients["sagemaker"].describe_transform_job(TransformJobName=job)
+    assert spec["ModelName"] == "dogbreed-resnet18"
+    assert spec["TransformInput"]["SplitType"] == "Line" and spec["BatchStrategy"] == "MultiRecord"
+    assert spec["TransformInput"]["ContentType"] == spec["TransformOutput"]["Accept"] == "application/jsonlines"
+    assert spec["TransformOutput"]["AssembleWith"] == "Line"
+    assert spec["TransformInput"]["DataSource"]["S3DataSource"]["S3DataType"] == "ManifestFile"
+    assert spec["MaxPayloadInMB"] * spec["MaxConcurrentTransforms"] <= 100
+    for key in good:
+        assert aws.item(key)["job_name"] == job  # type: ignore[index]
+
+
+def queue_and_build(aws: Aws, context: LambdaContext) -> str:
+    ingest.lambda_handler(aws.receive_event(), context)
+    build(aws)
+    (job,) = jobs(aws)
+    return job
 
 
 def test_collector_records_each_image_of_a_completed_job(aws: Aws, context: LambdaContext) -> None:
     data = images.jpeg()
     aws.upload("incoming/rex.jpg", data)
     aws.upload("incoming/truncated.jpg", images.truncated_jpeg())  # header is fine: only the model finds out
-    ingest.lambda_handler(aws.receive_event(), context)
-    (job,) = jobs(aws)
+    job = queue_and_build(aws, context)
     event = run_transform_job(aws.clients, job)
     response = collect.lambda_handler(event, LambdaContext(function_name="collect"))
     assert response == {"job_name": job, "job_status": "Completed", "recorded": 2}
@@ -83,14 +101,11 @@ def test_a_failed_job_marks_every_unfinished_image_failed_with_the_reason(aws: A
     photos = {f"incoming/{name}.jpg": images.jpeg(color=(ord(name), 0, 0)) for name in ("a", "b", "c")}
     for key, data in photos.items():
         aws.upload(key, data)
-    ingest.lambda_handler(aws.receive_event(), context)
-    (job,) = jobs(aws)
-    keys = ["incoming/" + k for k in manifest(aws, job)[1:]]
-    event = run_transform_job(aws.clients, job, fail_for=photos[keys[1]])
+    job = queue_and_build(aws, context)
+    event = run_transform_job(aws.clients, job, fail_for=photos["incoming/b.jpg"])
     collect.lambda_handler(event, LambdaContext(function_name="collect"))
-    first, second, third = (aws.item(k) for k in keys)
-    assert first is not None and first["status"] == "CLASSIFIED"  # its output was written before the failure
-    for item in (second, third):
+    for key in photos:  # one shard, one request: the whole shard failed
+        item = aws.item(key)
         assert item is not None and item["status"] == "FAILED" and item["error_code"] == "JobFailed"
         assert "AlgorithmError" in item["reason"] and job in item["reason"]
         assert item["problem_status"] == "FAILED"
@@ -98,8 +113,7 @@ def test_a_failed_job_marks_every_unfinished_image_failed_with_the_reason(aws: A
 
 def test_collecting_twice_writes_nothing_new(aws: Aws, context: LambdaContext) -> None:
     aws.upload("incoming/rex.jpg", images.jpeg())
-    ingest.lambda_handler(aws.receive_event(), context)
-    event = run_transform_job(aws.clients, jobs(aws)[0])
+    event = run_transform_job(aws.clients, queue_and_build(aws, context))
     collect.lambda_handler(event, LambdaContext(function_name="collect"))
     first = aws.item("incoming/rex.jpg")
     assert collect.lambda_handler(event, LambdaContext(function_name="collect"))["recorded"] == 0
@@ -108,31 +122,50 @@ def test_collecting_twice_writes_nothing_new(aws: Aws, context: LambdaContext) -
 
 def test_a_job_does_not_overwrite_newer_content(aws: Aws, context: LambdaContext) -> None:
     aws.upload("incoming/rex.jpg", images.jpeg())
-    ingest.lambda_handler(aws.receive_event(), context)
-    (old_job,) = jobs(aws)
+    old_job = queue_and_build(aws, context)
     event = run_transform_job(aws.clients, old_job)
     new_etag = aws.upload("incoming/rex.jpg", images.png())  # re-uploaded while the job ran
     ingest.lambda_handler(aws.receive_event(), context)
     collect.lambda_handler(event, LambdaContext(function_name="collect"))
     item = aws.item("incoming/rex.jpg")
     assert item is not None and item["etag"] == new_etag and item["status"] == "PENDING"
-    assert item["job_name"] != old_job
+    assert item.get("job_name") != old_job
 
 
-def test_a_duplicate_event_while_pending_starts_no_second_job(aws: Aws, context: LambdaContext) -> None:
+def test_a_duplicate_event_while_in_a_job_starts_no_second_job(aws: Aws, context: LambdaContext) -> None:
     aws.upload("incoming/rex.jpg", images.jpeg())
     event = aws.receive_event()
     ingest.lambda_handler(event, context)
+    build(aws)
     assert ingest.lambda_handler(event, context) == {"batchItemFailures": []}
+    build(aws)
     assert len(jobs(aws)) == 1
 
 
-def test_an_oversize_image_is_rejected_before_the_job(aws: Aws, context: LambdaContext) -> None:
+def test_an_oversize_image_is_rejected_before_the_shard(aws: Aws, context: LambdaContext) -> None:
     aws.upload("incoming/huge.png", images.png()[:-12] + b"\x00" * 6_100_000)
     ingest.lambda_handler(aws.receive_event(), context)
+    assert build(aws) == {"batchItemFailures": []}
     assert jobs(aws) == []
     item = aws.item("incoming/huge.png")
     assert item is not None and item["status"] == "REJECTED" and item["error_code"] == "TooLarge"
+
+
+def test_a_quota_refusal_leaves_the_shard_waiting_with_the_reason(aws: Aws, context: LambdaContext) -> None:
+    """moto's SageMaker answers ResourceLimitExceeded, as an account out of transform instances does."""
+    from devstack.transform import limit_jobs_in_flight
+
+    aws.upload("incoming/rex.jpg", images.jpeg())
+    ingest.lambda_handler(aws.receive_event(), context)
+    undo = limit_jobs_in_flight(0)
+    try:
+        response = build(aws)
+    finally:
+        undo()
+    assert len(response["batchItemFailures"]) == 1  # back to the job queue, not failed
+    item = aws.item("incoming/rex.jpg")
+    assert item is not None and item["status"] == "PENDING" and "ResourceLimitExceeded" in item["reason"]
+    assert jobs(aws) == []
 
 
 class TestAutoMode:
@@ -151,12 +184,13 @@ class TestAutoMode:
         for i in range(3):
             aws.upload(f"incoming/{i}.jpg", images.jpeg(color=(i, 0, 0)))
         ingest.lambda_handler(aws.receive_event(), context)
+        build(aws)
         assert len(jobs(aws)) == 1
         assert aws.runtime.calls == []
 
     def test_an_image_over_the_serverless_limit_goes_to_batch(self, aws: Aws, context: LambdaContext) -> None:
         aws.upload("incoming/small.jpg", images.jpeg())
-        aws.upload("incoming/big.png", images.png()[:-12] + b"\x00" * 4_500_000)
+        aws.upload("incoming/big.png", images.png()[:-12] + b"\x00" * 4_200_000)
         ingest.lambda_handler(aws.receive_event(), context)
         assert aws.item("incoming/small.jpg")["mode"] == "serverless"  # type: ignore[index]
         big = aws.item("incoming/big.png")
@@ -176,6 +210,7 @@ def test_starting_a_job_twice_is_quiet(aws: Aws) -> None:
         instance_type="ml.m5.xlarge",
         instance_count=1,
         max_payload_mb=6,
+        job_prefix="dogbreed",
     )
     jobs_api.start("dogbreed-20261121000000-0123456789abcdef", f"s3://{aws.bucket}/manifests/x.json", "s3://b/out/")
 

@@ -11,9 +11,11 @@ import pytest
 from devstack.lambda_runtime import LambdaContext
 from devstack.template import declared_environment, load_template
 from pipeline.adapters.dynamodb import DynamoPredictions
-from pipeline.handlers import collect, ingest
+from pipeline.handlers import build_jobs, collect, ingest
 from pipeline.logic import answers
+from pipeline.logic.jobs import JobFiles, QueuedShard
 from pipeline.logic.outcomes import ImageRef, Mode, Outcome, Status
+from pipeline.logic.s3uri import S3Uri
 from tests.conftest import EVENTS, Aws, load_event
 from tests.fakes.sagemaker_runtime import fake_prediction
 
@@ -26,20 +28,34 @@ def upload_fixture(aws: Aws, key: str, image: str) -> None:
 
 
 def pending_job(aws: Aws, event_name: str, images: dict[str, str], outputs: dict[str, answers.Answer]) -> None:
-    """Leave the state a job of this event would have: a manifest, PENDING images and outputs."""
+    """Leave the state a job of this event would have: its files, PENDING images and output lines."""
     detail = load_event(event_name)["detail"]
-    job = detail["TransformJobName"]
     store = DynamoPredictions(aws.clients["dynamodb"], aws.stack.names.table)
+    refs = []
     for relative, image in images.items():
         data = (IMAGES / image).read_bytes()
         etag = aws.upload(f"incoming/{relative}", data)
-        ref = ImageRef(aws.bucket, f"incoming/{relative}", etag, len(data), datetime(2026, 11, 21, 10, tzinfo=UTC))
-        store.record(ref, Outcome(Status.PENDING, Mode.BATCH, job_name=job), datetime.now(UTC))
-    manifest = [{"prefix": f"s3://{aws.bucket}/incoming/"}, *images]
-    aws.clients["s3"].put_object(Bucket=aws.bucket, Key=f"manifests/{job}.json", Body=json.dumps(manifest))
-    for relative, answer in outputs.items():
-        key = f"transform-output/{job}/{relative}.out"
-        aws.clients["s3"].put_object(Bucket=aws.bucket, Key=key, Body=answers.dumps(answer))
+        refs.append(
+            ImageRef(aws.bucket, f"incoming/{relative}", etag, len(data), datetime(2026, 11, 21, 10, tzinfo=UTC))
+        )
+        store.record(
+            refs[-1], Outcome(Status.PENDING, Mode.BATCH, job_name=detail["TransformJobName"]), datetime.now(UTC)
+        )
+    manifest = S3Uri.parse(detail["TransformInput"]["DataSource"]["S3DataSource"]["S3Uri"])
+    job = JobFiles(
+        detail["TransformJobName"],
+        manifest,
+        S3Uri(aws.bucket, "batch-input/"),
+        S3Uri.parse(detail["TransformOutput"]["S3OutputPath"]),
+    )
+    shard = QueuedShard(S3Uri(aws.bucket, "batch-input/2026/11/21/s1.jsonl"), tuple(refs))
+    s3 = aws.clients["s3"]
+    s3.put_object(Bucket=aws.bucket, Key=job.manifest.key, Body=json.dumps(job.manifest_doc([shard])))
+    s3.put_object(Bucket=aws.bucket, Key=job.index.key, Body=json.dumps(job.index_doc([shard])))
+    if outputs:
+        lines = "".join(answers.dumps_line(f"incoming/{relative}", a) + "\n" for relative, a in outputs.items())
+        output = job.output_for(shard.uri.key)
+        s3.put_object(Bucket=aws.bucket, Key=output.key, Body=lines.encode())
 
 
 def status(aws: Aws, key: str) -> tuple[str, str | None]:
@@ -97,10 +113,26 @@ def check_failed(aws: Aws) -> None:
         assert "ClientError: See job logs" in aws.item(key)["reason"]  # type: ignore[index]
 
 
+def check_build_jobs(aws: Aws) -> None:
+    event = load_event("build_jobs_shards.json")
+    shard = QueuedShard.from_message("m", event["Records"][0]["body"])
+    store = DynamoPredictions(aws.clients["dynamodb"], aws.stack.names.table)
+    for ref, image in zip(shard.images, ("dog.jpg", "terrier.jpg"), strict=True):
+        assert aws.upload(ref.key, (IMAGES / image).read_bytes()) == ref.etag
+        store.record(ref, Outcome(Status.PENDING, Mode.BATCH, reason="queued"), datetime.now(UTC))
+    response = build_jobs.lambda_handler(event, LambdaContext(function_name="BuildJobsFunction"))
+    assert response == {"batchItemFailures": []}
+    (job,) = aws.clients["sagemaker"].list_transform_jobs()["TransformJobSummaries"]
+    for ref in shard.images:
+        item = aws.item(ref.key)
+        assert item is not None and item["status"] == "PENDING" and item["job_name"] == job["TransformJobName"]
+
+
 CASES: dict[str, Callable[[Aws], None]] = {
     "ingest_s3_put.json": check_put,
     "ingest_s3_test_event.json": check_test_event,
     "ingest_multi_record.json": check_multi_record,
+    "build_jobs_shards.json": check_build_jobs,
     "collect_transform_completed.json": check_completed,
     "collect_transform_failed.json": check_failed,
 }
@@ -112,7 +144,12 @@ def test_every_event_file_has_a_case() -> None:
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_event(aws: Aws, name: str) -> None:
+def test_event(aws: Aws, name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With events/env.local.json's settings (not its endpoints), as `sam local invoke --env-vars` sends them."""
+    for variables in json.loads((EVENTS / "env.local.json").read_text()).values():
+        for key, value in variables.items():
+            if not key.startswith("AWS_") and key != "INFERENCE_MODE":
+                monkeypatch.setenv(key, value)
     CASES[name](aws)
 
 

@@ -12,7 +12,7 @@ from botocore.awsrequest import AWSResponse
 from devstack.lambda_runtime import LambdaContext
 from pipeline.adapters.dynamodb import DynamoPredictions
 from pipeline.adapters.retry import Backoff
-from pipeline.handlers import ingest
+from pipeline.handlers import build_jobs, ingest
 from pipeline.logic.errors import TransientError
 from tests.conftest import Aws
 from tests.pipeline import images
@@ -166,13 +166,14 @@ def test_dynamodb_throttling_is_retried_by_the_client(aws: Aws, context: LambdaC
     assert aws.item("incoming/rex.jpg")["status"] == "CLASSIFIED"  # type: ignore[index]
 
 
-def test_a_transform_job_that_fails_to_start_is_submitted_again(
+def test_a_transform_job_that_is_throttled_waits_and_is_built_on_the_next_delivery(
     aws: Aws, context: LambdaContext, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("INFERENCE_MODE", "batch")
     ingest.build_ingest.cache_clear()
     aws.upload("incoming/rex.jpg", images.jpeg())
-    event = aws.receive_event()
+    ingest.lambda_handler(aws.receive_event(), context)
+    event = aws.receive_event(aws.stack.job_queue_url)
     sagemaker = boto3.client("sagemaker")
     from pipeline.adapters.clients import client
 
@@ -182,14 +183,16 @@ def test_a_transform_job_that_fails_to_start_is_submitted_again(
 
     client("sagemaker").meta.events.register("before-send.sagemaker.CreateTransformJob", refuse)
     # WHEN CreateTransformJob keeps being throttled
-    response = ingest.lambda_handler(event, context)
-    # THEN the message is returned to the queue and the image waits PENDING on a job that does not exist
+    response = build_jobs.lambda_handler(event, LambdaContext(function_name="BuildJobsFunction"))
+    # THEN the shard goes back to the job queue and the image waits PENDING with the reason
     assert response == {"batchItemFailures": [{"itemIdentifier": event["Records"][0]["messageId"]}]}
     pending = aws.item("incoming/rex.jpg")
-    assert pending is not None and pending["status"] == "PENDING"
+    assert pending is not None and pending["status"] == "PENDING" and "ThrottlingException" in pending["reason"]
     assert sagemaker.list_transform_jobs()["TransformJobSummaries"] == []
-    # AND the next delivery submits it again
+    # AND the next delivery starts its job
     client("sagemaker").meta.events.unregister("before-send.sagemaker.CreateTransformJob", refuse)
-    assert ingest.lambda_handler(event, context) == {"batchItemFailures": []}
+    assert build_jobs.lambda_handler(event, LambdaContext(function_name="BuildJobsFunction")) == {
+        "batchItemFailures": []
+    }
     (job,) = sagemaker.list_transform_jobs()["TransformJobSummaries"]
     assert aws.item("incoming/rex.jpg")["job_name"] == job["TransformJobName"]  # type: ignore[index]

@@ -12,7 +12,7 @@ import pytest
 from devstack.container import pack_model
 from devstack.stack import Stack, StackOptions
 
-FAST = {"BatchingWindowSeconds": "1"}  # a template parameter: tests need not wait 5 s per batch
+FAST = {"BatchingWindowSeconds": "1", "GatherWindowSeconds": "1"}  # template parameters: tests need not wait
 
 
 @pytest.fixture(scope="session")
@@ -30,12 +30,13 @@ def start_stack(model_archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyP
         monkeypatch.delenv(name, raising=False)  # the stack sets its own functions' environment
     started: list[Stack] = []
 
-    def start(visibility_timeout_s: int | None = None, **parameters: str) -> Stack:
+    def start(visibility_timeout_s: int | None = None, transform_quota: int | None = None, **parameters: str) -> Stack:
         options = StackOptions(
             model_archive=model_archive,
             workdir=tmp_path / "stack",
             parameters={**FAST, **parameters},
             visibility_timeout_s=visibility_timeout_s,
+            transform_quota=transform_quota,
         )
         started.append(Stack(options).start())
         return started[-1]

@@ -56,13 +56,21 @@ def test_the_local_stack_is_what_the_template_declares(start_stack: StartStack) 
         (i["IndexName"], json.dumps(i["KeySchema"])) for i in table["GlobalSecondaryIndexes"]
     }
 
-    (poller,) = stack.pollers
+    pollers = {poller.trigger.function: poller for poller in stack.pollers}
+    assert set(pollers) == {"IngestFunction", "BuildJobsFunction"}
+    poller = pollers["IngestFunction"]
     uploads = template["IngestFunction"]["Properties"]["Events"]["Uploads"]["Properties"]
     assert poller.trigger.queue_arn == attributes["QueueArn"]
     assert poller.trigger.batch_size == 40
     assert poller.trigger.window_s == float(FAST["BatchingWindowSeconds"])
     assert poller.trigger.report_batch_item_failures == ("ReportBatchItemFailures" in uploads["FunctionResponseTypes"])
     assert poller.trigger.max_concurrency == int(stack.parameters["EndpointMaxConcurrency"])
+    builder = pollers["BuildJobsFunction"].trigger
+    job_queue = sqs.get_queue_attributes(QueueUrl=stack.resources.job_queue_url, AttributeNames=["All"])["Attributes"]
+    assert builder.queue_arn == job_queue["QueueArn"]
+    assert (builder.batch_size, builder.window_s) == (10000, float(FAST["GatherWindowSeconds"]))
+    assert builder.max_concurrency == 1  # its reserved concurrency
+    assert stack.functions["IngestFunction"].spec.environment["JOB_QUEUE_URL"].endswith("/" + stack.names.job_queue)
 
     for logical_id, function in stack.functions.items():
         declared = template[logical_id]["Properties"]

@@ -13,7 +13,7 @@ def test_a_short_soak_with_every_fault_loses_nothing() -> None:
     args = soak.get_args_parser().parse_args(
         ["--images", "60", "--upload-seconds", "12", "--fault-every", "2", "--fault-seconds", "2",
          "--s3-delay", "0.3", "--visibility-timeout", "20", "--timeout", "240",
-         "--parameter", "BatchingWindowSeconds=1"]
+         "--parameter", "BatchingWindowSeconds=1", "--parameter", "GatherWindowSeconds=2"]
     )  # fmt: skip
     result = soak.run(args)
     soak.report(result)

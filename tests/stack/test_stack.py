@@ -11,6 +11,8 @@ from urllib.parse import unquote_plus
 import pytest
 
 from devstack.stack import Stack
+from pipeline.logic import answers
+from pipeline.logic.s3uri import S3Uri
 from tests.pipeline import images
 from tests.stack.conftest import StartStack, outcomes, queue_is_empty, upload, wait_until
 
@@ -61,12 +63,21 @@ def test_serverless_mode_end_to_end(start_stack: StartStack, dataset: Path) -> N
 def test_batch_mode_end_to_end(start_stack: StartStack, dataset: Path) -> None:
     stack, found, good = run_mode(start_stack, dataset, "batch")
     sagemaker, s3 = stack.client("sagemaker"), stack.client("s3")
-    for key in good:  # SageMaker's output layout: <S3OutputPath>/<key under the manifest prefix>.out
-        job = found[key]["job_name"]
+    answered: dict[str, answers.Answer] = {}
+    for job in {found[key]["job_name"] for key in good}:
         assert sagemaker.describe_transform_job(TransformJobName=job)["TransformJobStatus"] == "Completed"
-        output = s3.get_object(Bucket=stack.names.bucket, Key=f"transform-output/{job}/{key[len('incoming/') :]}.out")
-        assert json.loads(output["Body"].read())["class_name"] == found[key]["breed"]
+        index = json.loads(s3.get_object(Bucket=stack.names.bucket, Key=f"manifests/{job}.images.json")["Body"].read())
+        for shard in index["shards"]:  # SageMaker's layout: <S3OutputPath>/<shard under the manifest prefix>.out
+            relative = S3Uri.parse(shard["shard"]).key.removeprefix("batch-input/")
+            output = s3.get_object(Bucket=stack.names.bucket, Key=f"transform-output/{job}/{relative}.out")
+            by_id, broken = answers.loads_lines(output["Body"].read())
+            assert not broken and set(by_id) == {image["key"] for image in shard["images"]}
+            answered.update(by_id)
+    for key in good:
+        answer = answered[key]
+        assert isinstance(answer, answers.Prediction) and answer.class_name == found[key]["breed"]
     assert stack.runtime is not None and stack.runtime.answered.get("dogbreed-serverless", 0) == 0
+    assert stack.runner is not None and stack.runner.records == len(good) + 1  # the truncated photo is a record too
 
 
 def test_a_flood_goes_to_batch_transform_and_a_trickle_to_the_endpoint(start_stack: StartStack, dataset: Path) -> None:
@@ -78,6 +89,30 @@ def test_a_flood_goes_to_batch_transform_and_a_trickle_to_the_endpoint(start_sta
     burst = {f"incoming/burst/{n}.jpg": images.jpeg(color=(n * 20, 90, 40)) for n in range(10)}
     found = outcomes(stack, upload(stack, burst))
     assert {found[key]["mode"] for key in burst} == {"batch"} and len(found) == len(burst)
+
+
+def test_a_flood_beyond_the_transform_quota_waits_for_capacity_and_loses_nothing(start_stack: StartStack) -> None:
+    """The account can run one job (moto answers ResourceLimitExceeded beyond it): a flood that
+    needs three jobs runs them one after the other, and every image gets its outcome."""
+    stack = start_stack(
+        visibility_timeout_s=4,  # a waiting shard comes back after this
+        transform_quota=1,
+        InferenceMode="batch",
+        BatchSize="10",
+        MaxImagesPerJob="10",
+        MaxTransformJobsInFlight="3",  # above the quota: SageMaker's refusal is what makes images wait
+    )
+    flood = {f"incoming/flood/{n:02d}.jpg": images.jpeg(color=(n * 8, 60, 90)) for n in range(30)}
+    found = outcomes(stack, upload(stack, flood), timeout_s=180)
+    assert set(found) == set(flood)
+    assert {(item["status"], item["mode"]) for item in found.values()} == {("CLASSIFIED", "batch")}
+    assert stack.runner is not None and len(stack.runner.finished) >= 3  # ceil(30 / MaxImagesPerJob)
+    jobs = stack.runner.job_records.values()
+    assert sum(jobs) == 30 and max(jobs) <= 10  # each image classified once, no job over the maximum
+    builder_log = (stack.logs / "BuildJobsFunction.log").read_text()
+    assert "ResourceLimitExceeded" in builder_log  # some shards did wait for capacity
+    assert stack.resources is not None
+    assert queue_is_empty(stack, stack.resources.job_dead_letter_queue_url)
 
 
 def test_duplicates_call_the_model_once(start_stack: StartStack, dataset: Path) -> None:

@@ -9,31 +9,42 @@ import pytest
 from pipeline.logic import answers
 from pipeline.logic.collect import Collect, JobEvent
 from pipeline.logic.errors import TransientError
-from pipeline.logic.jobs import JobFiles, JobLayout
+from pipeline.logic.jobs import JobFiles, JobLayout, QueuedShard
 from pipeline.logic.outcomes import ImageRef, Mode, Outcome, Status
+from pipeline.logic.s3uri import S3Uri
 from tests.conftest import load_event
 from tests.fakes.ports import MemoryObjects, MemoryPredictions
 from tests.fakes.sagemaker_runtime import fake_prediction
 from tests.unit.conftest import BUCKET, T0, Clock
 
-LAYOUT = JobLayout("dogbreed", "incoming/", "manifests/", "transform-output/")
+LAYOUT = JobLayout("dogbreed", "batch-input/", "manifests/", "transform-output/")
 
 
 class Job:
-    """A transform job as the ingest side leaves it: a manifest and PENDING records; then outputs."""
+    """A transform job as the job builder leaves it (a manifest, an index, PENDING records), then
+    the output lines SageMaker writes for each shard."""
 
-    def __init__(self, objects: MemoryObjects, store: MemoryPredictions, keys: list[str]) -> None:
+    def __init__(self, objects: MemoryObjects, store: MemoryPredictions, *shards: list[str]) -> None:
         self.objects, self.store = objects, store
-        self.refs = [ImageRef(BUCKET, key, f"etag-{n}", 100, T0) for n, key in enumerate(keys)]
-        self.files: JobFiles = LAYOUT.new_job(BUCKET, self.refs, started=T0, nonce="n")
-        objects.put_json(BUCKET, self.files.manifest.key, self.files.manifest_doc(keys))
-        for ref in self.refs:
-            store.record(ref, Outcome(Status.PENDING, Mode.BATCH, job_name=self.files.name), T0)
+        self.shards = [
+            QueuedShard(S3Uri(BUCKET, f"batch-input/2026/11/22/s{n}.jsonl"), tuple(_ref(key) for key in keys))
+            for n, keys in enumerate(shards)
+        ]
+        self.files: JobFiles = LAYOUT.new_job(BUCKET, self.shards, started=T0, nonce="n")
+        objects.put_json(BUCKET, self.files.index.key, self.files.index_doc(self.shards))
+        objects.put_json(BUCKET, self.files.manifest.key, self.files.manifest_doc(self.shards))
+        for shard in self.shards:
+            for ref in shard.images:
+                store.record(ref, Outcome(Status.PENDING, Mode.BATCH, job_name=self.files.name), T0)
+        self.lines: dict[str, list[str]] = {}
 
-    def answer(self, key: str, answer: answers.Answer | bytes) -> None:
-        body = answer if isinstance(answer, bytes) else answers.dumps(answer).encode()
-        output = self.files.output_for(key)
-        self.objects.objects[output.bucket, output.key] = body
+    def answer(self, key: str, answer: answers.Answer | str) -> None:
+        """Add the output line for an image (or a raw line) to its shard's .out file."""
+        shard = next(s for s in self.shards if key in {ref.key for ref in s.images})
+        lines = self.lines.setdefault(shard.uri.key, [])
+        lines.append(answer if isinstance(answer, str) else answers.dumps_line(key, answer))
+        output = self.files.output_for(shard.uri.key)
+        self.objects.objects[output.bucket, output.key] = "".join(line + "\n" for line in lines).encode()
 
     def event(self, status: str = "Completed", reason: str | None = None) -> JobEvent:
         detail = {
@@ -45,6 +56,10 @@ class Job:
             "TransformOutput": {"S3OutputPath": str(self.files.output).rstrip("/")},
         }
         return JobEvent.from_detail(detail)
+
+
+def _ref(key: str) -> ImageRef:
+    return ImageRef(BUCKET, key, f"etag-{key}", 100, T0)
 
 
 @pytest.fixture
@@ -68,27 +83,31 @@ def status(store: MemoryPredictions, key: str) -> tuple[Status, str | None]:
     return outcome.status, outcome.error_code
 
 
-def test_a_completed_job_records_each_image_from_its_output(
+def test_a_completed_job_records_each_image_from_its_output_line(
     collect: Collect, objects: MemoryObjects, store: MemoryPredictions
 ) -> None:
-    job = Job(objects, store, ["incoming/rex.jpg", "incoming/sub/half.jpg", "incoming/lost.jpg"])
-    job.answer("incoming/rex.jpg", fake_prediction(b"rex"))
+    # GIVEN a job of two shards: the first answered in an order of its own, one image without a
+    # line; the second shard without any output
+    job = Job(objects, store, ["incoming/rex.jpg", "incoming/sub/half.jpg", "incoming/lost.jpg"], ["incoming/gone.jpg"])
     job.answer("incoming/sub/half.jpg", answers.ErrorRecord("InvalidImage", "cannot decode the image: truncated"))
-    # "lost.jpg" has no output at all
+    job.answer("incoming/rex.jpg", fake_prediction(b"rex"))
+    # WHEN the collector reads the finished job
     outcomes = collect.run(job.event())
-    assert len(outcomes) == 3
+    # THEN each image gets the answer on its own line, and an image without one FAILED with the reason
+    assert len(outcomes) == 4
     assert status(store, "incoming/rex.jpg") == (Status.CLASSIFIED, None)
     assert store.outcome(f"{BUCKET}/incoming/rex.jpg").prediction == fake_prediction(b"rex")  # type: ignore[union-attr]
     assert status(store, "incoming/sub/half.jpg") == (Status.REJECTED, "InvalidImage")
-    assert status(store, "incoming/lost.jpg") == (Status.FAILED, "JobCompleted")
-    assert "wrote no output" in (store.outcome(f"{BUCKET}/incoming/lost.jpg").reason or "")  # type: ignore[union-attr]
+    assert status(store, "incoming/lost.jpg") == (Status.FAILED, "NoAnswerLine")
+    assert "no answer line" in (store.outcome(f"{BUCKET}/incoming/lost.jpg").reason or "")  # type: ignore[union-attr]
+    assert status(store, "incoming/gone.jpg") == (Status.FAILED, "NoOutput")
 
 
 def test_a_failed_job_fails_its_unfinished_images_with_the_job_reason(
     collect: Collect, objects: MemoryObjects, store: MemoryPredictions
 ) -> None:
-    job = Job(objects, store, ["incoming/a.jpg", "incoming/b.jpg"])
-    job.answer("incoming/a.jpg", fake_prediction(b"a"))
+    job = Job(objects, store, ["incoming/a.jpg"], ["incoming/b.jpg"])
+    job.answer("incoming/a.jpg", fake_prediction(b"a"))  # its shard finished before the job failed
     collect.run(job.event("Failed", "AlgorithmError: worker died"))
     assert status(store, "incoming/a.jpg") == (Status.CLASSIFIED, None)
     assert status(store, "incoming/b.jpg") == (Status.FAILED, "JobFailed")
@@ -96,13 +115,18 @@ def test_a_failed_job_fails_its_unfinished_images_with_the_job_reason(
     assert job.files.name in reason and "AlgorithmError: worker died" in reason
 
 
-def test_a_broken_output_is_a_failure_not_a_rejection(
+def test_a_malformed_line_leaves_its_image_failed_and_the_others_read(
     collect: Collect, objects: MemoryObjects, store: MemoryPredictions
 ) -> None:
-    job = Job(objects, store, ["incoming/a.jpg"])
-    job.answer("incoming/a.jpg", b"<html>gateway error</html>")
+    job = Job(objects, store, ["incoming/a.jpg", "incoming/b.jpg", "incoming/c.jpg"])
+    job.answer("incoming/a.jpg", fake_prediction(b"a"))
+    job.answer("incoming/b.jpg", "<html>gateway error</html>")
+    job.answer("incoming/c.jpg", '{"id": "incoming/c.jpg", "predicted_label": "001"}')  # breaks the contract
     collect.run(job.event())
-    assert status(store, "incoming/a.jpg") == (Status.FAILED, "BadModelOutput")
+    assert status(store, "incoming/a.jpg") == (Status.CLASSIFIED, None)
+    for key in ("incoming/b.jpg", "incoming/c.jpg"):
+        assert status(store, key) == (Status.FAILED, "NoAnswerLine")
+        assert "2 unreadable lines" in (store.outcome(f"{BUCKET}/{key}").reason or "")  # type: ignore[union-attr]
 
 
 def test_collecting_twice_writes_nothing_new(
@@ -145,11 +169,11 @@ def test_the_event_files_parse() -> None:
         JobEvent.from_detail({"TransformJobName": "x"})
 
 
-def test_a_missing_manifest_is_retried_not_recorded(
+def test_a_missing_index_is_retried_not_recorded(
     collect: Collect, objects: MemoryObjects, store: MemoryPredictions
 ) -> None:
     job = Job(objects, store, ["incoming/a.jpg"])
-    del objects.objects[BUCKET, job.files.manifest.key]
+    del objects.objects[BUCKET, job.files.index.key]
     with pytest.raises(TransientError, match="does not exist"):  # EventBridge retries, then the job-events DLQ
         collect.run(job.event())
     assert status(store, "incoming/a.jpg") == (Status.PENDING, None)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 
 from devstack.provision import function_environment
-from pipeline.config import CollectSettings, IngestSettings
+from pipeline.config import BuildSettings, CollectSettings, IngestSettings, TransformResources
+from pipeline.logic import answers
+from pipeline.logic.jobs import JobLayout
 from pipeline.logic.outcomes import Mode
 
 
@@ -13,10 +17,21 @@ def test_the_ingest_settings_are_the_template_defaults() -> None:
     settings = IngestSettings.from_env(function_environment("IngestFunction"))
     assert settings.rules.routing.mode is Mode.AUTO
     assert settings.rules.routing.auto_batch_threshold == 50
-    assert settings.rules.routing.batch_max_bytes == 6_000_000  # TransformMaxPayloadMB, as MaxPayloadInMB counts
-    assert settings.rules.jobs.input_prefix == "incoming/"
+    # an image's base64 record, with a key of up to 1,024 characters, fits in one 6 MB request
+    assert settings.rules.routing.batch_max_bytes == 4_494_000
+    assert answers.record_size(4_494_000, "k" * 1024) <= 6_000_000
+    assert settings.rules.shard_prefix == "batch-input/"
+    assert settings.job_queue_url.endswith("/dogbreed-jobs")
     assert settings.rules.max_receive_count == 5
     assert (settings.endpoint_name, settings.rules.model_name) == ("dogbreed-serverless", "dogbreed-resnet18")
+
+
+def test_the_job_builder_settings_are_the_template_defaults() -> None:
+    settings = BuildSettings.from_env(function_environment("BuildJobsFunction"))
+    assert settings.rules.jobs == JobLayout("dogbreed", "batch-input/", "manifests/", "transform-output/")
+    assert (settings.rules.max_images_per_job, settings.rules.max_jobs_in_flight) == (5000, 2)
+    assert settings.rules.max_wait == timedelta(hours=6)
+    assert settings.transform == TransformResources("ml.m5.xlarge", 1, 6)
 
 
 def test_the_collector_needs_only_the_table() -> None:

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 
 import pytest
 
+from pipeline.logic import answers
+from pipeline.logic import ingest as ingest_logic
 from pipeline.logic.errors import TransientError
-from pipeline.logic.ingest import Ingest, IngestResult, IngestRules
-from pipeline.logic.jobs import JobLayout
+from pipeline.logic.ingest import QUEUED, Ingest, IngestResult, IngestRules
+from pipeline.logic.jobs import QueuedShard
 from pipeline.logic.outcomes import ImageRef, Mode, Outcome, Status
 from pipeline.logic.routing import RoutingPolicy
-from tests.fakes.ports import FakeEndpoint, MemoryObjects, MemoryPredictions, MemoryTransformJobs
+from tests.fakes.ports import FakeEndpoint, MemoryJobQueue, MemoryObjects, MemoryPredictions
 from tests.fakes.sagemaker_runtime import fake_prediction
 from tests.pipeline import images
 from tests.unit.conftest import BUCKET, T0, Clock
@@ -29,17 +30,26 @@ class World:
     objects: MemoryObjects = field(default_factory=MemoryObjects)
     store: MemoryPredictions = field(default_factory=MemoryPredictions)
     endpoint: FakeEndpoint = field(default_factory=FakeEndpoint)
-    jobs: MemoryTransformJobs = field(default_factory=MemoryTransformJobs)
+    queue: MemoryJobQueue = field(default_factory=MemoryJobQueue)
 
     @property
     def ingest(self) -> Ingest:
         rules = IngestRules(
-            routing=RoutingPolicy(self.mode, auto_batch_threshold=3, batch_max_bytes=6_000_000, max_image_pixels=10**8),
-            jobs=JobLayout("dogbreed", "incoming/", "manifests/", "transform-output/"),
+            routing=RoutingPolicy(self.mode, auto_batch_threshold=3, batch_max_bytes=4_000_000, max_image_pixels=10**8),
+            shard_prefix="batch-input/",
             model_name="dogbreed-resnet18",
             max_receive_count=MAX_RECEIVES,
         )
-        return Ingest(rules, self.objects, self.store, self.endpoint, self.jobs, clock=self.clock)
+        return Ingest(rules, self.objects, self.store, self.endpoint, self.queue, clock=self.clock)
+
+    def shards(self) -> list[tuple[QueuedShard, list[tuple[str, bytes]]]]:
+        """Each queued shard, with the records its file holds."""
+        found = []
+        for body in self.queue.messages:
+            shard = QueuedShard.from_message("m", body)
+            data = self.objects.objects[shard.uri.bucket, shard.uri.key]
+            found.append((shard, [answers.loads_record(line) for line in data.splitlines()]))
+        return found
 
     def upload(self, key: str, data: bytes, receive_count: int = 1) -> ImageRef:
         etag = self.objects.put(BUCKET, key, data)
@@ -178,69 +188,76 @@ def test_a_store_that_fails_on_the_last_delivery_leaves_the_message_to_the_dlq(w
 # -- batch transform ----------------------------------------------------------------------------
 
 
-def test_a_batch_becomes_one_job_of_its_valid_images(batch: World) -> None:
+def test_a_batch_becomes_a_shard_of_its_valid_images_queued_for_a_job(batch: World) -> None:
     good = [batch.upload(f"incoming/dog {i}.jpg", images.jpeg(color=(i, 0, 0))) for i in range(3)]
     bad = batch.upload("incoming/notes.jpg", b"not an image")
     result = batch.run(*good, bad)
-    (job,) = batch.jobs.jobs.values()
-    # THEN the valid images wait PENDING in the job, the bad one is REJECTED at once
+    # THEN the valid images wait PENDING in the job queue, the bad one is REJECTED at once
     for ref in good:
         outcome = batch.outcome(ref)
-        assert outcome is not None and outcome.status is Status.PENDING and outcome.job_name == job.name
+        assert outcome is not None and outcome.status is Status.PENDING and outcome.job_name is None
+        assert outcome.reason == QUEUED
     assert batch.outcome(bad).status is Status.REJECTED  # type: ignore[union-attr]
-    # AND the manifest names exactly the valid images
-    manifest = json.loads(batch.objects.objects[BUCKET, f"manifests/{job.name}.json"])
-    assert manifest == [{"prefix": f"s3://{BUCKET}/incoming/"}, "dog 0.jpg", "dog 1.jpg", "dog 2.jpg"]
-    assert job.manifest_uri == f"s3://{BUCKET}/manifests/{job.name}.json"
-    assert job.output_uri == f"s3://{BUCKET}/transform-output/{job.name}/"
+    # AND one shard holds exactly the valid images, each line its bytes under its key
+    ((shard, records),) = batch.shards()
+    assert shard.uri.key.startswith("batch-input/2026/11/22/") and shard.uri.key.endswith(".jsonl")
+    assert [ref.key for ref in shard.images] == [ref.key for ref in good]
+    assert records == [(ref.key, batch.objects.objects[BUCKET, ref.key]) for ref in good]
     assert [o.status for o in result.outcomes] == [Status.REJECTED]  # PENDING is not an outcome yet
     assert batch.endpoint.calls == []
 
 
-def test_an_image_outside_the_input_prefix_cannot_join_a_job(batch: World) -> None:
-    stray = batch.upload("elsewhere/rex.jpg", images.jpeg())
-    batch.run(stray)
-    assert batch.outcome(stray).error_code == "OutsidePrefix"  # type: ignore[union-attr]
-    assert batch.jobs.jobs == {}
-
-
-def test_an_image_over_the_job_payload_limit_is_rejected_before_the_job(batch: World) -> None:
-    huge = batch.upload("incoming/huge.png", images.png()[:-12] + b"\x00" * 6_100_000)
+def test_an_image_over_the_job_payload_limit_is_rejected_before_the_shard(batch: World) -> None:
+    huge = batch.upload("incoming/huge.png", images.png()[:-12] + b"\x00" * 4_100_000)
     batch.run(huge)
     assert batch.outcome(huge).error_code == "TooLarge"  # type: ignore[union-attr]
-    assert batch.jobs.jobs == {}
+    assert batch.queue.messages == []
 
 
-def test_a_duplicate_event_while_pending_starts_no_second_job(batch: World) -> None:
+def test_a_duplicate_event_while_in_a_job_queues_nothing(batch: World) -> None:
     rex = batch.upload("incoming/rex.jpg", images.jpeg())
-    batch.run(rex)
+    batch.store.record(rex, Outcome(Status.PENDING, Mode.BATCH, job_name="dogbreed-job"), batch.clock())
     result = batch.run(rex)
-    assert len(batch.jobs.jobs) == 1 and result.duplicates == 1
+    assert batch.queue.messages == [] and result.duplicates == 1
 
 
-def test_a_job_that_failed_to_start_is_submitted_again(batch: World) -> None:
-    # GIVEN CreateTransformJob fails after the image was recorded PENDING
+def test_a_shard_that_could_not_be_queued_is_queued_on_the_next_delivery(batch: World) -> None:
+    # GIVEN the queue fails after the image was recorded PENDING
     rex = batch.upload("incoming/rex.jpg", images.jpeg())
-    batch.jobs.fail_next(TransientError("ThrottlingException"))
+    batch.queue.fail_next(TransientError("SQS unavailable"))
     first = batch.run(rex)
     assert first.failed_message_ids == {rex.message_id}
-    waiting = batch.outcome(rex)
-    assert waiting is not None and waiting.status is Status.PENDING and not batch.jobs.exists(waiting.job_name or "")
+    assert batch.outcome(rex).status is Status.PENDING  # type: ignore[union-attr]
     # WHEN the message is delivered again
     second = batch.run(rex)
-    # THEN the image is not taken for a duplicate: a job is started for it
-    (job,) = batch.jobs.jobs.values()
+    # THEN the image is not taken for a duplicate: it is queued
     assert not second.failed_message_ids
-    assert batch.outcome(rex).job_name == job.name  # type: ignore[union-attr]
+    ((shard, _),) = batch.shards()
+    assert [ref.key for ref in shard.images] == ["incoming/rex.jpg"]
 
 
-def test_images_of_two_buckets_make_two_jobs(batch: World) -> None:
+def test_two_uploads_of_one_key_in_a_batch_queue_the_newer(batch: World) -> None:
+    old = batch.upload("incoming/rex.jpg", images.jpeg(color=(1, 2, 3)))
+    new = batch.upload("incoming/rex.jpg", images.jpeg(color=(3, 2, 1)))
+    result = batch.run(new, old)
+    ((shard, records),) = batch.shards()
+    assert [ref.etag for ref in shard.images] == [new.etag] and len(records) == 1
+    assert result.superseded == 1 and not result.failed_message_ids
+
+
+def test_shards_stay_within_the_message_and_size_limits(batch: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ingest_logic, "SHARD_MAX_BYTES", 3 * answers.record_size(len(images.jpeg()), "incoming/0.jpg"))
+    refs = [batch.upload(f"incoming/{i}.jpg", images.jpeg()) for i in range(7)]
+    batch.run(*refs)
+    assert [len(shard.images) for shard, _ in batch.shards()] == [3, 3, 1]
+
+
+def test_images_of_two_buckets_make_two_shards(batch: World) -> None:
     rex = batch.upload("incoming/rex.jpg", images.jpeg())
     data = images.png()
     etag = batch.objects.put("another-bucket", "incoming/fido.png", data)
     batch.run(rex, ImageRef("another-bucket", "incoming/fido.png", etag, len(data), T0, "m-other"))
-    buckets = sorted(job.manifest_uri.split("/")[2] for job in batch.jobs.jobs.values())
-    assert buckets == sorted([BUCKET, "another-bucket"])
+    assert sorted(shard.uri.bucket for shard, _ in batch.shards()) == sorted([BUCKET, "another-bucket"])
 
 
 def test_auto_mode_routes_by_batch_size(clock: Clock) -> None:
@@ -251,4 +268,4 @@ def test_auto_mode_routes_by_batch_size(clock: Clock) -> None:
     large = [auto.upload(f"incoming/flood/{i}.jpg", images.jpeg(color=(0, i, 0))) for i in range(3)]
     auto.run(*large)
     assert {auto.outcome(r).status for r in large} == {Status.PENDING}  # type: ignore[union-attr]
-    assert len(auto.jobs.jobs) == 1
+    assert len(auto.queue.messages) == 1

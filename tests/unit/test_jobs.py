@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
 
-from pipeline.logic.jobs import JobFiles, JobLayout, job_name
+from pipeline.logic.errors import MalformedMessage
+from pipeline.logic.jobs import JobFiles, JobLayout, QueuedShard, job_name, ref_json_size, shard_uri
 from pipeline.logic.s3uri import S3Uri
 from tests.unit.conftest import BUCKET, T0, image_ref
 
-LAYOUT = JobLayout("dogbreed", "incoming/", "manifests/", "transform-output/")
+LAYOUT = JobLayout("dogbreed", "batch-input/", "manifests/", "transform-output/")
+
+
+def shard(name: str, *keys: str) -> QueuedShard:
+    return QueuedShard(S3Uri(BUCKET, f"batch-input/2026/11/22/{name}.jsonl"), tuple(image_ref(k) for k in keys))
 
 
 def test_job_names_are_readable_unique_and_short_enough() -> None:
@@ -28,49 +34,55 @@ def test_a_prefix_that_makes_an_invalid_name_is_refused() -> None:
         job_name("dog_breed", [image_ref("incoming/a.jpg")], started=T0, nonce="n")
 
 
-def test_a_new_job_puts_its_files_under_the_layout_prefixes() -> None:
-    job = LAYOUT.new_job(BUCKET, [image_ref("incoming/a.jpg")], started=T0, nonce="n")
+def test_shards_and_jobs_put_their_files_under_the_layout_prefixes() -> None:
+    assert shard_uri("batch-input/", BUCKET, started=T0, nonce="n1") == S3Uri(BUCKET, "batch-input/2026/11/22/n1.jsonl")
+    job = LAYOUT.new_job(BUCKET, [shard("s1", "incoming/a.jpg")], started=T0, nonce="n")
     assert job.manifest == S3Uri(BUCKET, f"manifests/{job.name}.json")
-    assert job.inputs == S3Uri(BUCKET, "incoming/")
+    assert job.index == S3Uri(BUCKET, f"manifests/{job.name}.images.json")
+    assert job.inputs == S3Uri(BUCKET, "batch-input/")
     assert job.output == S3Uri(BUCKET, f"transform-output/{job.name}/")
 
 
-def test_the_collector_reads_back_what_the_ingest_side_wrote() -> None:
-    # GIVEN a job's manifest, as the ingest function writes it
-    keys = ["incoming/a.jpg", "incoming/sub dir/b (1).png", "incoming/café/c.jpg"]
-    written = LAYOUT.new_job(BUCKET, [image_ref(k) for k in keys], started=T0, nonce="n")
-    doc = written.manifest_doc(keys)
-    assert doc[0] == {"prefix": f"s3://{BUCKET}/incoming/"}
-    assert doc[1:] == ["a.jpg", "sub dir/b (1).png", "café/c.jpg"]
-    # WHEN the collector reads it back from the job's event (output path without its slash)
-    read, found = JobFiles.from_manifest(written.name, written.manifest, doc, str(written.output).rstrip("/"))
-    # THEN it finds the same files and keys, and each image's output where SageMaker writes it
+def test_a_shard_message_round_trips_and_names_its_delivery() -> None:
+    queued = shard("s1", "incoming/a.jpg", "incoming/café/b (1).png")
+    read = QueuedShard.from_message("m-1", queued.message_body(), receive_count=3)
+    assert read.uri == queued.uri and read.message_id == "m-1" and read.receive_count == 3
+    assert [(r.key, r.etag, r.size, r.uploaded_at) for r in read.images] == [
+        (r.key, r.etag, r.size, r.uploaded_at) for r in queued.images
+    ]
+    assert {(r.message_id, r.receive_count) for r in read.images} == {("m-1", 3)}
+    assert len(queued.message_body().encode()) <= sum(ref_json_size(r) for r in queued.images) + 200
+
+
+@pytest.mark.parametrize("body", ["not json", "[]", '{"shard": "s3://b/k"}', '{"shard": "nowhere", "images": []}'])
+def test_a_message_that_is_not_a_shard_is_malformed(body: str) -> None:
+    with pytest.raises(MalformedMessage, match="does not announce a shard"):
+        QueuedShard.from_message("m-1", body)
+
+
+def test_the_collector_reads_back_what_the_builder_wrote() -> None:
+    # GIVEN a job of two shards, its manifest and index as the job builder writes them
+    shards = [shard("s1", "incoming/a.jpg", "incoming/sub dir/b (1).png"), shard("s2", "incoming/café/c.jpg")]
+    written = LAYOUT.new_job(BUCKET, shards, started=T0, nonce="n")
+    assert written.manifest_doc(shards) == [
+        {"prefix": f"s3://{BUCKET}/batch-input/"},
+        "2026/11/22/s1.jsonl",
+        "2026/11/22/s2.jsonl",
+    ]
+    # WHEN the collector reads the index back from the job's event (output path without its slash)
+    doc = json.loads(json.dumps(written.index_doc(shards)))
+    read, found = JobFiles.from_index(written.name, written.manifest, doc, str(written.output).rstrip("/"))
+    # THEN it finds the same files and shards, and each shard's output where SageMaker writes it
     assert read == written
-    assert found == keys
-    assert read.output_for("incoming/sub dir/b (1).png") == S3Uri(
-        BUCKET, f"transform-output/{written.name}/sub dir/b (1).png.out"
-    )
+    assert [(s.uri, [r.key for r in s.images]) for s in found] == [(s.uri, [r.key for r in s.images]) for s in shards]
+    expected = S3Uri(BUCKET, f"transform-output/{written.name}/2026/11/22/s1.jsonl.out")
+    assert read.output_for(shards[0].uri.key) == expected
 
 
-def test_only_images_under_the_input_prefix_can_join_a_job() -> None:
-    assert LAYOUT.holds("incoming/a.jpg") and not LAYOUT.holds("elsewhere/a.jpg")
-    job = LAYOUT.new_job(BUCKET, [], started=T0, nonce="n")
-    with pytest.raises(ValueError, match="outside the input prefix"):
-        job.manifest_doc(["elsewhere/a.jpg"])
-
-
-@pytest.mark.parametrize(
-    ("doc", "message"),
-    [
-        ({"prefix": "s3://b/incoming/"}, "does not start with"),
-        ([], "does not start with"),
-        (["a.jpg"], "does not start with"),
-        ([{"prefix": "s3://other-bucket/incoming/"}, "a.jpg"], "is not in bucket"),
-    ],
-)
-def test_a_malformed_manifest_is_an_error(doc: object, message: str) -> None:
-    with pytest.raises(ValueError, match=message):
-        JobFiles.from_manifest("job", S3Uri(BUCKET, "manifests/job.json"), doc, f"s3://{BUCKET}/out/job/")
+@pytest.mark.parametrize("doc", [[], {"prefix": "s3://b/batch-input/"}, {"prefix": "nowhere", "shards": []}])
+def test_a_malformed_index_is_an_error(doc: object) -> None:
+    with pytest.raises(ValueError, match="is malformed"):
+        JobFiles.from_index("job", S3Uri(BUCKET, "manifests/job.json"), doc, f"s3://{BUCKET}/out/job/")
 
 
 @pytest.mark.parametrize("uri", ["s3://bucket", "https://bucket/key", "s3:///key", "bucket/key"])

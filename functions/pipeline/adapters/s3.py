@@ -43,6 +43,10 @@ class S3Objects:
                 Bucket=bucket, Key=key, Body=json.dumps(doc).encode(), ContentType="application/json"
             )
 
+    def put_bytes(self, bucket: str, key: str, data: bytes, content_type: str) -> None:
+        with aws_call(f"writing s3://{bucket}/{key}"):
+            self.client.put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type)
+
     def get_if_exists(self, bucket: str, key: str) -> bytes | None:
         try:
             with aws_call(f"reading s3://{bucket}/{key}"):

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 from pipeline.adapters.aws_errors import AwsError, aws_call, is_retryable
 from pipeline.adapters.retry import Backoff
 from pipeline.logic import answers
-from pipeline.logic.errors import RejectedImage
+from pipeline.logic.errors import NoCapacity, RejectedImage
 
 if TYPE_CHECKING:
     from mypy_boto3_sagemaker import SageMakerClient
@@ -54,27 +54,41 @@ def transform_job_request(
     instance_type: str,
     instance_count: int,
     max_payload_mb: int,
+    multi_record: bool = True,
 ) -> dict[str, Any]:
-    """CreateTransformJob's request for our model: one image per request (SplitType None), and
-    per-image error records (BAD_INPUT_POLICY=record), so one bad image never fails a job.
+    """CreateTransformJob's request for our model.
+
+    multi_record (the pipeline's shards): JSON Lines split by line, as many records per request as
+    fit in MaxPayloadInMB, answers assembled a line per record in input order. Otherwise one raw
+    image per object and request. Either way bad images become error records
+    (BAD_INPUT_POLICY=record), so one bad image never fails a job.
 
     source: the S3DataSource, e.g. {"S3DataType": "ManifestFile", "S3Uri": "s3://b/manifests/job.json"}."""
+    if multi_record:
+        content, split, assemble = answers.JSON_LINES, "Line", "Line"
+    else:
+        content, split, assemble = "application/x-image", "None", "None"
     return {
         "TransformJobName": name,
         "ModelName": model_name,
-        # The model server takes payloads up to this size; SageMaker caps payload x concurrency at 100 MB.
         "MaxPayloadInMB": max_payload_mb,
+        # SageMaker caps payload x concurrency at 100 MB.
         "MaxConcurrentTransforms": max(1, 100 // max_payload_mb),
+        "BatchStrategy": "MultiRecord" if multi_record else "SingleRecord",
         "Environment": {"BAD_INPUT_POLICY": "record"},
         "ModelClientConfig": {"InvocationsTimeoutInSeconds": 600, "InvocationsMaxRetries": 1},
-        "TransformInput": {
-            "DataSource": {"S3DataSource": source},
-            "ContentType": "application/x-image",
-            "SplitType": "None",
+        "TransformInput": {"DataSource": {"S3DataSource": source}, "ContentType": content, "SplitType": split},
+        "TransformOutput": {
+            "S3OutputPath": output_uri,
+            "Accept": answers.JSON_LINES if multi_record else "application/json",
+            "AssembleWith": assemble,
         },
-        "TransformOutput": {"S3OutputPath": output_uri, "Accept": "application/json", "AssembleWith": "None"},
         "TransformResources": {"InstanceType": instance_type, "InstanceCount": instance_count},
     }
+
+
+# CreateTransformJob refused for want of capacity: the images wait, they are not failed.
+NO_CAPACITY_CODES = frozenset({"ResourceLimitExceeded", "ThrottlingException", "LimitExceededException"})
 
 
 class TransformJobs:
@@ -88,9 +102,11 @@ class TransformJobs:
         instance_type: str,
         instance_count: int,
         max_payload_mb: int,
+        job_prefix: str,
         backoff: Backoff | None = None,
     ) -> None:
         self.client = client
+        self.job_prefix = job_prefix
         self.model_name = model_name
         self.instance_type = instance_type
         self.instance_count = instance_count
@@ -106,6 +122,18 @@ class TransformJobs:
                 return False
             raise
         return True
+
+    def in_flight(self) -> int:
+        count = 0
+        with aws_call("listing transform jobs"):
+            for status in ("InProgress", "Stopping"):
+                pages = self.client.get_paginator("list_transform_jobs").paginate(
+                    StatusEquals=status, NameContains=f"{self.job_prefix}-"
+                )
+                for page in pages:
+                    summaries = page["TransformJobSummaries"]
+                    count += sum(s["TransformJobName"].startswith(f"{self.job_prefix}-") for s in summaries)
+        return count
 
     def start(self, name: str, manifest_uri: str, output_uri: str) -> None:
         request = transform_job_request(
@@ -127,4 +155,6 @@ class TransformJobs:
         except AwsError as exc:
             if exc.code == "ResourceInUse" or "already exists" in str(exc) or "must be unique" in str(exc):
                 return  # a retried batch: the job with this name is already running
+            if exc.code in NO_CAPACITY_CODES:
+                raise NoCapacity(f"{exc.code}: {exc}") from exc
             raise

@@ -1,4 +1,4 @@
-"""SQS-triggered function: S3 upload notifications in, predictions (or a transform job) out."""
+"""SQS-triggered function: S3 upload notifications in, predictions (or shards queued for batch transform) out."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pipeline.adapters.clients import client
 from pipeline.adapters.dynamodb import DynamoPredictions
 from pipeline.adapters.s3 import S3Objects
-from pipeline.adapters.sagemaker import ServerlessEndpoint, TransformJobs
+from pipeline.adapters.sagemaker import ServerlessEndpoint
+from pipeline.adapters.sqs import SqsJobQueue
 from pipeline.config import IngestSettings
 from pipeline.handlers.observe import emit_outcome_metrics
 from pipeline.logic.ingest import Ingest
@@ -34,13 +35,7 @@ def build_ingest() -> Ingest:
         objects=S3Objects(client("s3")),
         store=DynamoPredictions(client("dynamodb"), settings.table_name),
         endpoint=ServerlessEndpoint(client("sagemaker-runtime"), settings.endpoint_name),
-        transforms=TransformJobs(
-            client("sagemaker"),
-            model_name=settings.rules.model_name,
-            instance_type=settings.transform.instance_type,
-            instance_count=settings.transform.instance_count,
-            max_payload_mb=settings.transform.max_payload_mb,
-        ),
+        queue=SqsJobQueue(client("sqs"), settings.job_queue_url),
     )
 
 

@@ -1,4 +1,5 @@
-"""Record the outcome of every image of a finished batch transform job."""
+"""Record the outcome of every image of a finished batch transform job: each shard's output has
+one answer line per image, found by its record id (the image key)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
-from pipeline.logic.errors import RejectedImage, TransientError
-from pipeline.logic.jobs import JobFiles
-from pipeline.logic.outcomes import Mode, Outcome, Status, read_model_answer
-from pipeline.logic.ports import ObjectStore, PredictionStore
+from pipeline.logic import answers
+from pipeline.logic.errors import TransientError
+from pipeline.logic.jobs import JobFiles, index_of
+from pipeline.logic.outcomes import ImageRef, Mode, Outcome, Status
+from pipeline.logic.ports import ObjectStore, PredictionStore, StoredImage, may_settle
 from pipeline.logic.s3uri import S3Uri
 
 logger = Logger(child=True)
@@ -63,40 +65,53 @@ class Collect:
             logger.info("job not finished; nothing to collect", job_name=job.name, status=job.status)
             return []
         manifest = S3Uri.parse(job.manifest_uri)
-        manifest_body = self.objects.get_if_exists(manifest.bucket, manifest.key)
-        if manifest_body is None:
-            raise TransientError(f"the manifest {manifest} of job {job.name} does not exist")
-        files, keys = JobFiles.from_manifest(job.name, manifest, json.loads(manifest_body), job.output_uri)
-        bucket = files.inputs.bucket
-        stored = self.store.get_many(f"{bucket}/{key}" for key in keys)
+        index = index_of(manifest)
+        index_body = self.objects.get_if_exists(index.bucket, index.key)
+        if index_body is None:
+            raise TransientError(f"the index {index} of job {job.name} does not exist")
+        files, shards = JobFiles.from_index(job.name, manifest, json.loads(index_body), job.output_uri)
+        stored = self.store.get_many(ref.image_id for shard in shards for ref in shard.images)
 
         outcomes = []
         base = Outcome(Status.PENDING, Mode.BATCH, job_name=job.name, model_name=job.model_name or None)
-        for key in keys:
-            image = stored.get(f"{bucket}/{key}")
-            if image is None or image.status is not Status.PENDING or image.job_name != job.name:
-                logger.info("image no longer waits on this job", image_id=f"{bucket}/{key}", job_name=job.name)
+        for shard in shards:
+            waiting = [stored[r.image_id] for r in shard.images if self._waits_on(stored.get(r.image_id), r, job)]
+            if not waiting:
                 continue
-            output = files.output_for(key)
+            output = files.output_for(shard.uri.key)
             body = self.objects.get_if_exists(output.bucket, output.key)
-            outcome = self._outcome(job, body, base)
-            if self.store.settle_job_image(image, outcome, self.clock()):
-                outcomes.append(outcome)
-            logger.info("image outcome", image_id=image.ref.image_id, status=outcome.status, reason=outcome.reason)
+            found, broken = answers.loads_lines(body) if body is not None else ({}, [])
+            if broken:
+                logger.warning("unreadable output lines", job_name=job.name, output=str(output), lines=broken[:5])
+            for image in waiting:
+                outcome = self._outcome(job, body, found.get(image.ref.key), broken, base)
+                if self.store.settle_job_image(image, outcome, self.clock()):
+                    outcomes.append(outcome)
+                logger.info("image outcome", image_id=image.ref.image_id, status=outcome.status, reason=outcome.reason)
         return outcomes
 
     @staticmethod
-    def _outcome(job: JobEvent, body: bytes | None, base: Outcome) -> Outcome:
-        if body is None:
-            if job.status == "Completed":
-                reason = f"transform job {job.name} completed but wrote no output for this image"
-            else:
+    def _waits_on(image: StoredImage | None, ref: ImageRef, job: JobEvent) -> bool:
+        if not may_settle(image, ref.etag, job.name):
+            logger.info("image no longer waits on this job", image_id=ref.image_id, job_name=job.name)
+            return False
+        return True
+
+    @staticmethod
+    def _outcome(
+        job: JobEvent, body: bytes | None, answer: answers.Answer | None, broken: list[str], base: Outcome
+    ) -> Outcome:
+        if answer is None:
+            if job.status != "Completed":
                 reason = f"transform job {job.name} {job.status.lower()}: {job.failure_reason}"
-            return replace(base, status=Status.FAILED, reason=reason, error_code=f"Job{job.status}")
-        try:
-            prediction = read_model_answer(body)
-        except RejectedImage as exc:
-            return replace(base, status=Status.REJECTED, reason=exc.reason, error_code=exc.code)
-        except TransientError as exc:
-            return replace(base, status=Status.FAILED, reason=str(exc), error_code="BadModelOutput")
-        return replace(base, status=Status.CLASSIFIED, prediction=prediction)
+                return replace(base, status=Status.FAILED, reason=reason, error_code=f"Job{job.status}")
+            if body is None:
+                reason = f"transform job {job.name} completed but wrote no output for this image's shard"
+                return replace(base, status=Status.FAILED, reason=reason, error_code="NoOutput")
+            reason = f"transform job {job.name} wrote no answer line for this image"
+            if broken:
+                reason += f" ({len(broken)} unreadable lines, the first {broken[0]})"
+            return replace(base, status=Status.FAILED, reason=reason, error_code="NoAnswerLine")
+        if isinstance(answer, answers.ErrorRecord):
+            return replace(base, status=Status.REJECTED, reason=answer.message, error_code=answer.code)
+        return replace(base, status=Status.CLASSIFIED, prediction=answer)

@@ -26,5 +26,10 @@ class TransientError(PipelineError):
     The message is retried by SQS and ends in the DLQ if it keeps failing."""
 
 
+class NoCapacity(TransientError):
+    """SageMaker cannot start another transform job now (the account's quota, or throttling).
+    Images wait for capacity; this is never a reason to give up on them."""
+
+
 class MalformedMessage(PipelineError):
     """An SQS message that is not an S3 event notification. It is retried and lands in the DLQ."""

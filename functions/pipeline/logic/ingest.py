@@ -1,5 +1,6 @@
 """Classify a batch of uploaded images: skip duplicates, reject bad input, then either call the
-serverless endpoint per image or submit one batch transform job for the lot."""
+serverless endpoint per image or pack the images into shards for batch transform and queue them
+for the job builder (build.py), which gathers many shards into few large jobs."""
 
 from __future__ import annotations
 
@@ -12,16 +13,21 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
+from pipeline.logic import answers
 from pipeline.logic.errors import ObjectChanged, RejectedImage, TransientError
 from pipeline.logic.images import HEADER_BYTES, inspect_image
-from pipeline.logic.jobs import JobLayout
+from pipeline.logic.jobs import QueuedShard, ref_json_size, shard_uri
 from pipeline.logic.outcomes import FINAL_STATUSES, ImageRef, Mode, Outcome, Status, read_model_answer
-from pipeline.logic.ports import Endpoint, ObjectStore, PredictionStore, TransformJobs
+from pipeline.logic.ports import Endpoint, JobQueue, ObjectStore, PredictionStore
 from pipeline.logic.routing import RoutingPolicy
 
 logger = Logger(child=True)
 
 _CONTENT_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png"}
+QUEUED = "waiting in the job queue to join a batch transform job"
+# A shard is held in memory while it is packed, and its message must fit SQS's 256 KB.
+SHARD_MAX_BYTES = 64_000_000
+SHARD_MESSAGE_MAX_BYTES = 200_000
 
 
 @dataclass(frozen=True)
@@ -29,7 +35,7 @@ class IngestRules:
     """What the ingest logic needs to know of its configuration."""
 
     routing: RoutingPolicy
-    jobs: JobLayout
+    shard_prefix: str  # where shards of images for batch transform are written
     model_name: str
     max_receive_count: int  # the queue's: the delivery on which a transient failure becomes FAILED
 
@@ -49,14 +55,14 @@ class Ingest:
         objects: ObjectStore,
         store: PredictionStore,
         endpoint: Endpoint,
-        transforms: TransformJobs,
+        queue: JobQueue,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.rules = rules
         self.objects = objects
         self.store = store
         self.endpoint = endpoint
-        self.transforms = transforms
+        self.queue = queue
         self.clock = clock
 
     def run(self, images: list[ImageRef]) -> IngestResult:
@@ -66,7 +72,7 @@ class Ingest:
         for ref in serverless:
             self._classify_one(ref, result)
         if batch:
-            self._submit_batch(batch, result)
+            self._queue_for_jobs(batch, result)
         return result
 
     def _without_duplicates(self, images: list[ImageRef], result: IngestResult) -> list[ImageRef]:
@@ -86,12 +92,12 @@ class Ingest:
             fresh[identity] = ref
         return list(fresh.values())
 
-    def _settled(self, status: Status, job: str | None) -> bool:
-        if status in FINAL_STATUSES:
-            return True
-        # PENDING in a job that exists: the collector records its outcome. PENDING in a job that
-        # was never created (its submission failed) is submitted again.
-        return status is Status.PENDING and job is not None and self.transforms.exists(job)
+    @staticmethod
+    def _settled(status: Status, job: str | None) -> bool:
+        # PENDING in a job: the collector records its outcome (and if the job never started, the
+        # job builder still holds its shard and builds again). PENDING in the job queue only is
+        # queued again: this delivery may be the retry of a failed queueing.
+        return status in FINAL_STATUSES or (status is Status.PENDING and job is not None)
 
     # -- serverless -------------------------------------------------------------------------
 
@@ -112,8 +118,16 @@ class Ingest:
             self._transient_failure([ref], exc, result, base)
 
     def _invoke(self, ref: ImageRef) -> dict[str, Any]:
-        # Never load more than the endpoint could take: an oversize object is judged by its header.
-        max_bytes = self.rules.routing.max_bytes(Mode.SERVERLESS)
+        data, info_format = self._read_checked(ref, Mode.SERVERLESS)
+        started = time.perf_counter()
+        answer = self.endpoint.invoke(data, _CONTENT_TYPES.get(info_format, "application/x-image"))
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        return {"prediction": read_model_answer(answer), "inference_ms": round(elapsed_ms, 1)}
+
+    def _read_checked(self, ref: ImageRef, mode: Mode) -> tuple[bytes, str]:
+        """The image's bytes and format, after the header checks. Never loads more than the mode
+        takes: an oversize object is judged (and rejected) by its header."""
+        max_bytes = self.rules.routing.max_bytes(mode)
         whole = ref.size <= max_bytes
         obj = self.objects.read(ref.bucket, ref.key, ref.etag, first_bytes=None if whole else HEADER_BYTES)
         info = inspect_image(
@@ -122,62 +136,57 @@ class Ingest:
             max_bytes=max_bytes,
             max_pixels=self.rules.routing.max_image_pixels,
         )
-        started = time.perf_counter()
-        answer = self.endpoint.invoke(obj.data, _CONTENT_TYPES.get(info.format, "application/x-image"))
-        elapsed_ms = (time.perf_counter() - started) * 1000
-        return {"prediction": read_model_answer(answer), "inference_ms": round(elapsed_ms, 1)}
+        return obj.data, info.format
 
     # -- batch transform --------------------------------------------------------------------
 
-    def _submit_batch(self, images: list[ImageRef], result: IngestResult) -> None:
-        base = Outcome(Status.PENDING, Mode.BATCH, model_name=self.rules.model_name)
-        accepted: list[ImageRef] = []
+    def _queue_for_jobs(self, images: list[ImageRef], result: IngestResult) -> None:
+        """Check each image, pack the good ones into shards and queue each shard for a job. One
+        bad image never enters a shard, so it never fails a job."""
+        base = Outcome(Status.PENDING, Mode.BATCH, model_name=self.rules.model_name, reason=QUEUED)
+        accepted: dict[tuple[str, str], tuple[ImageRef, bytes]] = {}
         for ref in images:
             try:
-                self._check_for_batch(ref)
-                accepted.append(ref)
+                data, _ = self._read_checked(ref, Mode.BATCH)
             except RejectedImage as exc:
                 outcome = replace(base, status=Status.REJECTED, reason=exc.reason, error_code=exc.code)
                 try:
                     self._record(ref, outcome, result)
                 except TransientError as store_exc:
                     self._transient_failure([ref], store_exc, result, base)
+                continue
             except ObjectChanged:
                 result.superseded += 1
+                continue
             except TransientError as exc:
                 self._transient_failure([ref], exc, result, base)
-        for bucket in sorted({ref.bucket for ref in accepted}):
-            self._start_job([ref for ref in accepted if ref.bucket == bucket], result)
+                continue
+            # A key is a shard's record id: of two uploads of one key in a batch, the newer wins.
+            older = accepted.get((ref.bucket, ref.key))
+            if older is not None:
+                result.superseded += 1
+                if older[0].uploaded_at > ref.uploaded_at:
+                    continue
+            accepted[ref.bucket, ref.key] = (ref, data)
+        for shard in _pack(list(accepted.values())):
+            self._queue_shard(shard, result, base)
 
-    def _check_for_batch(self, ref: ImageRef) -> None:
-        """Validate before the image enters a manifest: one bad object must not fail a whole job."""
-        if not self.rules.jobs.holds(ref.key):
-            raise RejectedImage(
-                "OutsidePrefix", f"only objects under {self.rules.jobs.input_prefix!r} can join a transform job"
-            )
-        head = self.objects.read(ref.bucket, ref.key, ref.etag, first_bytes=HEADER_BYTES)
-        inspect_image(
-            head.data,
-            head.total_size,
-            max_bytes=self.rules.routing.max_bytes(Mode.BATCH),
-            max_pixels=self.rules.routing.max_image_pixels,
-        )
-
-    def _start_job(self, images: list[ImageRef], result: IngestResult) -> None:
-        job = self.rules.jobs.new_job(images[0].bucket, images, started=self.clock(), nonce=uuid.uuid4().hex)
-        base = Outcome(Status.PENDING, Mode.BATCH, job_name=job.name, model_name=self.rules.model_name)
+    def _queue_shard(self, items: list[tuple[ImageRef, bytes]], result: IngestResult, base: Outcome) -> None:
+        refs = [ref for ref, _ in items]
+        uri = shard_uri(self.rules.shard_prefix, refs[0].bucket, started=self.clock(), nonce=uuid.uuid4().hex)
         try:
-            # PENDING first: if the job then fails to start, a retry finds PENDING in a job that
-            # does not exist and submits the image again; nothing waits on a job that never ran.
-            pending = [ref for ref in images if self._record(ref, base, result)]
-            if not pending:
+            # PENDING first: if queueing then fails, a retry finds PENDING outside any job and
+            # queues the image again; the job builder skips an image that a job already holds.
+            queued = [(ref, data) for ref, data in items if self._record(ref, base, result)]
+            if not queued:
                 return
-            self.objects.put_json(job.manifest.bucket, job.manifest.key, job.manifest_doc(r.key for r in pending))
-            self.transforms.start(job.name, str(job.manifest), str(job.output))
+            lines = b"".join(answers.dumps_record(ref.key, data) + b"\n" for ref, data in queued)
+            self.objects.put_bytes(uri.bucket, uri.key, lines, answers.JSON_LINES)
+            self.queue.send(QueuedShard(uri, tuple(ref for ref, _ in queued)).message_body())
         except TransientError as exc:
-            self._transient_failure(images, exc, result, base)
+            self._transient_failure(refs, exc, result, base)
             return
-        logger.info("transform job submitted", job_name=job.name, images=len(pending))
+        logger.info("shard queued for a transform job", shard=str(uri), images=len(queued), bytes=len(lines))
 
     # -- recording --------------------------------------------------------------------------
 
@@ -210,3 +219,21 @@ class Ingest:
         log = logger.warning if outcome.status in (Status.REJECTED, Status.FAILED) else logger.info
         log("image outcome", image_id=ref.image_id, status=outcome.status, reason=outcome.reason, written=written)
         return written
+
+
+def _pack(items: list[tuple[ImageRef, bytes]]) -> list[list[tuple[ImageRef, bytes]]]:
+    """Shards of one bucket each, within SHARD_MAX_BYTES and a message of SHARD_MESSAGE_MAX_BYTES."""
+    shards: list[list[tuple[ImageRef, bytes]]] = []
+    for bucket in sorted({ref.bucket for ref, _ in items}):
+        current: list[tuple[ImageRef, bytes]] = []
+        size = message = 0
+        for ref, data in (item for item in items if item[0].bucket == bucket):
+            line, entry = answers.record_size(len(data), ref.key), ref_json_size(ref)
+            if current and (size + line > SHARD_MAX_BYTES or message + entry > SHARD_MESSAGE_MAX_BYTES):
+                shards.append(current)
+                current, size, message = [], 0, 0
+            current.append((ref, data))
+            size, message = size + line, message + entry
+        if current:
+            shards.append(current)
+    return shards

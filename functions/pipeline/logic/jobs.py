@@ -1,14 +1,25 @@
 """Batch transform jobs: their names, and where their files live. The one owner of a job's S3
-layout: the ingest function writes it, the collector reads it back."""
+layout: the ingest function writes shards, the job builder writes a job's manifest and index, the
+collector reads them back.
+
+- A shard is a JSON Lines file of images (answers.dumps_record, the image key as record id),
+  written by the ingest function and announced on the job queue by one message (QueuedShard).
+- A job reads a ManifestFile naming its shards; SageMaker splits them by line and sends many
+  records per request. Its index names, for each shard, the images on its lines.
+- SageMaker writes the answers for `<inputs><relative>` to `<output><relative>.out`, a line each.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import re
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from typing import Any
 
+from pipeline.logic.errors import MalformedMessage
 from pipeline.logic.outcomes import ImageRef
 from pipeline.logic.s3uri import S3Uri
 
@@ -18,7 +29,7 @@ _DIGEST_CHARS = 16
 
 
 def job_name(prefix: str, images: Iterable[ImageRef], *, started: datetime, nonce: str) -> str:
-    """A unique, readable name: `<prefix>-<UTC time>-<digest of the batch and a nonce>`.
+    """A unique, readable name: `<prefix>-<UTC time>-<digest of the images and a nonce>`.
 
     Names are unique per account and region forever, so each submission gets a fresh one (the
     nonce); a submission retried within one call reuses its name and SageMaker refuses a second
@@ -33,38 +44,113 @@ def job_name(prefix: str, images: Iterable[ImageRef], *, started: datetime, nonc
     return name
 
 
+def _ref_to_json(ref: ImageRef) -> dict[str, Any]:
+    return {
+        "bucket": ref.bucket,
+        "key": ref.key,
+        "etag": ref.etag,
+        "size": ref.size,
+        "uploaded_at": ref.uploaded_at.astimezone(UTC).isoformat(),
+    }
+
+
+def _ref_from_json(doc: dict[str, Any]) -> ImageRef:
+    return ImageRef(
+        bucket=str(doc["bucket"]),
+        key=str(doc["key"]),
+        etag=str(doc["etag"]),
+        size=int(doc["size"]),
+        uploaded_at=datetime.fromisoformat(str(doc["uploaded_at"])),
+    )
+
+
+def ref_json_size(ref: ImageRef) -> int:
+    """The bytes an image adds to a shard's message."""
+    return len(json.dumps(_ref_to_json(ref), ensure_ascii=False).encode()) + 2
+
+
+@dataclass(frozen=True)
+class QueuedShard:
+    """A shard waiting for a transform job: its file, and its images in line order (each line's
+    record id is the image key). One message of the job queue."""
+
+    uri: S3Uri
+    images: tuple[ImageRef, ...]
+    message_id: str = ""
+    receive_count: int = 1
+
+    def to_json(self) -> dict[str, Any]:
+        return {"shard": str(self.uri), "images": [_ref_to_json(ref) for ref in self.images]}
+
+    def message_body(self) -> str:
+        return json.dumps(self.to_json(), ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, doc: object) -> QueuedShard:
+        if not isinstance(doc, dict):
+            raise ValueError("a shard is a JSON object")
+        return cls(S3Uri.parse(str(doc["shard"])), tuple(_ref_from_json(ref) for ref in doc["images"]))
+
+    @classmethod
+    def from_message(cls, message_id: str, body: str, receive_count: int = 1) -> QueuedShard:
+        try:
+            shard = cls.from_json(json.loads(body))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise MalformedMessage(f"message {message_id} does not announce a shard: {exc!r}") from exc
+        images = tuple(replace(ref, message_id=message_id, receive_count=receive_count) for ref in shard.images)
+        return replace(shard, images=images, message_id=message_id, receive_count=receive_count)
+
+
 @dataclass(frozen=True)
 class JobFiles:
-    """One job's files: a ManifestFile naming its images relative to the prefix they share, and an
-    output folder where SageMaker writes the answer for `<inputs><relative>` to `<output><relative>.out`."""
+    """One job's files: the ManifestFile naming its shards relative to the prefix they share, the
+    index of the images on each shard's lines, and the output folder."""
 
     name: str
     manifest: S3Uri
     inputs: S3Uri
     output: S3Uri
 
-    def relative(self, image_key: str) -> str:
-        if not image_key.startswith(self.inputs.key):
-            raise ValueError(f"key {image_key!r} is outside the input prefix {self.inputs.key!r}")
-        return image_key[len(self.inputs.key) :]
+    @property
+    def index(self) -> S3Uri:
+        return index_of(self.manifest)
 
-    def manifest_doc(self, image_keys: Iterable[str]) -> list[object]:
-        """The ManifestFile: the common prefix first, then each key relative to it."""
-        return [{"prefix": str(self.inputs)}, *(self.relative(key) for key in image_keys)]
+    def relative(self, shard_key: str) -> str:
+        if not shard_key.startswith(self.inputs.key):
+            raise ValueError(f"key {shard_key!r} is outside the input prefix {self.inputs.key!r}")
+        return shard_key[len(self.inputs.key) :]
 
-    def output_for(self, image_key: str) -> S3Uri:
-        return self.output.join(f"{self.relative(image_key)}.out")
+    def manifest_doc(self, shards: Iterable[QueuedShard]) -> list[object]:
+        """The ManifestFile: the common prefix first, then each shard's key relative to it."""
+        return [{"prefix": str(self.inputs)}, *(self.relative(shard.uri.key) for shard in shards)]
+
+    def index_doc(self, shards: Iterable[QueuedShard]) -> dict[str, Any]:
+        return {"job": self.name, "prefix": str(self.inputs), "shards": [shard.to_json() for shard in shards]}
+
+    def output_for(self, shard_key: str) -> S3Uri:
+        return self.output.join(f"{self.relative(shard_key)}.out")
 
     @classmethod
-    def from_manifest(cls, name: str, manifest: S3Uri, doc: object, output_uri: str) -> tuple[JobFiles, list[str]]:
-        """A finished job's files and the image keys its manifest names (the inverse of manifest_doc)."""
-        if not isinstance(doc, list) or not doc or not isinstance(doc[0], dict) or "prefix" not in doc[0]:
-            raise ValueError(f"manifest {manifest} does not start with {{'prefix': 's3://bucket/prefix/'}}")
-        inputs = S3Uri.parse(str(doc[0]["prefix"]))
-        if inputs.bucket != manifest.bucket:
-            raise ValueError(f"manifest prefix {inputs} is not in bucket {manifest.bucket!r}")
-        files = cls(name, manifest, inputs, S3Uri.parse(output_uri.rstrip("/") + "/"))
-        return files, [inputs.key + str(relative) for relative in doc[1:]]
+    def from_index(cls, name: str, manifest: S3Uri, doc: object, output_uri: str) -> tuple[JobFiles, list[QueuedShard]]:
+        """A finished job's files and its shards (the inverse of index_doc)."""
+        try:
+            if not isinstance(doc, dict):
+                raise TypeError("the index is not a JSON object")
+            inputs = S3Uri.parse(str(doc["prefix"]))
+            shards = [QueuedShard.from_json(shard) for shard in doc["shards"]]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"the index {index_of(manifest)} of job {name} is malformed: {exc!r}") from exc
+        return cls(name, manifest, inputs, S3Uri.parse(output_uri.rstrip("/") + "/")), shards
+
+
+def shard_uri(shard_prefix: str, bucket: str, *, started: datetime, nonce: str) -> S3Uri:
+    """Where the ingest function writes a new shard."""
+    return S3Uri(bucket, f"{shard_prefix}{started.astimezone(UTC):%Y/%m/%d}/{nonce}.jsonl")
+
+
+def index_of(manifest: S3Uri) -> S3Uri:
+    """Where a job's index lives: beside its manifest."""
+    return S3Uri(manifest.bucket, manifest.key.removesuffix(".json") + ".images.json")
 
 
 @dataclass(frozen=True)
@@ -72,19 +158,15 @@ class JobLayout:
     """How the pipeline names its jobs and where in the images bucket it puts their files."""
 
     job_prefix: str
-    input_prefix: str
+    shard_prefix: str
     manifest_prefix: str
     output_prefix: str
 
-    def holds(self, image_key: str) -> bool:
-        """Only images under the input prefix can join a job (a manifest names keys relative to it)."""
-        return image_key.startswith(self.input_prefix)
-
-    def new_job(self, bucket: str, images: Iterable[ImageRef], *, started: datetime, nonce: str) -> JobFiles:
-        name = job_name(self.job_prefix, images, started=started, nonce=nonce)
+    def new_job(self, bucket: str, shards: Sequence[QueuedShard], *, started: datetime, nonce: str) -> JobFiles:
+        name = job_name(self.job_prefix, [ref for s in shards for ref in s.images], started=started, nonce=nonce)
         return JobFiles(
             name=name,
             manifest=S3Uri(bucket, f"{self.manifest_prefix}{name}.json"),
-            inputs=S3Uri(bucket, self.input_prefix),
+            inputs=S3Uri(bucket, self.shard_prefix),
             output=S3Uri(bucket, f"{self.output_prefix}{name}/"),
         )

@@ -35,6 +35,8 @@ class ObjectStore(Protocol):
 
     def put_json(self, bucket: str, key: str, doc: object) -> None: ...
 
+    def put_bytes(self, bucket: str, key: str, data: bytes, content_type: str) -> None: ...
+
     def get_if_exists(self, bucket: str, key: str) -> bytes | None: ...
 
 
@@ -84,6 +86,17 @@ class Endpoint(Protocol):
 class TransformJobs(Protocol):
     def exists(self, name: str) -> bool: ...
 
+    def in_flight(self) -> int:
+        """How many of the pipeline's jobs are running (InProgress or Stopping)."""
+        ...
+
     def start(self, name: str, manifest_uri: str, output_uri: str) -> None:
-        """Start the job; succeeds quietly if a job of that name already exists."""
+        """Start the job; succeeds quietly if a job of that name already exists. Raises NoCapacity
+        when SageMaker refuses it for quota or throttling."""
+        ...
+
+
+class JobQueue(Protocol):
+    def send(self, body: str) -> None:
+        """Put one message on the queue that the job builder drains."""
         ...

@@ -1,0 +1,173 @@
+"""Gather queued shards into few large transform jobs, within the cap on jobs in flight.
+
+The job queue's event source hands the builder everything queued over its batching window. The
+builder drops images that no longer wait (a final outcome, newer content, or a job that holds
+them), fails images that waited too long, and packs the rest into jobs of at most
+MaxImagesPerJob images. It starts as many jobs as the cap on jobs in flight allows; the other
+shards go back to the queue and wait, their images PENDING with the reason. SageMaker refusing a
+job for quota or throttling (NoCapacity) is a wait too, never a spent retry."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+
+from aws_lambda_powertools import Logger
+
+from pipeline.logic.errors import NoCapacity, TransientError
+from pipeline.logic.jobs import JobLayout, QueuedShard
+from pipeline.logic.outcomes import ImageRef, Mode, Outcome, Status
+from pipeline.logic.ports import ObjectStore, PredictionStore, StoredImage, TransformJobs, may_record
+
+logger = Logger(child=True)
+
+
+@dataclass(frozen=True)
+class BuildRules:
+    jobs: JobLayout
+    model_name: str
+    max_images_per_job: int
+    max_jobs_in_flight: int
+    max_wait: timedelta  # from upload: an image still waiting after this is FAILED
+
+
+@dataclass
+class BuildResult:
+    failed_message_ids: set[str] = field(default_factory=set)  # shards that wait for another try
+    outcomes: list[Outcome] = field(default_factory=list)
+    jobs: list[str] = field(default_factory=list)
+    waiting: int = 0  # images left waiting for capacity
+
+
+class BuildJobs:
+    def __init__(
+        self,
+        rules: BuildRules,
+        objects: ObjectStore,
+        store: PredictionStore,
+        transforms: TransformJobs,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.rules = rules
+        self.objects = objects
+        self.store = store
+        self.transforms = transforms
+        self.clock = clock
+
+    def run(self, shards: list[QueuedShard]) -> BuildResult:
+        result = BuildResult()
+        try:
+            live = self._still_waiting(shards, result)
+            capacity = self.rules.max_jobs_in_flight - self.transforms.in_flight()
+        except TransientError as exc:
+            logger.warning("cannot build jobs now; the shards wait", error=str(exc))
+            result.failed_message_ids.update(shard.message_id for shard in shards)
+            return result
+        groups = self._group(live)
+        for number, group in enumerate(groups):
+            if capacity <= 0:
+                self._wait(groups[number:], f"{self.rules.max_jobs_in_flight} transform jobs in flight", result)
+                break
+            try:
+                self._start_job(group, result)
+                capacity -= 1
+            except NoCapacity as exc:
+                self._wait(groups[number:], f"SageMaker has no capacity for another job ({exc})", result)
+                break
+            except TransientError as exc:
+                logger.warning("job not started; its shards wait", error=str(exc))
+                result.failed_message_ids.update(shard.message_id for shard in group)
+        return result
+
+    def _still_waiting(self, shards: list[QueuedShard], result: BuildResult) -> list[QueuedShard]:
+        """Each shard with only the images still waiting for a job; shards with none are done.
+        An image that waited longer than max_wait is FAILED."""
+        stored = self.store.get_many(ref.image_id for shard in shards for ref in shard.images)
+        now = self.clock()
+        live: list[QueuedShard] = []
+        seen: set[tuple[str, str]] = set()  # a shard queued twice (a redelivered upload) counts once
+        for shard in shards:
+            waiting = []
+            for ref in shard.images:
+                if (ref.image_id, ref.etag) in seen or not self._waits(stored.get(ref.image_id), ref):
+                    continue
+                seen.add((ref.image_id, ref.etag))
+                if now - ref.uploaded_at > self.rules.max_wait:
+                    self._give_up(ref, now, result)
+                else:
+                    waiting.append(ref)
+            if waiting:
+                live.append(replace(shard, images=tuple(waiting)))
+        return live
+
+    def _waits(self, stored: StoredImage | None, ref: ImageRef) -> bool:
+        if not may_record(stored, ref):
+            return False  # a final outcome for this content, or newer content
+        if stored is not None and stored.status is Status.PENDING and stored.job_name:
+            return not self.transforms.exists(stored.job_name)  # else that job records it
+        return True
+
+    def _give_up(self, ref: ImageRef, now: datetime, result: BuildResult) -> None:
+        waited = (now - ref.uploaded_at).total_seconds() / 60
+        outcome = Outcome(
+            Status.FAILED,
+            Mode.BATCH,
+            model_name=self.rules.model_name,
+            error_code="WaitedTooLong",
+            reason=f"waited {waited:.0f} min for a batch transform job, over the "
+            f"{self.rules.max_wait.total_seconds() / 60:.0f}-min maximum (MaxBatchWaitMinutes); upload it again",
+        )
+        if self.store.record(ref, outcome, now):
+            result.outcomes.append(outcome)
+        logger.warning("image outcome", image_id=ref.image_id, status=outcome.status, reason=outcome.reason)
+
+    def _group(self, shards: list[QueuedShard]) -> list[list[QueuedShard]]:
+        """Whole shards, oldest first, into jobs of at most max_images_per_job images (a shard
+        larger than that is a job of its own), one bucket per job."""
+        groups: list[list[QueuedShard]] = []
+        ordered = sorted(shards, key=lambda s: (s.uri.bucket, min(ref.uploaded_at for ref in s.images)))
+        for shard in ordered:
+            current = groups[-1] if groups else None
+            if (
+                current
+                and current[0].uri.bucket == shard.uri.bucket
+                and sum(len(s.images) for s in current) + len(shard.images) <= self.rules.max_images_per_job
+            ):
+                current.append(shard)
+            else:
+                groups.append([shard])
+        return groups
+
+    def _start_job(self, shards: list[QueuedShard], result: BuildResult) -> None:
+        job = self.rules.jobs.new_job(shards[0].uri.bucket, shards, started=self.clock(), nonce=uuid.uuid4().hex)
+        base = Outcome(Status.PENDING, Mode.BATCH, job_name=job.name, model_name=self.rules.model_name)
+        now = self.clock()
+        # PENDING in the job first: if it then fails to start, the next try finds PENDING in a job
+        # that does not exist and builds again; nothing waits on a job that never ran.
+        for shard in shards:
+            for ref in shard.images:
+                self.store.record(ref, base, now)
+        self.objects.put_json(job.index.bucket, job.index.key, job.index_doc(shards))
+        self.objects.put_json(job.manifest.bucket, job.manifest.key, job.manifest_doc(shards))
+        self.transforms.start(job.name, str(job.manifest), str(job.output))
+        result.jobs.append(job.name)
+        images = sum(len(shard.images) for shard in shards)
+        logger.info("transform job started", job_name=job.name, shards=len(shards), images=images)
+
+    def _wait(self, groups: list[list[QueuedShard]], why: str, result: BuildResult) -> None:
+        """Back to the queue: the shards come back after its visibility timeout. Their images say
+        why they wait."""
+        reason = f"waiting for a batch transform job: {why}"
+        waiting = Outcome(Status.PENDING, Mode.BATCH, model_name=self.rules.model_name, reason=reason)
+        now = self.clock()
+        for shard in (shard for group in groups for shard in group):
+            result.failed_message_ids.add(shard.message_id)
+            for ref in shard.images:
+                result.waiting += 1
+                try:
+                    self.store.record(ref, waiting, now)
+                except TransientError as exc:  # the reason is only informative; the shard waits anyway
+                    logger.warning("could not record the wait", image_id=ref.image_id, error=str(exc))
+        logger.info("shards wait for capacity", shards=len(result.failed_message_ids), reason=reason)

@@ -1,0 +1,177 @@
+"""The job builder's rules (functions/pipeline/logic/build.py): few large jobs, the cap on jobs in
+flight, quota refusals as waits, and the maximum wait."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import pytest
+
+from pipeline.logic.build import BuildJobs, BuildResult, BuildRules
+from pipeline.logic.errors import TransientError
+from pipeline.logic.jobs import JobFiles, JobLayout, QueuedShard
+from pipeline.logic.outcomes import ImageRef, Mode, Outcome, Status
+from pipeline.logic.s3uri import S3Uri
+from tests.fakes.ports import MemoryObjects, MemoryPredictions, MemoryTransformJobs
+from tests.unit.conftest import BUCKET, Clock
+
+LAYOUT = JobLayout("dogbreed", "batch-input/", "manifests/", "transform-output/")
+MAX_WAIT = timedelta(hours=6)
+
+
+@dataclass
+class World:
+    clock: Clock
+    max_images_per_job: int = 100
+    max_jobs_in_flight: int = 2
+    objects: MemoryObjects = field(default_factory=MemoryObjects)
+    store: MemoryPredictions = field(default_factory=MemoryPredictions)
+    jobs: MemoryTransformJobs = field(default_factory=MemoryTransformJobs)
+    queued: int = 0
+
+    @property
+    def builder(self) -> BuildJobs:
+        rules = BuildRules(LAYOUT, "dogbreed-resnet18", self.max_images_per_job, self.max_jobs_in_flight, MAX_WAIT)
+        return BuildJobs(rules, self.objects, self.store, self.jobs, clock=self.clock)
+
+    def shard(self, images: int, *, receive_count: int = 1) -> QueuedShard:
+        """A shard as the ingest function queues it: its images PENDING in the job queue."""
+        self.queued += 1
+        refs = tuple(
+            ImageRef(BUCKET, f"incoming/{self.queued}/{n}.jpg", "e1", 100, self.clock(), f"m{self.queued}")
+            for n in range(images)
+        )
+        for ref in refs:
+            self.store.record(ref, Outcome(Status.PENDING, Mode.BATCH, reason="queued"), self.clock())
+        uri = S3Uri(BUCKET, f"batch-input/2026/11/22/{self.queued}.jsonl")
+        return QueuedShard.from_message(f"m{self.queued}", QueuedShard(uri, refs).message_body(), receive_count)
+
+    def run(self, *shards: QueuedShard) -> BuildResult:
+        return self.builder.run(list(shards))
+
+    def outcome(self, ref: ImageRef) -> Outcome:
+        outcome = self.store.outcome(ref.image_id)
+        assert outcome is not None
+        return outcome
+
+    def job_images(self, name: str) -> list[str]:
+        """The image keys of a job, read back from its index as the collector reads it."""
+        job = self.jobs.jobs[name]
+        manifest = S3Uri.parse(job.manifest_uri)
+        index = json.loads(self.objects.objects[manifest.bucket, f"manifests/{name}.images.json"])
+        _, shards = JobFiles.from_index(name, manifest, index, job.output_uri)
+        return [ref.key for shard in shards for ref in shard.images]
+
+
+@pytest.fixture
+def world(clock: Clock) -> World:
+    return World(clock)
+
+
+def test_a_flood_of_shards_becomes_few_full_jobs(world: World) -> None:
+    # GIVEN 10 shards of 30 images gathered in one batch, at most 100 images a job
+    world.max_jobs_in_flight = 10
+    shards = [world.shard(30) for _ in range(10)]
+    # WHEN the builder runs
+    result = world.run(*shards)
+    # THEN ceil(300 / 100) + 1 jobs at most hold every image once, each PENDING in its job
+    assert len(result.jobs) == 4  # whole shards: 90 + 90 + 90 + 30
+    held = [key for name in result.jobs for key in world.job_images(name)]
+    assert sorted(held) == sorted(ref.key for shard in shards for ref in shard.images)
+    for name in result.jobs:
+        for key in world.job_images(name):
+            assert world.store.records[f"{BUCKET}/{key}"].outcome.job_name == name
+    assert not result.failed_message_ids and result.waiting == 0
+
+
+def test_jobs_beyond_the_cap_wait_with_the_reason_and_start_when_capacity_frees(world: World) -> None:
+    world.max_jobs_in_flight = 1
+    first, second = world.shard(80), world.shard(80)
+    result = world.run(first, second)
+    # THEN one job starts; the other shard goes back to the queue, its images PENDING with the reason
+    (job,) = result.jobs
+    assert result.failed_message_ids == {second.message_id} and result.waiting == 80
+    waiting = world.outcome(second.images[0])
+    assert waiting.status is Status.PENDING and waiting.job_name is None
+    assert "1 transform jobs in flight" in (waiting.reason or "")
+    # WHEN the shard comes back while the job still runs, it waits again
+    assert world.run(second).failed_message_ids == {second.message_id}
+    # AND once the job finishes, it gets a job of its own
+    world.jobs.finish(job)
+    again = world.run(second)
+    assert len(again.jobs) == 1 and not again.failed_message_ids
+    assert world.outcome(second.images[0]).job_name == again.jobs[0]
+
+
+def test_a_quota_refusal_is_a_wait_never_a_spent_retry(world: World) -> None:
+    # GIVEN SageMaker refuses any job (ResourceLimitExceeded), on a shard's 50th delivery
+    world.jobs = MemoryTransformJobs(quota=0)
+    shard = world.shard(5, receive_count=50)
+    result = world.run(shard)
+    # THEN the shard waits for another try, its images PENDING with the reason, none FAILED
+    assert result.failed_message_ids == {shard.message_id} and not result.outcomes
+    outcome = world.outcome(shard.images[0])
+    assert outcome.status is Status.PENDING and "no capacity" in (outcome.reason or "")
+    assert "ResourceLimitExceeded" in (outcome.reason or "")
+
+
+def test_an_image_waiting_longer_than_the_maximum_is_failed_with_the_reason(world: World) -> None:
+    world.jobs = MemoryTransformJobs(quota=0)
+    stale = world.shard(2)
+    world.clock.advance(MAX_WAIT.total_seconds() + 60)
+    fresh = world.shard(1)
+    result = world.run(stale, fresh)
+    # THEN the stale images are FAILED (their shard is done), the fresh one still waits
+    for ref in stale.images:
+        outcome = world.outcome(ref)
+        assert outcome.status is Status.FAILED and outcome.error_code == "WaitedTooLong"
+        assert "361 min" in (outcome.reason or "") and "360-min maximum" in (outcome.reason or "")
+    assert result.failed_message_ids == {fresh.message_id}
+    assert [o.error_code for o in result.outcomes] == ["WaitedTooLong", "WaitedTooLong"]
+
+
+def test_images_that_no_longer_wait_are_left_out(world: World) -> None:
+    shard = world.shard(4)
+    done, newer, in_job, waiting = shard.images
+    world.store.record(done, Outcome(Status.CLASSIFIED, Mode.BATCH), world.clock())
+    world.store.record(
+        ImageRef(BUCKET, newer.key, "e2", 100, newer.uploaded_at + timedelta(seconds=1)),
+        Outcome(Status.PENDING, Mode.BATCH),
+        world.clock(),
+    )
+    world.jobs.start("dogbreed-running", "s3://b/m.json", "s3://b/out/")
+    world.store.record(in_job, Outcome(Status.PENDING, Mode.BATCH, job_name="dogbreed-running"), world.clock())
+    result = world.run(shard)
+    (job,) = result.jobs
+    assert world.job_images(job) == [waiting.key]
+    # AND once every image is in a running job, the shard is done without a job
+    assert world.run(shard) == BuildResult()
+
+
+def test_a_shard_queued_twice_puts_its_images_in_one_job_once(world: World) -> None:
+    shard = world.shard(3)
+    again = QueuedShard.from_message("m-again", shard.message_body())
+    result = world.run(shard, again)
+    (job,) = result.jobs
+    assert sorted(world.job_images(job)) == sorted(ref.key for ref in shard.images)
+    assert not result.failed_message_ids
+
+
+def test_a_job_that_failed_to_start_is_built_again_on_the_next_delivery(world: World) -> None:
+    shard = world.shard(3)
+    world.jobs.fail_next(None, TransientError("InternalFailure"))  # in_flight passes, start fails
+    first = world.run(shard)
+    assert first.failed_message_ids == {shard.message_id} and first.jobs == []
+    # the images are PENDING in a job that does not exist: the next delivery builds again
+    assert not world.jobs.exists(world.outcome(shard.images[0]).job_name or "")
+    second = world.run(shard)
+    assert len(second.jobs) == 1 and not second.failed_message_ids
+
+
+def test_a_store_that_is_down_returns_every_shard(world: World) -> None:
+    shards = [world.shard(2), world.shard(2)]
+    world.store.fail_next(TransientError("DynamoDB unavailable"))
+    result = world.run(*shards)
+    assert result.failed_message_ids == {s.message_id for s in shards} and result.jobs == []
