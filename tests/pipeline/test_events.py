@@ -116,10 +116,8 @@ def check_failed(aws: Aws) -> None:
 def check_build_jobs(aws: Aws) -> None:
     event = load_event("build_jobs_shards.json")
     shard = QueuedShard.from_message("m", event["Records"][0]["body"])
-    store = DynamoPredictions(aws.clients["dynamodb"], aws.stack.names.table)
     for ref, image in zip(shard.images, ("dog.jpg", "terrier.jpg"), strict=True):
         assert aws.upload(ref.key, (IMAGES / image).read_bytes()) == ref.etag
-        store.record(ref, Outcome(Status.PENDING, Mode.BATCH, reason="queued"), datetime.now(UTC))
     response = build_jobs.lambda_handler(event, LambdaContext(function_name="BuildJobsFunction"))
     assert response == {"batchItemFailures": []}
     (job,) = aws.clients["sagemaker"].list_transform_jobs()["TransformJobSummaries"]

@@ -4,7 +4,7 @@ flight, quota refusals as waits, and the maximum wait."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
 import pytest
@@ -37,14 +37,12 @@ class World:
         return BuildJobs(rules, self.objects, self.store, self.jobs, clock=self.clock)
 
     def shard(self, images: int, *, receive_count: int = 1) -> QueuedShard:
-        """A shard as the ingest function queues it: its images PENDING in the job queue."""
+        """A shard as the ingest function queues it (its images have no record yet)."""
         self.queued += 1
         refs = tuple(
             ImageRef(BUCKET, f"incoming/{self.queued}/{n}.jpg", "e1", 100, self.clock(), f"m{self.queued}")
             for n in range(images)
         )
-        for ref in refs:
-            self.store.record(ref, Outcome(Status.PENDING, Mode.BATCH, reason="queued"), self.clock())
         uri = S3Uri(BUCKET, f"batch-input/2026/11/22/{self.queued}.jsonl")
         return QueuedShard.from_message(f"m{self.queued}", QueuedShard(uri, refs).message_body(), receive_count)
 
@@ -148,6 +146,17 @@ def test_images_that_no_longer_wait_are_left_out(world: World) -> None:
     assert world.job_images(job) == [waiting.key]
     # AND once every image is in a running job, the shard is done without a job
     assert world.run(shard) == BuildResult()
+
+
+def test_newer_content_of_an_image_in_a_running_job_gets_a_job_of_its_own(world: World) -> None:
+    old = world.shard(1)
+    (first,) = world.run(old).jobs
+    world.clock.advance(5)
+    newer = world.shard(1)
+    rex = newer.images[0]
+    newer = replace(newer, images=(replace(rex, key=old.images[0].key, etag="e2"),))  # the same key re-uploaded
+    (second,) = world.run(newer).jobs
+    assert second != first and world.outcome(newer.images[0]).job_name == second
 
 
 def test_a_shard_queued_twice_puts_its_images_in_one_job_once(world: World) -> None:

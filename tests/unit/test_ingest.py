@@ -9,7 +9,7 @@ import pytest
 from pipeline.logic import answers
 from pipeline.logic import ingest as ingest_logic
 from pipeline.logic.errors import TransientError
-from pipeline.logic.ingest import QUEUED, Ingest, IngestResult, IngestRules
+from pipeline.logic.ingest import Ingest, IngestResult, IngestRules
 from pipeline.logic.jobs import QueuedShard
 from pipeline.logic.outcomes import ImageRef, Mode, Outcome, Status
 from pipeline.logic.routing import RoutingPolicy
@@ -192,12 +192,9 @@ def test_a_batch_becomes_a_shard_of_its_valid_images_queued_for_a_job(batch: Wor
     good = [batch.upload(f"incoming/dog {i}.jpg", images.jpeg(color=(i, 0, 0))) for i in range(3)]
     bad = batch.upload("incoming/notes.jpg", b"not an image")
     result = batch.run(*good, bad)
-    # THEN the valid images wait PENDING in the job queue, the bad one is REJECTED at once
-    for ref in good:
-        outcome = batch.outcome(ref)
-        assert outcome is not None and outcome.status is Status.PENDING and outcome.job_name is None
-        assert outcome.reason == QUEUED
+    # THEN the bad one is REJECTED at once; the valid ones get their first record from the job builder
     assert batch.outcome(bad).status is Status.REJECTED  # type: ignore[union-attr]
+    assert all(batch.outcome(ref) is None for ref in good)
     # AND one shard holds exactly the valid images, each line its bytes under its key
     ((shard, records),) = batch.shards()
     assert shard.uri.key.startswith("batch-input/2026/11/22/") and shard.uri.key.endswith(".jsonl")
@@ -222,12 +219,11 @@ def test_a_duplicate_event_while_in_a_job_queues_nothing(batch: World) -> None:
 
 
 def test_a_shard_that_could_not_be_queued_is_queued_on_the_next_delivery(batch: World) -> None:
-    # GIVEN the queue fails after the image was recorded PENDING
+    # GIVEN the queue fails after the shard was written
     rex = batch.upload("incoming/rex.jpg", images.jpeg())
     batch.queue.fail_next(TransientError("SQS unavailable"))
     first = batch.run(rex)
     assert first.failed_message_ids == {rex.message_id}
-    assert batch.outcome(rex).status is Status.PENDING  # type: ignore[union-attr]
     # WHEN the message is delivered again
     second = batch.run(rex)
     # THEN the image is not taken for a duplicate: it is queued
@@ -267,5 +263,5 @@ def test_auto_mode_routes_by_batch_size(clock: Clock) -> None:
     assert {auto.outcome(r).mode for r in small} == {Mode.SERVERLESS}  # type: ignore[union-attr]
     large = [auto.upload(f"incoming/flood/{i}.jpg", images.jpeg(color=(0, i, 0))) for i in range(3)]
     auto.run(*large)
-    assert {auto.outcome(r).status for r in large} == {Status.PENDING}  # type: ignore[union-attr]
+    assert all(auto.outcome(r) is None for r in large)  # queued for the job builder
     assert len(auto.queue.messages) == 1

@@ -105,7 +105,8 @@ class BuildJobs:
     def _waits(self, stored: StoredImage | None, ref: ImageRef) -> bool:
         if not may_record(stored, ref):
             return False  # a final outcome for this content, or newer content
-        if stored is not None and stored.status is Status.PENDING and stored.job_name:
+        same_content = stored is not None and stored.ref.etag == ref.etag
+        if same_content and stored is not None and stored.status is Status.PENDING and stored.job_name:
             return not self.transforms.exists(stored.job_name)  # else that job records it
         return True
 

@@ -24,7 +24,6 @@ from pipeline.logic.routing import RoutingPolicy
 logger = Logger(child=True)
 
 _CONTENT_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png"}
-QUEUED = "waiting in the job queue to join a batch transform job"
 # A shard is held in memory while it is packed, and its message must fit SQS's 256 KB.
 SHARD_MAX_BYTES = 64_000_000
 SHARD_MESSAGE_MAX_BYTES = 200_000
@@ -141,9 +140,10 @@ class Ingest:
     # -- batch transform --------------------------------------------------------------------
 
     def _queue_for_jobs(self, images: list[ImageRef], result: IngestResult) -> None:
-        """Check each image, pack the good ones into shards and queue each shard for a job. One
-        bad image never enters a shard, so it never fails a job."""
-        base = Outcome(Status.PENDING, Mode.BATCH, model_name=self.rules.model_name, reason=QUEUED)
+        """Check each image, pack the good ones into shards and queue each shard for the job
+        builder, which writes their first record (PENDING in a job, or waiting). One bad image
+        never enters a shard, so it never fails a job."""
+        base = Outcome(Status.PENDING, Mode.BATCH, model_name=self.rules.model_name)
         accepted: dict[tuple[str, str], tuple[ImageRef, bytes]] = {}
         for ref in images:
             try:
@@ -174,19 +174,16 @@ class Ingest:
     def _queue_shard(self, items: list[tuple[ImageRef, bytes]], result: IngestResult, base: Outcome) -> None:
         refs = [ref for ref, _ in items]
         uri = shard_uri(self.rules.shard_prefix, refs[0].bucket, started=self.clock(), nonce=uuid.uuid4().hex)
+        # No record yet: one write per image fewer. If queueing fails, the retried message queues
+        # the images again; a shard queued twice is deduplicated by the job builder.
+        lines = b"".join(answers.dumps_record(ref.key, data) + b"\n" for ref, data in items)
         try:
-            # PENDING first: if queueing then fails, a retry finds PENDING outside any job and
-            # queues the image again; the job builder skips an image that a job already holds.
-            queued = [(ref, data) for ref, data in items if self._record(ref, base, result)]
-            if not queued:
-                return
-            lines = b"".join(answers.dumps_record(ref.key, data) + b"\n" for ref, data in queued)
             self.objects.put_bytes(uri.bucket, uri.key, lines, answers.JSON_LINES)
-            self.queue.send(QueuedShard(uri, tuple(ref for ref, _ in queued)).message_body())
+            self.queue.send(QueuedShard(uri, tuple(refs)).message_body())
         except TransientError as exc:
             self._transient_failure(refs, exc, result, base)
             return
-        logger.info("shard queued for a transform job", shard=str(uri), images=len(queued), bytes=len(lines))
+        logger.info("shard queued for a transform job", shard=str(uri), images=len(refs), bytes=len(lines))
 
     # -- recording --------------------------------------------------------------------------
 
