@@ -9,7 +9,7 @@ export SAM_CLI_TELEMETRY := 0
 # The import roots (as pyproject.toml's pytest pythonpath): the Lambda package and the model's parts.
 IMPORT_PATH := .:functions:model/serving:model/training:model/tools
 
-.PHONY: install test unit lint typecheck pytest demo stack soak query launch deploy package-size benchmark pipeline-benchmark clean
+.PHONY: install test unit lint typecheck pytest demo stack soak query launch deploy package-size benchmark pipeline-benchmark cost clean
 
 # Three environments: the project (.venv), and the SAM CLI and checkov, whose pins clash.
 $(VENV)/.installed: requirements/dev.txt functions/requirements.txt
@@ -80,6 +80,10 @@ benchmark: $(VENV)/.installed
 IMAGES ?= 500
 pipeline-benchmark: $(VENV)/.installed
 	PYTHONPATH=$(IMPORT_PATH) $(PY) -m devstack.pipeline_benchmark --images $(IMAGES)
+
+# What 1,000 images cost on AWS in each mode, from a measured run on the local stack (devstack/cost.py).
+cost: $(VENV)/.installed
+	PYTHONPATH=$(IMPORT_PATH) $(PY) -m devstack.cost $(COST_ARGS)
 
 clean:
 	rm -rf .venv .venv-sam .venv-checkov .aws-sam build .devstack .pytest_cache .mypy_cache .ruff_cache
