@@ -12,6 +12,7 @@ import signal
 import sys
 import tarfile
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -64,6 +65,7 @@ class ModelContainer:
         self.timeout_s = timeout_s
         self.startup_timeout_s = startup_timeout_s
         self.replacements = 0  # containers started after the first, to replace a failed one
+        self.busy_s = 0.0  # time spent serving requests: what a serverless endpoint bills
         self.worker: LineWorker | None = None
         self._lock = threading.Lock()
 
@@ -92,10 +94,13 @@ class ModelContainer:
             "accept": accept or "application/json",  # what the toolkit assumes when none is sent
         }
         with self._lock:
+            started = time.perf_counter()
             try:
                 answer = self._healthy_worker().call(request, self.timeout_s)
             except (WorkerDied, WorkerTimeout) as exc:
                 return 500, "text/plain", f"the model container failed: {exc}".encode()
+            finally:
+                self.busy_s += time.perf_counter() - started
         return int(answer["status"]), str(answer["content_type"]), str(answer["body"]).encode()
 
     def _healthy_worker(self) -> LineWorker:

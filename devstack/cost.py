@@ -99,6 +99,7 @@ def measure(archive: Path, workdir: Path, photos: list[bytes], mode: str, gather
     parameters = {"InferenceMode": mode, "GatherWindowSeconds": str(gather_s)}
     with Stack(StackOptions(archive, workdir / mode, parameters)) as stack:
         assert stack.meter is not None and stack.runtime is not None and stack.runner is not None
+        assert stack.endpoint_container is not None
         stack.meter.reset()  # provisioning is not the pipeline's work
         keys = [f"incoming/cost/{mode}/{n:05d}.jpg" for n in range(len(photos))]
         etags = stack.upload(dict(zip(keys, photos, strict=True)))
@@ -118,7 +119,7 @@ def measure(archive: Path, workdir: Path, photos: list[bytes], mode: str, gather
             dynamodb_read_units=counts["dynamodb:RRU"],
             lambda_requests=sum(f.invocations for f in functions),
             lambda_gb_seconds=sum(f.billed_ms / 1000 * f.spec.memory_mb / 1024 for f in functions),
-            endpoint_gb_seconds=stack.runtime.busy_ms.get(endpoint, 0.0) / 1000 * endpoint_gb,
+            endpoint_gb_seconds=stack.endpoint_container.busy_s * endpoint_gb,  # time serving, not queued
             endpoint_gb_processed=stack.runtime.data_bytes.get(endpoint, 0) / 1e9,
             instance_seconds=sum(stack.runner.instance_seconds.values()),
             jobs=len(stack.runner.instance_seconds),

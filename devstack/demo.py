@@ -1,8 +1,9 @@
 """`make demo`: the whole system on one machine, with no AWS account and no Docker.
 
 1. generate a small labelled image set and train a model on it with model/training/train.py (seconds);
-2. start the local stack (devstack.stack) with that model.tar.gz and the template's defaults
-   (InferenceMode auto: a Lambda batch of AutoBatchThreshold images or more goes to batch transform);
+2. start the local stack (devstack.stack) with that model.tar.gz and the template's defaults but two
+   (InferenceMode auto: a Lambda batch of AutoBatchThreshold images or more goes to batch transform;
+   the demo lowers AutoBatchThreshold to 50 and GatherWindowSeconds to 5 s, see PARAMETERS);
 3. a trickle: upload a mixed set as a user would (a few bad files, names with spaces and unicode);
    the event source mapping hands them to the ingest function in a small batch: serverless endpoint;
 4. a flood: upload many images at once; they arrive in one large batch, packed into a shard for
@@ -30,9 +31,11 @@ from cli.query import table
 from devstack.quickmodel import train_small_model
 from devstack.stack import Stack, StackOptions, venv_command
 
-FLOOD = 60  # above the template's AutoBatchThreshold (50)
+FLOOD = 60
 TIMEOUT_S = 240
-PARAMETERS = {"GatherWindowSeconds": "5"}  # the template's 120 s would make the demo wait
+# The demo's flood is small: the template's threshold (100, full Lambda batches) would keep it on
+# the endpoint, and its 120 s gathering window would make the demo wait.
+PARAMETERS = {"AutoBatchThreshold": "50", "GatherWindowSeconds": "5"}
 
 
 def trickle(data: Path) -> dict[str, bytes]:

@@ -56,7 +56,6 @@ class RuntimeServer:
     def __init__(self, endpoints: dict[str, Invoke], *, max_concurrency: int = 5, port: int = 0) -> None:
         self.endpoints = endpoints
         self.answered: dict[str, int] = {}  # endpoint -> requests that reached its container
-        self.busy_ms: dict[str, float] = {}  # endpoint -> time its container spent on them
         self.data_bytes: dict[str, int] = {}  # endpoint -> bytes in and out (SageMaker bills data processed)
         self._count = threading.Lock()
         self._slots = threading.BoundedSemaphore(max_concurrency)
@@ -91,10 +90,8 @@ class RuntimeServer:
         try:
             with self._count:
                 self.answered[endpoint] = self.answered.get(endpoint, 0) + 1
-            started = time.perf_counter()
             status, response_type, payload = container(body, content_type, accept)
             with self._count:
-                self.busy_ms[endpoint] = self.busy_ms.get(endpoint, 0.0) + (time.perf_counter() - started) * 1000
                 self.data_bytes[endpoint] = self.data_bytes.get(endpoint, 0) + len(body) + len(payload)
         finally:
             self._slots.release()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -94,6 +94,9 @@ class MemoryPredictions(Faults):
     def record(self, ref: ImageRef, outcome: Outcome, now: datetime) -> bool:
         self.check()
         return self._write(ref, outcome, now, may_record(self._stored(ref.image_id), ref))
+
+    def record_many(self, refs: Sequence[ImageRef], outcome: Outcome, now: datetime) -> list[bool]:
+        return [self.record(ref, outcome, now) for ref in refs]
 
     def settle_job_image(self, stored: StoredImage, outcome: Outcome, now: datetime) -> bool:
         self.check()

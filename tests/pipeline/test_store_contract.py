@@ -72,3 +72,13 @@ def test_a_settled_image_is_not_settled_again(store: PredictionStore) -> None:
     stored = StoredImage(ref("a"), Status.PENDING, "job-1")
     assert store.settle_job_image(stored, outcome(Status.CLASSIFIED, "job-1"), NOW)
     assert not store.settle_job_image(stored, outcome(Status.FAILED, "job-1"), NOW)
+
+
+def test_many_records_at_once_follow_the_same_rule_each(store: PredictionStore) -> None:
+    images = [ImageRef("bucket", f"incoming/{n}.jpg", "a", 10, T0) for n in range(40)]
+    store.record(images[3], outcome(Status.CLASSIFIED), NOW)  # final already: refused
+    written = store.record_many(images, outcome(Status.PENDING, "dogbreed-job"), NOW)
+    assert written == [n != 3 for n in range(40)]
+    stored = store.get_many(image.image_id for image in images)
+    assert {stored[image.image_id].status for n, image in enumerate(images) if n != 3} == {Status.PENDING}
+    assert stored[images[3].image_id].status is Status.CLASSIFIED

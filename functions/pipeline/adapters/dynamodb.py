@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -22,6 +23,7 @@ _serialize = TypeSerializer().serialize
 _deserialize = TypeDeserializer().deserialize
 
 BATCH_GET_LIMIT = 100
+WRITE_THREADS = 16
 
 # pipeline.logic.ports.may_record, as a condition on the item being replaced.
 _RECORD_CONDITION = (
@@ -145,6 +147,14 @@ class DynamoPredictions:
                 ":uploaded_at": timestamp(ref.uploaded_at),
             },
         )
+
+    def record_many(self, refs: Sequence[ImageRef], outcome: Outcome, now: datetime) -> list[bool]:
+        """Conditional writes cannot be batched; they run WRITE_THREADS at a time (boto3 clients are
+        thread-safe), so a job of thousands of images is recorded in seconds."""
+        if len(refs) <= 1:
+            return [self.record(ref, outcome, now) for ref in refs]
+        with ThreadPoolExecutor(min(WRITE_THREADS, len(refs))) as pool:
+            return list(pool.map(lambda ref: self.record(ref, outcome, now), refs))
 
     def settle_job_image(self, stored: StoredImage, outcome: Outcome, now: datetime) -> bool:
         return self._put(

@@ -144,12 +144,9 @@ class BuildJobs:
     def _start_job(self, shards: list[QueuedShard], result: BuildResult) -> None:
         job = self.rules.jobs.new_job(shards[0].uri.bucket, shards, started=self.clock(), nonce=uuid.uuid4().hex)
         base = Outcome(Status.PENDING, Mode.BATCH, job_name=job.name, model_name=self.rules.model_name)
-        now = self.clock()
         # PENDING in the job first: if it then fails to start, the next try finds PENDING in a job
         # that does not exist and builds again; nothing waits on a job that never ran.
-        for shard in shards:
-            for ref in shard.images:
-                self.store.record(ref, base, now)
+        self.store.record_many([ref for shard in shards for ref in shard.images], base, self.clock())
         self.objects.put_json(job.index.bucket, job.index.key, job.index_doc(shards))
         self.objects.put_json(job.manifest.bucket, job.manifest.key, job.manifest_doc(shards))
         self.transforms.start(job.name, str(job.manifest), str(job.output))
@@ -162,13 +159,12 @@ class BuildJobs:
         why they wait."""
         reason = f"waiting for a batch transform job: {why}"
         waiting = Outcome(Status.PENDING, Mode.BATCH, model_name=self.rules.model_name, reason=reason)
-        now = self.clock()
-        for shard in (shard for group in groups for shard in group):
-            result.failed_message_ids.add(shard.message_id)
-            for ref in shard.images:
-                result.waiting += 1
-                try:
-                    self.store.record(ref, waiting, now)
-                except TransientError as exc:  # the reason is only informative; the shard waits anyway
-                    logger.warning("could not record the wait", image_id=ref.image_id, error=str(exc))
+        shards = [shard for group in groups for shard in group]
+        refs = [ref for shard in shards for ref in shard.images]
+        result.failed_message_ids.update(shard.message_id for shard in shards)
+        result.waiting += len(refs)
+        try:
+            self.store.record_many(refs, waiting, self.clock())
+        except TransientError as exc:  # the reason is only informative; the shards wait anyway
+            logger.warning("could not record the wait", images=len(refs), error=str(exc))
         logger.info("shards wait for capacity", shards=len(result.failed_message_ids), reason=reason)

@@ -3,7 +3,7 @@ these over boto3 clients; tests/fakes/ports.py implements them in memory for the
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -67,6 +67,10 @@ class PredictionStore(Protocol):
 
     def record(self, ref: ImageRef, outcome: Outcome, now: datetime) -> bool:
         """Write the outcome if may_record allows it. True if written."""
+        ...
+
+    def record_many(self, refs: Sequence[ImageRef], outcome: Outcome, now: datetime) -> list[bool]:
+        """record() for each image (concurrently where the store can), in order."""
         ...
 
     def settle_job_image(self, stored: StoredImage, outcome: Outcome, now: datetime) -> bool:
