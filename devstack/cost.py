@@ -172,20 +172,12 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> int:
-    import dataset_tool
-
-    from devstack.pipeline_benchmark import make_images
-    from devstack.quickmodel import train_small_model
+    from devstack.pipeline_benchmark import model_and_photos
     from devstack.template import load_template, parameter_defaults
 
     with tempfile.TemporaryDirectory(prefix="dogbreed-cost-") as tmp:
         workdir = Path(tmp)
-        if args.model:
-            archive, data = args.model, dataset_tool.synthesize(workdir / "photos", per_split=(1, 1, 10))
-        else:
-            model = train_small_model(workdir / "quickmodel", image_size=224, epochs=1)  # compute, not accuracy
-            archive, data = model.archive, model.data_dir
-        photos = make_images(data, args.images)
+        archive, photos = model_and_photos(args.model, workdir, args.images)
         usages = {
             mode: measure(archive, workdir, photos, mode, args.gather_seconds) for mode in ("serverless", "batch")
         }

@@ -116,19 +116,23 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(args: argparse.Namespace) -> int:
+def model_and_photos(model: Path | None, workdir: Path, count: int) -> tuple[Path, list[bytes]]:
+    """The model.tar.gz to serve (a given one, or one trained at 224 px for one epoch: compute as in
+    production, accuracy irrelevant) and `count` distinct photos."""
     import dataset_tool
 
     from devstack.quickmodel import train_small_model
 
+    if model:
+        return model, make_images(dataset_tool.synthesize(workdir / "photos", per_split=(1, 1, 10)), count)
+    trained = train_small_model(workdir / "quickmodel", image_size=224, epochs=1)
+    return trained.archive, make_images(trained.data_dir, count)
+
+
+def main(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="dogbreed-bench-") as tmp:
         workdir = Path(tmp)
-        if args.model:
-            archive, data = args.model, dataset_tool.synthesize(workdir / "photos", per_split=(1, 1, 10))
-        else:
-            model = train_small_model(workdir / "quickmodel", image_size=224, epochs=1)  # compute, not accuracy
-            archive, data = model.archive, model.data_dir
-        photos = make_images(data, args.images)
+        archive, photos = model_and_photos(args.model, workdir, args.images)
         results: list[dict[str, Any]] = []
         for mode in args.modes:
             parameters = {"InferenceMode": mode, "GatherWindowSeconds": str(args.gather_seconds)}

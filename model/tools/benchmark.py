@@ -98,16 +98,16 @@ def load(kind: str, model_dir: Path) -> Handler:
     )
 
 
-def throughput(handler: Handler, images: list[bytes], rounds: int) -> float:
-    """Best images/s over `rounds` passes (after a warm-up), one image per call."""
-    for body in images[:5]:
+def throughput(handler: Handler, requests: list[bytes], rounds: int, images: int | None = None) -> float:
+    """Best images/s over `rounds` passes (after a warm-up); `images` when requests carry several."""
+    for body in requests[:5]:
         handler(body)
     best = 0.0
     for _ in range(rounds):
         started = time.perf_counter()
-        for body in images:
+        for body in requests:
             handler(body)
-        best = max(best, len(images) / (time.perf_counter() - started))
+        best = max(best, (images or len(requests)) / (time.perf_counter() - started))
     return best
 
 
@@ -128,18 +128,11 @@ def batched_throughput(model_dir: Path, images: list[bytes], batch_sizes: list[i
             for start in range(0, len(images), size)
         ]
 
-        def handle(body: bytes) -> None:
+        def handle(body: bytes) -> Any:
             answer = inference.predict_fn(inference.input_fn(body, answers.JSON_LINES), model)
-            inference.output_fn(answer, answers.JSON_LINES)
+            return inference.output_fn(answer, answers.JSON_LINES)
 
-        handle(requests[0])  # warm-up
-        best = 0.0
-        for _ in range(rounds):
-            started = time.perf_counter()
-            for body in requests:
-                handle(body)
-            best = max(best, len(images) / (time.perf_counter() - started))
-        rates[size] = best
+        rates[size] = throughput(handle, requests, rounds, images=len(images))
     return rates
 
 

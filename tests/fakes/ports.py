@@ -98,6 +98,9 @@ class MemoryPredictions(Faults):
     def record_many(self, refs: Sequence[ImageRef], outcome: Outcome, now: datetime) -> list[bool]:
         return [self.record(ref, outcome, now) for ref in refs]
 
+    def settle_many(self, settled: Sequence[tuple[StoredImage, Outcome]], now: datetime) -> list[bool]:
+        return [self.settle_job_image(stored, outcome, now) for stored, outcome in settled]
+
     def settle_job_image(self, stored: StoredImage, outcome: Outcome, now: datetime) -> bool:
         self.check()
         allowed = may_settle(self._stored(stored.ref.image_id), stored.ref.etag, outcome.job_name)

@@ -82,3 +82,12 @@ def test_many_records_at_once_follow_the_same_rule_each(store: PredictionStore) 
     stored = store.get_many(image.image_id for image in images)
     assert {stored[image.image_id].status for n, image in enumerate(images) if n != 3} == {Status.PENDING}
     assert stored[images[3].image_id].status is Status.CLASSIFIED
+
+
+def test_many_settles_at_once_follow_the_same_rule_each(store: PredictionStore) -> None:
+    images = [ImageRef("bucket", f"incoming/{n}.jpg", "a", 10, T0) for n in range(20)]
+    store.record_many(images, outcome(Status.PENDING, "dogbreed-job"), NOW)
+    store.record(images[5], outcome(Status.PENDING, "dogbreed-later-job"), NOW)  # moved on to another job
+    stored = store.get_many(image.image_id for image in images)
+    settled = [(stored[image.image_id], outcome(Status.CLASSIFIED, "dogbreed-job")) for image in images]
+    assert store.settle_many(settled, NOW) == [n != 5 for n in range(20)]

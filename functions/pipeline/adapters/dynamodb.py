@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
@@ -24,6 +24,7 @@ _deserialize = TypeDeserializer().deserialize
 
 BATCH_GET_LIMIT = 100
 WRITE_THREADS = 16
+T = TypeVar("T")
 
 # pipeline.logic.ports.may_record, as a condition on the item being replaced.
 _RECORD_CONDITION = (
@@ -151,10 +152,10 @@ class DynamoPredictions:
     def record_many(self, refs: Sequence[ImageRef], outcome: Outcome, now: datetime) -> list[bool]:
         """Conditional writes cannot be batched; they run WRITE_THREADS at a time (boto3 clients are
         thread-safe), so a job of thousands of images is recorded in seconds."""
-        if len(refs) <= 1:
-            return [self.record(ref, outcome, now) for ref in refs]
-        with ThreadPoolExecutor(min(WRITE_THREADS, len(refs))) as pool:
-            return list(pool.map(lambda ref: self.record(ref, outcome, now), refs))
+        return _concurrently(lambda ref: self.record(ref, outcome, now), refs)
+
+    def settle_many(self, settled: Sequence[tuple[StoredImage, Outcome]], now: datetime) -> list[bool]:
+        return _concurrently(lambda pair: self.settle_job_image(pair[0], pair[1], now), settled)
 
     def settle_job_image(self, stored: StoredImage, outcome: Outcome, now: datetime) -> bool:
         return self._put(
@@ -183,3 +184,10 @@ class DynamoPredictions:
 
 class _Unprocessed(Exception):
     pass
+
+
+def _concurrently(write: Callable[[T], bool], items: Sequence[T]) -> list[bool]:
+    if len(items) <= 1:
+        return [write(item) for item in items]
+    with ThreadPoolExecutor(min(WRITE_THREADS, len(items))) as pool:
+        return list(pool.map(write, items))

@@ -88,10 +88,11 @@ class BuildJobs:
         now = self.clock()
         live: list[QueuedShard] = []
         seen: set[tuple[str, str]] = set()  # a shard queued twice (a redelivered upload) counts once
+        jobs: dict[str, bool] = {}  # job name -> it exists (looked up once per build)
         for shard in shards:
             waiting = []
             for ref in shard.images:
-                if (ref.image_id, ref.etag) in seen or not self._waits(stored.get(ref.image_id), ref):
+                if (ref.image_id, ref.etag) in seen or not self._waits(stored.get(ref.image_id), ref, jobs):
                     continue
                 seen.add((ref.image_id, ref.etag))
                 if now - ref.uploaded_at > self.rules.max_wait:
@@ -102,13 +103,14 @@ class BuildJobs:
                 live.append(replace(shard, images=tuple(waiting)))
         return live
 
-    def _waits(self, stored: StoredImage | None, ref: ImageRef) -> bool:
+    def _waits(self, stored: StoredImage | None, ref: ImageRef, jobs: dict[str, bool]) -> bool:
         if not may_record(stored, ref):
             return False  # a final outcome for this content, or newer content
-        same_content = stored is not None and stored.ref.etag == ref.etag
-        if same_content and stored is not None and stored.status is Status.PENDING and stored.job_name:
-            return not self.transforms.exists(stored.job_name)  # else that job records it
-        return True
+        if stored is None or stored.ref.etag != ref.etag or stored.status is not Status.PENDING or not stored.job_name:
+            return True
+        if stored.job_name not in jobs:
+            jobs[stored.job_name] = self.transforms.exists(stored.job_name)
+        return not jobs[stored.job_name]  # a job that exists records it
 
     def _give_up(self, ref: ImageRef, now: datetime, result: BuildResult) -> None:
         waited = (now - ref.uploaded_at).total_seconds() / 60

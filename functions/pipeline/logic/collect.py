@@ -72,7 +72,7 @@ class Collect:
         files, shards = JobFiles.from_index(job.name, manifest, json.loads(index_body), job.output_uri)
         stored = self.store.get_many(ref.image_id for shard in shards for ref in shard.images)
 
-        outcomes = []
+        settled: list[tuple[StoredImage, Outcome]] = []
         base = Outcome(Status.PENDING, Mode.BATCH, job_name=job.name, model_name=job.model_name or None)
         for shard in shards:
             waiting = [stored[r.image_id] for r in shard.images if self._waits_on(stored.get(r.image_id), r, job)]
@@ -83,11 +83,15 @@ class Collect:
             found, broken = answers.loads_lines(body) if body is not None else ({}, [])
             if broken:
                 logger.warning("unreadable output lines", job_name=job.name, output=str(output), lines=broken[:5])
-            for image in waiting:
-                outcome = self._outcome(job, body, found.get(image.ref.key), broken, base)
-                if self.store.settle_job_image(image, outcome, self.clock()):
-                    outcomes.append(outcome)
-                logger.info("image outcome", image_id=image.ref.image_id, status=outcome.status, reason=outcome.reason)
+            settled += [(image, self._outcome(job, body, found.get(image.ref.key), broken, base)) for image in waiting]
+        written = self.store.settle_many(settled, self.clock())  # many writes at once: jobs are large
+        outcomes = []
+        for (image, outcome), done in zip(settled, written, strict=True):
+            logger.info(
+                "image outcome", image_id=image.ref.image_id, status=outcome.status, reason=outcome.reason, written=done
+            )
+            if done:
+                outcomes.append(outcome)
         return outcomes
 
     @staticmethod

@@ -78,6 +78,10 @@ class PredictionStore(Protocol):
         True if written."""
         ...
 
+    def settle_many(self, settled: Sequence[tuple[StoredImage, Outcome]], now: datetime) -> list[bool]:
+        """settle_job_image() for each pair (concurrently where the store can), in order."""
+        ...
+
 
 class Endpoint(Protocol):
     name: str
