@@ -11,8 +11,8 @@ outcome (CLASSIFIED, REJECTED, or FAILED, whose message waits in a dead-letter q
 images, outcomes by status and mode, images without an outcome (must be 0), model calls beyond one
 per image, dead-letter messages and wall time. Exit 0 only if no image is left without an outcome.
 
-Local settings, said in the output: the queue's visibility timeout is shortened (the template's 12
-minutes suits a 2-minute function on AWS; here a failed batch comes back sooner), and Lambda's async
+Local settings, said in the output: both queues' visibility timeouts are shortened (the template's 12
+and 30 minutes suit the functions' timeouts on AWS; here a failed batch comes back sooner), and Lambda's async
 retries wait as on AWS (1 and 2 minutes), so the collector outlives a throttled table.
 """
 
@@ -205,7 +205,7 @@ def run(args: argparse.Namespace, progress: Callable[[int, int], None] | None = 
 def report(result: dict[str, Any]) -> None:
     print(
         f"\nsoak: {result['images']:,} images, {result['mode']} mode, {result['threads']} upload threads; "
-        f"queue visibility timeout {result['visibility_timeout_s']} s (shortened locally; 720 s on AWS)"
+        f"queue visibility timeouts {result['visibility_timeout_s']} s (shortened locally; 720 and 1,800 s on AWS)"
     )
     print("faults:")
     for fault in result["faults"]:
@@ -236,7 +236,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--fault-every", type=float, default=30, help="seconds between faults")
     parser.add_argument("--fault-seconds", type=float, default=10, help="how long a throttle or delay lasts")
     parser.add_argument("--s3-delay", type=float, default=1.0, help="seconds each S3 request is held in a delay")
-    parser.add_argument("--visibility-timeout", type=int, default=130, help="the queue's, locally (seconds)")
+    parser.add_argument("--visibility-timeout", type=int, default=130, help="both queues', locally (seconds)")
     parser.add_argument("--timeout", type=float, default=3 * 3600, help="give up waiting for outcomes after this")
     parser.add_argument("--parameter", action="append", default=[], metavar="KEY=VALUE", help="a template parameter")
     parser.add_argument("--json", type=Path, help="also write the figures here")

@@ -94,8 +94,8 @@ class Ingest:
     @staticmethod
     def _settled(status: Status, job: str | None) -> bool:
         # PENDING in a job: the collector records its outcome (and if the job never started, the
-        # job builder still holds its shard and builds again). PENDING in the job queue only is
-        # queued again: this delivery may be the retry of a failed queueing.
+        # job builder still holds its shard and builds again). PENDING without a job (waiting for
+        # capacity) is queued again; the job builder puts an image in one job only.
         return status in FINAL_STATUSES or (status is Status.PENDING and job is not None)
 
     # -- serverless -------------------------------------------------------------------------
