@@ -11,7 +11,8 @@ IMPORT_PATH := .:functions:model/serving:model/training:model/tools
 
 .PHONY: install test unit lint typecheck pytest demo stack soak query launch deploy package-size benchmark pipeline-benchmark cost clean
 
-# Three environments: the project (.venv), and the SAM CLI and checkov, whose pins clash.
+# Four environments: the project (.venv); the SAM CLI and checkov, whose pins clash; and the serving
+# container's torch 2.6 (.venv-serving), under which tests serve the model artifact.
 $(VENV)/.installed: requirements/dev.txt functions/requirements.txt
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is required") if sys.version_info < (3, 11) else None'
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +29,12 @@ $(VENV)/.installed: requirements/dev.txt functions/requirements.txt
 	.venv-checkov/bin/pip install $(PIP_FLAGS) -r requirements/checkov.txt
 	@touch $@
 
-install: $(VENV)/.installed .venv-sam/.installed .venv-checkov/.installed
+.venv-serving/.installed: requirements/serving.txt
+	$(PYTHON) -m venv .venv-serving
+	.venv-serving/bin/pip install $(PIP_FLAGS) -r requirements/serving.txt
+	@touch $@
+
+install: $(VENV)/.installed .venv-sam/.installed .venv-checkov/.installed .venv-serving/.installed
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
@@ -86,4 +92,4 @@ cost: $(VENV)/.installed
 	PYTHONPATH=$(IMPORT_PATH) $(PY) -m devstack.cost $(COST_ARGS)
 
 clean:
-	rm -rf .venv .venv-sam .venv-checkov .aws-sam build .devstack .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .venv .venv-sam .venv-checkov .venv-serving .aws-sam build .devstack .pytest_cache .mypy_cache .ruff_cache

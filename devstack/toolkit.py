@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 import sys
 from dataclasses import dataclass, field
@@ -89,6 +90,7 @@ def main() -> None:
     answers = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)
     sys.stdout = sys.stderr
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     host = ToolkitHost(Path(sys.argv[1]))
     for line in sys.stdin:
         request = json.loads(line)

@@ -17,12 +17,18 @@ Batch transform jobs of the pipeline send application/jsonlines: many images per
 answers.py). Each record is checked and decoded on its own (a bad one is an error-record line,
 whatever BAD_INPUT_POLICY says), and the good ones run through the network in mini-batches of
 BATCH_SIZE (default 32), on CUDA when the instance has a GPU.
+
+The network: MODEL_PRECISION=int8 (default) serves the int8 fast path train.py writes beside the
+weights (model_int8.pt, see quantization.py; top-1 agrees with fp32 on held-out images, at a
+fraction of the CPU time); MODEL_PRECISION=fp32 serves model.pth as trained. A GPU, a CPU without
+AVX-512 VNNI, or an artifact without model_int8.pt serves fp32 whatever the switch says, and logs why.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import warnings
 from dataclasses import dataclass
@@ -30,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import answers
+import quantization
 import torch
 from classifier import (
     CONFIG_FILE,
@@ -65,6 +72,8 @@ DEFAULT_MAX_PIXELS = 50_000_000
 DEFAULT_BATCH_SIZE = 32
 TOP_K = 5
 
+logger = logging.getLogger(__name__)
+
 
 @dataclass
 class Classifier:
@@ -79,6 +88,7 @@ class Classifier:
     max_pixels: int
     device: torch.device
     batch_size: int = DEFAULT_BATCH_SIZE
+    precision: str = "fp32"  # or "int8": the network is then model_int8.pt (quantization.py)
 
 
 class BadInput(Exception):
@@ -99,18 +109,23 @@ class BadInput(Exception):
 
 
 def model_fn(model_dir: str) -> Classifier:
-    """Load weights saved by train.py. No network: the architecture is built without weights."""
+    """Load what train.py saved: the int8 fast path (model_int8.pt) or the fp32 weights (model.pth),
+    as MODEL_PRECISION says (int8 by default). No network: nothing is downloaded."""
     directory = Path(model_dir)
     config_path = directory / CONFIG_FILE
     config = json.loads(config_path.read_text()) if config_path.exists() else {}
     image_size = int(config.get("image_size", IMAGE_SIZE))
     breeds = load_class_index(directory)
-    network = build_resnet18(len(breeds), pretrained=None)
-    network.load_state_dict(torch.load(directory / WEIGHTS_FILE, map_location="cpu", weights_only=True))
-    # fp32 on CPU and GPU alike: mixed precision is not used until its top-1 agreement with fp32 is
-    # measured on held-out images (see the README's GPU section).
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    network = fuse_for_inference(network).to(memory_format=torch.channels_last).to(device)
+    precision = serving_precision(directory, device)
+    network: nn.Module
+    if precision == "int8":
+        network = quantization.load(directory / quantization.INT8_FILE)
+    else:
+        network = build_resnet18(len(breeds), pretrained=None)
+        network.load_state_dict(torch.load(directory / WEIGHTS_FILE, map_location="cpu", weights_only=True))
+        network = fuse_for_inference(network).to(memory_format=torch.channels_last).to(device)
+    logger.info("model loaded: precision=%s device=%s classes=%d", precision, device, len(breeds))
     return Classifier(
         network=network,
         breeds=breeds,
@@ -121,7 +136,27 @@ def model_fn(model_dir: str) -> Classifier:
         max_pixels=int(os.environ.get("MAX_IMAGE_PIXELS", DEFAULT_MAX_PIXELS)),
         device=device,
         batch_size=max(1, int(os.environ.get("BATCH_SIZE", DEFAULT_BATCH_SIZE))),
+        precision=precision,
     )
+
+
+def serving_precision(directory: Path, device: torch.device) -> str:
+    """MODEL_PRECISION (int8 or fp32, default int8), or fp32 where int8 cannot run, with the reason logged."""
+    asked = os.environ.get("MODEL_PRECISION", "int8").strip().lower()
+    if asked not in quantization.PRECISIONS:
+        raise ValueError(f"MODEL_PRECISION must be one of {', '.join(quantization.PRECISIONS)}, not {asked!r}")
+    if asked == "fp32":
+        return asked
+    if device.type != "cpu":
+        reason = f"int8 kernels are for CPUs and this worker has {device.type}"
+    elif not (directory / quantization.INT8_FILE).exists():
+        reason = f"the model has no {quantization.INT8_FILE} (train.py --no-int8, or an older artifact)"
+    elif cpu := quantization.unsupported():
+        reason = cpu
+    else:
+        return asked
+    logger.warning("MODEL_PRECISION=int8 but serving fp32: %s", reason)
+    return "fp32"
 
 
 @dataclass(frozen=True)
@@ -176,7 +211,9 @@ def _predict_records(body: bytes, model: Classifier) -> list[tuple[str, answers.
 
 def _classify(batch: torch.Tensor, model: Classifier) -> list[answers.Prediction]:
     """Top-5 predictions for a batch of preprocessed images (N x 3 x H x W)."""
-    with torch.inference_mode():
+    # The int8 network is frozen TorchScript: the graph executor's profiling and re-optimisation
+    # add about 0.1 s to a worker's first answer and nothing to later ones, so they stay off.
+    with torch.inference_mode(), torch.jit.optimized_execution(False):  # type: ignore[attr-defined]
         inputs = batch.to(model.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
         probabilities = torch.softmax(model.network(inputs).float(), dim=1)
         top = torch.topk(probabilities, k=min(TOP_K, len(model.breeds)), dim=1)

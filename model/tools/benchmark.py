@@ -1,17 +1,29 @@
-"""CPU serving benchmark: our inference handler against a course-style baseline, in one run.
+"""CPU serving benchmark: our inference handler, fp32 and int8, against a course-style baseline, in one run.
 
     make benchmark
     make benchmark BENCHMARK_ARGS="--images 300 --cold-starts 5 --sizes 500x375,1600x1200"
+    make benchmark BENCHMARK_ARGS="--model path/to/model_dir --held-out path/to/dogImages/test"
 
-Both handlers serve the same 133-class ResNet-18 weights on the same JPEGs, one image per call
-(as a serverless endpoint does). The baseline is written the way the course scripts serve: eager
-FP32 model under no_grad, the full image decoded, transforms.Resize(256) + CenterCrop(224).
-Measured: warm throughput (images/s) and cold start (process start to first prediction).
+First it trains the model it serves: train.py on generated images in the dogImages layout (133
+breeds, 224 px, a few epochs from random weights: a model whose answers are not trivially
+confident), which also writes the int8 fast path, calibrated on the validation split. Or give a
+trained model directory and held-out images (--model, --held-out).
+
+Three handlers serve those weights on the same JPEGs, one image per call (as a serverless endpoint
+does): the baseline, written the way the course scripts serve (torchvision model, eager fp32 under
+no_grad, the full image decoded, transforms.Resize(256) + CenterCrop(224)); ours with
+MODEL_PRECISION=fp32; ours with MODEL_PRECISION=int8 (the default). Measured in the same run:
+- warm throughput (images/s, best of --rounds) and its split into decode + preprocess and
+  forward + answer, per image;
+- top-1 agreement of int8 with fp32 on the held-out images, through the handler's own
+  preprocessing, with the fp32 answers' top-1 margins;
+- cold start (process start to first prediction, median of --cold-starts, alternating) and the
+  serving process's peak RSS after 20 more predictions.
 Serverless endpoints are CPU-only, so these are the numbers users pay for.
 
 Then our handler as batch transform jobs call it: multi-record JSON Lines requests of 1, 8 and 32
 images (--batch-sizes), each request decoded, preprocessed, classified in one forward pass and
-answered a line per image; on CUDA when the machine has a GPU.
+answered a line per image, with the default precision; on CUDA (fp32) when the machine has a GPU.
 """
 
 from __future__ import annotations
@@ -21,17 +33,20 @@ import io
 import json
 import os
 import random
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+REPO = Path(__file__).resolve().parents[2]
 # What a serving container has on its import path: the artifact's code/, that is model/serving/.
-SERVING_DIR = Path(__file__).resolve().parents[1] / "serving"
+SERVING_DIR = REPO / "model" / "serving"
 
 
 # -- the baseline handler, as the course scripts write it ---------------------------------------
@@ -79,22 +94,53 @@ def baseline_output_fn(prediction: dict[str, Any], accept: str) -> str:
     return json.dumps(prediction)
 
 
-# -- one handler behind one interface ------------------------------------------------------------
+# -- the handlers behind one interface -----------------------------------------------------------
 
+KINDS = ("baseline", "fp32", "int8")  # the two last are ours, by MODEL_PRECISION
 Handler = Callable[[bytes], str]
 
 
-def load(kind: str, model_dir: Path) -> Handler:
-    if kind == "ours":
-        import inference
+@dataclass
+class Loaded:
+    """A handler split in its two stages, to time them apart."""
 
-        model = inference.model_fn(str(model_dir))
-        return lambda body: inference.output_fn(
-            inference.predict_fn(inference.input_fn(body, "image/jpeg"), model), "application/json"
-        )[0]
-    loaded = baseline_model_fn(str(model_dir))
-    return lambda body: baseline_output_fn(
-        baseline_predict_fn(baseline_input_fn(body, "image/jpeg"), loaded), "application/json"
+    prepare: Callable[[bytes], Any]  # decode + preprocess
+    answer: Callable[[Any], str]  # forward + answer
+
+    def __call__(self, body: bytes) -> str:
+        return self.answer(self.prepare(body))
+
+
+def load_ours(model_dir: Path, precision: str | None = None) -> Any:
+    """Our handler's model_fn with MODEL_PRECISION set to `precision` (None: the default)."""
+    import inference
+
+    saved = os.environ.pop("MODEL_PRECISION", None)
+    if precision:
+        os.environ["MODEL_PRECISION"] = precision
+    try:
+        return inference.model_fn(str(model_dir))
+    finally:
+        os.environ.pop("MODEL_PRECISION", None)
+        if saved is not None:
+            os.environ["MODEL_PRECISION"] = saved
+
+
+def load(kind: str, model_dir: Path) -> Loaded:
+    if kind == "baseline":
+        loaded = baseline_model_fn(str(model_dir))
+        return Loaded(
+            lambda body: baseline_input_fn(body, "image/jpeg"),
+            lambda data: baseline_output_fn(baseline_predict_fn(data, loaded), "application/json"),
+        )
+    import inference
+
+    model = load_ours(model_dir, kind)
+    if model.precision != kind:
+        raise RuntimeError(f"asked for {kind}, the handler loaded {model.precision}: see its log")
+    return Loaded(
+        lambda body: inference.input_fn(body, "image/jpeg"),
+        lambda request: inference.output_fn(inference.predict_fn(request, model), "application/json")[0],
     )
 
 
@@ -111,13 +157,60 @@ def throughput(handler: Handler, requests: list[bytes], rounds: int, images: int
     return best
 
 
-def batched_throughput(model_dir: Path, images: list[bytes], batch_sizes: list[int], rounds: int) -> dict[int, float]:
-    """Best images/s of our handler on multi-record requests of each size: decode, preprocess,
-    one forward pass per request, one answer line per image."""
+def stage_ms(handler: Loaded, images: list[bytes], rounds: int) -> dict[str, float]:
+    """Milliseconds per image in decode + preprocess and in forward + answer (best of `rounds`)."""
+    prepared = [handler.prepare(body) for body in images]  # warm-up
+    decode = forward = float("inf")
+    for _ in range(rounds):
+        started = time.perf_counter()
+        prepared = [handler.prepare(body) for body in images]
+        decode = min(decode, time.perf_counter() - started)
+        started = time.perf_counter()
+        for data in prepared:
+            handler.answer(data)
+        forward = min(forward, time.perf_counter() - started)
+    return {"decode_preprocess_ms": 1000 * decode / len(images), "forward_answer_ms": 1000 * forward / len(images)}
+
+
+def stage_handlers(kind: str, model_dir: Path) -> Loaded:
+    """Each handler cut where its work splits. Ours decodes in predict_fn (its input_fn only keeps
+    the bytes), so it is cut at _prepare (checks, decode, preprocess) and _classify + the answer;
+    the baseline between its input_fn and predict_fn."""
+    if kind == "baseline":
+        return load(kind, model_dir)
     import answers
     import inference
 
-    model = inference.model_fn(str(model_dir))
+    model = load_ours(model_dir, kind)
+    return Loaded(
+        lambda body: inference._prepare(inference.Request(body, "image/jpeg"), model),
+        lambda tensor: answers.dumps(inference._classify(tensor, model)[0]),
+    )
+
+
+def agreement(model_dir: Path, held_out: list[bytes]) -> dict[str, float | int]:
+    """int8 against fp32 on the same held-out images, through the handler's preprocessing."""
+    import inference
+    import quantization
+    import torch
+
+    models = {precision: load_ours(model_dir, precision) for precision in ("fp32", "int8")}
+    logits: dict[str, list[torch.Tensor]] = {"fp32": [], "int8": []}
+    with torch.inference_mode():
+        for body in held_out:
+            tensor = inference._prepare(inference.Request(body, "image/jpeg"), models["fp32"])
+            for precision, model in models.items():
+                logits[precision].append(model.network(tensor).float())
+    return quantization.agreement(torch.cat(logits["fp32"]), torch.cat(logits["int8"])).as_dict()
+
+
+def batched_throughput(model_dir: Path, images: list[bytes], batch_sizes: list[int], rounds: int) -> dict[int, float]:
+    """Best images/s of our handler (default precision) on multi-record requests of each size:
+    decode, preprocess, one forward pass per request, one answer line per image."""
+    import answers
+    import inference
+
+    model = load_ours(model_dir)
     rates: dict[int, float] = {}
     for size in batch_sizes:
         model.batch_size = size
@@ -136,32 +229,71 @@ def batched_throughput(model_dir: Path, images: list[bytes], batch_sizes: list[i
     return rates
 
 
-def cold_start(kind: str, model_dir: Path, image: Path) -> float:
-    """Seconds from starting a fresh Python process to its first prediction."""
+def cold_start(kind: str, model_dir: Path, image: Path) -> tuple[float, float]:
+    """Seconds from starting a fresh Python process to its first prediction, and the process's
+    peak RSS (MiB) after 20 more."""
     env = {**os.environ, "PYTHONPATH": str(SERVING_DIR)}
-    started = time.perf_counter()
-    subprocess.run(
+    started = time.time()
+    result = subprocess.run(
         [sys.executable, __file__, "--first-prediction", kind, str(model_dir), str(image)],
         check=True,
         capture_output=True,
+        text=True,
         env=env,
     )
-    return time.perf_counter() - started
+    report = json.loads(result.stdout.splitlines()[-1])
+    return report["first_prediction_at"] - started, report["peak_rss_mib"]
+
+
+def first_prediction(kind: str, model_dir: Path, image: Path) -> None:
+    """The cold-start process: load, predict once (the time is stamped), then 20 more, then peak RSS
+    (VmHWM: getrusage's ru_maxrss would keep the parent's high-water mark across fork and exec)."""
+    handler = load(kind, model_dir)
+    body = image.read_bytes()
+    handler(body)
+    done = time.time()
+    for _ in range(20):
+        handler(body)
+    status = Path("/proc/self/status").read_text()
+    peak_kib = int(next(line for line in status.splitlines() if line.startswith("VmHWM:")).split()[1])
+    print(json.dumps({"first_prediction_at": done, "peak_rss_mib": round(peak_kib / 1024, 1)}))
 
 
 # -- inputs ------------------------------------------------------------------------------------
 
 
-def make_model_dir(directory: Path) -> Path:
-    """A 133-class ResNet-18 saved as train.py saves it (random weights: speed does not depend on them)."""
-    import torch
-    from classifier import NUM_CLASSES, Breed, build_resnet18, save_class_index
+def train_model(args: argparse.Namespace) -> tuple[Path, list[bytes]]:
+    """train.py on generated dogImages-layout data: the model directory it leaves (model.pth,
+    model_int8.pt, ...) and the JPEGs of the test split, which neither training nor int8
+    calibration saw. Kept under --cache and reused by later runs with the same settings."""
+    import contextlib
 
-    torch.manual_seed(0)
-    torch.save(build_resnet18(NUM_CLASSES).state_dict(), directory / "model.pth")
-    save_class_index([Breed(f"{i + 1:03d}", f"Breed_{i + 1:03d}") for i in range(NUM_CLASSES)], directory)
-    (directory / "model_config.json").write_text(json.dumps({"arch": "resnet18", "image_size": 224}))
-    return directory
+    import dataset_tool
+    import train
+
+    workdir = args.cache / f"{args.classes}-breeds-{args.image_size}px-{args.epochs}-epochs"
+    data, out = workdir / "dogImages", workdir / "training"
+    if (out / "output" / "metrics.json").exists():  # written last: the training finished
+        print(f"reusing the model trained in {workdir}", flush=True)
+        return out / "model", held_out_images(data / "test")
+    shutil.rmtree(workdir, ignore_errors=True)
+    dataset_tool.synthesize(data, classes=args.classes, per_split=(4, 2, 2), size=(320, 240), corrupt=0)
+    flags = [f"--data-dir={data}", f"--model-dir={out}/model", f"--output-dir={out}/output"]
+    flags += [f"--checkpoint-dir={out}/checkpoints", f"--tensorboard-dir={out}/tb", "--pretrained=none"]
+    flags += ["--fine-tune=all", "--batch-size=32", "--lr=0.003", "--workers=0", f"--image-size={args.image_size}"]
+    flags += [f"--epochs={args.epochs}"]
+    with contextlib.redirect_stdout(sys.stderr):  # the per-epoch metric lines
+        result = train.main(train.get_args_parser().parse_args(flags))
+    print(
+        f"trained: {args.classes} breeds at {args.image_size} px, {args.epochs} epochs, "
+        f"test accuracy {result.get('test_accuracy', 0):.2f} (kept in {workdir})",
+        flush=True,
+    )
+    return out / "model", held_out_images(data / "test")
+
+
+def held_out_images(directory: Path) -> list[bytes]:
+    return [path.read_bytes() for path in sorted(directory.rglob("*.jpg"))]
 
 
 def make_jpegs(count: int, size: tuple[int, int], seed: int = 0) -> list[bytes]:
@@ -191,17 +323,22 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         "sizes": {},
     }
     with tempfile.TemporaryDirectory() as tmp:
-        model_dir = make_model_dir(Path(tmp))
-        handlers = {kind: load(kind, model_dir) for kind in ("baseline", "ours")}
+        if args.model:
+            model_dir, held_out = args.model, held_out_images(args.held_out)
+        else:
+            model_dir, held_out = train_model(args)
+        results["agreement"] = agreement(model_dir, held_out)
+        handlers = {kind: load(kind, model_dir) for kind in KINDS}
         for text in args.sizes.split(","):
             width, height = (int(v) for v in text.split("x"))
             images = make_jpegs(args.images, (width, height))
             rates = {kind: throughput(handler, images, args.rounds) for kind, handler in handlers.items()}
+            stages = {kind: stage_ms(stage_handlers(kind, model_dir), images, args.rounds) for kind in KINDS}
             results["sizes"][text] = {
                 "mean_jpeg_kb": round(statistics.mean(len(i) for i in images) / 1024, 1),
-                "baseline_images_per_s": round(rates["baseline"], 1),
-                "ours_images_per_s": round(rates["ours"], 1),
-                "ratio": round(rates["ours"] / rates["baseline"], 2),
+                **{f"{kind}_images_per_s": round(rate, 1) for kind, rate in rates.items()},
+                **{f"{kind}_vs_baseline": round(rates[kind] / rates["baseline"], 2) for kind in KINDS[1:]},
+                "stages_ms": {kind: {k: round(v, 2) for k, v in stage.items()} for kind, stage in stages.items()},
             }
         images = make_jpegs(args.images, (500, 375))
         sizes = [int(v) for v in args.batch_sizes.split(",")]
@@ -212,36 +349,53 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         }
         first = Path(tmp) / "first.jpg"
         first.write_bytes(make_jpegs(1, (500, 375))[0])
-        cold: dict[str, list[float]] = {"baseline": [], "ours": []}
-        for _ in range(args.cold_starts):  # alternate, so drift hits both alike
-            for kind in cold:
+        cold: dict[str, list[tuple[float, float]]] = {kind: [] for kind in KINDS}
+        for _ in range(args.cold_starts):  # alternate, so drift hits all alike
+            for kind in KINDS:
                 cold[kind].append(cold_start(kind, model_dir, first))
-        medians = {kind: statistics.median(times) for kind, times in cold.items()}
-        results["cold_start_s"] = {
-            "baseline": round(medians["baseline"], 2),
-            "ours": round(medians["ours"], 2),
-            "ratio": round(medians["baseline"] / medians["ours"], 2),
-        }
+        medians = {kind: statistics.median(s for s, _ in runs) for kind, runs in cold.items()}
+        results["cold_start_s"] = {kind: round(median, 2) for kind, median in medians.items()}
+        results["cold_start_vs_baseline"] = {kind: round(medians[kind] / medians["baseline"], 2) for kind in KINDS[1:]}
+        results["peak_rss_mib"] = {kind: max(rss for _, rss in runs) for kind, runs in cold.items()}
     report(results)
     return results
 
 
 def report(results: dict[str, Any]) -> None:
     print(f"torch {results['torch']}, {results['threads']} threads, one image per call")
-    print(f"{'image':>10} {'JPEG KB':>8} {'baseline img/s':>15} {'ours img/s':>11} {'ours/baseline':>14}")
+    header = f"{'image':>10} {'JPEG KB':>8} {'baseline img/s':>15} {'fp32 img/s':>11} {'int8 img/s':>11}"
+    print(header + f" {'fp32/baseline':>14} {'int8/baseline':>14}")
     for size, row in results["sizes"].items():
         print(
-            f"{size:>10} {row['mean_jpeg_kb']:>8} {row['baseline_images_per_s']:>15} "
-            f"{row['ours_images_per_s']:>11} {row['ratio']:>13}x"
+            f"{size:>10} {row['mean_jpeg_kb']:>8} {row['baseline_images_per_s']:>15} {row['fp32_images_per_s']:>11} "
+            f"{row['int8_images_per_s']:>11} {row['fp32_vs_baseline']:>13}x {row['int8_vs_baseline']:>13}x"
         )
-    print(f"our handler, multi-record requests (batch transform) of 500x375 JPEGs on {results['device']}:")
+    print("per image, ms: decode + preprocess | forward + answer (share of decode + preprocess)")
+    for size, row in results["sizes"].items():
+        cells = []
+        for kind, stage in row["stages_ms"].items():
+            decode, forward = stage["decode_preprocess_ms"], stage["forward_answer_ms"]
+            cells.append(f"{kind} {decode:.1f} | {forward:.1f} ({decode / (decode + forward):.0%})")
+        print(f"{size:>10}  " + ";  ".join(cells))
+    a = results["agreement"]
+    print(
+        f"int8 vs fp32 on {a['images']} held-out images: top-1 agreement {a['top1_agreement']:.2%}, "
+        f"mean |top-1 probability difference| {a['mean_abs_top1_probability_difference']:.4f}; "
+        f"fp32 top-1 margin median {a['median_top1_margin']:.3f}, {a['low_margin_images']} images under 0.1; "
+        f"widest margin among the images whose top-1 changed {a['largest_flipped_margin']:.4f}"
+    )
+    print(
+        f"our handler ({'int8' if results['device'] == 'cpu' else 'fp32'}), multi-record requests "
+        f"(batch transform) of 500x375 JPEGs on {results['device']}:"
+    )
     for size, row in results["batched_500x375"].items():
         print(f"{size:>6} images/request {row['images_per_s']:>8} img/s {row['vs_batch_1']:>6}x batch 1")
-    cold = results["cold_start_s"]
+    cold, ratio, rss = results["cold_start_s"], results["cold_start_vs_baseline"], results["peak_rss_mib"]
     print(
         f"cold start (process start to first prediction, median): baseline {cold['baseline']} s, "
-        f"ours {cold['ours']} s, baseline/ours {cold['ratio']}x"
+        f"fp32 {cold['fp32']} s ({ratio['fp32']}x baseline), int8 {cold['int8']} s ({ratio['int8']}x baseline)"
     )
+    print("peak RSS of a serving process, MiB: " + ", ".join(f"{kind} {rss[kind]}" for kind in KINDS))
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -251,6 +405,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sizes", default="500x375,1600x1200", help="image sizes, WIDTHxHEIGHT, comma-separated")
     parser.add_argument("--cold-starts", type=int, default=3)
     parser.add_argument("--batch-sizes", default="1,8,32", help="images per multi-record request, comma-separated")
+    parser.add_argument("--model", type=Path, help="a trained model directory (as train.py leaves it) to serve")
+    parser.add_argument("--held-out", type=Path, help="with --model: a folder of JPEGs its training never saw")
+    parser.add_argument("--classes", type=int, default=133, help="breeds of the model trained here")
+    parser.add_argument("--image-size", type=int, default=224, help="input size of the model trained here")
+    parser.add_argument("--epochs", type=int, default=12, help="epochs of the model trained here")
+    parser.add_argument("--cache", type=Path, default=REPO / ".devstack" / "benchmark", help="where it is kept")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--first-prediction", nargs=3, metavar=("KIND", "MODEL_DIR", "IMAGE"), help=argparse.SUPPRESS)
     return parser
@@ -260,8 +420,10 @@ if __name__ == "__main__":
     arguments = get_args_parser().parse_args()
     if arguments.first_prediction:
         kind, model_dir, image = arguments.first_prediction
-        load(kind, Path(model_dir))(Path(image).read_bytes())
+        first_prediction(kind, Path(model_dir), Path(image))
     else:
+        if arguments.model and not arguments.held_out:
+            sys.exit("--model needs --held-out: the images to measure int8's agreement with fp32 on")
         outcome = main(arguments)
         if arguments.json:
             arguments.json.write_text(json.dumps(outcome, indent=1))

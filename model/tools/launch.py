@@ -194,10 +194,10 @@ def create_model(args: argparse.Namespace) -> str:
         PrimaryContainer={
             "Image": args.image or image_uri(args.region, "inference", "ml.m5.xlarge"),
             "ModelDataUrl": args.model_data,
-            "Environment": {"SAGEMAKER_PROGRAM": "inference.py"},
+            "Environment": {"SAGEMAKER_PROGRAM": "inference.py", "MODEL_PRECISION": args.precision},
         },
     )
-    print(f"model {args.model_name} created")
+    print(f"model {args.model_name} created, serving {args.precision}")
     return str(args.model_name)
 
 
@@ -275,6 +275,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     m.add_argument("--role", required=True)
     m.add_argument("--model-name", default="dogbreed-resnet18")
     m.add_argument("--image", help="inference image; default: the PyTorch 2.6 CPU inference image")
+    m.add_argument("--precision", choices=("int8", "fp32"), default="int8", help="MODEL_PRECISION: the network served")
 
     d = commands.add_parser("deploy", help="create or update the serverless endpoint")
     d.add_argument("--model-name", default="dogbreed-resnet18")

@@ -1,7 +1,8 @@
 """Final training of the ResNet-18 dog-breed classifier with the tuned hyperparameters.
 
 Leaves a deployable model in --model-dir (SM_MODEL_DIR, tarred by SageMaker into model.tar.gz):
-model.pth (best validation accuracy), class_index.json, model_config.json and code/ with
+model.pth (best validation accuracy), model_int8.pt (its int8 fast path for CPUs, calibrated on
+validation images; see quantization.py), class_index.json, model_config.json and code/ with
 model/serving/ (inference.py and what it imports). Runs as one process or under torchrun (SageMaker's
 torch_distributed); resumes from --checkpoint-dir, which managed spot training restores."""
 
@@ -9,15 +10,18 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import shutil
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import classifier
 import dogimages
 import loops
+import quantization
 import torch
 import torch.distributed as dist
 from classifier import CLASS_INDEX_FILE, CONFIG_FILE, WEIGHTS_FILE, build_resnet18, save_class_index
@@ -27,7 +31,7 @@ from torch.nn.parallel import DistributedDataParallel
 # What the inference container needs under code/: the handler and the modules it imports, all of
 # model/serving/. They sit beside classifier.py, here as in the source bundle of a training job.
 SERVING_DIR = Path(classifier.__file__).resolve().parent
-SERVING_CODE = ("inference.py", "classifier.py", "answers.py")
+SERVING_CODE = ("inference.py", "classifier.py", "answers.py", "quantization.py")
 CHECKPOINT = "checkpoint.pth"
 
 
@@ -47,6 +51,15 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--profile", action="store_true", help="trace a few steps of epoch 1 with torch.profiler")
     parser.add_argument("--no-amp", dest="amp", action="store_false", help="disable mixed precision on GPU")
     parser.add_argument("--label-smoothing", type=float, default=0.1)
+    parser.add_argument(
+        "--int8",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also write the int8 fast path (model_int8.pt) and measure its agreement with fp32 on the test split",
+    )
+    parser.add_argument(
+        "--calibration-images", type=int, default=512, help="images that calibrate int8 (validation, then training)"
+    )
     return parser
 
 
@@ -131,7 +144,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
 
     result: dict[str, Any] = {"best_validation_accuracy": best_accuracy, "skipped_images": skipped}
     if runtime.is_main:
-        result.update(_finish(args, bare, train_set, criterion, runtime))
+        result.update(_finish(args, bare, train_set, loaders["valid"], criterion, runtime))
     if runtime.distributed:
         dist.barrier()
         dist.destroy_process_group()
@@ -142,13 +155,15 @@ def _finish(
     args: argparse.Namespace,
     model: nn.Module,
     train_set: dogimages.SafeImageFolder,
+    valid_loader: Iterable[dogimages.Batch],
     criterion: nn.Module,
     runtime: loops.Runtime,
 ) -> dict[str, Any]:
-    """Test accuracy of the best weights, then the deployable model directory."""
+    """Test accuracy of the best weights, their int8 fast path, then the deployable model directory."""
     model_dir = Path(args.model_dir)
     model.load_state_dict(torch.load(model_dir / WEIGHTS_FILE, map_location=runtime.device, weights_only=True))
     result: dict[str, Any] = {}
+    test_loader = None
     if (Path(args.data_dir) / "test").is_dir():
         test_set = dogimages.image_folder(Path(args.data_dir), "test", train=False, image_size=args.image_size)
         test_loader = dogimages.loader(
@@ -158,6 +173,9 @@ def _finish(
         test = loops.evaluate(model, test_loader, criterion, single)
         loops.log_metrics("test", args.epochs, test)
         result["test_accuracy"] = test.accuracy
+    (model_dir / quantization.INT8_FILE).unlink(missing_ok=True)  # never beside other weights than its own
+    if args.int8:
+        result.update(_write_int8(args, model, valid_loader, test_loader))
     save_class_index(dogimages.breeds(train_set), model_dir)
     (model_dir / CONFIG_FILE).write_text(json.dumps({"arch": "resnet18", "image_size": args.image_size}))
     code_dir = model_dir / "code"
@@ -165,8 +183,39 @@ def _finish(
     for name in SERVING_CODE:
         shutil.copy2(SERVING_DIR / name, code_dir / name)
     (Path(args.output_dir) / "metrics.json").write_text(json.dumps(result, indent=1))
-    print(f"model written to {model_dir}: {WEIGHTS_FILE}, {CLASS_INDEX_FILE}, {CONFIG_FILE}, code/", flush=True)
+    written = [name for name in (WEIGHTS_FILE, quantization.INT8_FILE) if (model_dir / name).exists()]
+    print(f"model written to {model_dir}: {', '.join(written)}, {CLASS_INDEX_FILE}, {CONFIG_FILE}, code/", flush=True)
     return result
+
+
+def _write_int8(
+    args: argparse.Namespace,
+    model: nn.Module,
+    valid_loader: Iterable[dogimages.Batch],
+    test_loader: Iterable[dogimages.Batch] | None,
+) -> dict[str, Any]:
+    """model_int8.pt, calibrated on validation images, then training ones as the eval transform
+    sees them (never the test split), and its top-1 agreement with the fp32 weights on the test split."""
+    if quantization.ENGINE not in torch.backends.quantized.supported_engines:
+        print(f"int8: this torch has no {quantization.ENGINE} int8 kernels; serving will run fp32", flush=True)
+        return {}
+    train_as_served = dogimages.image_folder(Path(args.data_dir), "train", train=False, image_size=args.image_size)
+    train_loader = dogimages.loader(
+        train_as_served, batch_size=args.batch_size, train=False, workers=args.workers, distributed=False
+    )
+    calibration = itertools.islice(
+        (batch.images for batch in itertools.chain(valid_loader, train_loader) if len(batch.images)),
+        max(1, args.calibration_images // args.batch_size),
+    )
+    fast = quantization.quantize(model, calibration, args.image_size)
+    quantization.save(fast, Path(args.model_dir) / quantization.INT8_FILE)
+    if test_loader is None:
+        return {}
+    agreement = quantization.compare(model, fast, (batch.images for batch in test_loader if len(batch.images)))
+    print(" ".join(f"int8_{key}={value}" for key, value in agreement.as_dict().items()), flush=True)
+    if reason := quantization.unsupported():
+        print(f"int8: {reason}, so this agreement is a lower bound (serving on such a CPU runs fp32)", flush=True)
+    return {"int8_agreement": agreement.as_dict()}
 
 
 @contextlib.contextmanager

@@ -89,7 +89,7 @@ def test_create_model_deploy_and_transform(sagemaker: Any) -> None:
     run("create-model", "--model-data", f"s3://{BUCKET}/out/model.tar.gz", "--role", ROLE)
     model = sagemaker.describe_model(ModelName="dogbreed-resnet18")
     assert model["PrimaryContainer"]["ModelDataUrl"] == f"s3://{BUCKET}/out/model.tar.gz"
-    assert model["PrimaryContainer"]["Environment"] == {"SAGEMAKER_PROGRAM": "inference.py"}
+    assert model["PrimaryContainer"]["Environment"] == {"SAGEMAKER_PROGRAM": "inference.py", "MODEL_PRECISION": "int8"}
     assert "pytorch-inference:2.6" in model["PrimaryContainer"]["Image"]
     assert "cpu" in model["PrimaryContainer"]["Image"]  # serverless endpoints have no GPU
 

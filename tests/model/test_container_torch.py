@@ -1,0 +1,94 @@
+"""The model artifact, int8 fast path included, served under the serving container's versions.
+
+SageMaker serves the model in its PyTorch 2.6 inference image (torch 2.6.0, torchvision 0.21.0,
+sagemaker-pytorch-inference 2.0.25), while train.py runs here on a newer torch. `make install` builds
+.venv-serving with the image's versions (requirements/serving.txt); these tests serve the artifact
+train.py wrote through the toolkit there, in a process whose only model code is the artifact's
+code/, and compare every answer with the same artifact served here."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from devstack.container import pack_model, unpack_model
+from devstack.toolkit import ToolkitHost
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow  # serves a trained model in a second Python
+
+SERVING_PYTHON = REPO / ".venv-serving" / "bin" / "python"
+CONTAINER_VERSIONS = {"torch": "2.6.0", "torchvision": "0.21.0", "sagemaker-pytorch-inference": "2.0.25"}
+
+
+def serving_python() -> Path:
+    if not SERVING_PYTHON.exists():
+        pytest.fail(f"{SERVING_PYTHON} is missing: `make install` builds it from requirements/serving.txt")
+    return SERVING_PYTHON
+
+
+def test_the_serving_environment_has_the_containers_versions() -> None:
+    code = (
+        "import json, importlib.metadata as m; "
+        f"print(json.dumps({{name: m.version(name) for name in {sorted(CONTAINER_VERSIONS)!r}}}))"
+    )
+    result = subprocess.run([serving_python(), "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    versions = json.loads(result.stdout)
+    assert {name: version.split("+")[0] for name, version in versions.items()} == CONTAINER_VERSIONS
+
+
+def serve_in_container_torch(model_dir: Path, requests: list[dict[str, str]], precision: str) -> tuple[list[Any], str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "BAD_INPUT_POLICY", "VIRTUAL_ENV")}
+    env.update(PYTHONPATH=str(model_dir / "code"), MODEL_PRECISION=precision)
+    result = subprocess.run(
+        [serving_python(), str(REPO / "devstack" / "toolkit.py"), str(model_dir)],
+        input="".join(json.dumps(r) + "\n" for r in requests),
+        capture_output=True,
+        text=True,
+        cwd=model_dir.parent,
+        env=env,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return [json.loads(line) for line in result.stdout.splitlines()], result.stderr
+
+
+@pytest.mark.parametrize("precision", ["int8", "fp32"])
+def test_the_artifact_answers_alike_under_the_containers_torch(
+    trained: tuple[Path, dict[str, object]],
+    dataset: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    precision: str,
+) -> None:
+    # GIVEN the artifact as SageMaker unpacks it, and held-out photos plus one bad image
+    archive = pack_model(trained[0], tmp_path / "model.tar.gz")
+    model_dir = unpack_model(archive, tmp_path / "opt" / "ml" / "model")
+    photos = sorted((dataset / "test").glob("*/*.jpg"))
+    bodies = [path.read_bytes() for path in photos] + [b"not an image"]
+    requests = [{"body_b64": base64.b64encode(b).decode(), "content_type": "image/jpeg"} for b in bodies]
+
+    # WHEN it is served under torch 2.6 and under this environment's torch
+    there, log = serve_in_container_torch(model_dir, requests, precision)
+    monkeypatch.setenv("MODEL_PRECISION", precision)
+    monkeypatch.delenv("BAD_INPUT_POLICY", raising=False)
+    host = ToolkitHost(model_dir)
+    here = [host.invoke(body, "image/jpeg") for body in bodies]
+
+    # THEN torch 2.6 loaded the asked precision from the artifact's own code
+    assert f"model loaded: precision={precision} device=cpu" in log
+    # and every answer is the same breed, with the same confidence to within rounding
+    assert len(there) == len(here) == len(photos) + 1
+    for answer, reference in zip(there[:-1], here[:-1], strict=True):
+        assert answer["status"] == reference.status == 200
+        ours, theirs = json.loads(answer["body"]), json.loads(reference.body)
+        assert ours["predicted_label"] == theirs["predicted_label"]
+        assert ours["confidence"] == pytest.approx(theirs["confidence"], abs=0.02)
+    assert there[-1]["status"] == here[-1].status == 400
