@@ -6,7 +6,8 @@
 
 Trains a small model, starts the local stack with the template's defaults, and uploads photos from
 several threads while a fault schedule runs, cycling through the faults of FAULTS (each at least
-once, every --fault-every seconds while uploads last). Then it waits until every image has a final
+once, every --fault-every seconds while uploads last: 120 by default, so each kind recurs every 10
+minutes, longer than any function's timeout). Then it waits until every image has a final
 outcome (CLASSIFIED, REJECTED, or FAILED, whose message waits in a dead-letter queue) and prints:
 images, outcomes by status and mode, images without an outcome (must be 0), model calls beyond one
 per image, dead-letter messages and wall time. Exit 0 only if no image is left without an outcome.
@@ -233,7 +234,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, default=4, help="upload threads")
     parser.add_argument("--upload-seconds", type=float, default=0, help="spread the uploads over this long")
     parser.add_argument("--faults", default=",".join(FAULTS), help="comma-separated, of: " + ", ".join(FAULTS))
-    parser.add_argument("--fault-every", type=float, default=30, help="seconds between faults")
+    parser.add_argument(
+        "--fault-every",
+        type=float,
+        default=120,
+        help="seconds between faults (so each kind recurs every 10 minutes: longer than any function's timeout)",
+    )
     parser.add_argument("--fault-seconds", type=float, default=10, help="how long a throttle or delay lasts")
     parser.add_argument("--s3-delay", type=float, default=1.0, help="seconds each S3 request is held in a delay")
     parser.add_argument("--visibility-timeout", type=int, default=130, help="both queues', locally (seconds)")
