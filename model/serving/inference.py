@@ -15,13 +15,17 @@ apart from a server fault:
 
 Batch transform jobs of the pipeline send application/jsonlines: many images per request (see
 answers.py). Each record is checked and decoded on its own (a bad one is an error-record line,
-whatever BAD_INPUT_POLICY says), and the good ones run through the network in mini-batches of
-BATCH_SIZE (default 32), on CUDA when the instance has a GPU.
+whatever BAD_INPUT_POLICY says), DECODE_THREADS at a time (default: as many as torch's CPU threads;
+Pillow and torch let go of the GIL while they decode and resize), and the good ones run through the
+network in mini-batches of BATCH_SIZE (default 32), on CUDA when the instance has a GPU.
 
-The network: MODEL_PRECISION=int8 (default) serves the int8 fast path train.py writes beside the
-weights (model_int8.pt, see quantization.py; top-1 agrees with fp32 on held-out images, at a
-fraction of the CPU time); MODEL_PRECISION=fp32 serves model.pth as trained. A GPU, a CPU without
-AVX-512 VNNI, or an artifact without model_int8.pt serves fp32 whatever the switch says, and logs why.
+The network, by MODEL_PRECISION:
+- int8 (default): the int8 fast path train.py writes beside the weights for CPUs (model_int8.pt,
+  see quantization.py; top-1 mostly the same as fp32, at a fraction of the CPU time);
+- fp16: model.pth in half precision, for GPUs (the template sets it on GPU transform instances);
+- fp32: model.pth as trained.
+Where the asked network cannot run (int8 on a GPU, on a CPU without AVX-512 VNNI, or without
+model_int8.pt in the artifact; fp16 on a CPU) the worker serves fp32 and logs why.
 """
 
 from __future__ import annotations
@@ -31,7 +35,8 @@ import json
 import logging
 import os
 import warnings
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +76,7 @@ DEFAULT_MAX_BYTES = 6_000_000
 DEFAULT_MAX_PIXELS = 50_000_000
 DEFAULT_BATCH_SIZE = 32
 TOP_K = 5
+PRECISIONS = ("int8", "fp16", "fp32")  # MODEL_PRECISION: int8 is for CPUs, fp16 for GPUs
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +94,12 @@ class Classifier:
     max_pixels: int
     device: torch.device
     batch_size: int = DEFAULT_BATCH_SIZE
-    precision: str = "fp32"  # or "int8": the network is then model_int8.pt (quantization.py)
+    precision: str = "fp32"  # "int8": the network is model_int8.pt (quantization.py); "fp16": halved
+    decoder: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(torch.get_num_threads()))
+
+    @property
+    def input_dtype(self) -> torch.dtype:
+        return torch.float16 if self.precision == "fp16" else torch.float32
 
 
 class BadInput(Exception):
@@ -109,8 +120,8 @@ class BadInput(Exception):
 
 
 def model_fn(model_dir: str) -> Classifier:
-    """Load what train.py saved: the int8 fast path (model_int8.pt) or the fp32 weights (model.pth),
-    as MODEL_PRECISION says (int8 by default). No network: nothing is downloaded."""
+    """Load what train.py saved: the int8 fast path (model_int8.pt) or the weights (model.pth) in
+    fp32 or fp16, as MODEL_PRECISION says (int8 by default). No network: nothing is downloaded."""
     directory = Path(model_dir)
     config_path = directory / CONFIG_FILE
     config = json.loads(config_path.read_text()) if config_path.exists() else {}
@@ -125,6 +136,9 @@ def model_fn(model_dir: str) -> Classifier:
         network = build_resnet18(len(breeds), pretrained=None)
         network.load_state_dict(torch.load(directory / WEIGHTS_FILE, map_location="cpu", weights_only=True))
         network = fuse_for_inference(network).to(memory_format=torch.channels_last).to(device)
+        if precision == "fp16":
+            network = network.half()  # BatchNorm is folded into the convolutions: nothing is left in fp32
+    decode_threads = max(1, int(os.environ.get("DECODE_THREADS", torch.get_num_threads())))
     logger.info("model loaded: precision=%s device=%s classes=%d", precision, device, len(breeds))
     return Classifier(
         network=network,
@@ -137,17 +151,21 @@ def model_fn(model_dir: str) -> Classifier:
         device=device,
         batch_size=max(1, int(os.environ.get("BATCH_SIZE", DEFAULT_BATCH_SIZE))),
         precision=precision,
+        decoder=ThreadPoolExecutor(decode_threads, thread_name_prefix="decode"),
     )
 
 
 def serving_precision(directory: Path, device: torch.device) -> str:
-    """MODEL_PRECISION (int8 or fp32, default int8), or fp32 where int8 cannot run, with the reason logged."""
+    """MODEL_PRECISION (int8, fp16 or fp32, default int8), or fp32 where the asked network cannot
+    run here, with the reason logged."""
     asked = os.environ.get("MODEL_PRECISION", "int8").strip().lower()
-    if asked not in quantization.PRECISIONS:
-        raise ValueError(f"MODEL_PRECISION must be one of {', '.join(quantization.PRECISIONS)}, not {asked!r}")
-    if asked == "fp32":
+    if asked not in PRECISIONS:
+        raise ValueError(f"MODEL_PRECISION must be one of {', '.join(PRECISIONS)}, not {asked!r}")
+    if asked == "fp32" or (asked == "fp16" and device.type == "cuda"):
         return asked
-    if device.type != "cpu":
+    if asked == "fp16":
+        reason = f"fp16 is for GPUs and this worker has {device.type}"
+    elif device.type != "cpu":
         reason = f"int8 kernels are for CPUs and this worker has {device.type}"
     elif not (directory / quantization.INT8_FILE).exists():
         reason = f"the model has no {quantization.INT8_FILE} (train.py --no-int8, or an older artifact)"
@@ -155,7 +173,7 @@ def serving_precision(directory: Path, device: torch.device) -> str:
         reason = cpu
     else:
         return asked
-    logger.warning("MODEL_PRECISION=int8 but serving fp32: %s", reason)
+    logger.warning("MODEL_PRECISION=%s but serving fp32: %s", asked, reason)
     return "fp32"
 
 
@@ -185,22 +203,14 @@ def predict_fn(request: Request, model: Classifier) -> answers.Answer | list[tup
 def _predict_records(body: bytes, model: Classifier) -> list[tuple[str, answers.Answer]]:
     """One (id, answer) per input line, in input order. A line that is not a record fails the
     request: the pipeline wrote it, so that is a fault, not bad input."""
-    ids: list[str] = []
-    found: list[answers.Answer | None] = []
-    good: list[tuple[int, torch.Tensor]] = []  # (line, preprocessed image)
-    for line in body.splitlines():
-        if not line.strip():
-            continue
-        try:
-            record_id, image = answers.loads_record(line)
-        except answers.BrokenRecord as exc:
-            raise BadInput("BrokenRecord", str(exc)).toolkit_error() from exc
-        ids.append(record_id)
-        try:
-            good.append((len(found), _prepare(Request(image, "application/x-image"), model)))
-            found.append(None)
-        except BadInput as exc:
-            found.append(exc.record)
+    try:
+        records = [answers.loads_record(line) for line in body.splitlines() if line.strip()]
+    except answers.BrokenRecord as exc:
+        raise BadInput("BrokenRecord", str(exc)).toolkit_error() from exc
+    ids = [record_id for record_id, _ in records]
+    prepared = list(model.decoder.map(lambda record: _prepare_record(record[1], model), records))
+    found: list[answers.Answer | None] = [p if isinstance(p, answers.ErrorRecord) else None for p in prepared]
+    good = [(n, tensor) for n, tensor in enumerate(prepared) if isinstance(tensor, torch.Tensor)]
     for start in range(0, len(good), model.batch_size):
         chunk = good[start : start + model.batch_size]
         predictions = _classify(torch.cat([tensor for _, tensor in chunk]), model)
@@ -209,13 +219,26 @@ def _predict_records(body: bytes, model: Classifier) -> list[tuple[str, answers.
     return [(record_id, answer) for record_id, answer in zip(ids, found, strict=True) if answer is not None]
 
 
+def _prepare_record(image: bytes, model: Classifier) -> torch.Tensor | answers.ErrorRecord:
+    try:
+        return _prepare(Request(image, "application/x-image"), model)
+    except BadInput as exc:
+        return exc.record
+
+
+def network_inputs(batch: torch.Tensor, model: Classifier) -> torch.Tensor:
+    """What the network takes from a batch of _prepare's pixels (N x 3 x H x W, uint8): normalised on
+    its device, in its dtype and memory format."""
+    inputs = model.preprocess.normalize(batch.to(model.device, non_blocking=True)).to(model.input_dtype)
+    return inputs.contiguous(memory_format=torch.channels_last)
+
+
 def _classify(batch: torch.Tensor, model: Classifier) -> list[answers.Prediction]:
-    """Top-5 predictions for a batch of preprocessed images (N x 3 x H x W)."""
+    """Top-5 predictions for a batch of _prepare's pixels (N x 3 x H x W, uint8)."""
     # The int8 network is frozen TorchScript: the graph executor's profiling and re-optimisation
     # add about 0.1 s to a worker's first answer and nothing to later ones, so they stay off.
     with torch.inference_mode(), torch.jit.optimized_execution(False):  # type: ignore[attr-defined]
-        inputs = batch.to(model.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-        probabilities = torch.softmax(model.network(inputs).float(), dim=1)
+        probabilities = torch.softmax(model.network(network_inputs(batch, model)).float(), dim=1)
         top = torch.topk(probabilities, k=min(TOP_K, len(model.breeds)), dim=1)
     return [
         answers.Prediction(
@@ -233,6 +256,7 @@ def _media_type(content_type: str) -> str:
 
 
 def _prepare(request: Request, model: Classifier) -> torch.Tensor:
+    """Check, decode, crop: the image as 1 x 3 x H x W uint8 pixels (_classify normalises batches)."""
     if _media_type(request.content_type) not in IMAGE_CONTENT_TYPES:
         raise BadInput("UnsupportedContentType", f"send image bytes, not {request.content_type!r}", 415)
     if not request.body:
@@ -241,7 +265,7 @@ def _prepare(request: Request, model: Classifier) -> torch.Tensor:
         size = len(request.body)
         raise BadInput("TooLarge", f"the image is {size:,} bytes, over the {model.max_bytes:,}-byte limit", 413)
     image = decode_image(request.body, max_pixels=model.max_pixels, draft_size=resize_size(model.image_size))
-    return model.preprocess(image).unsqueeze(0)
+    return model.preprocess.pixels(image).unsqueeze(0)
 
 
 def decode_image(data: bytes, *, max_pixels: int, draft_size: int | None = RESIZE_SIZE) -> Image.Image:

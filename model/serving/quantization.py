@@ -39,7 +39,6 @@ if TYPE_CHECKING:
 
 INT8_FILE = "model_int8.pt"
 ENGINE = "x86"
-PRECISIONS = ("int8", "fp32")
 
 
 @contextmanager

@@ -1,4 +1,5 @@
-"""CPU serving benchmark: our inference handler, fp32 and int8, against a course-style baseline, in one run.
+"""Serving benchmark: our inference handler, fp32 and int8, against a course-style baseline, in one run;
+on a machine with a GPU, our handler in fp32 and fp16 on CUDA.
 
     make benchmark
     make benchmark BENCHMARK_ARGS="--images 300 --cold-starts 5 --sizes 500x375,1600x1200"
@@ -23,7 +24,12 @@ Serverless endpoints are CPU-only, so these are the numbers users pay for.
 
 Then our handler as batch transform jobs call it: multi-record JSON Lines requests of 1, 8 and 32
 images (--batch-sizes), each request decoded, preprocessed, classified in one forward pass and
-answered a line per image, with the default precision; on CUDA (fp32) when the machine has a GPU.
+answered a line per image, with the default precision.
+
+On a machine with a GPU (a GPU transform instance's work), after the same training: fp16 against
+fp32 on the held-out images; our handler's throughput (decode + preprocess + forward + answer) on
+multi-record requests of 1 to 64 images in both; the split between the CPU's share (decode +
+preprocess, DECODE_THREADS at a time) and the GPU's; and the forward pass alone.
 """
 
 from __future__ import annotations
@@ -97,6 +103,7 @@ def baseline_output_fn(prediction: dict[str, Any], accept: str) -> str:
 # -- the handlers behind one interface -----------------------------------------------------------
 
 KINDS = ("baseline", "fp32", "int8")  # the two last are ours, by MODEL_PRECISION
+GPU_KINDS = ("fp32", "fp16")  # ours on CUDA
 Handler = Callable[[bytes], str]
 
 
@@ -188,44 +195,102 @@ def stage_handlers(kind: str, model_dir: Path) -> Loaded:
     )
 
 
-def agreement(model_dir: Path, held_out: list[bytes]) -> dict[str, float | int]:
-    """int8 against fp32 on the same held-out images, through the handler's preprocessing."""
+def agreement(model_dir: Path, held_out: list[bytes], fast: str = "int8") -> dict[str, float | int]:
+    """The `fast` precision against fp32 on the same held-out images, through the handler's preprocessing."""
     import inference
     import quantization
     import torch
 
-    models = {precision: load_ours(model_dir, precision) for precision in ("fp32", "int8")}
-    logits: dict[str, list[torch.Tensor]] = {"fp32": [], "int8": []}
+    models = {precision: load_ours(model_dir, precision) for precision in ("fp32", fast)}
+    if models[fast].precision != fast:
+        raise RuntimeError(f"asked for {fast}, the handler loaded {models[fast].precision}: see its log")
+    logits: dict[str, list[torch.Tensor]] = {"fp32": [], fast: []}
     with torch.inference_mode():
         for body in held_out:
             tensor = inference._prepare(inference.Request(body, "image/jpeg"), models["fp32"])
             for precision, model in models.items():
-                logits[precision].append(model.network(tensor).float())
-    return quantization.agreement(torch.cat(logits["fp32"]), torch.cat(logits["int8"])).as_dict()
+                logits[precision].append(model.network(inference.network_inputs(tensor, model)).float().cpu())
+    return quantization.agreement(torch.cat(logits["fp32"]), torch.cat(logits[fast])).as_dict()
 
 
-def batched_throughput(model_dir: Path, images: list[bytes], batch_sizes: list[int], rounds: int) -> dict[int, float]:
-    """Best images/s of our handler (default precision) on multi-record requests of each size:
-    decode, preprocess, one forward pass per request, one answer line per image."""
+def multi_record_requests(images: list[bytes], size: int) -> list[bytes]:
+    """JSON Lines requests of `size` images each, as the pipeline packs a transform job's input."""
+    import answers
+
+    return [
+        b"\n".join(
+            answers.dumps_record(f"image-{start + n}", body) for n, body in enumerate(images[start : start + size])
+        )
+        for start in range(0, len(images), size)
+    ]
+
+
+def batched_throughput(
+    model_dir: Path, images: list[bytes], batch_sizes: list[int], rounds: int, precision: str | None = None
+) -> dict[int, float]:
+    """Best images/s of our handler (`precision`, or the default) on multi-record requests of each
+    size: decode, preprocess, one forward pass per request, one answer line per image."""
     import answers
     import inference
 
-    model = load_ours(model_dir)
+    model = load_ours(model_dir, precision)
     rates: dict[int, float] = {}
     for size in batch_sizes:
         model.batch_size = size
-        requests = [
-            b"\n".join(
-                answers.dumps_record(f"image-{start + n}", body) for n, body in enumerate(images[start : start + size])
-            )
-            for start in range(0, len(images), size)
-        ]
 
         def handle(body: bytes) -> Any:
             answer = inference.predict_fn(inference.input_fn(body, answers.JSON_LINES), model)
             return inference.output_fn(answer, answers.JSON_LINES)
 
-        rates[size] = throughput(handle, requests, rounds, images=len(images))
+        rates[size] = throughput(handle, multi_record_requests(images, size), rounds, images=len(images))
+    return rates
+
+
+def batched_stage_ms(model_dir: Path, precision: str, images: list[bytes], size: int, rounds: int) -> dict[str, float]:
+    """Per image, in multi-record requests of `size`: decode + preprocess (the decode threads) and
+    forward + answer (one forward pass per request), best of `rounds`."""
+    import inference
+    import torch
+
+    model = load_ours(model_dir, precision)
+    chunks = [images[start : start + size] for start in range(0, len(images), size)]
+
+    def prepare(chunk: list[bytes]) -> torch.Tensor:
+        requests = [inference.Request(body, "image/jpeg") for body in chunk]
+        return torch.cat(list(model.decoder.map(lambda request: inference._prepare(request, model), requests)))
+
+    decode = forward = float("inf")
+    for _ in range(rounds + 1):  # the first is a warm-up
+        started = time.perf_counter()
+        batches = [prepare(chunk) for chunk in chunks]
+        decode = min(decode, time.perf_counter() - started)
+        started = time.perf_counter()
+        for batch in batches:
+            inference._classify(batch, model)
+        forward = min(forward, time.perf_counter() - started)
+    return {"decode_preprocess_ms": 1000 * decode / len(images), "forward_answer_ms": 1000 * forward / len(images)}
+
+
+def forward_throughput(model_dir: Path, precision: str, batch_sizes: list[int]) -> dict[int, float]:
+    """Images/s of the network alone on batches already on its device (CUDA-synchronised)."""
+    import torch
+
+    model = load_ours(model_dir, precision)
+    rates: dict[int, float] = {}
+    with torch.inference_mode():
+        for size in batch_sizes:
+            shape = (size, 3, model.image_size, model.image_size)
+            batch = torch.randn(shape, device=model.device, dtype=model.input_dtype)
+            batch = batch.contiguous(memory_format=torch.channels_last)
+            repeats = max(10, 2048 // size)
+            for _ in range(5):
+                model.network(batch)
+            torch.cuda.synchronize()
+            started = time.perf_counter()
+            for _ in range(repeats):
+                model.network(batch)
+            torch.cuda.synchronize()
+            rates[size] = size * repeats / (time.perf_counter() - started)
     return rates
 
 
@@ -315,18 +380,14 @@ def make_jpegs(count: int, size: tuple[int, int], seed: int = 0) -> list[bytes]:
 def main(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    results: dict[str, Any] = {
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
-        "sizes": {},
-    }
+    if args.model:
+        model_dir, held_out = args.model, held_out_images(args.held_out)
+    else:
+        model_dir, held_out = train_model(args)
+    if torch.cuda.is_available():
+        return gpu_main(args, model_dir, held_out)
+    results: dict[str, Any] = {"torch": torch.__version__, "threads": torch.get_num_threads(), "sizes": {}}
     with tempfile.TemporaryDirectory() as tmp:
-        if args.model:
-            model_dir, held_out = args.model, held_out_images(args.held_out)
-        else:
-            model_dir, held_out = train_model(args)
         results["agreement"] = agreement(model_dir, held_out)
         handlers = {kind: load(kind, model_dir) for kind in KINDS}
         for text in args.sizes.split(","):
@@ -361,6 +422,51 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
+def gpu_main(args: argparse.Namespace, model_dir: Path, held_out: list[bytes]) -> dict[str, Any]:
+    """Our handler on CUDA in fp32 and fp16 (what MODEL_PRECISION=fp16 serves on a GPU transform instance)."""
+    import torch
+
+    images = make_jpegs(args.images, (500, 375))
+    sizes = [int(v) for v in args.gpu_batch_sizes.split(",")]
+    results: dict[str, Any] = {
+        "torch": torch.__version__,
+        "device": torch.cuda.get_device_name(),
+        "decode_threads": int(os.environ.get("DECODE_THREADS", torch.get_num_threads())),
+        "agreement": agreement(model_dir, held_out, fast="fp16"),
+        "handler_images_per_s": {p: batched_throughput(model_dir, images, sizes, args.rounds, p) for p in GPU_KINDS},
+        "stages_ms": {p: batched_stage_ms(model_dir, p, images, sizes[-1], args.rounds) for p in GPU_KINDS},
+        "forward_images_per_s": {p: forward_throughput(model_dir, p, [*sizes, 256]) for p in GPU_KINDS},
+    }
+    gpu_report(results)
+    return results
+
+
+def gpu_report(results: dict[str, Any]) -> None:
+    print(f"torch {results['torch']} on {results['device']}, {results['decode_threads']} decode threads")
+    a = results["agreement"]
+    print(
+        f"fp16 vs fp32 on {a['images']} held-out images: top-1 agreement {a['top1_agreement']:.2%}, "
+        f"mean |top-1 probability difference| {a['mean_abs_top1_probability_difference']:.5f}; "
+        f"fp32 top-1 margin median {a['median_top1_margin']:.3f}, {a['low_margin_images']} images under 0.1; "
+        f"widest margin among the images whose top-1 changed {a['largest_flipped_margin']:.4f}"
+    )
+    rates = results["handler_images_per_s"]
+    print("our handler, multi-record requests of 500x375 JPEGs (decode + preprocess + forward + answer), img/s:")
+    print(f"{'images/request':>15} " + " ".join(f"{p:>10}" for p in GPU_KINDS))
+    for size in rates["fp32"]:
+        print(f"{size:>15} " + " ".join(f"{rates[p][size]:>10.1f}" for p in GPU_KINDS))
+    size = list(rates["fp32"])[-1]
+    cells = []
+    for precision, stage in results["stages_ms"].items():
+        decode, forward = stage["decode_preprocess_ms"], stage["forward_answer_ms"]
+        cells.append(f"{precision} {decode:.2f} | {forward:.2f} ({decode / (decode + forward):.0%})")
+    print(f"per image at {size} images/request, ms: decode + preprocess | forward + answer: " + ";  ".join(cells))
+    forward = results["forward_images_per_s"]
+    print("the forward pass alone (batches already on the GPU), img/s:")
+    for size in forward["fp32"]:
+        print(f"{size:>15} " + " ".join(f"{forward[p][size]:>10.0f}" for p in GPU_KINDS))
+
+
 def report(results: dict[str, Any]) -> None:
     print(f"torch {results['torch']}, {results['threads']} threads, one image per call")
     header = f"{'image':>10} {'JPEG KB':>8} {'baseline img/s':>15} {'fp32 img/s':>11} {'int8 img/s':>11}"
@@ -384,10 +490,7 @@ def report(results: dict[str, Any]) -> None:
         f"fp32 top-1 margin median {a['median_top1_margin']:.3f}, {a['low_margin_images']} images under 0.1; "
         f"widest margin among the images whose top-1 changed {a['largest_flipped_margin']:.4f}"
     )
-    print(
-        f"our handler ({'int8' if results['device'] == 'cpu' else 'fp32'}), multi-record requests "
-        f"(batch transform) of 500x375 JPEGs on {results['device']}:"
-    )
+    print("our handler (int8), multi-record requests (batch transform) of 500x375 JPEGs on the CPU:")
     for size, row in results["batched_500x375"].items():
         print(f"{size:>6} images/request {row['images_per_s']:>8} img/s {row['vs_batch_1']:>6}x batch 1")
     cold, ratio, rss = results["cold_start_s"], results["cold_start_vs_baseline"], results["peak_rss_mib"]
@@ -405,6 +508,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sizes", default="500x375,1600x1200", help="image sizes, WIDTHxHEIGHT, comma-separated")
     parser.add_argument("--cold-starts", type=int, default=3)
     parser.add_argument("--batch-sizes", default="1,8,32", help="images per multi-record request, comma-separated")
+    parser.add_argument("--gpu-batch-sizes", default="1,8,32,64", help="the same, on a GPU")
     parser.add_argument("--model", type=Path, help="a trained model directory (as train.py leaves it) to serve")
     parser.add_argument("--held-out", type=Path, help="with --model: a folder of JPEGs its training never saw")
     parser.add_argument("--classes", type=int, default=133, help="breeds of the model trained here")

@@ -275,7 +275,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     m.add_argument("--role", required=True)
     m.add_argument("--model-name", default="dogbreed-resnet18")
     m.add_argument("--image", help="inference image; default: the PyTorch 2.6 CPU inference image")
-    m.add_argument("--precision", choices=("int8", "fp32"), default="int8", help="MODEL_PRECISION: the network served")
+    m.add_argument(
+        "--precision", choices=("int8", "fp16", "fp32"), default="int8", help="MODEL_PRECISION: int8 (CPU), fp16 (GPU)"
+    )
 
     d = commands.add_parser("deploy", help="create or update the serverless endpoint")
     d.add_argument("--model-name", default="dogbreed-resnet18")

@@ -400,5 +400,26 @@ def test_transform_jobs_get_the_gpu_image_on_a_gpu_instance(
     assert pull.endswith(":repository/pytorch-inference") and "/pytorch-inference:" in image
 
 
+@pytest.mark.parametrize(
+    ("instance_type", "asked", "batch_serves"),
+    [
+        ("ml.m5.xlarge", "int8", "int8"),
+        ("ml.m5.xlarge", "fp32", "fp32"),
+        ("ml.g4dn.xlarge", "int8", "fp16"),  # the fast path of a GPU
+        ("ml.g5.2xlarge", "fp32", "fp32"),
+    ],
+)
+def test_transform_jobs_serve_fp16_on_a_gpu_unless_fp32_is_asked(
+    template: dict[str, Any], instance_type: str, asked: str, batch_serves: str
+) -> None:
+    parameters = {"TransformInstanceType": instance_type, "ModelDataUrl": "s3://bucket/model.tar.gz"}
+    refs = references(LocalNames(), {**parameters, "ModelPrecision": asked})
+    resources = template["Resources"]
+    environment = resources["TransformModel"]["Properties"]["PrimaryContainer"]["Environment"]
+    assert resolve(environment["MODEL_PRECISION"], refs) == batch_serves
+    endpoint = resources["Model"]["Properties"]["PrimaryContainer"]["Environment"]
+    assert resolve(endpoint["MODEL_PRECISION"], refs) == asked
+
+
 def test_without_a_model_artifact_jobs_use_the_named_model() -> None:
     assert function_environment("BuildJobsFunction")["MODEL_NAME"] == "dogbreed-resnet18"

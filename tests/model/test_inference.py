@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -144,6 +145,28 @@ def test_a_multi_record_request_answers_one_line_per_image_in_order(
         assert together.confidence == pytest.approx(alone.confidence, abs=1e-4)
     expected_codes = {f"incoming/{name}.jpg": code for name, _, kind, _, code in BAD if kind != "text/plain"}
     assert {i: a.code for i, a in by_id.items() if isinstance(a, answers.ErrorRecord)} == expected_codes
+
+
+def test_a_multi_record_request_is_decoded_in_decode_threads(
+    trained: tuple[Path, dict[str, object]], dataset: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DECODE_THREADS workers decode a request's records, never more, and the answers keep the input order."""
+    monkeypatch.setenv("DECODE_THREADS", "3")
+    model = inference.model_fn(str(trained[0]))
+    threads: set[str] = set()
+    prepare = inference._prepare
+
+    def watched(request: inference.Request, loaded: inference.Classifier) -> torch.Tensor:
+        threads.add(threading.current_thread().name)
+        return prepare(request, loaded)
+
+    monkeypatch.setattr(inference, "_prepare", watched)
+    labels = ["001", "002", "003", "004", "005"] * 4
+    records = [(f"incoming/{n}-{label}.jpg", sample_image(dataset, label)) for n, label in enumerate(labels)]
+    answered = inference.predict_fn(inference.Request(multi_record_body(records), answers.JSON_LINES), model)
+    assert isinstance(answered, list)
+    assert [record_id for record_id, _ in answered] == [record_id for record_id, _ in records]
+    assert 1 <= len(threads) <= 3 and all(name.startswith("decode") for name in threads)
 
 
 def test_a_line_that_is_not_a_record_fails_the_request(host: ToolkitHost, dataset: Path) -> None:

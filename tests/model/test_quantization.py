@@ -1,8 +1,11 @@
 """The int8 fast path: quantization.py's agreement arithmetic, the model_int8.pt train.py writes and
-how closely it answers as fp32 on held-out images, and the MODEL_PRECISION switch of inference.py."""
+how closely it answers as fp32 on held-out images, and the MODEL_PRECISION switch of inference.py
+(int8, fp16 on GPUs, fp32)."""
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import logging
 import shutil
 from pathlib import Path
@@ -109,9 +112,39 @@ def test_a_cpu_without_vnni_serves_fp32_and_says_why(
 def test_the_switch_rejects_unknown_precisions(
     trained: tuple[Path, dict[str, object]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("MODEL_PRECISION", "fp16")
-    with pytest.raises(ValueError, match="MODEL_PRECISION must be one of int8, fp32, not 'fp16'"):
+    monkeypatch.setenv("MODEL_PRECISION", "bf16")
+    with pytest.raises(ValueError, match="MODEL_PRECISION must be one of int8, fp16, fp32, not 'bf16'"):
         inference.model_fn(str(trained[0]))
+
+
+@pytest.mark.slow
+def test_fp16_on_a_cpu_serves_fp32_and_says_why(
+    trained: tuple[Path, dict[str, object]], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("MODEL_PRECISION", "fp16")
+    with caplog.at_level(logging.WARNING, logger="inference"):
+        model = inference.model_fn(str(trained[0]))
+    assert model.precision == "fp32" and model.input_dtype == torch.float32
+    assert "MODEL_PRECISION=fp16 but serving fp32: fp16 is for GPUs and this worker has cpu" in caplog.text
+
+
+@pytest.mark.slow
+def test_an_fp16_network_answers_as_fp32(
+    trained: tuple[Path, dict[str, object]], dataset: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a GPU worker serves with MODEL_PRECISION=fp16 (the halved fused network, fed fp16
+    inputs), run here on the CPU: the same breeds as fp32, probabilities within 0.01."""
+    monkeypatch.setenv("MODEL_PRECISION", "fp32")
+    fp32 = inference.model_fn(str(trained[0]))
+    fp16 = dataclasses.replace(fp32, network=copy.deepcopy(fp32.network).half(), precision="fp16")
+    assert fp16.input_dtype == torch.float16
+    photos = sorted((dataset / "test").rglob("*.jpg"))[:12]
+    for photo in photos:
+        request = inference.Request(photo.read_bytes(), "image/jpeg")
+        full, half = inference.predict_fn(request, fp32), inference.predict_fn(request, fp16)
+        assert isinstance(full, answers.Prediction) and isinstance(half, answers.Prediction)
+        assert half.label == full.label
+        assert half.confidence == pytest.approx(full.confidence, abs=0.01)
 
 
 @pytest.mark.slow
