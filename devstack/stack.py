@@ -35,6 +35,7 @@ import boto3
 import requests
 
 from cli.query import Predictions
+from devstack import moto_sqs
 from devstack.account import ACCOUNT, CREDENTIALS, REGION
 from devstack.container import ModelContainer, unpack_model
 from devstack.event_sources import ASYNC_RETRY_DELAYS_S, EventBus, RuleTarget, SqsPoller, SqsTrigger
@@ -177,6 +178,7 @@ class Stack:
     def _start_moto(self) -> None:
         from moto.server import ThreadedMotoServer
 
+        moto_sqs.patch()  # receives and sends that do not rescan a flood's backlog per message
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's HTTP server logs every request
         moto = ThreadedMotoServer(ip_address="127.0.0.1", port=self.options.moto_port, verbose=False)
         moto.start()
