@@ -8,10 +8,13 @@ with 2,000 messages waiting it took 2.3 s, so the local event source gathered a 
 messages per batching window where Lambda's pollers fill a batch of 100, and a flood in auto mode
 went to the endpoint one image at a time. SendMessage scanned three times per message too.
 
-Two patches, applied in the local stack's process before moto's server starts:
+Three patches, applied in the local stack's process before moto's server starts:
 - a message's `visible` and `delayed` read the clock with time.time() (moto's unix_time_millis is
   the same number, made from datetimes);
-- the retention check reads the queue's MessageRetentionPeriod itself instead of every attribute.
+- the retention check reads the queue's MessageRetentionPeriod itself instead of every attribute;
+- a queue's pending message groups are read from a copy of its pending messages: moto's server
+  answers requests in threads, and a ReceiveMessage that read the set while another request
+  changed it failed with "Set changed size during iteration" (once in a 10,000-image flood).
 `python -m devstack.moto_sqs` measures ReceiveMessage and SendMessage against a backlog, unpatched
 and patched.
 """
@@ -36,6 +39,11 @@ def _retained(backend: Any, queue_name: str, message: Any) -> bool:
     return bool(retention_s + message.sent_timestamp / 1000 > time.time())
 
 
+def _pending_message_groups(queue: Any) -> set[str]:
+    pending = tuple(queue._pending_messages)  # one step under the GIL: no other thread changes it meanwhile
+    return {message.group_id for message in pending if message.group_id is not None}
+
+
 def patch() -> None:
     """Make moto's SQS backend cheap per message (idempotent)."""
     from moto.sqs import models
@@ -43,6 +51,7 @@ def patch() -> None:
     models.Message.visible = property(_visible)  # type: ignore[method-assign,assignment]
     models.Message.delayed = property(_delayed)  # type: ignore[method-assign,assignment]
     models.SQSBackend.is_message_valid_based_on_retention_period = _retained  # type: ignore[method-assign,assignment]
+    models.Queue.pending_message_groups = property(_pending_message_groups)  # type: ignore[method-assign,assignment]
 
 
 def measure(backlog: int) -> dict[str, float]:

@@ -7,7 +7,10 @@ For each mode a fresh stack is started; the images are uploaded at once (8 uploa
 ends when every image has its record. Throughput is images per second from the first upload to the
 last record written; latency is each record's own latency_ms (S3 event time to record). The raw
 figure is InvokeEndpoint on the local runtime from EndpointMaxConcurrency threads, with no S3,
-queue, Lambda or DynamoDB in the way; the ratio pipeline/raw is what the orchestration keeps.
+queue, Lambda or DynamoDB in the way; the ratio pipeline/raw is what the orchestration keeps. Beside
+it, the same images as one transform job started directly (shards of 100, as the ingest function
+writes them, already in S3; the pipeline's own CreateTransformJob request), timed from
+CreateTransformJob to Completed: batched inference against one image per call on the same cores.
 
 Batch mode gathers queued images for --gather-seconds (GatherWindowSeconds, 120 s on AWS) and each
 job's instances take --startup-seconds to start (minutes on AWS; 0 here unless set): both are
@@ -31,6 +34,8 @@ from PIL import Image
 
 from devstack.provision import serverless_config
 from devstack.stack import Stack, StackOptions
+
+RAW_TRANSFORM_JOB = "raw-transform-"  # the name prefix of the raw transform job, kept out of the pipeline's counts
 
 
 def make_images(source: Path, count: int, size: tuple[int, int] = (500, 375)) -> list[bytes]:
@@ -68,6 +73,50 @@ def raw_endpoint(stack: Stack, photos: list[bytes]) -> dict[str, Any]:
     return {"mode": f"raw endpoint ({threads} threads)", **figures(len(photos), elapsed, latencies)}
 
 
+def raw_transform(stack: Stack, photos: list[bytes], timeout_s: float, shard_size: int = 100) -> dict[str, Any]:
+    from pipeline.adapters.sagemaker import transform_job_request
+    from pipeline.logic import answers
+
+    s3, sagemaker = stack.client("s3", observer=True), stack.client("sagemaker", observer=True)
+    bucket, prefix = stack.names.bucket, "bench/raw-transform"
+    for start in range(0, len(photos), shard_size):
+        lines = [
+            answers.dumps_record(f"image-{n}", photos[n]) for n in range(start, min(start + shard_size, len(photos)))
+        ]
+        s3.put_object(Bucket=bucket, Key=f"{prefix}/shards/{start:05d}.jsonl", Body=b"\n".join(lines))
+    name = f"{RAW_TRANSFORM_JOB}{int(time.time())}"
+    request = transform_job_request(
+        name,
+        model_name=stack.parameters["ModelName"],  # the transform model (its own only when ModelDataUrl is set)
+        source={"S3DataType": "S3Prefix", "S3Uri": f"s3://{bucket}/{prefix}/shards/"},
+        output_uri=f"s3://{bucket}/{prefix}/output/",
+        instance_type=stack.parameters["TransformInstanceType"],
+        instance_count=int(stack.parameters["TransformInstanceCount"]),
+        max_payload_mb=int(stack.parameters["TransformMaxPayloadMB"]),
+    )
+    started = time.perf_counter()
+    sagemaker.create_transform_job(**request)
+    assert stack.runner is not None
+    deadline = time.monotonic() + timeout_s
+    while True:  # moto records a new job as Completed: the runner's own record says when it ended
+        status = sagemaker.describe_transform_job(TransformJobName=name)["TransformJobStatus"]
+        if name in stack.runner.instance_seconds and status not in ("InProgress", "Stopping"):
+            break
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the raw transform job had not ended after {timeout_s:.0f} s")
+        time.sleep(0.2)
+    elapsed = time.perf_counter() - started
+    if status != "Completed":
+        raise SystemExit(f"the raw transform job ended {status}")
+    answered: set[str] = set()
+    for obj in s3.list_objects_v2(Bucket=bucket, Prefix=f"{prefix}/output/").get("Contents", []):
+        by_id, _ = answers.loads_lines(s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read())
+        answered |= by_id.keys()
+    if len(answered) != len(photos):
+        raise SystemExit(f"the raw transform job answered {len(answered)} of {len(photos)} images")
+    return {"mode": "raw transform job (1 job)", **figures(len(photos), elapsed, [elapsed * 1000]), "jobs": 1}
+
+
 def pipeline(stack: Stack, photos: list[bytes], mode: str, timeout_s: float) -> dict[str, Any]:
     keys = [f"incoming/bench/{mode}/{n:05d}.jpg" for n in range(len(photos))]
     started = time.time()
@@ -82,7 +131,8 @@ def pipeline(stack: Stack, photos: list[bytes], mode: str, timeout_s: float) -> 
     statuses = {str(item["status"]) for item in done.values()}
     modes = {str(item["mode"]) for item in done.values()}
     result = figures(len(keys), last - started, [float(item["latency_ms"]) for item in done.values()])
-    jobs = dict(stack.runner.job_records) if stack.runner else {}
+    runs = dict(stack.runner.job_records) if stack.runner else {}
+    jobs = {name: records for name, records in runs.items() if not name.startswith(RAW_TRANSFORM_JOB)}
     return {
         "mode": f"pipeline, {mode}",
         **result,
@@ -138,8 +188,9 @@ def main(args: argparse.Namespace) -> int:
             parameters = {"InferenceMode": mode, "GatherWindowSeconds": str(args.gather_seconds)}
             options = StackOptions(archive, workdir / mode, parameters, transform_startup_s=args.startup_seconds)
             with Stack(options) as stack:
-                if not results:  # the raw endpoint, on the first stack, before any pipeline traffic
+                if not results:  # the raw figures, on the first stack, before any pipeline traffic
                     results.append(raw_endpoint(stack, photos))
+                    results.append(raw_transform(stack, photos, args.timeout))
                 results.append(pipeline(stack, photos, mode, args.timeout))
     raw = results[0]["images_per_s"]
     columns = ("images", 6), ("seconds", 8), ("img/s", 7), ("p50 ms", 7), ("p95 ms", 7), ("vs raw", 7), ("jobs", 5)
@@ -150,9 +201,12 @@ def main(args: argparse.Namespace) -> int:
             f"{r['p95_ms']:>7} {r['images_per_s'] / raw:>7.2f} {r.get('jobs', ''):>5} {r.get('images_per_job', ''):>8}"
         )
     print(f"batch: GatherWindowSeconds {args.gather_seconds}, transform instance start-up {args.startup_seconds:g} s")
-    for r in results[1:]:
+    for r in results[2:]:
         print(f"{r['mode']}: uploading took {r['upload_s']} s of its {r['seconds']} s")
-    print("latency: raw = one InvokeEndpoint call; pipeline = S3 event time to DynamoDB record (latency_ms)")
+    print(
+        "latency: raw endpoint = one InvokeEndpoint call; raw transform job = CreateTransformJob to Completed; "
+        "pipeline = S3 event time to DynamoDB record (latency_ms)"
+    )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 0

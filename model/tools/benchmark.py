@@ -441,6 +441,15 @@ def gpu_main(args: argparse.Namespace, model_dir: Path, held_out: list[bytes]) -
     return results
 
 
+def stage_cells(stages: dict[str, dict[str, float]], digits: int) -> str:
+    """'kind decode | forward (share of decode)' for each handler."""
+    cells = []
+    for kind, stage in stages.items():
+        decode, forward = stage["decode_preprocess_ms"], stage["forward_answer_ms"]
+        cells.append(f"{kind} {decode:.{digits}f} | {forward:.{digits}f} ({decode / (decode + forward):.0%})")
+    return ";  ".join(cells)
+
+
 def gpu_report(results: dict[str, Any]) -> None:
     print(f"torch {results['torch']} on {results['device']}, {results['decode_threads']} decode threads")
     a = results["agreement"]
@@ -456,11 +465,8 @@ def gpu_report(results: dict[str, Any]) -> None:
     for size in rates["fp32"]:
         print(f"{size:>15} " + " ".join(f"{rates[p][size]:>10.1f}" for p in GPU_KINDS))
     size = list(rates["fp32"])[-1]
-    cells = []
-    for precision, stage in results["stages_ms"].items():
-        decode, forward = stage["decode_preprocess_ms"], stage["forward_answer_ms"]
-        cells.append(f"{precision} {decode:.2f} | {forward:.2f} ({decode / (decode + forward):.0%})")
-    print(f"per image at {size} images/request, ms: decode + preprocess | forward + answer: " + ";  ".join(cells))
+    stages = stage_cells(results["stages_ms"], digits=2)
+    print(f"per image at {size} images/request, ms: decode + preprocess | forward + answer: {stages}")
     forward = results["forward_images_per_s"]
     print("the forward pass alone (batches already on the GPU), img/s:")
     for size in forward["fp32"]:
@@ -478,11 +484,7 @@ def report(results: dict[str, Any]) -> None:
         )
     print("per image, ms: decode + preprocess | forward + answer (share of decode + preprocess)")
     for size, row in results["sizes"].items():
-        cells = []
-        for kind, stage in row["stages_ms"].items():
-            decode, forward = stage["decode_preprocess_ms"], stage["forward_answer_ms"]
-            cells.append(f"{kind} {decode:.1f} | {forward:.1f} ({decode / (decode + forward):.0%})")
-        print(f"{size:>10}  " + ";  ".join(cells))
+        print(f"{size:>10}  " + stage_cells(row["stages_ms"], digits=1))
     a = results["agreement"]
     print(
         f"int8 vs fp32 on {a['images']} held-out images: top-1 agreement {a['top1_agreement']:.2%}, "

@@ -1,6 +1,6 @@
 """devstack/moto_sqs.py: moto's SQS, patched for backlogs, still keeps SQS's rules on what a
-ReceiveMessage returns: visibility timeouts, delays, retention, and the receive count that the
-redrive policy counts."""
+ReceiveMessage returns: visibility timeouts, delays, retention, FIFO message groups, and the
+receive count that the redrive policy counts."""
 
 from __future__ import annotations
 
@@ -70,3 +70,15 @@ def test_counts_and_batches_hold_with_a_backlog(sqs: Any) -> None:
     attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
     assert attributes["ApproximateNumberOfMessages"] == "290"
     assert attributes["ApproximateNumberOfMessagesNotVisible"] == "10"
+
+
+def test_a_fifo_group_waits_while_one_of_its_messages_is_in_flight(sqs: Any) -> None:
+    url = sqs.create_queue(QueueName="q.fifo", Attributes={"FifoQueue": "true"})["QueueUrl"]
+    for body in ("a1", "a2"):
+        sqs.send_message(QueueUrl=url, MessageBody=body, MessageGroupId="a", MessageDeduplicationId=body)
+    sqs.send_message(QueueUrl=url, MessageBody="b1", MessageGroupId="b", MessageDeduplicationId="b1")
+    first = receive(sqs, url, count=1)
+    assert [m["Body"] for m in first] == ["a1"]
+    assert [m["Body"] for m in receive(sqs, url)] == ["b1"]  # group a is held by a1
+    sqs.delete_message(QueueUrl=url, ReceiptHandle=first[0]["ReceiptHandle"])
+    assert [m["Body"] for m in receive(sqs, url)] == ["a2"]

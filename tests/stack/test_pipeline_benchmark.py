@@ -15,7 +15,7 @@ from tests.conftest import IMPORT_PATH, REPO
 pytestmark = pytest.mark.slow  # runs the pipeline benchmark
 
 
-def test_the_pipeline_benchmark_reports_both_modes_beside_the_raw_endpoint(model_archive: Path, tmp_path: Path) -> None:
+def test_the_pipeline_benchmark_reports_both_modes_beside_the_raw_figures(model_archive: Path, tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_ENDPOINT_URL")}
     env["PYTHONPATH"] = IMPORT_PATH
     out = tmp_path / "bench.json"
@@ -24,10 +24,11 @@ def test_the_pipeline_benchmark_reports_both_modes_beside_the_raw_endpoint(model
         [*command, "--json", str(out)], cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-    raw, serverless, batch = json.loads(out.read_text())
+    raw, transform, serverless, batch = json.loads(out.read_text())
     assert raw["mode"].startswith("raw endpoint") and raw["images"] == 12
-    assert (serverless["modes"], serverless["statuses"]) == (["serverless"], ["CLASSIFIED"])
+    assert transform["mode"].startswith("raw transform job") and (transform["images"], transform["jobs"]) == (12, 1)
+    assert (serverless["modes"], serverless["statuses"], serverless["jobs"]) == (["serverless"], ["CLASSIFIED"], 0)
     assert (batch["modes"], batch["statuses"]) == (["batch"], ["CLASSIFIED"])
-    for row in (raw, serverless, batch):
+    for row in (raw, transform, serverless, batch):
         assert row["images_per_s"] > 0 and row["p50_ms"] <= row["p95_ms"]
     assert "vs raw" in result.stdout
