@@ -36,7 +36,7 @@ import logging
 import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -93,9 +93,9 @@ class Classifier:
     max_bytes: int
     max_pixels: int
     device: torch.device
+    decoder: ThreadPoolExecutor  # DECODE_THREADS workers for the records of a multi-record request
     batch_size: int = DEFAULT_BATCH_SIZE
     precision: str = "fp32"  # "int8": the network is model_int8.pt (quantization.py); "fp16": halved
-    decoder: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(torch.get_num_threads()))
 
     @property
     def input_dtype(self) -> torch.dtype:
