@@ -4,11 +4,16 @@
     python model/tools/dataset_tool.py upload --src data/dogImages --bucket my-bucket --prefix datasets/dogImages
 
 Synthetic classes differ in colour and shape (with noise, position and scale jitter), so a network
-really has to learn them; folder names follow the real dataset (`001.Affenpinscher`, ...)."""
+really has to learn them. The background hues spread the classes around the colour wheel; the
+figure's hue cycles through k hues (k*k >= classes), so classes whose backgrounds are neighbours
+differ by 1/k of the wheel in their figures (a twelfth for 133 classes), and classes with the same
+figure hue differ by k/classes in their backgrounds. Folder names follow the real dataset
+(`001.Affenpinscher`, ...)."""
 
 from __future__ import annotations
 
 import argparse
+import math
 import random
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -41,14 +46,15 @@ def class_folder(index: int) -> str:
 def synth_image(class_index: int, classes: int, rng: random.Random, size: tuple[int, int]) -> Image.Image:
     """A photo-sized image: class-coloured background and shape, with random jitter and noise."""
     width, height = size
-    hue = class_index / classes
-    base = tuple(int(255 * c) for c in _hsv(hue, 0.55, 0.85))
+    figure_hues = math.ceil(math.sqrt(classes))
+    background_hue, figure_hue = class_index / classes, (class_index % figure_hues) / figure_hues
+    base = tuple(int(255 * c) for c in _hsv(background_hue, 0.55, 0.85))
     image = Image.new("RGB", size, base)
     draw = ImageDraw.Draw(image)
     scale = rng.uniform(0.3, 0.6)
     w, h = int(width * scale), int(height * scale)
     x, y = rng.randint(0, width - w), rng.randint(0, height - h)
-    fill = tuple(int(255 * c) for c in _hsv((hue + 0.5) % 1.0, 0.8, 0.5))
+    fill = tuple(int(255 * c) for c in _hsv(figure_hue, 0.8, 0.5))
     shape = class_index % 3
     if shape == 0:
         draw.ellipse((x, y, x + w, y + h), fill=fill)

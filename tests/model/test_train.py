@@ -188,5 +188,6 @@ def test_the_benchmark_command_trains_serves_and_reports_every_handler(tmp_path:
             rel=0.1,  # of rates rounded to 0.1
         )
         assert report["cold_start_s"][kind] > 0 and report["peak_rss_mib"][kind] > 100
+    assert 0 < report["cold_start_vs_baseline"]["import-torch"] < 1  # the floor: torch without torchvision
     assert set(row["stages_ms"]) == {"baseline", "fp32", "int8"}
     assert report["agreement"]["images"] == 3 * 2  # the test split of the model it trained
