@@ -37,14 +37,18 @@ class LocalStack:
     job_events_dead_letter_queue_url: str
 
 
+NO_VALUE = object()  # what Ref AWS::NoValue resolves to: the property it is set to is left out
+
+
 def resolve(value: Any, refs: dict[str, Any]) -> Any:
     """Resolve Ref, Fn::GetAtt, simple Fn::Sub, Fn::Select, Fn::Split and the condition functions
     (Fn::If, Fn::Equals, Fn::Not, Fn::And, Fn::Or) against known values; a condition's value is
-    refs["Condition::<name>"]."""
+    refs["Condition::<name>"]. A property that resolves to AWS::NoValue is left out, as
+    CloudFormation leaves it out."""
     if isinstance(value, dict) and len(value) == 1:
         ((name, arg),) = value.items()
         if name == "Ref":
-            return refs[arg]
+            return NO_VALUE if arg == "AWS::NoValue" else refs[arg]
         if name == "Fn::GetAtt":
             return refs[".".join(arg)]
         if name == "Fn::Sub" and isinstance(arg, str):
@@ -67,9 +71,10 @@ def resolve(value: Any, refs: dict[str, Any]) -> Any:
         if name == "Fn::Or":
             return any(resolve(v, refs) for v in arg)
     if isinstance(value, dict):
-        return {k: resolve(v, refs) for k, v in value.items()}
+        resolved = {k: resolve(v, refs) for k, v in value.items()}
+        return {k: v for k, v in resolved.items() if v is not NO_VALUE}
     if isinstance(value, list):
-        return [resolve(v, refs) for v in value]
+        return [v for v in (resolve(item, refs) for item in value) if v is not NO_VALUE]
     return value
 
 

@@ -19,7 +19,8 @@ MODEL_PRECISION=fp32; ours with MODEL_PRECISION=int8 (the default). Measured in 
 - top-1 agreement of int8 with fp32 on the held-out images, through the handler's own
   preprocessing, with the fp32 answers' top-1 margins;
 - cold start (process start to first prediction, median of --cold-starts, alternating) and the
-  serving process's peak RSS after 20 more predictions.
+  serving process's peak RSS after 20 more predictions; beside them, a process that only imports
+  torch: the floor under every handler's cold start.
 Serverless endpoints are CPU-only, so these are the numbers users pay for.
 
 Then our handler as batch transform jobs call it: multi-record JSON Lines requests of 1, 8 and 32

@@ -282,6 +282,19 @@ def test_partial_batch_failures_and_bounded_concurrency(template: dict[str, Any]
     assert template["Parameters"]["BatchingWindowSeconds"]["MinValue"] >= 1
 
 
+@pytest.mark.parametrize(("provisioned", "kept_warm"), [(None, None), ("0", None), ("2", "2")])
+def test_endpoint_workers_are_kept_warm_only_when_asked(
+    template: dict[str, Any], provisioned: str | None, kept_warm: str | None
+) -> None:
+    parameters = {"ModelDataUrl": "s3://bucket/model.tar.gz"}
+    if provisioned is not None:
+        parameters["EndpointProvisionedConcurrency"] = provisioned
+    variant = template["Resources"]["EndpointConfig"]["Properties"]["ProductionVariants"][0]
+    serverless = resolve(variant["ServerlessConfig"], references(LocalNames(), parameters))
+    assert serverless.get("ProvisionedConcurrency") == kept_warm  # 0 leaves the property out: none is billed
+    assert serverless["MaxConcurrency"] == template["Parameters"]["EndpointMaxConcurrency"]["Default"]
+
+
 def test_one_receive_count_for_the_redrive_and_the_functions(template: dict[str, Any]) -> None:
     redrive = template["Resources"]["ImageQueue"]["Properties"]["RedrivePolicy"]
     assert redrive["maxReceiveCount"] == {"Ref": "MaxReceiveCount"}
