@@ -12,6 +12,8 @@
    also pays its instances' start-up (transform_startup_seconds there).
 3. For floods of 100 to 100,000 images: the cost per 1,000 images of each mode, and the flood
    size from which batch transform is the cheaper, with one job per MaxImagesPerJob images.
+4. The batch run's instance time per image priced on each CPU transform instance type of the price
+   table, with the int8 network its hosts serve (HOST_NETWORKS): what chose TransformInstanceType.
 
 Durations are this machine's: the model's time per image on an ml.m5.xlarge or a 3 GB serverless
 endpoint differs, and the table says so beside its figures.
@@ -31,6 +33,15 @@ from typing import Any
 
 PRICES = Path(__file__).with_name("prices.json")
 FLOODS = (100, 1_000, 10_000, 100_000)
+# The network MODEL_PRECISION=int8 serves on each CPU family's hosts (model/serving/networks.py), by
+# their processors (EC2's instance-type pages): the sixth and seventh generations are Ice Lake and
+# Sapphire Rapids, always with AVX-512 VNNI; ml.m5 and ml.c5 land on Skylake (no VNNI) or Cascade
+# Lake (VNNI); ml.m4 and ml.c4 (Haswell, Broadwell) have AVX2 only.
+HOST_NETWORKS = {
+    **dict.fromkeys(("c6i", "m6i", "r6i", "c7i", "m7i", "r7i"), "int8"),
+    **dict.fromkeys(("m5", "c5"), "int8 or int8-reduce-range, by host"),
+    **dict.fromkeys(("m4", "c4"), "int8-reduce-range"),
+}
 
 
 @dataclass(frozen=True)
@@ -88,6 +99,17 @@ def crossover(serverless_per_image: float, batch_per_image: float, per_job: floa
     """The smallest flood for which one batch job is cheaper than the endpoint, or None if never."""
     saving = serverless_per_image - batch_per_image
     return math.ceil(per_job / saving) if saving > 0 else None
+
+
+def instance_comparison(usage: Usage, prices: dict[str, Any]) -> dict[str, float]:
+    """Dollars of transform instance time per 1,000 images on each CPU instance type of `prices`, at
+    the instance seconds per image `usage` measured (the same rate for all: their prices differ)."""
+    per_image_s = usage.instance_seconds / usage.images
+    return {
+        instance_type: per_hour / 3600 * per_image_s * 1000
+        for instance_type, per_hour in prices["transform_instance_per_hour"].items()
+        if instance_type.split(".")[1] in HOST_NETWORKS
+    }
 
 
 # -- measuring on the local stack ------------------------------------------------------------------
@@ -154,11 +176,19 @@ def report(usages: dict[str, Usage], prices: dict[str, Any], parameters: dict[st
     found = crossover(per_image.get("serverless", 0), per_image.get("batch", 0), per_job)
     where = f"{found:,} images" if found else "never (the endpoint is cheaper per image)"
     print(f"\nbatch transform is the cheaper from a flood of {where}")
+    compared: dict[str, float] = {}
+    if "batch" in usages and usages["batch"].images:
+        compared = instance_comparison(usages["batch"], prices)
+        rate = usages["batch"].instance_seconds / usages["batch"].images
+        print(f"\ntransform instance time per 1,000 images at this run's {rate:.4f} s an image, by CPU type:")
+        for name, dollars in sorted(compared.items(), key=lambda item: item[1]):
+            print(f"  {name:<15} ${dollars:.4f}  serves {HOST_NETWORKS[name.split('.')[1]]}")
     return {
         "usage": {m: asdict(u) for m, u in usages.items()},
         "per_image": per_image,
         "table": table,
         "crossover": found,
+        "instance_types": compared,
     }
 
 

@@ -65,8 +65,9 @@ def limit_jobs_in_flight(limit: int) -> Callable[[], None]:
     def create_within_quota(*args: Any, **kwargs: Any) -> Any:
         running = sum(job.transform_job_status == "InProgress" for job in backend.transform_jobs.values())
         if running >= limit:
+            instance_type = kwargs.get("transform_resources", {}).get("InstanceType", "ml.c6i.xlarge")
             raise ResourceLimitExceeded(
-                f"The account-level service limit 'ml.m5.xlarge for transform job usage' is {limit} Instances, "
+                f"The account-level service limit '{instance_type} for transform job usage' is {limit} Instances, "
                 f"with current utilization of {running} Instances and a request delta of 1 Instances."
             )
         job = create(backend, *args, **kwargs)

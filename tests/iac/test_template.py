@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from devstack.account import REGION
+from devstack.cost import HOST_NETWORKS
 from devstack.provision import LocalNames, function_environment, references, resolve
 from devstack.template import declared_environment, load_template, translate
 from pipeline.config import BuildSettings, CollectSettings, IngestSettings
@@ -390,7 +391,8 @@ def test_samconfig_holds_the_stack_defaults_and_leaves_parameters_to_guided() ->
         ("ml.c5.2xlarge", "cpu"),
         ("ml.g4dn.xlarge", "gpu"),
         ("ml.g5.2xlarge", "gpu"),
-        ("ml.p4d.24xlarge", "gpu"),
+        ("ml.p3.2xlarge", "gpu"),
+        ("ml.c6i.xlarge", "cpu"),
     ],
 )
 def test_transform_jobs_get_the_gpu_image_on_a_gpu_instance(
@@ -436,3 +438,32 @@ def test_transform_jobs_serve_fp16_on_a_gpu_unless_fp32_is_asked(
 
 def test_without_a_model_artifact_jobs_use_the_named_model() -> None:
     assert function_environment("BuildJobsFunction")["MODEL_NAME"] == "dogbreed-resnet18"
+
+
+# Transform instance families with NVIDIA GPUs that the PyTorch 2.6 image's CUDA 12 runs on, and the
+# families of botocore's enum the template leaves out, with the reason.
+GPU_FAMILIES = {"g4dn", "g5", "g6", "g6e", "p3"}
+LEFT_OUT = {"p2": "K80 GPUs: no CUDA 12 kernels", "inf2": "Neuron chips", "trn1": "Neuron chips"}
+# Families whose every host has AVX-512 VNNI (Ice Lake and Sapphire Rapids): they serve the int8 network.
+VNNI_FAMILIES = {name for name, network in HOST_NETWORKS.items() if network == "int8"}
+
+
+def family(instance_type: str) -> str:
+    return instance_type.split(".")[1]
+
+
+def test_transform_instance_types_are_botocores_and_the_default_has_vnni(template: dict[str, Any]) -> None:
+    import botocore.session
+
+    service = botocore.session.get_session().get_service_model("sagemaker")
+    valid = service.shape_for("TransformInstanceType").enum
+    parameter = template["Parameters"]["TransformInstanceType"]
+    # every type a job may ask for is one SageMaker accepts, and every one this model can use is offered
+    assert parameter["AllowedValues"] == [t for t in valid if family(t) not in LEFT_OUT]
+    assert set(LEFT_OUT) <= {family(t) for t in valid}  # nothing left out that botocore does not have
+    # the default always gets the int8 fast path (see networks.py)
+    assert family(parameter["Default"]) in VNNI_FAMILIES and parameter["Default"] in valid
+    # the GPU condition names exactly the GPU families that botocore has
+    checks = template["Conditions"]["GpuTransform"]["Fn::Or"]
+    named = {check["Fn::Equals"][1] for check in checks}
+    assert named == GPU_FAMILIES and {family(t) for t in valid} >= GPU_FAMILIES

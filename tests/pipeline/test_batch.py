@@ -163,6 +163,7 @@ def test_a_quota_refusal_leaves_the_shard_waiting_with_the_reason(aws: Aws, cont
     assert len(response["batchItemFailures"]) == 1  # back to the job queue, not failed
     item = aws.item("incoming/rex.jpg")
     assert item is not None and item["status"] == "PENDING" and "ResourceLimitExceeded" in item["reason"]
+    assert "'ml.c6i.xlarge for transform job usage'" in item["reason"]  # the quota of the job's instance type
     assert jobs(aws) == []
 
 

@@ -31,7 +31,7 @@ def test_the_job_builder_settings_are_the_template_defaults() -> None:
     assert settings.rules.jobs == JobLayout("dogbreed", "batch-input/", "manifests/", "transform-output/")
     assert (settings.rules.max_images_per_job, settings.rules.max_jobs_in_flight) == (5000, 2)
     assert settings.rules.max_wait == timedelta(hours=6)
-    assert settings.transform == TransformResources("ml.m5.xlarge", 1, 6)
+    assert settings.transform == TransformResources("ml.c6i.xlarge", 1, 6)
 
 
 def test_the_collector_needs_only_the_table() -> None:

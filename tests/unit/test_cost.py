@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from devstack.cost import Usage, crossover, flood_cost, job_cost, load_prices, run_cost
+from devstack.cost import (
+    HOST_NETWORKS,
+    Usage,
+    crossover,
+    flood_cost,
+    instance_comparison,
+    job_cost,
+    load_prices,
+    run_cost,
+)
 from devstack.template import load_template, parameter_defaults
 
 PRICES = {
@@ -67,3 +76,13 @@ def test_the_price_table_says_where_and_when_and_prices_the_default_instance() -
     assert set(PRICES) <= set(prices)
     default = parameter_defaults(load_template())["TransformInstanceType"]
     assert default in prices["transform_instance_per_hour"]
+
+
+def test_instance_types_are_compared_at_the_measured_rate() -> None:
+    usage = Usage(1000, 0, 0, 0, 0, 0, 0, 0.0, 0.0, 0.0, instance_seconds=36.0, jobs=1)  # 0.036 s an image
+    prices = {"transform_instance_per_hour": {"ml.c6i.xlarge": 0.2, "ml.m5.xlarge": 0.25, "ml.g4dn.xlarge": 0.7}}
+    compared = instance_comparison(usage, prices)
+    assert compared == pytest.approx({"ml.c6i.xlarge": 0.002, "ml.m5.xlarge": 0.0025})  # GPU types are not CPU rates
+    # every CPU type of the price table says which network its hosts serve
+    cpu_types = [t for t in load_prices()["transform_instance_per_hour"] if not t.startswith("ml.g")]
+    assert all(t.split(".")[1] in HOST_NETWORKS for t in cpu_types)
