@@ -87,7 +87,23 @@ class Predictions:
             yield from (_item(raw) for raw in page["Items"])
 
 
-COLUMNS = (("image", 36), ("breed", 26), ("conf.", 6), ("status", 10), ("mode", 10), ("updated", 20), ("reason", 0))
+COLUMNS = (
+    ("image", 36),
+    ("breed", 26),
+    ("conf.", 6),
+    ("status", 10),
+    ("mode", 10),
+    ("model", 26),
+    ("updated", 20),
+    ("reason", 0),
+)
+
+
+def model_cell(item: dict[str, Any]) -> str:
+    """The network that answered: its precision and the first digits of its version (int8@3f2a9c0e)."""
+    precision, version = str(item.get("model_precision", "")), str(item.get("model_version", ""))
+    digits = version.partition(":")[2] or version
+    return f"{precision}@{digits[:8]}" if precision and digits else precision or digits[:8]
 
 
 def table(items: Sequence[dict[str, Any]]) -> str:
@@ -101,6 +117,7 @@ def table(items: Sequence[dict[str, Any]]) -> str:
             confidence,
             str(item.get("status", "")),
             str(item.get("mode", "")),
+            model_cell(item),
             str(item.get("updated_at", ""))[:19].replace("T", " "),
             str(item.get("reason", ""))[:70],
         ]

@@ -27,7 +27,7 @@ from typing import Any
 
 from PIL import Image
 
-from cli.query import table
+from cli.query import model_cell, table
 from devstack.quickmodel import train_small_model
 from devstack.stack import Stack, StackOptions, venv_command
 
@@ -116,9 +116,11 @@ def summarize(
     print("\nThe trickle (serverless endpoint):\n")
     print(table(trickle_rows))
     print("\nThe flood (batch transform), by outcome:\n")
-    tally = Counter((r["status"], r["mode"], r.get("breed", r.get("error_code", ""))) for r in flood_rows)
-    for (status, mode, what), count in sorted(tally.items()):
-        print(f"  {count:>3}  {status:<10} {mode:<10} {what}")
+    tally = Counter(
+        (r["status"], r["mode"], model_cell(r), r.get("breed", r.get("error_code", ""))) for r in flood_rows
+    )
+    for (status, mode, model, what), count in sorted(tally.items()):
+        print(f"  {count:>3}  {status:<10} {mode:<10} {model:<26} {what}")
     print(f"\n  {len(jobs)} transform job(s) for {len(flood_rows)} flood images:")
     for job in jobs:
         name, status = job["detail"]["TransformJobName"], job["detail"]["TransformJobStatus"]

@@ -48,6 +48,16 @@ for _var in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
     os.environ.pop(_var, None)
 
 
+def pytest_report_header() -> str:
+    """Which case of networks.choose the tests that serve a real model check on this machine."""
+    import networks
+
+    cpu = networks.read_cpu_flags()
+    files = {network.file for network in networks.INT8_NETWORKS}
+    served = networks.choose("int8", device="cpu", cpu=cpu, files=files).precision
+    return f"CPU flags: {cpu.summary}; MODEL_PRECISION=int8 serves {served} here"
+
+
 @pytest.fixture(scope="session")
 def moto_url() -> Iterator[str]:
     from moto.server import ThreadedMotoServer

@@ -15,7 +15,7 @@ from pipeline.adapters.dynamodb import DynamoPredictions
 from pipeline.handlers.ingest import lambda_handler
 from pipeline.logic.outcomes import ImageRef, Mode, Outcome, Status
 from tests.conftest import Aws
-from tests.fakes.sagemaker_runtime import fake_prediction
+from tests.fakes.sagemaker_runtime import FAKE_PRECISION, FAKE_VERSION, fake_prediction
 from tests.pipeline import images
 
 PHOTO = images.jpeg(color=(10, 200, 30))
@@ -50,8 +50,10 @@ def query(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str
 def test_one_image_as_a_table(records: Aws, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = query(capsys, "image", "incoming/rex.jpg")
     header, row = out.splitlines()
-    assert code == 0 and header.split()[:5] == ["image", "breed", "conf.", "status", "mode"]
+    assert code == 0 and header.split()[:6] == ["image", "breed", "conf.", "status", "mode", "model"]
     assert row.split()[:2] == ["incoming/rex.jpg", BREED] and "CLASSIFIED" in row and "serverless" in row
+    # the network that answered: its precision and the first digits of its version
+    assert row.split()[5] == f"{FAKE_PRECISION}@{FAKE_VERSION.removeprefix('sha256:')[:8]}"
 
 
 def test_one_image_as_json_by_s3_uri(records: Aws, capsys: pytest.CaptureFixture[str]) -> None:
@@ -59,6 +61,7 @@ def test_one_image_as_json_by_s3_uri(records: Aws, capsys: pytest.CaptureFixture
     (item,) = json.loads(out)
     assert code == 0 and item["breed"] == BREED and item["confidence"] == pytest.approx(0.6)
     assert item["top5"][0]["breed"] == BREED
+    assert (item["model_precision"], item["model_version"]) == (FAKE_PRECISION, FAKE_VERSION)
 
 
 def test_a_breed_newest_first(records: Aws, capsys: pytest.CaptureFixture[str]) -> None:

@@ -4,13 +4,18 @@ model/serving/inference.py writes it, the pipeline reads it (functions/pipeline/
 a link to this file, so the Lambda package carries the same code), and the tests build it.
 
     a prediction      {"predicted_label": "069", "class_name": "French_bulldog", "confidence": 0.91,
-                       "top5": [{"label": "069", "class_name": "French_bulldog", "probability": 0.91}, ...]}
+                       "top5": [{"label": "069", "class_name": "French_bulldog", "probability": 0.91}, ...],
+                       "model_precision": "int8", "model_version": "sha256:3f2a9c0e1b7d4a65"}
     an error record   {"error": {"code": "InvalidImage", "message": "cannot decode the image: ..."}}
 
 Batch transform jobs send many images per request as JSON Lines (application/jsonlines): each
 input line is a record {"id": "<image key>", "image": "<base64 bytes>"}, and the handler answers
 one line per input line, in order, each an answer above with the record's "id" added. One bad image
 is one error-record line; it never fails the request or the job.
+
+A prediction names the network that made it: `model_precision` (networks.py: fp32, fp16, int8 or
+int8-reduce-range) and `model_version` (the digest of the trained weights, model.pth). Both are
+optional for readers, so the answers of a model artifact from before they existed still read.
 
 Standard library only: this module runs in the model container and in the Lambda functions.
 """
@@ -33,9 +38,11 @@ class Candidate:
 
 @dataclass(frozen=True)
 class Prediction:
-    """The most likely breeds, best first; the first is the prediction."""
+    """The most likely breeds, best first; the first is the prediction; and the network that answered."""
 
     top5: tuple[Candidate, ...]
+    model_precision: str | None = None  # "int8", "int8-reduce-range", "fp16", "fp32"
+    model_version: str | None = None  # "sha256:<16 hex digits of model.pth>"
 
     @property
     def label(self) -> str:
@@ -68,12 +75,16 @@ class BrokenAnswer(ValueError):
 def to_json(answer: Answer) -> dict[str, Any]:
     if isinstance(answer, ErrorRecord):
         return {"error": {"code": answer.code, "message": answer.message}}
-    return {
+    doc: dict[str, Any] = {
         "predicted_label": answer.label,
         "class_name": answer.class_name,
         "confidence": answer.confidence,
         "top5": [{"label": c.label, "class_name": c.class_name, "probability": c.probability} for c in answer.top5],
     }
+    for key in ("model_precision", "model_version"):
+        if (value := getattr(answer, key)) is not None:
+            doc[key] = value
+    return doc
 
 
 def dumps(answer: Answer) -> str:
@@ -143,7 +154,10 @@ def from_json(doc: object) -> Answer:
         raise BrokenAnswer(f"the answer lacks a field of the contract: {exc!r}") from exc
     if not top5 or (top5[0].label, top5[0].class_name) != (doc.get("predicted_label"), doc.get("class_name")):
         raise BrokenAnswer("the answer's predicted_label and class_name are not its first candidate")
-    return Prediction(top5)
+    served = {key: doc.get(key) for key in ("model_precision", "model_version")}
+    if any(value is not None and not isinstance(value, str) for value in served.values()):
+        raise BrokenAnswer(f"the answer's model_precision and model_version are not strings: {served}")
+    return Prediction(top5, **served)
 
 
 def loads(body: bytes | str) -> Answer:

@@ -4,6 +4,7 @@ train.py copies it with the rest of model/serving/ into the model artifact's cod
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 from collections.abc import Callable
@@ -13,6 +14,7 @@ from typing import Literal
 
 import numpy as np
 import torch
+from networks import WEIGHTS_FILE
 from PIL import Image
 from torch import nn
 
@@ -22,7 +24,6 @@ RESIZE_SIZE = 256
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-WEIGHTS_FILE = "model.pth"
 CLASS_INDEX_FILE = "class_index.json"
 CONFIG_FILE = "model_config.json"  # {"arch": "resnet18", "image_size": 224}
 
@@ -216,3 +217,13 @@ def save_class_index(breeds: list[Breed], directory: Path) -> None:
 def load_class_index(directory: Path) -> list[Breed]:
     index = json.loads((directory / CLASS_INDEX_FILE).read_text())
     return [Breed(index[str(i)]["label"], index[str(i)]["name"]) for i in range(len(index))]
+
+
+def model_version(directory: Path) -> str:
+    """Which trained weights a model directory holds: "sha256:" and the first 16 hex digits of the
+    digest of its model.pth (every network in the directory is made from those weights)."""
+    digest = hashlib.sha256()
+    with (directory / WEIGHTS_FILE).open("rb") as weights:
+        while chunk := weights.read(1 << 20):
+            digest.update(chunk)
+    return f"sha256:{digest.hexdigest()[:16]}"

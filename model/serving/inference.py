@@ -19,13 +19,17 @@ whatever BAD_INPUT_POLICY says), DECODE_THREADS at a time (default: as many as t
 Pillow and torch let go of the GIL while they decode and resize), and the good ones run through the
 network in mini-batches of BATCH_SIZE (default 32), on CUDA when the instance has a GPU.
 
-The network, by MODEL_PRECISION:
-- int8 (default): the int8 fast path train.py writes beside the weights for CPUs (model_int8.pt,
-  see quantization.py; top-1 mostly the same as fp32, at a fraction of the CPU time);
+The network, by MODEL_PRECISION (networks.py decides, from the device, the CPU's flags and what
+the artifact holds):
+- int8 (default): the fastest int8 network train.py wrote that is safe on this CPU (see
+  quantization.py; top-1 mostly the same as fp32, at a fraction of the CPU time): model_int8.pt
+  with AVX-512 VNNI, model_int8_reduce_range.pt on other CPUs with AVX2;
 - fp16: model.pth in half precision, for GPUs (the template sets it on GPU transform instances);
 - fp32: model.pth as trained.
-Where the asked network cannot run (int8 on a GPU, on a CPU without AVX-512 VNNI, or without
-model_int8.pt in the artifact; fp16 on a CPU) the worker serves fp32 and logs why.
+Where the asked network cannot run (int8 on a GPU, on a CPU whose flags are unknown, or without a
+safe int8 network in the artifact; fp16 on a CPU) the worker serves fp32 and logs why, once. Every
+prediction says which network made it (`model_precision`) and which trained weights
+(`model_version`, the digest of model.pth).
 """
 
 from __future__ import annotations
@@ -41,21 +45,23 @@ from pathlib import Path
 from typing import Any
 
 import answers
+import networks
 import quantization
 import torch
 from classifier import (
     CONFIG_FILE,
     IMAGE_SIZE,
     RESIZE_SIZE,
-    WEIGHTS_FILE,
     Breed,
     EvalTransform,
     build_resnet18,
     eval_transform,
     fuse_for_inference,
     load_class_index,
+    model_version,
     resize_size,
 )
+from networks import WEIGHTS_FILE
 from PIL import Image, UnidentifiedImageError
 from torch import nn
 
@@ -76,7 +82,6 @@ DEFAULT_MAX_BYTES = 6_000_000
 DEFAULT_MAX_PIXELS = 50_000_000
 DEFAULT_BATCH_SIZE = 32
 TOP_K = 5
-PRECISIONS = ("int8", "fp16", "fp32")  # MODEL_PRECISION: int8 is for CPUs, fp16 for GPUs
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +100,8 @@ class Classifier:
     device: torch.device
     decoder: ThreadPoolExecutor  # DECODE_THREADS workers for the records of a multi-record request
     batch_size: int = DEFAULT_BATCH_SIZE
-    precision: str = "fp32"  # "int8": the network is model_int8.pt (quantization.py); "fp16": halved
+    precision: str = "fp32"  # networks.Choice.precision: fp32, fp16 (halved), int8 or int8-reduce-range
+    version: str | None = None  # model_version(): which trained weights
 
     @property
     def input_dtype(self) -> torch.dtype:
@@ -120,26 +126,35 @@ class BadInput(Exception):
 
 
 def model_fn(model_dir: str) -> Classifier:
-    """Load what train.py saved: the int8 fast path (model_int8.pt) or the weights (model.pth) in
-    fp32 or fp16, as MODEL_PRECISION says (int8 by default). No network: nothing is downloaded."""
+    """Load what train.py saved: an int8 network or the weights (model.pth) in fp32 or fp16, as
+    MODEL_PRECISION says (int8 by default) and networks.choose allows here. Nothing is downloaded."""
     directory = Path(model_dir)
     config_path = directory / CONFIG_FILE
     config = json.loads(config_path.read_text()) if config_path.exists() else {}
     image_size = int(config.get("image_size", IMAGE_SIZE))
     breeds = load_class_index(directory)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    precision = serving_precision(directory, device)
+    choice = serving_choice(directory, device)
     network: nn.Module
-    if precision == "int8":
-        network = quantization.load(directory / quantization.INT8_FILE)
+    if choice.precision.startswith("int8"):
+        network = quantization.load(directory / choice.file)
     else:
         network = build_resnet18(len(breeds), pretrained=None)
         network.load_state_dict(torch.load(directory / WEIGHTS_FILE, map_location="cpu", weights_only=True))
         network = fuse_for_inference(network).to(memory_format=torch.channels_last).to(device)
-        if precision == "fp16":
+        if choice.precision == "fp16":
             network = network.half()  # BatchNorm is folded into the convolutions: nothing is left in fp32
+    version = model_version(directory)
     decode_threads = max(1, int(os.environ.get("DECODE_THREADS", torch.get_num_threads())))
-    logger.info("model loaded: precision=%s device=%s classes=%d", precision, device, len(breeds))
+    logger.info(
+        "model loaded: precision=%s device=%s classes=%d version=%s network=%s why=%r",
+        choice.precision,
+        device,
+        len(breeds),
+        version,
+        choice.file,
+        choice.why,
+    )
     return Classifier(
         network=network,
         breeds=breeds,
@@ -150,31 +165,29 @@ def model_fn(model_dir: str) -> Classifier:
         max_pixels=int(os.environ.get("MAX_IMAGE_PIXELS", DEFAULT_MAX_PIXELS)),
         device=device,
         batch_size=max(1, int(os.environ.get("BATCH_SIZE", DEFAULT_BATCH_SIZE))),
-        precision=precision,
+        precision=choice.precision,
+        version=version,
         decoder=ThreadPoolExecutor(decode_threads, thread_name_prefix="decode"),
     )
 
 
-def serving_precision(directory: Path, device: torch.device) -> str:
-    """MODEL_PRECISION (int8, fp16 or fp32, default int8), or fp32 where the asked network cannot
-    run here, with the reason logged."""
-    asked = os.environ.get("MODEL_PRECISION", "int8").strip().lower()
-    if asked not in PRECISIONS:
-        raise ValueError(f"MODEL_PRECISION must be one of {', '.join(PRECISIONS)}, not {asked!r}")
-    if asked == "fp32" or (asked == "fp16" and device.type == "cuda"):
-        return asked
-    if asked == "fp16":
-        reason = f"fp16 is for GPUs and this worker has {device.type}"
-    elif device.type != "cpu":
-        reason = f"int8 kernels are for CPUs and this worker has {device.type}"
-    elif not (directory / quantization.INT8_FILE).exists():
-        reason = f"the model has no {quantization.INT8_FILE} (train.py --no-int8, or an older artifact)"
-    elif cpu := quantization.unsupported():
-        reason = cpu
-    else:
-        return asked
-    logger.warning("MODEL_PRECISION=%s but serving fp32: %s", asked, reason)
-    return "fp32"
+def serving_choice(directory: Path, device: torch.device) -> networks.Choice:
+    """networks.choose for MODEL_PRECISION (default int8) on this worker: its device, its CPU's
+    flags, the model directory's files and this torch's int8 kernels. A fallback to fp32 is logged
+    as a warning with its reason."""
+    asked = os.environ.get("MODEL_PRECISION", "int8")
+    cpu = networks.read_cpu_flags()
+    choice = networks.choose(
+        asked,
+        device=device.type,
+        cpu=cpu,
+        files={path.name for path in directory.iterdir()},
+        int8_kernels=quantization.ENGINE in torch.backends.quantized.supported_engines,
+    )
+    if choice.fallback:
+        flags = f" (CPU flags: {cpu.summary})" if cpu.flags is not None else ""
+        logger.warning("MODEL_PRECISION=%s but serving fp32: %s%s", asked, choice.why, flags)
+    return choice
 
 
 @dataclass(frozen=True)
@@ -245,7 +258,9 @@ def _classify(batch: torch.Tensor, model: Classifier) -> list[answers.Prediction
             tuple(
                 answers.Candidate(model.breeds[i].label, model.breeds[i].name, round(float(p), 6))
                 for p, i in zip(values, indices, strict=True)
-            )
+            ),
+            model_precision=model.precision,
+            model_version=model.version,
         )
         for values, indices in zip(top.values.tolist(), top.indices.tolist(), strict=True)
     ]

@@ -1,20 +1,24 @@
-"""The classifier's int8 fast path for CPUs: made once by train.py, loaded by inference.py.
+"""The classifier's int8 networks for CPUs: made once by train.py, loaded by inference.py.
 
-train.py quantizes the trained fp32 network with PyTorch's FX graph mode for the x86 backend:
-per-channel int8 weights, full-range 8-bit activations whose ranges are calibrated on validation
-(then training) images, BatchNorm and ReLU fused into the convolutions, and the final linear layer
-left in fp32 (it is 0.004% of the work and the logits are where rounding shows most). Measured
-against torch's default x86 recipe (7-bit activations, int8 head) on the same trained models, top-1
-agreement with fp32 rose from 73% to 91% (133 breeds, answers near ties) and from 89% to 98-99%
-(5 breeds); see the README's Serving performance for the figures. The result is traced and
-frozen as TorchScript. Serving loads that one file with torch.jit.load: nothing is built, quantized
-or compiled at start-up, and a file written by a newer torch loads under the serving container's
-torch 2.6 (tests/model/test_container_torch.py).
-
-Full-range 8-bit activations are safe from overflow only on CPUs with AVX-512 VNNI (Intel since
-Cascade Lake, AMD since Zen 4): without it the kernels add pairs of 8-bit products in 16 bits,
-which can saturate. Serving therefore runs int8 only where VNNI is present and fp32 elsewhere, and a GPU
-runs fp32 (see `unsupported`).
+train.py quantizes the trained fp32 network with PyTorch's FX graph mode for the x86 backend into
+the two int8 networks of networks.py, calibrating both in one pass over the same images
+(validation, then training ones, as the eval transform sees them):
+- `int8` (model_int8.pt), for CPUs with AVX-512 VNNI: per-channel int8 weights, full-range 8-bit
+  activations observed with a histogram, BatchNorm and ReLU fused into the convolutions, and the
+  final linear layer left in fp32 (it is 0.004% of the work and the logits are where rounding shows
+  most). Measured against torch's default x86 recipe (7-bit activations, int8 head) on the same
+  trained models, top-1 agreement with fp32 rose from 73% to 91% (133 breeds, answers near ties)
+  and from 89% to 98-99% (5 breeds); see the README's Serving performance.
+- `int8-reduce-range` (model_int8_reduce_range.pt), for every other CPU with AVX2: the same, with
+  the weights in 7 bits (reduce_range on the per-channel weight observer), so that the 16-bit sums
+  of pairs of products that AVX2's and AVX-512's kernels make without VNNI cannot saturate. Of the
+  recipes weighed on the benchmark's 133-breed model on an AVX2-only CPU (README, Serving
+  performance), it agreed best with fp32: 7-bit activations instead (torch's default x86 recipe,
+  which the issue that brought this network measured first) flipped four times as many answers;
+  the stem left in fp32, more calibration images or a min/max observer gained nothing.
+Each is traced and frozen as TorchScript. Serving loads one file with torch.jit.load: nothing is
+built, quantized or compiled at start-up, and a file written by a newer torch loads under the
+serving container's torch 2.6 (tests/model/test_container_torch.py).
 
 torch deprecates torch.ao.quantization and TorchScript in favour of torchao and torch.export, which
 the PyTorch 2.6 container cannot serve without compiling at start-up; their deprecation warnings
@@ -25,19 +29,19 @@ from __future__ import annotations
 
 import copy
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
+from networks import INT8_NETWORKS, Int8Network
 from torch import nn
 
 if TYPE_CHECKING:
     from torch.ao.quantization import QConfigMapping
 
-INT8_FILE = "model_int8.pt"
 ENGINE = "x86"
 
 
@@ -51,46 +55,50 @@ def _quiet_deprecations() -> Iterator[None]:
         yield
 
 
-def unsupported() -> str | None:
-    """Why this process should not run the int8 network (no kernels, or no VNNI), or None when it can."""
-    if ENGINE not in torch.backends.quantized.supported_engines:
-        return f"this torch has no {ENGINE} int8 kernels"
-    if not getattr(torch.cpu, "_is_vnni_supported", lambda: False)():
-        return "this CPU has no AVX-512 VNNI, without which 8-bit products can saturate"
-    return None
-
-
-def _qconfig_mapping() -> QConfigMapping:
+def _qconfig_mapping(network: Int8Network) -> QConfigMapping:
     from torch.ao.quantization import QConfig, get_default_qconfig_mapping
     from torch.ao.quantization.observer import HistogramObserver, default_per_channel_weight_observer
 
-    full_range = QConfig(  # type: ignore[no-untyped-call]
-        activation=HistogramObserver.with_args(reduce_range=False), weight=default_per_channel_weight_observer
+    qconfig = QConfig(  # type: ignore[no-untyped-call]
+        activation=HistogramObserver.with_args(reduce_range=False),
+        weight=default_per_channel_weight_observer.with_args(reduce_range=network.reduce_range),
     )
-    return get_default_qconfig_mapping(ENGINE).set_global(full_range).set_module_name("fc", None)
+    return get_default_qconfig_mapping(ENGINE).set_global(qconfig).set_module_name("fc", None)
 
 
-def quantize(model: nn.Module, calibration: Iterable[torch.Tensor], image_size: int) -> torch.jit.ScriptModule:
-    """An int8 TorchScript copy of `model` (left as it is), its activation ranges observed on the
-    `calibration` batches (N x 3 x image_size x image_size, preprocessed as for serving)."""
+def quantize(
+    model: nn.Module,
+    calibration: Iterable[torch.Tensor],
+    image_size: int,
+    networks: Sequence[Int8Network] = INT8_NETWORKS,
+) -> dict[Int8Network, torch.jit.ScriptModule]:
+    """Int8 TorchScript copies of `model` (left as it is), one per network, their activation ranges
+    observed on the same `calibration` batches (N x 3 x image_size x image_size, preprocessed as for
+    serving), each batch seen once by all of them."""
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
     torch.backends.quantized.engine = ENGINE
     example = torch.zeros(1, 3, image_size, image_size)
+    fp32 = copy.deepcopy(model).cpu().eval()
+    made: dict[Int8Network, torch.jit.ScriptModule] = {}
     with _quiet_deprecations():
-        prepared = prepare_fx(copy.deepcopy(model).cpu().eval(), _qconfig_mapping(), (example,))
+        prepared = {
+            network: prepare_fx(copy.deepcopy(fp32), _qconfig_mapping(network), (example,)) for network in networks
+        }
         seen = 0
         with torch.inference_mode():
             for batch in calibration:
-                prepared(batch.cpu())
+                for observed in prepared.values():
+                    observed(batch.cpu())
                 seen += len(batch)
         if not seen:
             raise ValueError("int8 calibration needs at least one image")
-        quantized = convert_fx(prepared)
-        with torch.inference_mode():
-            traced = torch.jit.trace(quantized, example)  # type: ignore[no-untyped-call]
-            frozen: torch.jit.ScriptModule = torch.jit.freeze(traced.eval())
-    return frozen
+        for network, observed in prepared.items():
+            quantized = convert_fx(observed)
+            with torch.inference_mode():
+                traced = torch.jit.trace(quantized, example)  # type: ignore[no-untyped-call]
+                made[network] = torch.jit.freeze(traced.eval())
+    return made
 
 
 def save(module: torch.jit.ScriptModule, path: Path) -> None:
@@ -99,7 +107,7 @@ def save(module: torch.jit.ScriptModule, path: Path) -> None:
 
 
 def load(path: Path) -> torch.jit.ScriptModule:
-    """The int8 network, on the CPU (its weights are packed for this machine's kernels as it loads)."""
+    """An int8 network, on the CPU (its weights are packed for this machine's kernels as it loads)."""
     torch.backends.quantized.engine = ENGINE
     with _quiet_deprecations():
         module: torch.jit.ScriptModule = torch.jit.load(str(path), map_location="cpu")  # type: ignore[no-untyped-call]

@@ -5,19 +5,21 @@ on a machine with a GPU, our handler in fp32 and fp16 on CUDA.
     make benchmark BENCHMARK_ARGS="--images 300 --cold-starts 5 --sizes 500x375,1600x1200"
     make benchmark BENCHMARK_ARGS="--model path/to/model_dir --held-out path/to/dogImages/test"
 
-First it trains the model it serves: train.py on generated images in the dogImages layout (133
-breeds, 224 px, a few epochs from random weights: a model whose answers are not trivially
-confident), which also writes the int8 fast path, calibrated on the validation split. Or give a
-trained model directory and held-out images (--model, --held-out).
+It prints the CPU's model name and the flags that choose the int8 network (networks.py). First it
+trains the model it serves: train.py on generated images in the dogImages layout (133 breeds, 224
+px, a few epochs from random weights: a model whose answers are not trivially confident; 6 held-out
+photos per breed, 798 in all), which also writes the int8 networks, calibrated on the validation
+split. Or give a trained model directory and held-out images (--model, --held-out).
 
 Three handlers serve those weights on the same JPEGs, one image per call (as a serverless endpoint
 does): the baseline, written the way the course scripts serve (torchvision model, eager fp32 under
 no_grad, the full image decoded, transforms.Resize(256) + CenterCrop(224)); ours with
-MODEL_PRECISION=fp32; ours with MODEL_PRECISION=int8 (the default). Measured in the same run:
+MODEL_PRECISION=fp32; ours with MODEL_PRECISION=int8 (the default: the fastest network safe on this
+CPU, which the report names). Measured in the same run:
 - warm throughput (images/s, best of --rounds) and its split into decode + preprocess and
   forward + answer, per image;
-- top-1 agreement of int8 with fp32 on the held-out images, through the handler's own
-  preprocessing, with the fp32 answers' top-1 margins;
+- top-1 agreement with fp32 of every int8 network that is safe on this CPU, on the held-out
+  images, through the handler's own preprocessing, with the fp32 answers' top-1 margins;
 - cold start (process start to first prediction, median of --cold-starts, alternating) and the
   serving process's peak RSS after 20 more predictions; beside them, a process that only imports
   torch: the floor under every handler's cold start.
@@ -145,8 +147,6 @@ def load(kind: str, model_dir: Path) -> Loaded:
     import inference
 
     model = load_ours(model_dir, kind)
-    if model.precision != kind:
-        raise RuntimeError(f"asked for {kind}, the handler loaded {model.precision}: see its log")
     return Loaded(
         lambda body: inference.input_fn(body, "image/jpeg"),
         lambda request: inference.output_fn(inference.predict_fn(request, model), "application/json")[0],
@@ -197,22 +197,55 @@ def stage_handlers(kind: str, model_dir: Path) -> Loaded:
     )
 
 
-def agreement(model_dir: Path, held_out: list[bytes], fast: str = "int8") -> dict[str, float | int]:
-    """The `fast` precision against fp32 on the same held-out images, through the handler's preprocessing."""
+def agreement(fp32: Any, held_out: list[bytes], fast: dict[str, Any]) -> dict[str, dict[str, float | int]]:
+    """Each of the `fast` handler models (by name) against the `fp32` one on the same held-out images,
+    through the handler's own preprocessing."""
     import inference
     import quantization
     import torch
 
-    models = {precision: load_ours(model_dir, precision) for precision in ("fp32", fast)}
-    if models[fast].precision != fast:
-        raise RuntimeError(f"asked for {fast}, the handler loaded {models[fast].precision}: see its log")
-    logits: dict[str, list[torch.Tensor]] = {"fp32": [], fast: []}
+    models = {"fp32": fp32, **fast}
+    logits: dict[str, list[torch.Tensor]] = {name: [] for name in models}
     with torch.inference_mode():
         for body in held_out:
-            tensor = inference._prepare(inference.Request(body, "image/jpeg"), models["fp32"])
-            for precision, model in models.items():
-                logits[precision].append(model.network(inference.network_inputs(tensor, model)).float().cpu())
-    return quantization.agreement(torch.cat(logits["fp32"]), torch.cat(logits[fast])).as_dict()
+            tensor = inference._prepare(inference.Request(body, "image/jpeg"), fp32)
+            for name, model in models.items():
+                logits[name].append(model.network(inference.network_inputs(tensor, model)).float().cpu())
+    reference = torch.cat(logits["fp32"])
+    return {name: quantization.agreement(reference, torch.cat(logits[name])).as_dict() for name in fast}
+
+
+def int8_networks_safe_here(fp32: Any, model_dir: Path) -> dict[str, Any]:
+    """The handler model `fp32` with each int8 network of the artifact that is safe on this CPU in
+    its place, by precision: what MODEL_PRECISION=int8 serves here, and any slower safe one."""
+    import dataclasses
+
+    import networks
+    import quantization
+
+    cpu = networks.read_cpu_flags()
+    return {
+        network.precision: dataclasses.replace(
+            fp32, network=quantization.load(model_dir / network.file), precision=network.precision
+        )
+        for network in networks.INT8_NETWORKS
+        if (model_dir / network.file).exists() and cpu.safe(network) is None
+    }
+
+
+def cpu_description() -> dict[str, str]:
+    """The CPU's model name and the flags that choose the int8 network."""
+    import networks
+
+    names = [line.partition(":")[2].strip() for line in _cpuinfo().splitlines() if line.startswith("model name")]
+    return {"model_name": names[0] if names else "unknown", "flags": networks.read_cpu_flags().summary}
+
+
+def _cpuinfo() -> str:
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
 
 
 def multi_record_requests(images: list[bytes], size: int) -> list[bytes]:
@@ -344,13 +377,18 @@ def train_model(args: argparse.Namespace) -> tuple[Path, list[bytes]]:
     import dataset_tool
     import train
 
-    workdir = args.cache / f"{args.classes}-breeds-{args.image_size}px-{args.epochs}-epochs"
+    held_out = f"-{args.held_out_per_breed}-held-out" if args.held_out_per_breed != 2 else ""
+    workdir = args.cache / f"{args.classes}-breeds-{args.image_size}px-{args.epochs}-epochs{held_out}"
     data, out = workdir / "dogImages", workdir / "training"
-    if (out / "output" / "metrics.json").exists():  # written last: the training finished
+    import networks
+
+    made = [out / "model" / network.file for network in networks.INT8_NETWORKS]
+    if (out / "output" / "metrics.json").exists() and all(path.exists() for path in made):  # written last
         print(f"reusing the model trained in {workdir}", flush=True)
         return out / "model", held_out_images(data / "test")
     shutil.rmtree(workdir, ignore_errors=True)
-    dataset_tool.synthesize(data, classes=args.classes, per_split=(4, 2, 2), size=(320, 240), corrupt=0)
+    per_split = (4, 2, args.held_out_per_breed)  # the test split is generated last: training sees the same images
+    dataset_tool.synthesize(data, classes=args.classes, per_split=per_split, size=(320, 240), corrupt=0)
     flags = [f"--data-dir={data}", f"--model-dir={out}/model", f"--output-dir={out}/output"]
     flags += [f"--checkpoint-dir={out}/checkpoints", f"--tensorboard-dir={out}/tb", "--pretrained=none"]
     flags += ["--fine-tune=all", "--batch-size=32", "--lr=0.003", "--workers=0", f"--image-size={args.image_size}"]
@@ -394,9 +432,16 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         model_dir, held_out = train_model(args)
     if torch.cuda.is_available():
         return gpu_main(args, model_dir, held_out)
-    results: dict[str, Any] = {"torch": torch.__version__, "threads": torch.get_num_threads(), "sizes": {}}
+    results: dict[str, Any] = {
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu": cpu_description(),
+        "fast_path": load_ours(model_dir, "int8").precision,  # what MODEL_PRECISION=int8 serves here
+        "sizes": {},
+    }
     with tempfile.TemporaryDirectory() as tmp:
-        results["agreement"] = agreement(model_dir, held_out)
+        fp32 = load_ours(model_dir, "fp32")
+        results["agreement"] = agreement(fp32, held_out, int8_networks_safe_here(fp32, model_dir))
         handlers = {kind: load(kind, model_dir) for kind in KINDS}
         for text in args.sizes.split(","):
             width, height = (int(v) for v in text.split("x"))
@@ -407,6 +452,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                 "mean_jpeg_kb": round(statistics.mean(len(i) for i in images) / 1024, 1),
                 **{f"{kind}_images_per_s": round(rate, 1) for kind, rate in rates.items()},
                 **{f"{kind}_vs_baseline": round(rates[kind] / rates["baseline"], 2) for kind in KINDS[1:]},
+                "int8_vs_fp32": round(rates["int8"] / rates["fp32"], 2),
                 "stages_ms": {kind: {k: round(v, 2) for k, v in stage.items()} for kind, stage in stages.items()},
             }
         images = make_jpegs(args.images, (500, 375))
@@ -442,7 +488,7 @@ def gpu_main(args: argparse.Namespace, model_dir: Path, held_out: list[bytes]) -
         "torch": torch.__version__,
         "device": torch.cuda.get_device_name(),
         "decode_threads": int(os.environ.get("DECODE_THREADS", torch.get_num_threads())),
-        "agreement": agreement(model_dir, held_out, fast="fp16"),
+        "agreement": agreement(load_ours(model_dir, "fp32"), held_out, {"fp16": load_ours(model_dir, "fp16")})["fp16"],
         "handler_images_per_s": {p: batched_throughput(model_dir, images, sizes, args.rounds, p) for p in GPU_KINDS},
         "stages_ms": {p: batched_stage_ms(model_dir, p, images, sizes[-1], args.rounds) for p in GPU_KINDS},
         "forward_images_per_s": {p: forward_throughput(model_dir, p, [*sizes, 256]) for p in GPU_KINDS},
@@ -462,13 +508,7 @@ def stage_cells(stages: dict[str, dict[str, float]], digits: int) -> str:
 
 def gpu_report(results: dict[str, Any]) -> None:
     print(f"torch {results['torch']} on {results['device']}, {results['decode_threads']} decode threads")
-    a = results["agreement"]
-    print(
-        f"fp16 vs fp32 on {a['images']} held-out images: top-1 agreement {a['top1_agreement']:.2%}, "
-        f"mean |top-1 probability difference| {a['mean_abs_top1_probability_difference']:.5f}; "
-        f"fp32 top-1 margin median {a['median_top1_margin']:.3f}, {a['low_margin_images']} images under 0.1; "
-        f"widest margin among the images whose top-1 changed {a['largest_flipped_margin']:.4f}"
-    )
+    print(agreement_line("fp16", results["agreement"]))
     rates = results["handler_images_per_s"]
     print("our handler, multi-record requests of 500x375 JPEGs (decode + preprocess + forward + answer), img/s:")
     print(f"{'images/request':>15} " + " ".join(f"{p:>10}" for p in GPU_KINDS))
@@ -483,26 +523,35 @@ def gpu_report(results: dict[str, Any]) -> None:
         print(f"{size:>15} " + " ".join(f"{forward[p][size]:>10.0f}" for p in GPU_KINDS))
 
 
-def report(results: dict[str, Any]) -> None:
-    print(f"torch {results['torch']}, {results['threads']} threads, one image per call")
-    header = f"{'image':>10} {'JPEG KB':>8} {'baseline img/s':>15} {'fp32 img/s':>11} {'int8 img/s':>11}"
-    print(header + f" {'fp32/baseline':>14} {'int8/baseline':>14}")
-    for size, row in results["sizes"].items():
-        print(
-            f"{size:>10} {row['mean_jpeg_kb']:>8} {row['baseline_images_per_s']:>15} {row['fp32_images_per_s']:>11} "
-            f"{row['int8_images_per_s']:>11} {row['fp32_vs_baseline']:>13}x {row['int8_vs_baseline']:>13}x"
-        )
-    print("per image, ms: decode + preprocess | forward + answer (share of decode + preprocess)")
-    for size, row in results["sizes"].items():
-        print(f"{size:>10}  " + stage_cells(row["stages_ms"], digits=1))
-    a = results["agreement"]
-    print(
-        f"int8 vs fp32 on {a['images']} held-out images: top-1 agreement {a['top1_agreement']:.2%}, "
+def agreement_line(name: str, a: dict[str, float | int]) -> str:
+    return (
+        f"{name} vs fp32 on {a['images']} held-out images: top-1 agreement {a['top1_agreement']:.2%}, "
         f"mean |top-1 probability difference| {a['mean_abs_top1_probability_difference']:.4f}; "
         f"fp32 top-1 margin median {a['median_top1_margin']:.3f}, {a['low_margin_images']} images under 0.1; "
         f"widest margin among the images whose top-1 changed {a['largest_flipped_margin']:.4f}"
     )
-    print("our handler (int8), multi-record requests (batch transform) of 500x375 JPEGs on the CPU:")
+
+
+def report(results: dict[str, Any]) -> None:
+    cpu, fast = results["cpu"], results["fast_path"]
+    print(f"CPU {cpu['model_name']}, flags: {cpu['flags']}; torch {results['torch']}, {results['threads']} threads")
+    print(f"MODEL_PRECISION=int8 serves {fast} on this CPU (the int8 column); one image per call")
+    header = f"{'image':>10} {'JPEG KB':>8} {'baseline img/s':>15} {'fp32 img/s':>11} {'int8 img/s':>11}"
+    print(header + f" {'fp32/baseline':>14} {'int8/baseline':>14} {'int8/fp32':>10}")
+    for size, row in results["sizes"].items():
+        print(
+            f"{size:>10} {row['mean_jpeg_kb']:>8} {row['baseline_images_per_s']:>15} {row['fp32_images_per_s']:>11} "
+            f"{row['int8_images_per_s']:>11} {row['fp32_vs_baseline']:>13}x {row['int8_vs_baseline']:>13}x "
+            f"{row['int8_vs_fp32']:>9}x"
+        )
+    print("per image, ms: decode + preprocess | forward + answer (share of decode + preprocess)")
+    for size, row in results["sizes"].items():
+        print(f"{size:>10}  " + stage_cells(row["stages_ms"], digits=1))
+    if not results["agreement"]:
+        print("no int8 network of this model is safe on this CPU: the int8 column served fp32")
+    for name, a in results["agreement"].items():
+        print(agreement_line(name, a) + (" (the int8 column)" if name == fast else ""))
+    print(f"our handler ({fast}), multi-record requests (batch transform) of 500x375 JPEGs on the CPU:")
     for size, row in results["batched_500x375"].items():
         print(f"{size:>6} images/request {row['images_per_s']:>8} img/s {row['vs_batch_1']:>6}x batch 1")
     cold, ratio, rss = results["cold_start_s"], results["cold_start_vs_baseline"], results["peak_rss_mib"]
@@ -527,6 +576,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--classes", type=int, default=133, help="breeds of the model trained here")
     parser.add_argument("--image-size", type=int, default=224, help="input size of the model trained here")
     parser.add_argument("--epochs", type=int, default=12, help="epochs of the model trained here")
+    parser.add_argument(
+        "--held-out-per-breed", type=int, default=6, help="test images per breed of the model trained here"
+    )
     parser.add_argument("--cache", type=Path, default=REPO / ".devstack" / "benchmark", help="where it is kept")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--first-prediction", nargs=3, metavar=("KIND", "MODEL_DIR", "IMAGE"), help=argparse.SUPPRESS)

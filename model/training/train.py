@@ -1,8 +1,9 @@
 """Final training of the ResNet-18 dog-breed classifier with the tuned hyperparameters.
 
 Leaves a deployable model in --model-dir (SM_MODEL_DIR, tarred by SageMaker into model.tar.gz):
-model.pth (best validation accuracy), model_int8.pt (its int8 fast path for CPUs, calibrated on
-validation images; see quantization.py), class_index.json, model_config.json and code/ with
+model.pth (best validation accuracy), model_int8.pt and model_int8_reduce_range.pt (its int8
+networks for CPUs with and without AVX-512 VNNI, calibrated on validation images; see
+quantization.py and networks.py), class_index.json, model_config.json and code/ with
 model/serving/ (inference.py and what it imports). Runs as one process or under torchrun (SageMaker's
 torch_distributed); resumes from --checkpoint-dir, which managed spot training restores."""
 
@@ -21,17 +22,19 @@ from typing import Any
 import classifier
 import dogimages
 import loops
+import networks
 import quantization
 import torch
 import torch.distributed as dist
-from classifier import CLASS_INDEX_FILE, CONFIG_FILE, WEIGHTS_FILE, build_resnet18, save_class_index
+from classifier import CLASS_INDEX_FILE, CONFIG_FILE, build_resnet18, save_class_index
+from networks import WEIGHTS_FILE
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 # What the inference container needs under code/: the handler and the modules it imports, all of
 # model/serving/. They sit beside classifier.py, here as in the source bundle of a training job.
 SERVING_DIR = Path(classifier.__file__).resolve().parent
-SERVING_CODE = ("inference.py", "classifier.py", "answers.py", "quantization.py")
+SERVING_CODE = ("inference.py", "classifier.py", "answers.py", "networks.py", "quantization.py")
 CHECKPOINT = "checkpoint.pth"
 
 
@@ -55,7 +58,7 @@ def get_args_parser() -> argparse.ArgumentParser:
         "--int8",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="also write the int8 fast path (model_int8.pt) and measure its agreement with fp32 on the test split",
+        help="also write the int8 networks (model_int8*.pt) and measure their agreement with fp32 on the test split",
     )
     parser.add_argument(
         "--calibration-images", type=int, default=512, help="images that calibrate int8 (validation, then training)"
@@ -173,7 +176,8 @@ def _finish(
         test = loops.evaluate(model, test_loader, criterion, single)
         loops.log_metrics("test", args.epochs, test)
         result["test_accuracy"] = test.accuracy
-    (model_dir / quantization.INT8_FILE).unlink(missing_ok=True)  # never beside other weights than its own
+    for network in networks.INT8_NETWORKS:  # never beside other weights than their own
+        (model_dir / network.file).unlink(missing_ok=True)
     if args.int8:
         result.update(_write_int8(args, model, valid_loader, test_loader))
     save_class_index(dogimages.breeds(train_set), model_dir)
@@ -183,7 +187,8 @@ def _finish(
     for name in SERVING_CODE:
         shutil.copy2(SERVING_DIR / name, code_dir / name)
     (Path(args.output_dir) / "metrics.json").write_text(json.dumps(result, indent=1))
-    written = [name for name in (WEIGHTS_FILE, quantization.INT8_FILE) if (model_dir / name).exists()]
+    shipped = (WEIGHTS_FILE, *(network.file for network in networks.INT8_NETWORKS))
+    written = [name for name in shipped if (model_dir / name).exists()]
     print(f"model written to {model_dir}: {', '.join(written)}, {CLASS_INDEX_FILE}, {CONFIG_FILE}, code/", flush=True)
     return result
 
@@ -194,8 +199,9 @@ def _write_int8(
     valid_loader: Iterable[dogimages.Batch],
     test_loader: Iterable[dogimages.Batch] | None,
 ) -> dict[str, Any]:
-    """model_int8.pt, calibrated on validation images, then training ones as the eval transform
-    sees them (never the test split), and its top-1 agreement with the fp32 weights on the test split."""
+    """The int8 networks, calibrated on validation images, then training ones as the eval transform
+    sees them (never the test split), and each one's top-1 agreement with the fp32 weights on the
+    test split."""
     if quantization.ENGINE not in torch.backends.quantized.supported_engines:
         print(f"int8: this torch has no {quantization.ENGINE} int8 kernels; serving will run fp32", flush=True)
         return {}
@@ -207,15 +213,21 @@ def _write_int8(
         (batch.images for batch in itertools.chain(valid_loader, train_loader) if len(batch.images)),
         max(1, args.calibration_images // args.batch_size),
     )
-    fast = quantization.quantize(model, calibration, args.image_size)
-    quantization.save(fast, Path(args.model_dir) / quantization.INT8_FILE)
+    made = quantization.quantize(model, calibration, args.image_size)
+    for network, module in made.items():
+        quantization.save(module, Path(args.model_dir) / network.file)
     if test_loader is None:
         return {}
-    agreement = quantization.compare(model, fast, (batch.images for batch in test_loader if len(batch.images)))
-    print(" ".join(f"int8_{key}={value}" for key, value in agreement.as_dict().items()), flush=True)
-    if reason := quantization.unsupported():
-        print(f"int8: {reason}, so this agreement is a lower bound (serving on such a CPU runs fp32)", flush=True)
-    return {"int8_agreement": agreement.as_dict()}
+    cpu = networks.read_cpu_flags()
+    measured: dict[str, Any] = {}
+    for network, module in made.items():
+        agreement = quantization.compare(model, module, (batch.images for batch in test_loader if len(batch.images)))
+        measured[network.precision] = agreement.as_dict()
+        figures = " ".join(f"{key}={value}" for key, value in agreement.as_dict().items())
+        print(f"int8 network {network.file} ({network.precision}) against fp32 on the test split: {figures}")
+        if reason := cpu.safe(network):
+            print(f"  serving would not use it on this CPU: {reason}", flush=True)
+    return {"int8_agreement": measured}
 
 
 @contextlib.contextmanager

@@ -23,6 +23,7 @@ from pipeline.logic import answers
 
 BREEDS = [f"{i:03d}.Breed_{i:03d}" for i in range(1, 134)]
 IMAGE_TYPES = {"image/jpeg", "image/png", "application/x-image"}
+FAKE_PRECISION, FAKE_VERSION = "int8", "sha256:fa4efa4efa4efa4e"  # the network the fake says answered
 
 
 def fake_prediction(body: bytes) -> answers.Prediction:
@@ -31,7 +32,9 @@ def fake_prediction(body: bytes) -> answers.Prediction:
     order = [(index + k) % len(BREEDS) for k in range(5)]
     probabilities = [0.6, 0.2, 0.1, 0.06, 0.04]
     return answers.Prediction(
-        tuple(answers.Candidate(BREEDS[i][:3], BREEDS[i][4:], p) for i, p in zip(order, probabilities, strict=True))
+        tuple(answers.Candidate(BREEDS[i][:3], BREEDS[i][4:], p) for i, p in zip(order, probabilities, strict=True)),
+        model_precision=FAKE_PRECISION,
+        model_version=FAKE_VERSION,
     )
 
 

@@ -15,11 +15,14 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import classifier
+import networks
 import pytest
 
 from devstack.container import pack_model, unpack_model
 from devstack.toolkit import ToolkitHost
 from tests.conftest import REPO
+from tests.training import CLASSES, IMAGE_SIZE
 
 pytestmark = pytest.mark.slow  # serves a trained model in a second Python
 
@@ -82,13 +85,41 @@ def test_the_artifact_answers_alike_under_the_containers_torch(
     host = ToolkitHost(model_dir)
     here = [host.invoke(body, "image/jpeg") for body in bodies]
 
-    # THEN torch 2.6 loaded the asked precision from the artifact's own code
-    assert f"model loaded: precision={precision} device=cpu" in log
-    # and every answer is the same breed, with the same confidence to within rounding
+    # THEN torch 2.6 loaded, from the artifact's own code, the network this CPU gets for that precision
+    files = {path.name for path in model_dir.iterdir()}
+    expected = networks.choose(precision, device="cpu", cpu=networks.read_cpu_flags(), files=files).precision
+    assert f"model loaded: precision={expected} device=cpu" in log
+    # and every answer is the same breed, with the same confidence to within rounding, from that network
     assert len(there) == len(here) == len(photos) + 1
     for answer, reference in zip(there[:-1], here[:-1], strict=True):
         assert answer["status"] == reference.status == 200
         ours, theirs = json.loads(answer["body"]), json.loads(reference.body)
         assert ours["predicted_label"] == theirs["predicted_label"]
         assert ours["confidence"] == pytest.approx(theirs["confidence"], abs=0.02)
+        assert ours["model_precision"] == theirs["model_precision"] == expected
+        assert ours["model_version"] == theirs["model_version"] == classifier.model_version(model_dir)
     assert there[-1]["status"] == here[-1].status == 400
+
+
+LOAD_EVERY_INT8_NETWORK = """
+import json, sys, torch, networks, quantization
+shapes = {}
+for network in networks.INT8_NETWORKS:
+    module = quantization.load(sys.argv[1] + "/" + network.file)
+    with torch.inference_mode():
+        shapes[network.file] = list(module(torch.zeros(2, 3, int(sys.argv[2]), int(sys.argv[2]))).shape)
+print(json.dumps(shapes))
+"""
+
+
+def test_every_int8_network_loads_and_runs_under_the_containers_torch(
+    trained: tuple[Path, dict[str, object]],
+) -> None:
+    """Whichever a host's CPU gets, the file train.py wrote on this torch is one torch 2.6 can run."""
+    model_dir = trained[0]
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env["PYTHONPATH"] = str(model_dir / "code")
+    command = [serving_python(), "-c", LOAD_EVERY_INT8_NETWORK, str(model_dir), str(IMAGE_SIZE)]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(result.stdout) == {network.file: [2, CLASSES] for network in networks.INT8_NETWORKS}

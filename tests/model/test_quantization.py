@@ -1,6 +1,6 @@
-"""The int8 fast path: quantization.py's agreement arithmetic, the model_int8.pt train.py writes and
-how closely it answers as fp32 on held-out images, and the MODEL_PRECISION switch of inference.py
-(int8, fp16 on GPUs, fp32)."""
+"""The int8 fast path: quantization.py's agreement arithmetic, the two int8 networks train.py writes
+and how closely they answer as fp32 on held-out images, and the MODEL_PRECISION switch of
+inference.py (int8, fp16 on GPUs, fp32) on this CPU and, with their flags stood in for, on the others."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ import shutil
 from pathlib import Path
 
 import answers
+import classifier
 import inference
+import networks
 import pytest
 import quantization
 import torch
@@ -51,30 +53,80 @@ def held_out_batches(directory: Path) -> list[torch.Tensor]:
     return [batch.images for batch in loader]
 
 
-@pytest.mark.slow
-def test_training_writes_an_int8_model_that_answers_as_fp32(
-    trained: tuple[Path, dict[str, object]], tmp_path_factory: pytest.TempPathFactory
-) -> None:
-    import dataset_tool
-    from classifier import build_resnet18
+def served_here(model_dir: Path, asked: str = "int8") -> networks.Choice:
+    """What the handler must serve for MODEL_PRECISION=`asked` on this machine's CPU (the rule itself is
+    tested for every CPU class in tests/unit/test_networks.py)."""
+    files = {path.name for path in model_dir.iterdir()}
+    return networks.choose(asked, device="cpu", cpu=networks.read_cpu_flags(), files=files)
 
-    model_dir, result = trained
-    # train.py measured it on the test split it never calibrated on
-    measured = result["int8_agreement"]
-    assert isinstance(measured, dict) and measured["images"] == CLASSES * 4
-    # and on 200 new images of the same breeds, through the network as loaded for serving
+
+def new_held_out_batches(tmp_path_factory: pytest.TempPathFactory) -> list[torch.Tensor]:
+    """200 new images of the test model's breeds, never seen in training or calibration."""
+    import dataset_tool
+
     held_out = dataset_tool.synthesize(
         tmp_path_factory.mktemp("held-out"), classes=CLASSES, per_split=(1, 1, 40), size=(160, 120), corrupt=0, seed=7
     )
+    return held_out_batches(held_out)
+
+
+@pytest.mark.slow
+def test_training_writes_both_int8_networks_and_measures_each(trained: tuple[Path, dict[str, object]]) -> None:
+    model_dir, result = trained
+    # train.py measured each on the test split it never calibrated on
+    measured = result["int8_agreement"]
+    assert isinstance(measured, dict) and set(measured) == {"int8", "int8-reduce-range"}
+    assert all(figures["images"] == CLASSES * 4 for figures in measured.values())
+    for network in networks.INT8_NETWORKS:
+        # each is an int8 network: a quarter of the fp32 weights' size
+        assert (model_dir / network.file).stat().st_size < (model_dir / "model.pth").stat().st_size / 3
+
+
+def int8_weights(module: torch.jit.ScriptModule) -> list[torch.Tensor]:
+    """The integer weights of every quantized convolution of a frozen int8 network."""
+    weights = []
+    for node in module.graph.nodes():
+        output = node.outputsAt(0) if node.outputsSize() else None
+        if node.kind() == "prim::Constant" and output is not None and "PackedParams" in str(output.type()):
+            weight, _ = output.toIValue().unpack()
+            weights.append(weight.int_repr())
+    return weights
+
+
+@pytest.mark.slow
+def test_only_the_reduce_range_network_keeps_its_weights_in_seven_bits(trained: tuple[Path, dict[str, object]]) -> None:
+    """What makes it safe without VNNI: pairs of 8-bit activations times 7-bit weights fit in 16 bits."""
+    for network in networks.INT8_NETWORKS:
+        weights = int8_weights(quantization.load(trained[0] / network.file))
+        assert len(weights) == 20  # ResNet-18's convolutions (the head stays fp32)
+        low, high = min(int(w.min()) for w in weights), max(int(w.max()) for w in weights)
+        # reduce_range scales each channel's largest weight to 63.5, which rounds to 64: |w| <= 64, so
+        # a pair of products is at most 2 x 255 x 64 = 32,640, inside int16
+        if network.reduce_range:
+            assert low >= -64 and high <= 64, (network.file, low, high)
+        else:
+            assert low < -64 or high > 64, (network.file, low, high)  # the full 8 bits are used
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("which", ["served here", "reduce-range"])
+def test_an_int8_network_answers_as_fp32(
+    trained: tuple[Path, dict[str, object]], tmp_path_factory: pytest.TempPathFactory, which: str
+) -> None:
+    """The network this CPU serves, and the reduce-range one, which is safe on every CPU with AVX2
+    (the full-range one is checked by the first case on machines with AVX-512 VNNI)."""
+    from classifier import build_resnet18
+
+    model_dir = trained[0]
+    choice = served_here(model_dir)
+    file = choice.file if which == "served here" else networks.INT8_REDUCE_RANGE.file
+    assert file.startswith("model_int8"), f"this CPU serves {choice.precision}: {choice.why}"
     fp32 = build_resnet18(CLASSES)
     fp32.load_state_dict(torch.load(model_dir / "model.pth", weights_only=True))
-    int8 = quantization.load(model_dir / quantization.INT8_FILE)
-    agreement = quantization.compare(fp32, int8, held_out_batches(held_out))
+    agreement = quantization.compare(fp32, quantization.load(model_dir / file), new_held_out_batches(tmp_path_factory))
     assert agreement.images == 200
-    assert agreement.top1_agreement >= MIN_AGREEMENT_SMALL_MODEL, agreement
-    assert agreement.mean_abs_top1_probability_difference < 0.05, agreement
-    # it is the int8 network: a quarter of the fp32 weights' size
-    assert (model_dir / quantization.INT8_FILE).stat().st_size < (model_dir / "model.pth").stat().st_size / 3
+    assert agreement.top1_agreement >= MIN_AGREEMENT_SMALL_MODEL, (file, agreement)
+    assert agreement.mean_abs_top1_probability_difference < 0.05, (file, agreement)
 
 
 @pytest.mark.slow
@@ -84,28 +136,64 @@ def test_int8_is_the_default_and_fp32_the_fallback(
     model_dir = trained[0]
     monkeypatch.delenv("MODEL_PRECISION", raising=False)
     default = inference.model_fn(str(model_dir))
-    assert default.precision == ("fp32" if quantization.unsupported() else "int8")
+    assert default.precision == served_here(model_dir).precision  # int8 or int8-reduce-range by the CPU
     monkeypatch.setenv("MODEL_PRECISION", "fp32")
     fp32 = inference.model_fn(str(model_dir))
     assert fp32.precision == "fp32"
     assert all(p.dtype == torch.float32 for p in fp32.network.parameters())
-    # both name the breed of a held-out photo
+    # both name the breed of a held-out photo, and say which network and weights answered
     photo = next((dataset / "test").glob("003.*/*.jpg")).read_bytes()
+    version = classifier.model_version(model_dir)
     for model in (default, fp32):
         answer = inference.predict_fn(inference.Request(photo, "image/jpeg"), model)
         assert isinstance(answer, answers.Prediction) and answer.label == "003"
+        assert (answer.model_precision, answer.model_version) == (model.precision, version)
+    assert version.startswith("sha256:") and len(version) == len("sha256:") + 16
+
+
+PRETEND = {
+    "avx2": "fpu sse2 avx avx2",
+    "avx512": "fpu sse2 avx avx2 avx512f avx512bw avx512vl",
+    "avx512_vnni": "fpu sse2 avx avx2 avx512f avx512bw avx512vl avx512_vnni",
+}
 
 
 @pytest.mark.slow
-def test_a_cpu_without_vnni_serves_fp32_and_says_why(
+@pytest.mark.parametrize(
+    ("cpu", "served"),
+    [("avx2", "int8-reduce-range"), ("avx512", "int8-reduce-range"), ("avx512_vnni", "int8")],
+)
+def test_the_handler_loads_the_network_each_cpu_class_gets(
+    trained: tuple[Path, dict[str, object]],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    cpu: str,
+    served: str,
+) -> None:
+    """model_fn follows networks.choose for CPUs of every class (their flags stood in for; the
+    networks' answers are checked above only where they are safe)."""
+    monkeypatch.setenv("MODEL_PRECISION", "int8")
+    monkeypatch.setattr(networks, "read_cpu_flags", lambda: networks.CpuFlags(frozenset(PRETEND[cpu].split()), "test"))
+    with caplog.at_level(logging.INFO, logger="inference"):
+        model = inference.model_fn(str(trained[0]))
+    assert model.precision == served
+    file = {"int8": "model_int8.pt", "int8-reduce-range": "model_int8_reduce_range.pt"}[served]
+    assert f"model loaded: precision={served} device=cpu" in caplog.text and f"network={file}" in caplog.text
+    assert "but serving fp32" not in caplog.text
+
+
+@pytest.mark.slow
+def test_a_cpu_whose_flags_are_unknown_serves_fp32_and_says_why(
     trained: tuple[Path, dict[str, object]], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setenv("MODEL_PRECISION", "int8")
-    monkeypatch.setattr(quantization, "unsupported", lambda: "this CPU has no AVX-512 VNNI")
+    unknown = networks.CpuFlags(None, "/proc/cpuinfo has no flags line (not an x86 CPU?)")
+    monkeypatch.setattr(networks, "read_cpu_flags", lambda: unknown)
     with caplog.at_level(logging.WARNING, logger="inference"):
         model = inference.model_fn(str(trained[0]))
     assert model.precision == "fp32"
-    assert "MODEL_PRECISION=int8 but serving fp32: this CPU has no AVX-512 VNNI" in caplog.text
+    assert "MODEL_PRECISION=int8 but serving fp32: this CPU's instruction set is unknown" in caplog.text
+    assert len([r for r in caplog.records if "but serving fp32" in r.getMessage()]) == 1  # said once
 
 
 @pytest.mark.slow
@@ -154,9 +242,9 @@ def test_an_artifact_without_int8_serves_fp32_and_says_why(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    older = shutil.copytree(trained[0], tmp_path / "model", ignore=shutil.ignore_patterns(quantization.INT8_FILE))
+    older = shutil.copytree(trained[0], tmp_path / "model", ignore=shutil.ignore_patterns("model_int8*.pt"))
     monkeypatch.setenv("MODEL_PRECISION", "int8")
     with caplog.at_level(logging.WARNING, logger="inference"):
         model = inference.model_fn(str(older))
     assert model.precision == "fp32"
-    assert "serving fp32: the model has no model_int8.pt" in caplog.text
+    assert "serving fp32: the model has no int8 network" in caplog.text

@@ -12,6 +12,7 @@ from pathlib import Path
 import classifier
 import hpo
 import launch
+import networks
 import pytest
 import torch
 import train
@@ -36,6 +37,7 @@ def test_training_learns_and_leaves_a_deployable_model(trained: tuple[Path, dict
         "model.pth",
         "model_config.json",
         "model_int8.pt",
+        "model_int8_reduce_range.pt",
     ]
     # code/ is model/serving/ as it is: the handler and what it imports
     shipped = sorted(p.name for p in (REPO / "model" / "serving").glob("*.py"))
@@ -175,12 +177,20 @@ def test_the_benchmark_command_trains_serves_and_reports_every_handler(tmp_path:
     """A smoke run of `make benchmark` (the figures themselves come from the full command)."""
     command = [sys.executable, str(REPO / "model" / "tools" / "benchmark.py"), "--images", "3", "--rounds", "1"]
     command += ["--cold-starts", "1", "--sizes", "160x120", "--batch-sizes", "1,2", "--json", str(tmp_path / "b.json")]
-    command += ["--classes", "3", "--image-size", "64", "--epochs", "1", "--cache", str(tmp_path / "cache")]
+    command += ["--classes", "3", "--image-size", "64", "--epochs", "1", "--held-out-per-breed", "2"]
+    command += ["--cache", str(tmp_path / "cache")]
     env = {**os.environ, "PYTHONPATH": IMPORT_PATH}
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env, check=False)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "int8/baseline" in result.stdout and "top-1 agreement" in result.stdout
     report = json.loads((tmp_path / "b.json").read_text())
+    # it names the CPU's flags and the network MODEL_PRECISION=int8 served on it
+    cpu = networks.read_cpu_flags()
+    served = networks.choose("int8", device="cpu", cpu=cpu, files={n.file for n in networks.INT8_NETWORKS})
+    assert report["cpu"]["flags"] == cpu.summary and f"flags: {cpu.summary}" in result.stdout
+    assert (
+        report["fast_path"] == served.precision and f"MODEL_PRECISION=int8 serves {served.precision}" in result.stdout
+    )
     row = report["sizes"]["160x120"]
     for kind in ("fp32", "int8"):
         assert row[f"{kind}_vs_baseline"] == pytest.approx(
@@ -190,4 +200,7 @@ def test_the_benchmark_command_trains_serves_and_reports_every_handler(tmp_path:
         assert report["cold_start_s"][kind] > 0 and report["peak_rss_mib"][kind] > 100
     assert 0 < report["cold_start_vs_baseline"]["import-torch"] < 1  # the floor: torch without torchvision
     assert set(row["stages_ms"]) == {"baseline", "fp32", "int8"}
-    assert report["agreement"]["images"] == 3 * 2  # the test split of the model it trained
+    # every int8 network safe on this CPU, measured on the test split of the model it trained
+    safe = {n.precision for n in networks.INT8_NETWORKS if cpu.safe(n) is None}
+    assert set(report["agreement"]) == safe and served.precision in safe
+    assert all(figures["images"] == 3 * 2 for figures in report["agreement"].values())

@@ -70,6 +70,8 @@ def outcome_item(ref: ImageRef, outcome: Outcome, now: datetime) -> dict[str, An
             breed=p.class_name,  # key of the breed index
             confidence=p.confidence,
             top5=[{"label": c.label, "breed": c.class_name, "probability": c.probability} for c in p.top5],
+            model_precision=p.model_precision,  # the network that answered (absent from older models' answers)
+            model_version=p.model_version,
         )
     return {k: v for k, v in item.items() if v is not None}
 

@@ -1,0 +1,142 @@
+"""Which network answers: fp32, fp16 or one of the int8 networks, by what was asked, the device, the
+CPU's instruction set and what the artifact holds. Decided once, here, as a pure function
+(`choose`), and reported on every answer as its `model_precision`.
+
+The artifact can hold two int8 networks, both made by train.py (see quantization.py):
+- `int8` (model_int8.pt): full-range 8-bit activations. Safe only where the CPU has AVX-512 VNNI
+  (Intel since Cascade Lake, AMD since Zen 4; every AMX CPU has it too), whose instructions sum
+  8-bit products in 32 bits. Without VNNI, PyTorch's int8 kernels add pairs of products in 16 bits
+  (AVX2's and AVX-512's vpmaddubsw), which saturate when activations use all 8 bits.
+- `int8-reduce-range` (model_int8_reduce_range.pt): the same 8-bit activations with weights in 7
+  bits (PyTorch's reduce_range: each channel's largest weight is scaled to 63.5, so |w| <= 64),
+  so a pair of products, at most 2 x 255 x 64 = 32,640, fits in 16 bits. Safe on every CPU with AVX2.
+MODEL_PRECISION=int8 means "the fastest network that is safe here": the first of them that is in
+the artifact and safe on this CPU; fp32 where neither is.
+
+The instruction set is read from the `flags` line of /proc/cpuinfo (Linux's public interface;
+every SageMaker container is Linux). Where it cannot be read, it is unknown, and unknown selects
+fp32 with the reason logged: nothing is guessed.
+
+Standard library only: the unit tests cover every combination without torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+from pathlib import Path
+
+PRECISIONS = ("int8", "fp16", "fp32")  # what MODEL_PRECISION may ask for
+WEIGHTS_FILE = "model.pth"  # the trained weights: fp32 and fp16 serve them, the int8 networks are made of them
+CPUINFO = Path("/proc/cpuinfo")
+
+
+@dataclass(frozen=True)
+class Int8Network:
+    """One of the int8 networks train.py writes beside model.pth."""
+
+    precision: str  # what the answer and the prediction record say served it
+    file: str
+    reduce_range: bool  # 7-bit weights (safe without VNNI) instead of 8-bit ones
+    needs: str  # the CPU feature it is safe on, in words
+
+
+INT8 = Int8Network("int8", "model_int8.pt", reduce_range=False, needs="AVX-512 VNNI")
+INT8_REDUCE_RANGE = Int8Network("int8-reduce-range", "model_int8_reduce_range.pt", reduce_range=True, needs="AVX2")
+INT8_NETWORKS = (INT8, INT8_REDUCE_RANGE)  # fastest first
+
+
+@dataclass(frozen=True)
+class CpuFlags:
+    """The CPU's instruction-set flags, or None where they are unknown (and `source` says why)."""
+
+    flags: frozenset[str] | None
+    source: str
+
+    @property
+    def summary(self) -> str:
+        """The flags that decide the network, for logs and benchmark reports."""
+        if self.flags is None:
+            return f"unknown ({self.source})"
+        shown = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "avx512_bf16")
+        return " ".join(flag for flag in shown if flag in self.flags) or "none of avx2, avx512f, avx512_vnni"
+
+    def safe(self, network: Int8Network) -> str | None:
+        """None if `network` is safe on this CPU, else why not."""
+        if self.flags is None:
+            return f"this CPU's instruction set is unknown ({self.source})"
+        if "avx2" not in self.flags:
+            return "this CPU has no AVX2, which the int8 kernels need"
+        if not network.reduce_range and "avx512_vnni" not in self.flags:
+            return "this CPU has no AVX-512 VNNI, without which 8-bit weights times 8-bit activations can saturate"
+        return None
+
+
+def read_cpu_flags(cpuinfo: Path = CPUINFO) -> CpuFlags:
+    """The `flags` of the first processor in /proc/cpuinfo (x86 Linux); unknown elsewhere."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError as exc:
+        return CpuFlags(None, f"{cpuinfo} cannot be read: {exc.strerror or exc}")
+    for line in text.splitlines():
+        name, sep, value = line.partition(":")
+        if sep and name.strip() == "flags":
+            return CpuFlags(frozenset(value.split()), str(cpuinfo))
+    return CpuFlags(None, f"{cpuinfo} has no flags line (not an x86 CPU?)")
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The network a worker serves, and why."""
+
+    precision: str  # "fp32", "fp16", "int8" or "int8-reduce-range": what answers report
+    file: str  # the file in the model directory it loads
+    why: str  # why this one, in words, for the log
+    fallback: bool  # True where it is not what MODEL_PRECISION asked for (logged as a warning)
+
+
+def choose(
+    asked: str,
+    *,
+    device: str,
+    cpu: CpuFlags,
+    files: Collection[str],
+    int8_kernels: bool = True,
+) -> Choice:
+    """What a worker serves for MODEL_PRECISION=`asked` on `device` ("cpu", "cuda"), a CPU with
+    these flags, a model directory holding `files`, and a torch that has (or lacks) its x86 int8
+    kernels. Raises ValueError for a precision that is not one of PRECISIONS."""
+    asked = asked.strip().lower()
+    if asked not in PRECISIONS:
+        raise ValueError(f"MODEL_PRECISION must be one of {', '.join(PRECISIONS)}, not {asked!r}")
+    if asked == "fp32":
+        return Choice("fp32", WEIGHTS_FILE, "MODEL_PRECISION=fp32", fallback=False)
+    if asked == "fp16":
+        if device == "cuda":
+            return Choice("fp16", WEIGHTS_FILE, "MODEL_PRECISION=fp16 on a GPU", fallback=False)
+        return _fp32(f"fp16 is for GPUs and this worker has {device}")
+    if device != "cpu":
+        return _fp32(f"int8 kernels are for CPUs and this worker has {device}")
+    if not int8_kernels:
+        return _fp32("this torch has no x86 int8 kernels")
+    if refusal := cpu.safe(INT8_REDUCE_RANGE):  # the network that needs the least of a CPU
+        return _fp32(refusal)
+    present = [network for network in INT8_NETWORKS if network.file in files]
+    if not present:
+        return _fp32("the model has no int8 network (train.py --no-int8, or an older artifact)")
+    refusals: list[str] = []
+    for network in present:
+        refusal = cpu.safe(network)
+        if refusal is None:
+            skipped = "; ".join(refusals)
+            why = f"{network.file}, safe with {network.needs}" + (f" ({skipped})" if skipped else "")
+            return Choice(network.precision, network.file, why, fallback=False)
+        refusals.append(f"not {network.file}: {refusal}")
+    missing = [network.file for network in INT8_NETWORKS if network not in present]
+    if missing:
+        refusals.append(f"the model has no {', '.join(missing)} (an artifact from before it existed?)")
+    return _fp32("; ".join(refusals))
+
+
+def _fp32(reason: str) -> Choice:
+    return Choice("fp32", WEIGHTS_FILE, reason, fallback=True)
