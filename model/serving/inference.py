@@ -147,13 +147,12 @@ def model_fn(model_dir: str) -> Classifier:
     version = model_version(directory)
     decode_threads = max(1, int(os.environ.get("DECODE_THREADS", torch.get_num_threads())))
     logger.info(
-        "model loaded: precision=%s device=%s classes=%d version=%s network=%s why=%r",
+        "model loaded: precision=%s device=%s classes=%d version=%s network=%s",
         choice.precision,
         device,
         len(breeds),
         version,
         choice.file,
-        choice.why,
     )
     return Classifier(
         network=network,
@@ -173,8 +172,8 @@ def model_fn(model_dir: str) -> Classifier:
 
 def serving_choice(directory: Path, device: torch.device) -> networks.Choice:
     """networks.choose for MODEL_PRECISION (default int8) on this worker: its device, its CPU's
-    flags, the model directory's files and this torch's int8 kernels. A fallback to fp32 is logged
-    as a warning with its reason."""
+    flags, the model directory's files and this torch's int8 kernels. Logged once, with the reason
+    and the CPU: as a warning where it falls back to fp32."""
     asked = os.environ.get("MODEL_PRECISION", "int8")
     cpu = networks.read_cpu_flags()
     choice = networks.choose(
@@ -184,9 +183,11 @@ def serving_choice(directory: Path, device: torch.device) -> networks.Choice:
         files={path.name for path in directory.iterdir()},
         int8_kernels=quantization.ENGINE in torch.backends.quantized.supported_engines,
     )
+    where = f"CPU {cpu.model!r}, flags: {cpu.summary}"
     if choice.fallback:
-        flags = f" (CPU flags: {cpu.summary})" if cpu.flags is not None else ""
-        logger.warning("MODEL_PRECISION=%s but serving fp32: %s%s", asked, choice.why, flags)
+        logger.warning("MODEL_PRECISION=%s but serving fp32: %s (%s)", asked, choice.why, where)
+    else:
+        logger.info("MODEL_PRECISION=%s serves %s: %s (%s)", asked, choice.precision, choice.why, where)
     return choice
 
 

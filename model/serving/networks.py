@@ -52,6 +52,7 @@ class CpuFlags:
 
     flags: frozenset[str] | None
     source: str
+    model: str = "unknown"  # the `model name` line, for logs and benchmark reports
 
     @property
     def summary(self) -> str:
@@ -78,11 +79,15 @@ def read_cpu_flags(cpuinfo: Path = CPUINFO) -> CpuFlags:
         text = cpuinfo.read_text()
     except OSError as exc:
         return CpuFlags(None, f"{cpuinfo} cannot be read: {exc.strerror or exc}")
-    for line in text.splitlines():
+    fields: dict[str, str] = {}
+    for line in text.splitlines():  # the first processor's lines come first
         name, sep, value = line.partition(":")
-        if sep and name.strip() == "flags":
-            return CpuFlags(frozenset(value.split()), str(cpuinfo))
-    return CpuFlags(None, f"{cpuinfo} has no flags line (not an x86 CPU?)")
+        if sep:
+            fields.setdefault(name.strip(), value.strip())
+    model = fields.get("model name", "unknown")
+    if "flags" not in fields:
+        return CpuFlags(None, f"{cpuinfo} has no flags line (not an x86 CPU?)", model)
+    return CpuFlags(frozenset(fields["flags"].split()), str(cpuinfo), model)
 
 
 @dataclass(frozen=True)

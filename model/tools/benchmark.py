@@ -237,15 +237,8 @@ def cpu_description() -> dict[str, str]:
     """The CPU's model name and the flags that choose the int8 network."""
     import networks
 
-    names = [line.partition(":")[2].strip() for line in _cpuinfo().splitlines() if line.startswith("model name")]
-    return {"model_name": names[0] if names else "unknown", "flags": networks.read_cpu_flags().summary}
-
-
-def _cpuinfo() -> str:
-    try:
-        return Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return ""
+    cpu = networks.read_cpu_flags()
+    return {"model_name": cpu.model, "flags": cpu.summary}
 
 
 def multi_record_requests(images: list[bytes], size: int) -> list[bytes]:
@@ -377,8 +370,8 @@ def train_model(args: argparse.Namespace) -> tuple[Path, list[bytes]]:
     import dataset_tool
     import train
 
-    held_out = f"-{args.held_out_per_breed}-held-out" if args.held_out_per_breed != 2 else ""
-    workdir = args.cache / f"{args.classes}-breeds-{args.image_size}px-{args.epochs}-epochs{held_out}"
+    suffix = f"-{args.held_out_per_breed}-held-out" if args.held_out_per_breed != 2 else ""
+    workdir = args.cache / f"{args.classes}-breeds-{args.image_size}px-{args.epochs}-epochs{suffix}"
     data, out = workdir / "dogImages", workdir / "training"
     import networks
 
@@ -526,7 +519,7 @@ def gpu_report(results: dict[str, Any]) -> None:
 def agreement_line(name: str, a: dict[str, float | int]) -> str:
     return (
         f"{name} vs fp32 on {a['images']} held-out images: top-1 agreement {a['top1_agreement']:.2%}, "
-        f"mean |top-1 probability difference| {a['mean_abs_top1_probability_difference']:.4f}; "
+        f"mean |top-1 probability difference| {a['mean_abs_top1_probability_difference']:.5f}; "
         f"fp32 top-1 margin median {a['median_top1_margin']:.3f}, {a['low_margin_images']} images under 0.1; "
         f"widest margin among the images whose top-1 changed {a['largest_flipped_margin']:.4f}"
     )

@@ -192,7 +192,7 @@ def create_model(args: argparse.Namespace) -> str:
         ExecutionRoleArn=args.role,
         EnableNetworkIsolation=True,
         PrimaryContainer={
-            "Image": args.image or image_uri(args.region, "inference", "ml.m5.xlarge"),
+            "Image": args.image or image_uri(args.region, "inference", "ml.c6i.xlarge"),
             "ModelDataUrl": args.model_data,
             "Environment": {"SAGEMAKER_PROGRAM": "inference.py", "MODEL_PRECISION": args.precision},
         },
@@ -290,7 +290,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     x.add_argument("--model-name", default="dogbreed-resnet18")
     x.add_argument("--input", required=True)
     x.add_argument("--output", required=True)
-    x.add_argument("--instance-type", default="ml.m5.xlarge")
+    x.add_argument("--instance-type", default="ml.c6i.xlarge", help="as the template's TransformInstanceType")
     x.add_argument("--instance-count", type=int, default=1)
     x.add_argument("--max-payload-mb", type=int, default=6, help="the largest image the job takes")
     return parser

@@ -179,7 +179,10 @@ def test_the_handler_loads_the_network_each_cpu_class_gets(
     assert model.precision == served
     file = {"int8": "model_int8.pt", "int8-reduce-range": "model_int8_reduce_range.pt"}[served]
     assert f"model loaded: precision={served} device=cpu" in caplog.text and f"network={file}" in caplog.text
-    assert "but serving fp32" not in caplog.text
+    assert (
+        f"MODEL_PRECISION=int8 serves {served}: {file}, safe with" in caplog.text
+        and "but serving fp32" not in caplog.text
+    )
 
 
 @pytest.mark.slow

@@ -145,15 +145,16 @@ def cpuinfo(tmp_path: Path, text: str) -> Path:
 def test_flags_are_read_from_the_first_processor(tmp_path: Path) -> None:
     cpu = read_cpu_flags(cpuinfo(tmp_path, EPYC))
     assert cpu.flags is not None and {"avx2", "sha_ni"} <= cpu.flags and "avx512_vnni" not in cpu.flags
-    assert cpu.summary == "avx2"
+    assert (cpu.summary, cpu.model) == ("avx2", "AMD EPYC")
     cpu = read_cpu_flags(cpuinfo(tmp_path, SAPPHIRE_RAPIDS))
     assert cpu.summary == "avx2 avx512f avx512_vnni amx_int8 avx512_bf16"
+    assert cpu.model == "Intel(R) Xeon(R) Platinum 8488C"
     assert choose("int8", device="cpu", cpu=cpu, files=ARTIFACTS["both"]).precision == "int8"
 
 
 def test_a_cpu_without_a_flags_line_is_unknown_and_serves_fp32(tmp_path: Path) -> None:
     cpu = read_cpu_flags(cpuinfo(tmp_path, GRAVITON))
-    assert cpu.flags is None and "no flags line" in cpu.summary
+    assert cpu.flags is None and "no flags line" in cpu.summary and cpu.model == "unknown"
     choice = choose("int8", device="cpu", cpu=cpu, files=ARTIFACTS["both"])
     assert (choice.precision, choice.fallback) == ("fp32", True) and "unknown" in choice.why
 
