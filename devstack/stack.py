@@ -35,7 +35,7 @@ import boto3
 import requests
 
 from cli.query import Predictions
-from devstack import moto_sqs
+from devstack import moto_sagemaker, moto_sqs
 from devstack.account import ACCOUNT, CREDENTIALS, REGION
 from devstack.container import ModelContainer, unpack_model
 from devstack.event_sources import ASYNC_RETRY_DELAYS_S, EventBus, RuleTarget, SqsPoller, SqsTrigger
@@ -179,6 +179,7 @@ class Stack:
         from moto.server import ThreadedMotoServer
 
         moto_sqs.patch()  # receives and sends that do not rescan a flood's backlog per message
+        moto_sagemaker.patch()  # SageMaker's refusals that moto lacks
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's HTTP server logs every request
         moto = ThreadedMotoServer(ip_address="127.0.0.1", port=self.options.moto_port, verbose=False)
         moto.start()
@@ -345,8 +346,7 @@ class Stack:
                 "ModelDataUrl": f"s3://{ARTIFACTS_BUCKET}/model/model.tar.gz",
                 "Environment": model_environment(self.names, self.parameters),
             },
-            EnableNetworkIsolation=True,
-        )
+        )  # no EnableNetworkIsolation: serverless endpoints refuse it, as the template knows
         sagemaker.create_endpoint_config(
             EndpointConfigName=endpoint_name,
             ProductionVariants=[

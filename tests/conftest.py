@@ -62,6 +62,9 @@ def pytest_report_header() -> str:
 def moto_url() -> Iterator[str]:
     from moto.server import ThreadedMotoServer
 
+    from devstack import moto_sagemaker
+
+    moto_sagemaker.patch()  # SageMaker's refusals that moto lacks, as the local stack has them
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()

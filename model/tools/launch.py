@@ -190,7 +190,8 @@ def create_model(args: argparse.Namespace) -> str:
     client.create_model(
         ModelName=args.model_name,
         ExecutionRoleArn=args.role,
-        EnableNetworkIsolation=True,
+        # serverless endpoints refuse a network-isolated model; transform jobs take one
+        EnableNetworkIsolation=args.network_isolation,
         PrimaryContainer={
             "Image": args.image or image_uri(args.region, "inference", "ml.c6i.xlarge"),
             "ModelDataUrl": args.model_data,
@@ -277,6 +278,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     m.add_argument("--image", help="inference image; default: the PyTorch 2.6 CPU inference image")
     m.add_argument(
         "--precision", choices=("int8", "fp16", "fp32"), default="int8", help="MODEL_PRECISION: int8 (CPU), fp16 (GPU)"
+    )
+    m.add_argument(
+        "--network-isolation",
+        action="store_true",
+        help="no network for the container: for a model only transform jobs use (serverless endpoints refuse it)",
     )
 
     d = commands.add_parser("deploy", help="create or update the serverless endpoint")

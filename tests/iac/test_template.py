@@ -338,7 +338,9 @@ def test_collector_sees_only_our_finished_jobs(template: dict[str, Any]) -> None
 def test_model_resources_exist_only_with_a_model_artifact(template: dict[str, Any]) -> None:
     for name in ("Model", "EndpointConfig", "Endpoint", "ModelExecutionRole"):
         assert template["Resources"][name]["Condition"] == "CreateModel"
-    assert template["Resources"]["Model"]["Properties"]["EnableNetworkIsolation"] is True
+    # serverless endpoints do not support network isolation (SageMaker's "Feature exclusions"); jobs keep it
+    assert "EnableNetworkIsolation" not in template["Resources"]["Model"]["Properties"]
+    assert template["Resources"]["TransformModel"]["Properties"]["EnableNetworkIsolation"] is True
 
 
 # -- Lambda packages -----------------------------------------------------------------------

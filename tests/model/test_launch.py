@@ -108,6 +108,20 @@ def test_create_model_deploy_and_transform(sagemaker: Any) -> None:
     assert job["MaxPayloadInMB"] * job["MaxConcurrentTransforms"] <= 100
 
 
+def test_a_network_isolated_model_runs_transform_jobs_but_no_serverless_endpoint(sagemaker: Any) -> None:
+    """Serverless endpoints do not support network isolation (SageMaker's "Feature exclusions");
+    moto's SageMaker is patched to refuse it as SageMaker does (devstack/moto_sagemaker.py)."""
+    from botocore.exceptions import ClientError
+
+    run("create-model", "--model-data", f"s3://{BUCKET}/out/model.tar.gz", "--role", ROLE, "--network-isolation")
+    with pytest.raises(ClientError) as refused:
+        run("deploy")
+    assert refused.value.response["Error"]["Code"] == "ValidationException"
+    assert "EnableNetworkIsolation" in refused.value.response["Error"]["Message"]
+    name = run("transform", "--input", f"s3://{BUCKET}/incoming/", "--output", f"s3://{BUCKET}/transform-output/")
+    assert sagemaker.describe_transform_job(TransformJobName=name)["ModelName"] == "dogbreed-resnet18"
+
+
 def test_dataset_upload_keeps_the_dogimages_layout(sagemaker: Any, dataset: Any) -> None:
     import dataset_tool
 
