@@ -61,3 +61,20 @@ def test_the_error_record_leading_a_toolkit_error_body_is_found() -> None:
     assert answers.leading_error(text) == record
     assert answers.leading_error("Traceback (most recent call last): ...") is None
     assert answers.leading_error(answers.dumps(PREDICTION)) is None
+
+
+def test_a_prediction_names_the_network_that_made_it_and_an_older_one_still_reads() -> None:
+    served = answers.Prediction(PREDICTION.top5, model_precision="int8-reduce-range", model_version="sha256:0123")
+    doc = json.loads(answers.dumps(served))
+    assert (doc["model_precision"], doc["model_version"]) == ("int8-reduce-range", "sha256:0123")
+    assert answers.loads(answers.dumps(served)) == served
+    assert read_model_answer(answers.dumps_line("k", served).encode()) == served
+    # an artifact from before these fields answers without them: still a prediction, they are None
+    older = answers.loads(answers.dumps(PREDICTION))
+    assert isinstance(older, answers.Prediction) and (older.model_precision, older.model_version) == (None, None)
+
+
+def test_a_model_field_that_is_not_a_string_breaks_the_contract() -> None:
+    doc = {**json.loads(answers.dumps(PREDICTION)), "model_precision": 8}
+    with pytest.raises(TransientError, match="breaks the contract"):
+        read_model_answer(json.dumps(doc).encode())
