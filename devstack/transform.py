@@ -45,6 +45,16 @@ class Container(Protocol):
 StartContainer = Callable[[str, dict[str, str], str], Container]
 
 
+MIB = 1_048_576
+
+
+def max_request_bytes(max_payload_mb: int) -> int:
+    """The largest request SageMaker sends a transform job's container: MaxPayloadInMB in MiB (the
+    SageMaker SDK's local mode multiplies it by 1024 x 1024; AWS's pages say "MB"), the larger of the
+    two readings, so the container's limits are tested against the worse one."""
+    return max_payload_mb * MIB
+
+
 class JobFailed(Exception):
     """The job stops here; its message is the job's FailureReason."""
 
@@ -232,7 +242,7 @@ class TransformRunner:
     @staticmethod
     def _requests(job: dict[str, Any], body: bytes, where: str) -> list[tuple[bytes, int]]:
         """The requests (payload, record count) an object becomes under the job's split and batch strategy."""
-        max_bytes = int(job.get("MaxPayloadInMB", 6)) * 1_000_000
+        max_bytes = max_request_bytes(int(job.get("MaxPayloadInMB", 6)))
         if job["TransformInput"].get("SplitType", "None") != "Line":
             if len(body) > max_bytes:
                 raise JobFailed(f"ClientError: {where} is larger than MaxPayloadInMB")

@@ -50,8 +50,8 @@ class TransformResources:
 
 def batch_max_bytes(max_payload_mb: int) -> int:
     """The largest image a transform job takes: its base64 record, with a key of up to 1,024
-    characters, must fit in one request of MaxPayloadInMB (counted as 10**6 bytes, as SageMaker and
-    TorchServe count)."""
+    characters, must fit in one request of MaxPayloadInMB. SageMaker counts it in MiB by the SDK's
+    local mode and "MB" by its pages: this counts 10**6 bytes, the smaller, so it fits under either."""
     return (max_payload_mb * 1_000_000 - 8_000) * 3 // 4
 
 

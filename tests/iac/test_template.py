@@ -469,3 +469,26 @@ def test_transform_instance_types_are_botocores_and_the_default_has_vnni(templat
     checks = template["Conditions"]["GpuTransform"]["Fn::Or"]
     named = {check["Fn::Equals"][1] for check in checks}
     assert named == GPU_FAMILIES and {family(t) for t in valid} >= GPU_FAMILIES
+
+
+@pytest.mark.parametrize("payload_mb", [1, 6, 100])
+def test_the_model_server_accepts_the_largest_request_a_job_sends(template: dict[str, Any], payload_mb: int) -> None:
+    """MaxPayloadInMB counts MiB (first-deploy.md): the local runner packs requests that large, and the
+    request limit the template gives TorchServe accepts them (a 413 would fail the whole job)."""
+    from devstack.transform import TransformRunner, max_request_bytes
+    from pipeline.config import batch_max_bytes
+    from pipeline.logic import answers
+
+    # the largest image ingest sends to batch, under the longest key, fits under either reading of "MB"
+    largest_record = answers.dumps_record("k" * 1024, bytes(batch_max_bytes(payload_mb)))
+    assert len(largest_record) + 1 <= payload_mb * 1_000_000
+    # a shard of more than one request's worth of records
+    record = answers.dumps_record("image", bytes(48_000))
+    body = b"\n".join([largest_record] + [record] * (payload_mb * 1_100_000 // len(record) + 1))
+    job = {"MaxPayloadInMB": payload_mb, "TransformInput": {"SplitType": "Line"}, "BatchStrategy": "MultiRecord"}
+    largest = max(len(payload) for payload, _ in TransformRunner._requests(job, body, "a shard"))
+    assert payload_mb * 1_000_000 < largest <= max_request_bytes(payload_mb)  # packed in MiB, as SageMaker does
+    refs = references(LocalNames(), {"ModelDataUrl": "s3://bucket/model.tar.gz", "TransformMaxPayloadMB": payload_mb})
+    for model in ("Model", "TransformModel"):
+        environment = template["Resources"][model]["Properties"]["PrimaryContainer"]["Environment"]
+        assert largest <= int(resolve(environment["TS_MAX_REQUEST_SIZE"], refs)), model
