@@ -31,6 +31,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from networks import INT8, INT8_REDUCE_RANGE
+
 PRICES = Path(__file__).with_name("prices.json")
 FLOODS = (100, 1_000, 10_000, 100_000)
 # The network MODEL_PRECISION=int8 serves on each CPU family's hosts (model/serving/networks.py), by
@@ -38,9 +40,9 @@ FLOODS = (100, 1_000, 10_000, 100_000)
 # Sapphire Rapids, always with AVX-512 VNNI; ml.m5 and ml.c5 land on Skylake (no VNNI) or Cascade
 # Lake (VNNI); ml.m4 and ml.c4 (Haswell, Broadwell) have AVX2 only.
 HOST_NETWORKS = {
-    **dict.fromkeys(("c6i", "m6i", "r6i", "c7i", "m7i", "r7i"), "int8"),
-    **dict.fromkeys(("m5", "c5"), "int8 or int8-reduce-range, by host"),
-    **dict.fromkeys(("m4", "c4"), "int8-reduce-range"),
+    **dict.fromkeys(("c6i", "m6i", "r6i", "c7i", "m7i", "r7i"), INT8.precision),
+    **dict.fromkeys(("m5", "c5"), f"{INT8.precision} or {INT8_REDUCE_RANGE.precision}, by host"),
+    **dict.fromkeys(("m4", "c4"), INT8_REDUCE_RANGE.precision),
 }
 
 

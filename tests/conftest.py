@@ -18,7 +18,7 @@ import pytest
 from devstack.account import ACCOUNT, REGION, arn
 from devstack.lambda_runtime import LambdaContext, sqs_event
 from devstack.provision import LocalStack, function_environment
-from tests.training import dataset, trained  # noqa: F401 - session fixtures for every test folder
+from tests.training import dataset, served_here, trained  # noqa: F401 - session fixtures for every test folder
 
 if TYPE_CHECKING:
     from tests.fakes.sagemaker_runtime import FakeRuntime
@@ -52,10 +52,7 @@ def pytest_report_header() -> str:
     """Which case of networks.choose the tests that serve a real model check on this machine."""
     import networks
 
-    cpu = networks.read_cpu_flags()
-    files = {network.file for network in networks.INT8_NETWORKS}
-    served = networks.choose("int8", device="cpu", cpu=cpu, files=files).precision
-    return f"CPU flags: {cpu.summary}; MODEL_PRECISION=int8 serves {served} here"
+    return f"CPU flags: {networks.read_cpu_flags().summary}; MODEL_PRECISION=int8 serves {served_here().precision} here"
 
 
 @pytest.fixture(scope="session")

@@ -7,12 +7,10 @@ import re
 import subprocess
 import sys
 
-import networks
 import pytest
 
 from tests.conftest import IMPORT_PATH, REPO
-
-INT8_FILES = {network.file for network in networks.INT8_NETWORKS}
+from tests.training import served_here
 
 pytestmark = pytest.mark.slow  # runs make demo
 
@@ -44,7 +42,7 @@ def test_demo_gives_every_upload_an_outcome_in_both_modes() -> None:
             assert name.removeprefix("incoming/").rsplit(" ", 1)[0].replace(" ", "_") == breed, row
     assert len(rows) == 11
     # every classified image says which network and weights answered: the one this CPU gets
-    served = networks.choose("int8", device="cpu", cpu=networks.read_cpu_flags(), files=INT8_FILES).precision
+    served = served_here().precision
     model = re.compile(rf"(?<![\w-]){re.escape(served)}@[0-9a-f]{{8}}(?![0-9a-f])")
     assert all(model.search(row) for row in rows), rows
     flood = [line for line in result.stdout.splitlines() if re.search(r"\d+  CLASSIFIED +batch ", line)]

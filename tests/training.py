@@ -3,12 +3,22 @@ the fixtures are shared through tests/conftest.py."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
 
+import networks
 import pytest
 
 CLASSES = 5
 IMAGE_SIZE = 64  # small crops keep CPU training to seconds; serving uses the same preprocessing code
+
+
+def served_here(asked: str = "int8", files: Collection[str] | None = None) -> networks.Choice:
+    """What a CPU worker must serve for MODEL_PRECISION=`asked` on this machine's CPU, from a model
+    directory holding `files` (default: both int8 networks). The rule itself is tested for every CPU
+    class in tests/unit/test_networks.py; the tests that serve a real model check this machine's case."""
+    files = {network.file for network in networks.INT8_NETWORKS} if files is None else files
+    return networks.choose(asked, device="cpu", cpu=networks.read_cpu_flags(), files=files)
 
 
 def train_args(data: Path, out: Path, *extra: str) -> list[str]:

@@ -13,8 +13,8 @@ the two int8 networks of networks.py, calibrating both in one pass over the same
   the weights in 7 bits (reduce_range on the per-channel weight observer), so that the 16-bit sums
   of pairs of products that AVX2's and AVX-512's kernels make without VNNI cannot saturate. Of the
   recipes weighed on the benchmark's 133-breed model on an AVX2-only CPU (README, Serving
-  performance), it agreed best with fp32: 7-bit activations instead (torch's default x86 recipe)
-  flipped four times as many answers; the stem left in fp32, more calibration images or a min/max
+  performance), it agreed best with fp32: 7-bit activations instead (as torch's default x86 recipe
+  has them) flipped four times as many answers; the stem left in fp32, more calibration images or a min/max
   observer gained nothing.
 Each is traced and frozen as TorchScript. Serving loads one file with torch.jit.load: nothing is
 built, quantized or compiled at start-up, and a file written by a newer torch loads under the

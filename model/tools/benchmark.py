@@ -233,6 +233,19 @@ def int8_networks_safe_here(fp32: Any, model_dir: Path) -> dict[str, Any]:
     }
 
 
+def fast_path(model_dir: Path) -> str:
+    """What MODEL_PRECISION=int8 serves on this CPU: the handler's own choice, no network loaded."""
+    import inference
+    import torch
+
+    saved = os.environ.pop("MODEL_PRECISION", None)
+    try:
+        return inference.serving_choice(model_dir, torch.device("cpu")).precision
+    finally:
+        if saved is not None:
+            os.environ["MODEL_PRECISION"] = saved
+
+
 def cpu_description() -> dict[str, str]:
     """The CPU's model name and the flags that choose the int8 network."""
     import networks
@@ -429,7 +442,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "cpu": cpu_description(),
-        "fast_path": load_ours(model_dir, "int8").precision,  # what MODEL_PRECISION=int8 serves here
+        "fast_path": fast_path(model_dir),
         "sizes": {},
     }
     with tempfile.TemporaryDirectory() as tmp:

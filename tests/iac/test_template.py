@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from networks import INT8
 
 from devstack.account import REGION
 from devstack.cost import HOST_NETWORKS
@@ -447,7 +448,7 @@ def test_without_a_model_artifact_jobs_use_the_named_model() -> None:
 GPU_FAMILIES = {"g4dn", "g5", "g6", "g6e", "p3"}
 LEFT_OUT = {"p2": "K80 GPUs: no CUDA 12 kernels", "inf2": "Neuron chips", "trn1": "Neuron chips"}
 # Families whose every host has AVX-512 VNNI (Ice Lake and Sapphire Rapids): they serve the int8 network.
-VNNI_FAMILIES = {name for name, network in HOST_NETWORKS.items() if network == "int8"}
+VNNI_FAMILIES = {name for name, network in HOST_NETWORKS.items() if network == INT8.precision}
 
 
 def family(instance_type: str) -> str:

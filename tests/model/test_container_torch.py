@@ -22,7 +22,7 @@ import pytest
 from devstack.container import pack_model, unpack_model
 from devstack.toolkit import ToolkitHost
 from tests.conftest import REPO
-from tests.training import CLASSES, IMAGE_SIZE
+from tests.training import CLASSES, IMAGE_SIZE, served_here
 
 pytestmark = pytest.mark.slow  # serves a trained model in a second Python
 
@@ -86,8 +86,7 @@ def test_the_artifact_answers_alike_under_the_containers_torch(
     here = [host.invoke(body, "image/jpeg") for body in bodies]
 
     # THEN torch 2.6 loaded, from the artifact's own code, the network this CPU gets for that precision
-    files = {path.name for path in model_dir.iterdir()}
-    expected = networks.choose(precision, device="cpu", cpu=networks.read_cpu_flags(), files=files).precision
+    expected = served_here(precision, files={path.name for path in model_dir.iterdir()}).precision
     assert f"model loaded: precision={expected} device=cpu" in log
     # and every answer is the same breed, with the same confidence to within rounding, from that network
     assert len(there) == len(here) == len(photos) + 1

@@ -18,7 +18,7 @@ import pytest
 import quantization
 import torch
 
-from tests.training import CLASSES, IMAGE_SIZE
+from tests.training import CLASSES, IMAGE_SIZE, served_here
 
 # torch's default x86 recipe (7-bit activations, int8 head) agreed on about 90% of such images;
 # this project's recipe must not fall back to it.
@@ -51,13 +51,6 @@ def held_out_batches(directory: Path) -> list[torch.Tensor]:
     folder = dogimages.image_folder(directory, "test", train=False, image_size=IMAGE_SIZE)
     loader = dogimages.loader(folder, batch_size=32, train=False, workers=0, distributed=False)
     return [batch.images for batch in loader]
-
-
-def served_here(model_dir: Path, asked: str = "int8") -> networks.Choice:
-    """What the handler must serve for MODEL_PRECISION=`asked` on this machine's CPU (the rule itself is
-    tested for every CPU class in tests/unit/test_networks.py)."""
-    files = {path.name for path in model_dir.iterdir()}
-    return networks.choose(asked, device="cpu", cpu=networks.read_cpu_flags(), files=files)
 
 
 def new_held_out_batches(tmp_path_factory: pytest.TempPathFactory) -> list[torch.Tensor]:
@@ -118,7 +111,7 @@ def test_an_int8_network_answers_as_fp32(
     from classifier import build_resnet18
 
     model_dir = trained[0]
-    choice = served_here(model_dir)
+    choice = served_here()  # the trained artifact holds both int8 networks
     file = choice.file if which == "served here" else networks.INT8_REDUCE_RANGE.file
     assert file.startswith("model_int8"), f"this CPU serves {choice.precision}: {choice.why}"
     fp32 = build_resnet18(CLASSES)
@@ -136,7 +129,7 @@ def test_int8_is_the_default_and_fp32_the_fallback(
     model_dir = trained[0]
     monkeypatch.delenv("MODEL_PRECISION", raising=False)
     default = inference.model_fn(str(model_dir))
-    assert default.precision == served_here(model_dir).precision  # int8 or int8-reduce-range by the CPU
+    assert default.precision == served_here().precision  # int8 or int8-reduce-range by the CPU
     monkeypatch.setenv("MODEL_PRECISION", "fp32")
     fp32 = inference.model_fn(str(model_dir))
     assert fp32.precision == "fp32"

@@ -19,7 +19,7 @@ import train
 import tuning_metrics
 
 from tests.conftest import IMPORT_PATH, REPO
-from tests.training import CLASSES, train_args
+from tests.training import CLASSES, served_here, train_args
 
 pytestmark = pytest.mark.slow  # trains real models
 
@@ -186,7 +186,7 @@ def test_the_benchmark_command_trains_serves_and_reports_every_handler(tmp_path:
     report = json.loads((tmp_path / "b.json").read_text())
     # it names the CPU's flags and the network MODEL_PRECISION=int8 served on it
     cpu = networks.read_cpu_flags()
-    served = networks.choose("int8", device="cpu", cpu=cpu, files={n.file for n in networks.INT8_NETWORKS})
+    served = served_here()
     assert report["cpu"]["flags"] == cpu.summary and f"flags: {cpu.summary}" in result.stdout
     assert (
         report["fast_path"] == served.precision and f"MODEL_PRECISION=int8 serves {served.precision}" in result.stdout
