@@ -41,18 +41,23 @@ NO_VALUE = object()  # what Ref AWS::NoValue resolves to: the property it is set
 
 
 def resolve(value: Any, refs: dict[str, Any]) -> Any:
-    """Resolve Ref, Fn::GetAtt, simple Fn::Sub, Fn::Select, Fn::Split and the condition functions
-    (Fn::If, Fn::Equals, Fn::Not, Fn::And, Fn::Or) against known values; a condition's value is
-    refs["Condition::<name>"]. A property that resolves to AWS::NoValue is left out, as
-    CloudFormation leaves it out."""
+    """Resolve Ref, Fn::GetAtt, Fn::Sub (both forms), Fn::Select, Fn::Split, Fn::FindInMap and the
+    condition functions (Fn::If, Fn::Equals, Fn::Not, Fn::And, Fn::Or) against known values; a
+    condition's value is refs["Condition::<name>"], a mapping's refs["Mapping::<name>"]. A property
+    that resolves to AWS::NoValue is left out, as CloudFormation leaves it out."""
     if isinstance(value, dict) and len(value) == 1:
         ((name, arg),) = value.items()
         if name == "Ref":
             return NO_VALUE if arg == "AWS::NoValue" else refs[arg]
         if name == "Fn::GetAtt":
             return refs[".".join(arg)]
-        if name == "Fn::Sub" and isinstance(arg, str):
-            return re.sub(r"\$\{([^}]+)\}", lambda m: str(refs[m.group(1)]), arg)
+        if name == "Fn::Sub":
+            text, variables = (arg, {}) if isinstance(arg, str) else (arg[0], resolve(arg[1], refs))
+            known = {**refs, **variables}
+            return re.sub(r"\$\{([^}]+)\}", lambda m: str(known[m.group(1)]), text)
+        if name == "Fn::FindInMap":
+            mapping, top, second = (resolve(v, refs) for v in arg)
+            return refs[f"Mapping::{mapping}"][top][second]
         if name == "Fn::Select":
             return resolve(arg[1], refs)[int(arg[0])]
         if name == "Fn::Split":
@@ -86,6 +91,7 @@ def references(names: LocalNames, parameters: dict[str, Any] | None = None) -> d
             "AWS::Region": REGION,
             "AWS::AccountId": ACCOUNT,
             "AWS::Partition": "aws",
+            "AWS::URLSuffix": "amazonaws.com",
             "AWS::StackName": "dogbreed-local",
             "AWS::StackId": f"arn:aws:cloudformation:{REGION}:{ACCOUNT}:stack/dogbreed-local/0-0-0-0-000000000000",
             "ImagesBucket": names.bucket,
@@ -97,8 +103,17 @@ def references(names: LocalNames, parameters: dict[str, Any] | None = None) -> d
             "JobQueue.Arn": arn("sqs", names.job_queue),
             "JobDeadLetterQueue.Arn": arn("sqs", names.job_dead_letter_queue),
             "JobEventsDeadLetterQueue.Arn": arn("sqs", names.job_events_dead_letter_queue),
+            "ImageQueue.QueueName": names.queue,
+            "JobQueue.QueueName": names.job_queue,
+            "ImageDeadLetterQueue.QueueName": names.dead_letter_queue,
+            "JobDeadLetterQueue.QueueName": names.job_dead_letter_queue,
+            "JobEventsDeadLetterQueue.QueueName": names.job_events_dead_letter_queue,
+            # the names CloudFormation generates for the stack's own models (ModelDataUrl set)
+            "TransformModel.ModelName": "TransformModel-local",
+            "TransformModel.ModelArn": arn("sagemaker", "model/transformmodel-local"),
         }
     )
+    refs.update({f"Mapping::{name}": mapping for name, mapping in template.get("Mappings", {}).items()})
     for logical_id, resource in template["Resources"].items():
         if resource["Type"] == "AWS::Serverless::Function":  # the function's name is its logical id
             refs[logical_id] = logical_id

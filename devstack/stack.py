@@ -35,7 +35,7 @@ import boto3
 import requests
 
 from cli.query import Predictions
-from devstack import moto_sagemaker, moto_sqs
+from devstack import moto_s3, moto_sagemaker, moto_sqs
 from devstack.account import ACCOUNT, CREDENTIALS, REGION
 from devstack.container import ModelContainer, unpack_model
 from devstack.event_sources import ASYNC_RETRY_DELAYS_S, EventBus, RuleTarget, SqsPoller, SqsTrigger
@@ -180,6 +180,8 @@ class Stack:
 
         moto_sqs.patch()  # receives and sends that do not rescan a flood's backlog per message
         moto_sagemaker.patch()  # SageMaker's refusals that moto lacks
+        moto_s3.patch()  # a missing key is 403 to a function whose role may not list the bucket
+        moto_s3.reset()
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's HTTP server logs every request
         moto = ThreadedMotoServer(ip_address="127.0.0.1", port=self.options.moto_port, verbose=False)
         moto.start()
@@ -322,7 +324,11 @@ class Stack:
             **{k: v for k, v in self.user_environment().items() if k.startswith("AWS_")},
             **self.options.function_endpoints,
             "AWS_REGION": REGION,
+            "AWS_ACCESS_KEY_ID": logical_id,  # the function's own identity, as its role is on AWS
         }
+        role = template["Resources"][template["Resources"][logical_id]["Properties"]["Role"]["Fn::GetAtt"][0]]
+        if not moto_s3.may_list(role, "ImagesBucket"):
+            moto_s3.cannot_list(logical_id, [self.names.bucket])
         return FunctionSpec(
             name=logical_id,
             handler=props["Handler"],

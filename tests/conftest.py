@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from devstack import moto_s3
 from devstack.account import ACCOUNT, REGION, arn
 from devstack.lambda_runtime import LambdaContext, sqs_event
 from devstack.provision import LocalStack, function_environment
@@ -59,9 +60,10 @@ def pytest_report_header() -> str:
 def moto_url() -> Iterator[str]:
     from moto.server import ThreadedMotoServer
 
-    from devstack import moto_sagemaker
+    from devstack import moto_s3, moto_sagemaker
 
     moto_sagemaker.patch()  # SageMaker's refusals that moto lacks, as the local stack has them
+    moto_s3.patch()  # S3's 403 for a missing key to a caller that may not list the bucket
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
@@ -139,6 +141,7 @@ def aws(
     from devstack.provision import provision
 
     requests.post(f"{moto_url}/moto-api/reset", timeout=10)
+    moto_s3.reset()
     runtime.reset()
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_url)
     monkeypatch.setenv("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", runtime.url)
@@ -161,13 +164,14 @@ def aws(
 
 def _clear_function_caches() -> None:
     from pipeline.adapters.clients import client
-    from pipeline.handlers.build_jobs import build_jobs
+    from pipeline.handlers.build_jobs import build_jobs, job_queue
     from pipeline.handlers.collect import build_collect
     from pipeline.handlers.ingest import build_ingest
 
     client.cache_clear()
     build_ingest.cache_clear()
     build_jobs.cache_clear()
+    job_queue.cache_clear()
     build_collect.cache_clear()
 
 

@@ -82,6 +82,7 @@ class IngestSettings:
 @dataclass(frozen=True)
 class BuildSettings:
     table_name: str
+    job_queue_url: str  # the builder's own event source: shards that wait are made visible again sooner
     transform: TransformResources
     rules: BuildRules
 
@@ -105,7 +106,7 @@ class BuildSettings:
             max_jobs_in_flight=env.number("MAX_TRANSFORM_JOBS_IN_FLIGHT"),
             max_wait=timedelta(minutes=env.number("MAX_BATCH_WAIT_MINUTES")),
         )
-        return cls(env.text("TABLE_NAME"), transform, rules)
+        return cls(env.text("TABLE_NAME"), env.text("JOB_QUEUE_URL"), transform, rules)
 
 
 @dataclass(frozen=True)

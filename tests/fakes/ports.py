@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from datetime import datetime
 from pipeline.logic import answers
 from pipeline.logic.errors import NoCapacity, ObjectChanged, RejectedImage, TransientError
 from pipeline.logic.outcomes import ImageRef, Outcome
-from pipeline.logic.ports import ObjectData, StoredImage, may_record, may_settle
+from pipeline.logic.ports import Lease, ObjectData, StoredImage, may_record, may_settle, may_take_lease
 from tests.fakes.sagemaker_runtime import model_answer
 
 
@@ -64,6 +65,10 @@ class MemoryObjects(Faults):
     def put_bytes(self, bucket: str, key: str, data: bytes, content_type: str) -> None:
         self.check()
         self.objects[bucket, key] = data
+
+    def list_keys(self, bucket: str, prefix: str) -> list[str]:
+        self.check()
+        return sorted(k for b, k in self.objects if b == bucket and k.startswith(prefix))
 
     def get_if_exists(self, bucket: str, key: str) -> bytes | None:
         self.check()
@@ -119,6 +124,30 @@ class MemoryPredictions(Faults):
             self.records[ref.image_id] = Record(ref, outcome, now)
             self.writes += 1
         return allowed
+
+
+class MemoryLease(Faults):
+    """The builder's lease under ports.may_take_lease, atomic under a lock as DynamoDB's write is."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lease: Lease | None = None
+        self.taken: list[str] = []  # holders, in the order they took it
+        self._lock = threading.Lock()
+
+    def acquire(self, holder: str, now: datetime, expires_at: datetime) -> bool:
+        self.check()
+        with self._lock:
+            if not may_take_lease(self.lease, now):
+                return False
+            self.lease = Lease(holder, expires_at)
+            self.taken.append(holder)
+            return True
+
+    def release(self, holder: str, now: datetime) -> None:
+        with self._lock:
+            if self.lease is not None and self.lease.holder == holder:
+                self.lease = Lease(holder, now)
 
 
 class FakeEndpoint(Faults):

@@ -183,7 +183,10 @@ def test_job_builder_role_starts_only_our_jobs_of_our_model(translated: dict[str
     assert literal(builder["WriteManifests"]["Resource"]) == "${ImagesBucket.Arn}/manifests/*"
     create = builder["StartTransformJobsOfOurModel"]
     assert literal(create["Resource"]).endswith(":transform-job/${TransformJobPrefix}-*")
-    assert literal(create["Condition"]["ArnEquals"]["sagemaker:ModelArn"]).endswith(":model/${ModelName}")
+    # its own transform model's ARN as SageMaker writes it, or the named model's
+    allowed = create["Condition"]["ArnEquals"]["sagemaker:ModelArn"]["Fn::If"]
+    assert allowed[:2] == ["CreateModel", {"Fn::GetAtt": ["TransformModel", "ModelArn"]}]
+    assert literal(allowed[2]).endswith(":model/${ModelName}")
     assert builder["CountJobsInFlight"]["Action"] == "sagemaker:ListTransformJobs"
     assert "iam:PassRole" not in json.dumps(builder)
     assert not any(a.startswith("s3:GetObject") for st in builder.values() for a in as_list(st["Action"]))
@@ -233,13 +236,67 @@ def test_table_is_encrypted_with_point_in_time_recovery(template: dict[str, Any]
     assert table["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
 
 
-def test_alarms_watch_every_dead_letter_queue(template: dict[str, Any]) -> None:
-    watched = {
-        r["Properties"]["Dimensions"][0]["Value"]["Fn::GetAtt"][0]
-        for r in template["Resources"].values()
-        if r["Type"] == "AWS::CloudWatch::Alarm"
-    }
+def test_alarms_watch_every_dead_letter_queue_and_failed_or_waiting_images(template: dict[str, Any]) -> None:
+    alarms = [r["Properties"] for r in template["Resources"].values() if r["Type"] == "AWS::CloudWatch::Alarm"]
+    watched = {a["Dimensions"][0]["Value"]["Fn::GetAtt"][0] for a in alarms if a["Namespace"] == "AWS/SQS"}
     assert watched == {"ImageDeadLetterQueue", "JobDeadLetterQueue", "JobEventsDeadLetterQueue"}
+    ours = {a["MetricName"]: a for a in alarms if a["Namespace"] == "DogBreedPipeline"}
+    assert set(ours) == {"ImagesFailed", "ImagesWaitingForCapacity"}
+    for alarm in ours.values():  # the dimension every metric of the functions carries (Powertools' service)
+        assert alarm["Dimensions"] == [{"Name": "service", "Value": "dogbreed"}]
+    assert all(a["AlarmActions"] == [{"Ref": "AlarmTopic"}] for a in alarms)
+    # waiting alarms before MaxBatchWaitMinutes' default turns the images FAILED
+    waiting = ours["ImagesWaitingForCapacity"]
+    assert (
+        waiting["Period"] * waiting["EvaluationPeriods"] < template["Parameters"]["MaxBatchWaitMinutes"]["Default"] * 60
+    )
+
+
+def test_cloudwatch_may_publish_to_the_alarm_topic(template: dict[str, Any]) -> None:
+    """CloudWatch cannot use the AWS managed key alias/aws/sns: the alarm would fire and no mail
+    arrive. The topic's key is ours, and its policy lets CloudWatch encrypt to it."""
+    resources = template["Resources"]
+    key = resources["AlarmTopic"]["Properties"]["KmsMasterKeyId"]
+    assert key == {"Ref": "AlarmTopicKey"} and resources["AlarmTopicKey"]["Type"] == "AWS::KMS::Key"
+    policy = resources["AlarmTopicKey"]["Properties"]["KeyPolicy"]["Statement"]
+    (cloudwatch,) = [s for s in policy if s["Principal"] == {"Service": "cloudwatch.amazonaws.com"}]
+    assert set(cloudwatch["Action"]) == {"kms:Decrypt", "kms:GenerateDataKey*"}
+    assert resources["AlarmTopicKey"]["Properties"]["EnableKeyRotation"] is True
+
+
+def emitted_metrics() -> set[str]:
+    """Every metric name the functions emit (add_metric and single_metric calls, and observe.py's names)."""
+    names: set[str] = set()
+    for path in (REPO / "functions" / "pipeline" / "handlers").glob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.keyword) and node.arg == "name" and isinstance(node.value, ast.Constant):
+                names.add(str(node.value.value))
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.startswith("Images"):
+                names.add(node.value)
+    return names
+
+
+def test_the_dashboard_shows_only_metrics_that_exist(template: dict[str, Any]) -> None:
+    body = json.loads(
+        resolve(template["Resources"]["Dashboard"]["Properties"]["DashboardBody"], references(LocalNames()))
+    )
+    titles = [w["properties"]["title"] for w in body["widgets"]]
+    assert len(titles) == 6
+    named: dict[str, set[str]] = {}
+    for widget in body["widgets"]:
+        previous: list[Any] = []
+        for line in widget["properties"]["metrics"]:
+            parts = [p for p in line if not isinstance(p, dict)]
+            if parts[0] == "...":  # CloudWatch's shorthand: the previous line with its last values replaced
+                parts = previous[: len(previous) - len(parts) + 1] + parts[1:]
+            parts = [previous[i] if p == "." else p for i, p in enumerate(parts)]
+            named.setdefault(parts[0], set()).add(parts[1])
+            previous = parts
+    assert named["DogBreedPipeline"] <= emitted_metrics()
+    assert {"ImagesByMode", "InferenceLatency", "TransformJobsInFlight"} <= named["DogBreedPipeline"]
+    assert named["AWS/SQS"] == {"ApproximateNumberOfMessagesVisible", "ApproximateAgeOfOldestMessage"}
+    assert {"Invocations", "Invocation5XXErrors", "ModelSetupTime"} <= named["AWS/SageMaker"]
 
 
 # -- timing and delivery -------------------------------------------------------------------
@@ -270,7 +327,18 @@ def test_the_job_builder_gathers_large_batches_one_at_a_time(template: dict[str,
     assert shards["BatchSize"] == 10000 and shards["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     assert shards["MaximumBatchingWindowInSeconds"] == {"Ref": "GatherWindowSeconds"}
     assert template["Parameters"]["GatherWindowSeconds"]["MaxValue"] <= 300  # Lambda's longest window
-    assert builder["ReservedConcurrentExecutions"] == 1  # the cap on jobs in flight is checked without a race
+    # a single writer by its lease, not by a reservation a new account cannot make; the fewest pollers SQS allows
+    assert "ReservedConcurrentExecutions" not in builder
+    assert shards["ScalingConfig"] == {"MaximumConcurrency": 2}
+
+
+def test_nothing_needs_more_than_a_new_accounts_default_quotas(translated: dict[str, Any]) -> None:
+    """A new account's Lambda concurrency can be 10, and a reservation must leave 10 unreserved:
+    any ReservedConcurrentExecutions fails the first deploy there (first-deploy.md, Lambda)."""
+    for name, resource in translated["Resources"].items():
+        props = resource.get("Properties", {})
+        assert "ReservedConcurrentExecutions" not in props, name
+        assert "ProvisionedConcurrencyConfig" not in props, name
 
 
 def test_partial_batch_failures_and_bounded_concurrency(template: dict[str, Any]) -> None:
@@ -410,9 +478,9 @@ def test_transform_jobs_get_the_gpu_image_on_a_gpu_instance(
     assert resolve(resources["Model"]["Properties"]["PrimaryContainer"]["Image"], refs).endswith("-cpu-py312")
     # the job builder starts jobs of the transform model, and IAM allows exactly that model
     model = function_environment("BuildJobsFunction", parameters=parameters)["MODEL_NAME"]
-    assert model == "dogbreed-resnet18-batch"
+    assert model == refs["TransformModel.ModelName"]
     allowed = policy(template, "BuildJobsRole")["StartTransformJobsOfOurModel"]["Condition"]["ArnEquals"]
-    assert resolve(allowed["sagemaker:ModelArn"], refs).endswith(f":model/{model}")
+    assert resolve(allowed["sagemaker:ModelArn"], refs) == refs["TransformModel.ModelArn"]
     # the image's repository is the one the model role may pull
     pull = resolve(policy(template, "ModelExecutionRole")["PullInferenceImage"]["Resource"], refs)
     assert pull.endswith(":repository/pytorch-inference") and "/pytorch-inference:" in image
@@ -493,3 +561,123 @@ def test_the_model_server_accepts_the_largest_request_a_job_sends(template: dict
     for model in ("Model", "TransformModel"):
         environment = template["Resources"][model]["Properties"]["PrimaryContainer"]["Environment"]
         assert largest <= int(resolve(environment["TS_MAX_REQUEST_SIZE"], refs)), model
+
+
+# -- a real account: updates, regions, name limits -----------------------------------------
+
+
+def resource_schema(kind: str) -> dict[str, Any]:
+    """CloudFormation's own resource provider schema for a type, as cfn-lint ships it."""
+    from cfnlint.schema import PROVIDER_SCHEMA_MANAGER
+
+    return dict(PROVIDER_SCHEMA_MANAGER.get_resource_schema("us-east-1", kind).schema)
+
+
+def name_property(kind: str, schema: dict[str, Any]) -> str | None:
+    """The property that gives a resource a custom name: `Name` or `<Type>Name`, when create-only."""
+    create_only = {p.removeprefix("/properties/") for p in schema.get("createOnlyProperties", [])}
+    for candidate in ("Name", f"{kind.rsplit('::', 1)[1]}Name"):
+        if candidate in create_only:
+            return candidate
+    return None
+
+
+def parameters_in(value: Any, template: dict[str, Any]) -> set[str]:
+    """The template parameters a value depends on (Ref, Fn::Sub names, conditions, through them)."""
+    found: set[str] = set()
+    parameters, conditions = template["Parameters"], template.get("Conditions", {})
+    if isinstance(value, dict):
+        for key, arg in value.items():
+            if key == "Ref" and arg in parameters:
+                found.add(arg)
+            elif key == "Fn::Sub":
+                text = arg if isinstance(arg, str) else arg[0]
+                found |= {n for n in re.findall(r"\$\{([^}.!]+)\}", text) if n in parameters}
+            elif key in ("Fn::If", "Condition"):
+                name = arg[0] if key == "Fn::If" else arg
+                found |= parameters_in(conditions[name], template)
+            found |= parameters_in(arg, template)
+    elif isinstance(value, list):
+        for item in value:
+            found |= parameters_in(item, template)
+    return found
+
+
+def test_no_custom_named_resource_is_replaced_by_a_parameter_change(translated: dict[str, Any]) -> None:
+    """CloudFormation cannot replace a resource with a custom name (CloudFormation User Guide, "Name
+    type"). A property a change of which forces replacement (createOnlyProperties in the resource's
+    provider schema) must not depend on a parameter in a resource the template names itself; the
+    name itself may: a new name is a new resource."""
+    named = 0
+    for logical_id, resource in translated["Resources"].items():
+        schema = resource_schema(resource["Type"])
+        name = name_property(resource["Type"], schema)
+        props = resource.get("Properties", {})
+        if name is None or name not in props:
+            continue
+        named += 1
+        for path in schema.get("createOnlyProperties", []):
+            prop = path.removeprefix("/properties/")
+            if prop != name and prop in props:
+                depends = parameters_in(props[prop], translated)
+                assert not depends, f"{logical_id} has a custom name, and {prop} depends on {depends}"
+    assert named >= 4  # the bucket, the log groups, the endpoint: the check does see named resources
+    # the models are replaced by every new artifact: CloudFormation names them
+    for model in ("Model", "TransformModel"):
+        assert "ModelName" not in translated["Resources"][model]["Properties"]
+
+
+def test_every_name_fits_its_limit_for_the_longest_stack_name(template: dict[str, Any]) -> None:
+    """Names made of the stack name must fit their type's limit (the provider schema's maxLength)
+    for the longest stack name CloudFormation allows (128 characters)."""
+    longest = "s" * 128
+    refs = {
+        **references(LocalNames()),
+        "AWS::StackName": longest,
+        "AWS::StackId": f"arn:aws:cloudformation:{REGION}:123456789012:stack/{longest}/{'f' * 8}-{'f' * 4}-{'f' * 4}-"
+        f"{'f' * 4}-{'f' * 12}",
+    }
+    translated = translate(template)
+    checked = 0
+    for logical_id, resource in translated["Resources"].items():
+        schema = resource_schema(resource["Type"])
+        name = name_property(resource["Type"], schema)
+        if name is None or name not in resource.get("Properties", {}):
+            continue
+        value = str(resolve(resource["Properties"][name], refs))
+        limit = schema["properties"][name].get("maxLength")
+        if limit is not None:
+            checked += 1
+            assert len(value) <= limit, f"{logical_id}.{name} is {len(value)} characters, over {limit}: {value}"
+    assert checked >= 4
+
+
+def test_the_image_account_of_every_region_is_the_sagemaker_sdks(template: dict[str, Any]) -> None:
+    """The Deep Learning Container images live in another AWS account in some regions, and under
+    another domain in China: the mapping must be what the SageMaker SDK retrieves, CPU and GPU."""
+    import json as _json
+
+    from sagemaker.core import image_uris
+
+    config = Path(image_uris.__file__).parent / "image_uri_config" / "pytorch.json"
+    regions = sorted(_json.loads(config.read_text())["inference"]["versions"]["2.6.0"]["registries"])
+    mapping = template["Mappings"]["DeepLearningImages"]
+    assert sorted(mapping) == regions
+    resources = template["Resources"]
+    for region in regions:
+        suffix = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
+        refs = {
+            **references(LocalNames(), {"ModelDataUrl": "s3://bucket/model.tar.gz"}),
+            "AWS::Region": region,
+            "AWS::URLSuffix": suffix,
+        }
+        for instance_type, model in (("ml.c6i.xlarge", "Model"), ("ml.g5.xlarge", "TransformModel")):
+            refs["Condition::GpuTransform"] = instance_type.startswith("ml.g")
+            ours = resolve(resources[model]["Properties"]["PrimaryContainer"]["Image"], refs)
+            sdk = image_uris.retrieve(
+                "pytorch", region=region, version="2.6.0", py_version="py312",
+                instance_type=instance_type, image_scope="inference",
+            )  # fmt: skip
+            assert ours == sdk, region
+        pull = resolve(policy(template, "ModelExecutionRole")["PullInferenceImage"]["Resource"], refs)
+        assert pull == f"arn:aws:ecr:{region}:{mapping[region]['Account']}:repository/pytorch-inference"

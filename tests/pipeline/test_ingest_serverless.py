@@ -5,8 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
+from devstack import moto_s3
 from devstack.lambda_runtime import LambdaContext
+from pipeline.handlers import ingest
 from pipeline.handlers.ingest import lambda_handler
 from tests.conftest import Aws
 from tests.fakes.sagemaker_runtime import fake_prediction
@@ -162,13 +165,35 @@ def test_bad_input_does_not_poison_the_batch(aws: Aws, context: LambdaContext) -
     assert statuses == {"good-1.jpg": "CLASSIFIED", "notes.jpg": "REJECTED", "good-2.png": "CLASSIFIED"}
 
 
-def test_an_object_deleted_before_processing_is_rejected(aws: Aws, context: LambdaContext) -> None:
+@pytest.mark.parametrize("may_list", [True, False])
+def test_an_object_deleted_before_processing_is_rejected(aws: Aws, context: LambdaContext, may_list: bool) -> None:
+    """S3 answers 404 to a caller that may list the bucket and 403 to one that may not
+    (devstack/moto_s3.py); a deleted upload is REJECTED either way."""
+    if not may_list:
+        moto_s3.cannot_list("testing", [aws.bucket])
     aws.upload("incoming/gone.jpg", images.jpeg())
     aws.clients["s3"].delete_object(Bucket=aws.bucket, Key="incoming/gone.jpg")
     assert run(aws, context) == {"batchItemFailures": []}
     item = aws.item("incoming/gone.jpg")
     assert item is not None and item["status"] == "REJECTED" and item["error_code"] == "ObjectDeleted"
     assert "deleted" in item["reason"]
+
+
+def test_a_refused_read_is_a_failure_not_a_deleted_upload(
+    aws: Aws, context: LambdaContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 403 on an object that exists is a real refusal: retried, never REJECTED as deleted."""
+    aws.upload("incoming/rex.jpg", images.jpeg())
+    moto_s3.cannot_list("testing", [aws.bucket])
+    s3 = ingest.build_ingest().objects.client  # type: ignore[attr-defined]
+
+    def refuse(**kwargs: Any) -> Any:
+        raise ClientError({"Error": {"Code": "AccessDenied", "Message": "Access Denied"}}, "GetObject")
+
+    monkeypatch.setattr(s3, "get_object", refuse)
+    event = aws.receive_event()
+    assert run(aws, context, event) == {"batchItemFailures": [{"itemIdentifier": event["Records"][0]["messageId"]}]}
+    assert aws.item("incoming/rex.jpg") is None  # nothing recorded on the first delivery
 
 
 def test_a_malformed_message_fails_alone(aws: Aws, context: LambdaContext) -> None:
@@ -190,7 +215,9 @@ def test_outcomes_are_published_as_metrics(
     capsys.readouterr()
     run(aws, context)
     emf = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith('{"_aws"')]
-    (metrics,) = emf
+    (metrics,) = [blob for blob in emf if "ImagesClassified" in blob]
+    by_mode = {(b["mode"], b["outcome"]): b["ImagesByMode"] for b in emf if "ImagesByMode" in b}
+    assert by_mode == {("serverless", "CLASSIFIED"): [1.0], ("serverless", "REJECTED"): [1.0]}
     assert metrics["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "DogBreedPipeline"
     assert metrics["ImagesClassified"] == [1.0]
     assert metrics["ImagesRejected"] == [1.0]

@@ -7,11 +7,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from pipeline.adapters.dynamodb import DynamoPredictions
+from pipeline.adapters.dynamodb import DynamoLease, DynamoPredictions
 from pipeline.logic.outcomes import ImageRef, Mode, Outcome, Status
-from pipeline.logic.ports import PredictionStore, StoredImage
+from pipeline.logic.ports import BuilderLease, PredictionStore, StoredImage
 from tests.conftest import Aws
-from tests.fakes.ports import MemoryPredictions
+from tests.fakes.ports import MemoryLease, MemoryPredictions
 
 T0 = datetime(2026, 11, 22, 10, tzinfo=UTC)
 NOW = T0 + timedelta(minutes=1)
@@ -91,3 +91,37 @@ def test_many_settles_at_once_follow_the_same_rule_each(store: PredictionStore) 
     stored = store.get_many(image.image_id for image in images)
     settled = [(stored[image.image_id], outcome(Status.CLASSIFIED, "dogbreed-job")) for image in images]
     assert store.settle_many(settled, NOW) == [n != 5 for n in range(20)]
+
+
+# -- the job builder's lease (pipeline.logic.ports.may_take_lease) ---------------------------
+
+
+@pytest.fixture(params=["memory", "dynamodb"])
+def lease(request: pytest.FixtureRequest) -> BuilderLease:
+    if request.param == "memory":
+        return MemoryLease()
+    aws: Aws = request.getfixturevalue("aws")
+    return DynamoLease(aws.clients["dynamodb"], aws.stack.names.table)
+
+
+def test_one_holder_at_a_time_until_release_or_expiry(lease: BuilderLease) -> None:
+    until = NOW + timedelta(minutes=5)
+    assert lease.acquire("a", NOW, until)
+    assert not lease.acquire("b", NOW + timedelta(minutes=1), until)  # held
+    lease.release("b", NOW + timedelta(minutes=1))  # not b's to release
+    assert not lease.acquire("b", NOW + timedelta(minutes=2), until)
+    lease.release("a", NOW + timedelta(minutes=2))
+    assert lease.acquire("b", NOW + timedelta(minutes=3), NOW + timedelta(minutes=4))  # released
+    assert not lease.acquire("a", NOW + timedelta(minutes=3, seconds=59), until)
+    assert lease.acquire("a", NOW + timedelta(minutes=4), until)  # b's ran out
+
+
+def test_the_lease_item_is_no_image(aws: Aws) -> None:
+    """The lease lives in the predictions table under a key no image id can take, and no index holds it."""
+    store = DynamoPredictions(aws.clients["dynamodb"], aws.stack.names.table)
+    DynamoLease(aws.clients["dynamodb"], aws.stack.names.table).acquire("a", NOW, NOW + timedelta(minutes=5))
+    assert DynamoLease.KEY.startswith("#")  # bucket names start with a letter or digit
+    assert store.get_many(["bucket/incoming/rex.jpg"]) == {}
+    for index in ("by-breed", "by-problem"):
+        scanned = aws.clients["dynamodb"].scan(TableName=aws.stack.names.table, IndexName=index)
+        assert scanned["Items"] == []

@@ -69,7 +69,7 @@ def test_the_local_stack_is_what_the_template_declares(start_stack: StartStack) 
     job_queue = sqs.get_queue_attributes(QueueUrl=stack.resources.job_queue_url, AttributeNames=["All"])["Attributes"]
     assert builder.queue_arn == job_queue["QueueArn"]
     assert (builder.batch_size, builder.window_s) == (10000, float(FAST["GatherWindowSeconds"]))
-    assert builder.max_concurrency == 1  # its reserved concurrency
+    assert builder.max_concurrency == 2  # its event source's MaximumConcurrency: the lease keeps one building
     assert stack.functions["IngestFunction"].spec.environment["JOB_QUEUE_URL"].endswith("/" + stack.names.job_queue)
 
     for logical_id, function in stack.functions.items():

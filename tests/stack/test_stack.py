@@ -115,6 +115,27 @@ def test_a_flood_beyond_the_transform_quota_waits_for_capacity_and_loses_nothing
     assert queue_is_empty(stack, stack.resources.job_dead_letter_queue_url)
 
 
+def test_an_upload_deleted_before_processing_is_rejected_though_s3_answers_403(start_stack: StartStack) -> None:
+    """The ingest function's role may list only incoming/ (a prefix-conditioned grant), so the local
+    S3 answers its read of a deleted upload 403, as S3 may; the upload is still REJECTED as deleted."""
+    import boto3
+    from botocore.exceptions import ClientError
+
+    stack = start_stack(InferenceMode="serverless", BatchingWindowSeconds="5")
+    as_ingest = boto3.client(
+        "s3", endpoint_url=stack.endpoint_url, region_name="us-east-1",
+        aws_access_key_id="IngestFunction", aws_secret_access_key="local",
+    )  # fmt: skip
+    with pytest.raises(ClientError) as refused:
+        as_ingest.get_object(Bucket=stack.names.bucket, Key="incoming/never-uploaded.jpg")
+    assert refused.value.response["Error"]["Code"] == "AccessDenied"
+    etags = upload(stack, {"incoming/gone.jpg": images.jpeg()})
+    stack.client("s3").delete_object(Bucket=stack.names.bucket, Key="incoming/gone.jpg")  # within the window
+    found = outcomes(stack, etags)["incoming/gone.jpg"]
+    assert (found["status"], found["error_code"]) == ("REJECTED", "ObjectDeleted")
+    assert stack.resources is not None and queue_is_empty(stack, stack.resources.dead_letter_queue_url)
+
+
 def test_duplicates_call_the_model_once(start_stack: StartStack, dataset: Path) -> None:
     stack = start_stack(InferenceMode="serverless")
     data, _ = next(iter(photos(dataset).values()))

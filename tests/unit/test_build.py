@@ -14,7 +14,7 @@ from pipeline.logic.errors import TransientError
 from pipeline.logic.jobs import JobFiles, JobLayout, QueuedShard
 from pipeline.logic.outcomes import ImageRef, Mode, Outcome, Status
 from pipeline.logic.s3uri import S3Uri
-from tests.fakes.ports import MemoryObjects, MemoryPredictions, MemoryTransformJobs
+from tests.fakes.ports import MemoryLease, MemoryObjects, MemoryPredictions, MemoryTransformJobs
 from tests.unit.conftest import BUCKET, Clock
 
 LAYOUT = JobLayout("dogbreed", "batch-input/", "manifests/", "transform-output/")
@@ -29,12 +29,13 @@ class World:
     objects: MemoryObjects = field(default_factory=MemoryObjects)
     store: MemoryPredictions = field(default_factory=MemoryPredictions)
     jobs: MemoryTransformJobs = field(default_factory=MemoryTransformJobs)
+    lease: MemoryLease = field(default_factory=MemoryLease)
     queued: int = 0
 
     @property
     def builder(self) -> BuildJobs:
         rules = BuildRules(LAYOUT, "dogbreed-resnet18", self.max_images_per_job, self.max_jobs_in_flight, MAX_WAIT)
-        return BuildJobs(rules, self.objects, self.store, self.jobs, clock=self.clock)
+        return BuildJobs(rules, self.objects, self.store, self.jobs, self.lease, clock=self.clock)
 
     def shard(self, images: int, *, receive_count: int = 1) -> QueuedShard:
         """A shard as the ingest function queues it (its images have no record yet)."""
@@ -145,7 +146,7 @@ def test_images_that_no_longer_wait_are_left_out(world: World) -> None:
     (job,) = result.jobs
     assert world.job_images(job) == [waiting.key]
     # AND once every image is in a running job, the shard is done without a job
-    assert world.run(shard) == BuildResult()
+    assert replace(world.run(shard), in_flight=None) == BuildResult()
 
 
 def test_newer_content_of_an_image_in_a_running_job_gets_a_job_of_its_own(world: World) -> None:
@@ -184,3 +185,66 @@ def test_a_store_that_is_down_returns_every_shard(world: World) -> None:
     world.store.fail_next(TransientError("DynamoDB unavailable"))
     result = world.run(*shards)
     assert result.failed_message_ids == {s.message_id for s in shards} and result.jobs == []
+
+
+# -- one builder at a time -------------------------------------------------------------------
+
+
+def test_a_builder_that_finds_the_lease_held_hands_its_shards_back_soon(world: World) -> None:
+    # GIVEN another builder holds the lease for the rest of its run
+    assert world.lease.acquire("other", world.clock(), world.clock() + timedelta(minutes=5))
+    shard = world.shard(3)
+    # WHEN a second builder gets shards
+    result = world.run(shard)
+    # THEN it starts nothing, records nothing, and its shards come back within a minute, not 30
+    assert result.jobs == [] and world.jobs.jobs == {}
+    assert result.failed_message_ids == {shard.message_id}
+    assert result.retry_after_s is not None and result.retry_after_s <= 60
+    assert all(world.store.outcome(ref.image_id) is None for ref in shard.images)
+
+
+def test_the_lease_is_released_after_a_build_and_runs_out_if_a_builder_dies(world: World) -> None:
+    world.max_jobs_in_flight = 10
+    assert world.run(world.shard(2)).jobs  # a build takes and releases the lease
+    assert world.run(world.shard(2)).jobs  # so the next one takes it again
+    assert len(world.lease.taken) == 2
+    # a builder that died holding the lease blocks the others only until its deadline
+    assert world.lease.acquire("dead", world.clock(), world.clock() + timedelta(minutes=5))
+    assert world.run(world.shard(1)).retry_after_s is not None
+    world.clock.advance(5 * 60)
+    assert world.run(world.shard(1)).jobs
+
+
+def test_an_unreadable_lease_is_a_wait_not_a_build(world: World) -> None:
+    world.lease.fail_next(TransientError("throttled"))
+    shard = world.shard(2)
+    result = world.run(shard)
+    assert result.jobs == [] and result.failed_message_ids == {shard.message_id}
+
+
+def test_two_builders_racing_never_exceed_the_cap_on_jobs_in_flight(world: World) -> None:
+    """Two builders run at once (the event source's MaximumConcurrency is 2): each counts the jobs in
+    flight and starts jobs; without the lease both would see room for two and start four."""
+    import contextlib
+    import threading
+
+    world.max_jobs_in_flight = 2
+    batches = [[world.shard(world.max_images_per_job) for _ in range(3)] for _ in range(2)]
+    started = threading.Barrier(2)
+    in_flight = world.jobs.in_flight
+
+    def slow_count() -> int:  # unguarded, both builders would count before either starts a job
+        count = in_flight()
+        with contextlib.suppress(threading.BrokenBarrierError):  # the other builder never counted
+            started.wait(timeout=1)
+        return count
+
+    world.jobs.in_flight = slow_count  # type: ignore[method-assign]
+    results: list[BuildResult] = []
+    threads = [threading.Thread(target=lambda b=b: results.append(world.run(*b))) for b in batches]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert len(world.jobs.jobs) == 2  # the cap, not 4
+    assert sorted(r.retry_after_s is not None for r in results) == [False, True]

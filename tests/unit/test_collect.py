@@ -27,7 +27,7 @@ class Job:
     def __init__(self, objects: MemoryObjects, store: MemoryPredictions, *shards: list[str]) -> None:
         self.objects, self.store = objects, store
         self.shards = [
-            QueuedShard(S3Uri(BUCKET, f"batch-input/2026/11/22/s{n}.jsonl"), tuple(_ref(key) for key in keys))
+            QueuedShard(S3Uri(BUCKET, f"batch-input/20261122T100000-s{n}.jsonl"), tuple(_ref(key) for key in keys))
             for n, keys in enumerate(shards)
         ]
         self.files: JobFiles = LAYOUT.new_job(BUCKET, self.shards, started=T0, nonce="n")
@@ -177,3 +177,31 @@ def test_a_missing_index_is_retried_not_recorded(
     with pytest.raises(TransientError, match="does not exist"):  # EventBridge retries, then the job-events DLQ
         collect.run(job.event())
     assert status(store, "incoming/a.jpg") == (Status.PENDING, None)
+
+
+@pytest.mark.parametrize("folder", ["", "batch-input/", "2026/11/22/"])
+def test_an_output_under_another_name_is_found_by_one_listing(
+    collect: Collect, objects: MemoryObjects, store: MemoryPredictions, folder: str
+) -> None:
+    """AWS does not document the output names of a manifest's inputs: an output written under
+    another folder of the job's output is found by its file name."""
+    job = Job(objects, store, ["incoming/a.jpg"], ["incoming/b.jpg"])
+    for shard, key in zip(job.shards, ["incoming/a.jpg", "incoming/b.jpg"], strict=True):
+        job.answer(key, fake_prediction(key.encode()))
+        expected = job.files.output_for(shard.uri.key)
+        moved = f"{job.files.output.key}{folder}{expected.key.rsplit('/', 1)[1]}"
+        objects.objects[BUCKET, moved] = objects.objects.pop((BUCKET, expected.key))
+    listings = []
+    list_keys = objects.list_keys
+    objects.list_keys = lambda bucket, prefix: listings.append(prefix) or list_keys(bucket, prefix)  # type: ignore[method-assign]
+    collect.run(job.event())
+    assert status(store, "incoming/a.jpg") == status(store, "incoming/b.jpg") == (Status.CLASSIFIED, None)
+    assert listings == ([] if folder == "" else [job.files.output.key])  # once for the job, not per shard
+
+
+def test_an_output_found_nowhere_is_no_output_after_one_listing(
+    collect: Collect, objects: MemoryObjects, store: MemoryPredictions
+) -> None:
+    job = Job(objects, store, ["incoming/a.jpg"], ["incoming/b.jpg"])
+    collect.run(job.event())
+    assert status(store, "incoming/a.jpg") == status(store, "incoming/b.jpg") == (Status.FAILED, "NoOutput")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import pytest
@@ -197,7 +198,7 @@ def test_a_batch_becomes_a_shard_of_its_valid_images_queued_for_a_job(batch: Wor
     assert all(batch.outcome(ref) is None for ref in good)
     # AND one shard holds exactly the valid images, each line its bytes under its key
     ((shard, records),) = batch.shards()
-    assert shard.uri.key.startswith("batch-input/2026/11/22/") and shard.uri.key.endswith(".jsonl")
+    assert re.fullmatch(r"batch-input/20261122T\d{6}-[0-9a-f]+\.jsonl", shard.uri.key)  # flat: one name for its output
     assert [ref.key for ref in shard.images] == [ref.key for ref in good]
     assert records == [(ref.key, batch.objects.objects[BUCKET, ref.key]) for ref in good]
     assert [o.status for o in result.outcomes] == [Status.REJECTED]  # PENDING is not an outcome yet

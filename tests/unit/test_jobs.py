@@ -35,7 +35,10 @@ def test_a_prefix_that_makes_an_invalid_name_is_refused() -> None:
 
 
 def test_shards_and_jobs_put_their_files_under_the_layout_prefixes() -> None:
-    assert shard_uri("batch-input/", BUCKET, started=T0, nonce="n1") == S3Uri(BUCKET, "batch-input/2026/11/22/n1.jsonl")
+    # flat under the prefix: no sub-folder whose output name AWS could read two ways
+    assert shard_uri("batch-input/", BUCKET, started=T0, nonce="n1") == S3Uri(
+        BUCKET, "batch-input/20261122T100000-n1.jsonl"
+    )
     job = LAYOUT.new_job(BUCKET, [shard("s1", "incoming/a.jpg")], started=T0, nonce="n")
     assert job.manifest == S3Uri(BUCKET, f"manifests/{job.name}.json")
     assert job.index == S3Uri(BUCKET, f"manifests/{job.name}.images.json")

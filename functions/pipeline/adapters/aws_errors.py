@@ -25,6 +25,8 @@ RETRYABLE_CODES = frozenset(
 )
 NOT_FOUND = frozenset({"NoSuchKey", "404", "ResourceNotFound"})
 PRECONDITION_FAILED = frozenset({"PreconditionFailed", "412"})
+# S3 answers a read of a missing key 403 to a caller without s3:ListBucket (S3 API reference, GetObject).
+ACCESS_DENIED = frozenset({"AccessDenied", "403"})
 
 
 class AwsError(TransientError):

@@ -167,21 +167,62 @@ class DynamoPredictions:
         )
 
     def _put(self, item: dict[str, Any], condition: str, values: dict[str, Any]) -> bool:
-        try:
-            # Throttling is retried by botocore's standard retry mode before anything reaches here.
-            with aws_call(f"writing {item['image_id']} to the predictions table"):
-                self.client.put_item(
-                    TableName=self.table_name,
-                    Item=_marshal(item),
-                    ConditionExpression=condition,
-                    ExpressionAttributeNames={"#status": "status"},
-                    ExpressionAttributeValues=_marshal(values),
-                )
-        except AwsError as exc:
-            if exc.code == "ConditionalCheckFailedException":
-                return False
-            raise
-        return True
+        return _conditional_put(
+            self.client,
+            f"writing {item['image_id']} to the predictions table",
+            TableName=self.table_name,
+            Item=_marshal(item),
+            ConditionExpression=condition,
+            ExpressionAttributeNames={"#status": "status"},
+            ExpressionAttributeValues=_marshal(values),
+        )
+
+
+class DynamoLease:
+    """The job builder's lease: one item of the predictions table (a key no image can have, since
+    an image's id starts with a bucket name), written only under ports.may_take_lease's rule."""
+
+    KEY = "#lease/build-jobs"
+
+    def __init__(self, client: DynamoDBClient, table_name: str) -> None:
+        self.client = client
+        self.table_name = table_name
+
+    def acquire(self, holder: str, now: datetime, expires_at: datetime) -> bool:
+        return self._put(
+            holder,
+            expires_at,
+            # ports.may_take_lease; fixed-width UTC timestamps compare as strings in time order
+            "attribute_not_exists(image_id) OR expires_at <= :now",
+            {":now": timestamp(now)},
+        )
+
+    def release(self, holder: str, now: datetime) -> None:
+        self._put(holder, now, "holder = :holder", {":holder": holder})
+
+    def _put(self, holder: str, expires_at: datetime, condition: str, values: dict[str, Any]) -> bool:
+        item = {"image_id": self.KEY, "holder": holder, "expires_at": timestamp(expires_at)}
+        return _conditional_put(
+            self.client,
+            "writing the job builder's lease",
+            TableName=self.table_name,
+            Item=_marshal(item),
+            ConditionExpression=condition,
+            ExpressionAttributeValues=_marshal(values),
+        )
+
+
+def _conditional_put(client: DynamoDBClient, what: str, **request: Any) -> bool:
+    """PutItem with a condition: True if written, False if the condition refused it. Throttling is
+    retried by botocore's standard retry mode before anything reaches here."""
+    try:
+        with aws_call(what):
+            client.put_item(**request)
+    except AwsError as exc:
+        if exc.code == "ConditionalCheckFailedException":
+            return False
+        raise
+    return True
 
 
 class _Unprocessed(Exception):

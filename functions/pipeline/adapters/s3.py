@@ -1,11 +1,15 @@
-"""S3 access for the pipeline: read an exact object version, write a JSON file, read a small object."""
+"""S3 access for the pipeline: read an exact object version, write a JSON file, read a small object.
+
+A missing key reads as 404 only to a caller S3 lets list the bucket; to others it is 403, like a
+refusal. The roles' ListBucket grants are limited by s3:prefix, and whether S3 counts those for this
+is not documented, so a 403 is settled by listing the key itself: absent means missing."""
 
 from __future__ import annotations
 
 import json
 from typing import TYPE_CHECKING
 
-from pipeline.adapters.aws_errors import NOT_FOUND, PRECONDITION_FAILED, AwsError, aws_call
+from pipeline.adapters.aws_errors import ACCESS_DENIED, NOT_FOUND, PRECONDITION_FAILED, AwsError, aws_call
 from pipeline.logic.errors import ObjectChanged, RejectedImage
 from pipeline.logic.ports import ObjectData
 
@@ -26,7 +30,7 @@ class S3Objects:
                 response = self.client.get_object(**kwargs)
                 data = response["Body"].read()
         except AwsError as exc:
-            if exc.code in NOT_FOUND:
+            if self._missing(bucket, key, exc):
                 raise RejectedImage("ObjectDeleted", "the object was deleted before it could be processed") from exc
             if exc.code in PRECONDITION_FAILED:
                 raise ObjectChanged(f"s3://{bucket}/{key} no longer has ETag {etag}") from exc
@@ -52,6 +56,24 @@ class S3Objects:
             with aws_call(f"reading s3://{bucket}/{key}"):
                 return bytes(self.client.get_object(Bucket=bucket, Key=key)["Body"].read())
         except AwsError as exc:
-            if exc.code in NOT_FOUND:
+            if self._missing(bucket, key, exc):
                 return None
             raise
+
+    def list_keys(self, bucket: str, prefix: str) -> list[str]:
+        keys: list[str] = []
+        with aws_call(f"listing s3://{bucket}/{prefix}"):
+            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+                keys += [item["Key"] for item in page.get("Contents", [])]
+        return keys
+
+    def _missing(self, bucket: str, key: str, exc: AwsError) -> bool:
+        """Whether a failed read failed because the key does not exist."""
+        if exc.code in NOT_FOUND:
+            return True
+        if exc.code not in ACCESS_DENIED:
+            return False
+        with aws_call(f"listing s3://{bucket}/{key} after a refused read"):
+            listed = self.client.list_objects_v2(Bucket=bucket, Prefix=key, MaxKeys=1)
+        # the key itself sorts first among the keys it prefixes
+        return not any(item["Key"] == key for item in listed.get("Contents", []))

@@ -5,7 +5,11 @@ builder drops images that no longer wait (a final outcome, newer content, or a j
 them), fails images that waited too long, and packs the rest into jobs of at most
 MaxImagesPerJob images. It starts as many jobs as the cap on jobs in flight allows; the other
 shards go back to the queue and wait, their images PENDING with the reason. SageMaker refusing a
-job for quota or throttling (NoCapacity) is a wait too, never a spent retry."""
+job for quota or throttling (NoCapacity) is a wait too, never a spent retry.
+
+One builder runs at a time: the cap on jobs in flight is counted and used under a lease (a
+conditional write held for one build), since the job queue's event source may run two. A builder
+that finds the lease held hands its shards back to come again in LEASE_BUSY_RETRY_S."""
 
 from __future__ import annotations
 
@@ -19,9 +23,12 @@ from aws_lambda_powertools import Logger
 from pipeline.logic.errors import NoCapacity, TransientError
 from pipeline.logic.jobs import JobLayout, QueuedShard
 from pipeline.logic.outcomes import ImageRef, Mode, Outcome, Status
-from pipeline.logic.ports import ObjectStore, PredictionStore, StoredImage, TransformJobs, may_record
+from pipeline.logic.ports import BuilderLease, ObjectStore, PredictionStore, StoredImage, TransformJobs, may_record
 
 logger = Logger(child=True)
+
+LEASE_BUSY_RETRY_S = 60  # when another builder holds the lease: about one build, far below the queue's 30 min
+LONGEST_BUILD = timedelta(minutes=15)  # Lambda's longest run: the lease of a build with no deadline given
 
 
 @dataclass(frozen=True)
@@ -39,6 +46,8 @@ class BuildResult:
     outcomes: list[Outcome] = field(default_factory=list)
     jobs: list[str] = field(default_factory=list)
     waiting: int = 0  # images left waiting for capacity
+    in_flight: int | None = None  # the pipeline's jobs running when this build ended (None: not known)
+    retry_after_s: int | None = None  # set when the failed shards should come back sooner than the queue's timeout
 
 
 class BuildJobs:
@@ -48,15 +57,37 @@ class BuildJobs:
         objects: ObjectStore,
         store: PredictionStore,
         transforms: TransformJobs,
+        lease: BuilderLease,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.rules = rules
         self.objects = objects
         self.store = store
         self.transforms = transforms
+        self.lease = lease
         self.clock = clock
 
-    def run(self, shards: list[QueuedShard]) -> BuildResult:
+    def run(self, shards: list[QueuedShard], *, deadline: datetime | None = None) -> BuildResult:
+        """Build jobs from the shards under the lease, held until `deadline` (the invocation's end)
+        at most."""
+        holder, now = uuid.uuid4().hex, self.clock()
+        try:
+            taken = self.lease.acquire(holder, now, deadline or now + LONGEST_BUILD)
+        except TransientError as exc:
+            taken = False
+            logger.warning("cannot take the job builder's lease", error=str(exc))
+        if not taken:
+            logger.info("another job builder is running; the shards come back soon", shards=len(shards))
+            return BuildResult({shard.message_id for shard in shards}, retry_after_s=LEASE_BUSY_RETRY_S)
+        try:
+            return self._build(shards)
+        finally:
+            try:
+                self.lease.release(holder, self.clock())
+            except TransientError as exc:  # the lease runs out at the deadline anyway
+                logger.warning("cannot release the job builder's lease", error=str(exc))
+
+    def _build(self, shards: list[QueuedShard]) -> BuildResult:
         result = BuildResult()
         try:
             live = self._still_waiting(shards, result)
@@ -79,6 +110,7 @@ class BuildJobs:
             except TransientError as exc:
                 logger.warning("job not started; its shards wait", error=str(exc))
                 result.failed_message_ids.update(shard.message_id for shard in group)
+        result.in_flight = self.rules.max_jobs_in_flight - capacity
         return result
 
     def _still_waiting(self, shards: list[QueuedShard], result: BuildResult) -> list[QueuedShard]:

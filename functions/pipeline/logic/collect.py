@@ -1,5 +1,9 @@
 """Record the outcome of every image of a finished batch transform job: each shard's output has
-one answer line per image, found by its record id (the image key)."""
+one answer line per image, found by its record id (the image key).
+
+A shard's output is looked up by name (`<output><shard name>.out`); AWS does not document the
+names of a manifest's outputs, so one that is not there is looked for once more in a listing of
+the job's output folder, by its file name, before its images are recorded NoOutput."""
 
 from __future__ import annotations
 
@@ -72,6 +76,7 @@ class Collect:
         files, shards = JobFiles.from_index(job.name, manifest, json.loads(index_body), job.output_uri)
         stored = self.store.get_many(ref.image_id for shard in shards for ref in shard.images)
 
+        listed: list[str] | None = None  # the job's output folder, listed at most once
         settled: list[tuple[StoredImage, Outcome]] = []
         base = Outcome(Status.PENDING, Mode.BATCH, job_name=job.name, model_name=job.model_name or None)
         for shard in shards:
@@ -80,6 +85,9 @@ class Collect:
                 continue
             output = files.output_for(shard.uri.key)
             body = self.objects.get_if_exists(output.bucket, output.key)
+            if body is None and job.status == "Completed":
+                listed = self.objects.list_keys(files.output.bucket, files.output.key) if listed is None else listed
+                body = self._listed_output(listed, output, job)
             found, broken = answers.loads_lines(body) if body is not None else ({}, [])
             if broken:
                 logger.warning("unreadable output lines", job_name=job.name, output=str(output), lines=broken[:5])
@@ -93,6 +101,14 @@ class Collect:
             if done:
                 outcomes.append(outcome)
         return outcomes
+
+    def _listed_output(self, listed: list[str], expected: S3Uri, job: JobEvent) -> bytes | None:
+        name = expected.key.rsplit("/", 1)[-1]
+        found = [key for key in listed if key.rsplit("/", 1)[-1] == name]
+        if len(found) != 1:
+            return None
+        logger.warning("output found under another name", job_name=job.name, expected=str(expected), found=found[0])
+        return self.objects.get_if_exists(expected.bucket, found[0])
 
     @staticmethod
     def _waits_on(image: StoredImage | None, ref: ImageRef, job: JobEvent) -> bool:

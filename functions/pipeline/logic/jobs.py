@@ -144,8 +144,9 @@ class JobFiles:
 
 
 def shard_uri(shard_prefix: str, bucket: str, *, started: datetime, nonce: str) -> S3Uri:
-    """Where the ingest function writes a new shard."""
-    return S3Uri(bucket, f"{shard_prefix}{started.astimezone(UTC):%Y/%m/%d}/{nonce}.jsonl")
+    """Where the ingest function writes a new shard: flat under the prefix (no sub-folders), so
+    the name of its output has one reading (collect.py)."""
+    return S3Uri(bucket, f"{shard_prefix}{started.astimezone(UTC):%Y%m%dT%H%M%S}-{nonce}.jsonl")
 
 
 def index_of(manifest: S3Uri) -> S3Uri:

@@ -39,6 +39,10 @@ class ObjectStore(Protocol):
 
     def get_if_exists(self, bucket: str, key: str) -> bytes | None: ...
 
+    def list_keys(self, bucket: str, prefix: str) -> list[str]:
+        """Every key under the prefix."""
+        ...
+
 
 def may_record(stored: StoredImage | None, ref: ImageRef) -> bool:
     """PredictionStore.record's rule: write unless the image already has a final outcome for this
@@ -80,6 +84,31 @@ class PredictionStore(Protocol):
 
     def settle_many(self, settled: Sequence[tuple[StoredImage, Outcome]], now: datetime) -> list[bool]:
         """settle_job_image() for each pair (concurrently where the store can), in order."""
+        ...
+
+
+@dataclass(frozen=True)
+class Lease:
+    """Who holds the job builder's lease, and until when."""
+
+    holder: str
+    expires_at: datetime
+
+
+def may_take_lease(current: Lease | None, now: datetime) -> bool:
+    """BuilderLease.acquire's rule: nobody holds it, or the holder's lease has run out."""
+    return current is None or current.expires_at <= now
+
+
+class BuilderLease(Protocol):
+    """One job builder at a time: a conditional write on one item, held for one build."""
+
+    def acquire(self, holder: str, now: datetime, expires_at: datetime) -> bool:
+        """Take the lease if may_take_lease allows it (atomically). True if taken."""
+        ...
+
+    def release(self, holder: str, now: datetime) -> None:
+        """End the lease now, if this holder still has it."""
         ...
 
 
