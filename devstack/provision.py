@@ -108,7 +108,8 @@ def references(names: LocalNames, parameters: dict[str, Any] | None = None) -> d
             "ImageDeadLetterQueue.QueueName": names.dead_letter_queue,
             "JobDeadLetterQueue.QueueName": names.job_dead_letter_queue,
             "JobEventsDeadLetterQueue.QueueName": names.job_events_dead_letter_queue,
-            # the names CloudFormation generates for the stack's own models (ModelDataUrl set)
+            # the names CloudFormation generates for the stack's own models (ModelDataUrl set);
+            # SageMaker's ARNs carry the name lowercased
             "TransformModel.ModelName": "TransformModel-local",
             "TransformModel.ModelArn": arn("sagemaker", "model/transformmodel-local"),
         }
