@@ -9,7 +9,7 @@ export SAM_CLI_TELEMETRY := 0
 # The import roots (as pyproject.toml's pytest pythonpath): the Lambda package and the model's parts.
 IMPORT_PATH := .:functions:model/serving:model/training:model/tools
 
-.PHONY: install test unit lint typecheck pytest demo stack soak query launch deploy package-size benchmark pipeline-benchmark cost clean
+.PHONY: install test unit lint typecheck pytest demo stack soak query launch preflight deploy package-size benchmark benchmark-photos pipeline-benchmark cost clean
 
 # Four environments: the project (.venv); the SAM CLI and checkov, whose pins clash; and the serving
 # container's torch 2.6 (.venv-serving), under which tests serve the model artifact.
@@ -72,16 +72,24 @@ query: $(VENV)/.installed
 launch: $(VENV)/.installed
 	PYTHONPATH=$(IMPORT_PATH) $(PY) model/tools/launch.py $(ARGS)
 
+# Check an AWS account before the first deploy (read-only), e.g. make preflight ARGS="--region eu-west-1"
+preflight: $(VENV)/.installed
+	PYTHONPATH=$(IMPORT_PATH) $(PY) -m cli.preflight $(ARGS)
+
 # Build and deploy to your AWS account (samconfig.toml holds the defaults; --guided asks the rest).
-# sam build needs the functions' runtime, python3.12, on PATH (or add --use-container, with Docker).
+# sam build runs functions/Makefile, whose pip (this venv's) fetches python3.12 arm64 wheels.
 deploy: .venv-sam/.installed
-	.venv-sam/bin/sam build && .venv-sam/bin/sam deploy --guided
+	PYTHON=$(CURDIR)/.venv-sam/bin/python .venv-sam/bin/sam build && .venv-sam/bin/sam deploy --guided
 
 package-size: $(VENV)/.installed
 	PYTHONPATH=$(IMPORT_PATH) $(PY) -m tools.package_size
 
 benchmark: $(VENV)/.installed
 	PYTHONPATH=$(IMPORT_PATH) $(PY) model/tools/benchmark.py $(BENCHMARK_ARGS)
+
+# What downsizing a large photo changes in the model's answer, and its time and memory per photo.
+benchmark-photos: $(VENV)/.installed
+	PYTHONPATH=$(IMPORT_PATH) $(PY) model/tools/photo_benchmark.py $(PHOTOS_ARGS)
 
 IMAGES ?= 500
 pipeline-benchmark: $(VENV)/.installed

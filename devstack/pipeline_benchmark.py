@@ -74,8 +74,8 @@ def raw_endpoint(stack: Stack, photos: list[bytes]) -> dict[str, Any]:
 
 
 def raw_transform(stack: Stack, photos: list[bytes], timeout_s: float, shard_size: int = 100) -> dict[str, Any]:
+    import answers
     from pipeline.adapters.sagemaker import transform_job_request
-    from pipeline.logic import answers
 
     s3, sagemaker = stack.client("s3", observer=True), stack.client("sagemaker", observer=True)
     bucket, prefix = stack.names.bucket, "bench/raw-transform"

@@ -2,8 +2,8 @@
 
     make package-size
 
-Size: functions/ plus functions/requirements.txt installed for the function's runtime and
-architecture, as `sam build` builds it, zipped. Init time: the cold import of the handler module
+Size: the package functions/Makefile builds (as `sam build` runs it) for the function's runtime and
+architecture, zipped. Init time: the cold import of the handler module
 (what Lambda's init phase runs before the first invocation), in fresh processes that see only the
 package and boto3 (which the Lambda runtime provides, compiled), with the function's environment
 from template.yaml and the variables Lambda sets; the median of several. As on Lambda, whose
@@ -19,7 +19,6 @@ import compileall
 import importlib.metadata
 import json
 import platform
-import shutil
 import statistics
 import subprocess
 import sys
@@ -56,10 +55,16 @@ def _pip(requirements: list[str], target: Path, platform_tag: str, python_versio
     subprocess.run([*pip, *requirements, "--target", str(target), *wheels], check=True)
 
 
-def build(code_uri: Path, python_version: str, architecture: str, target: Path) -> None:
-    platform_tag = "manylinux2014_aarch64" if architecture == "arm64" else "manylinux2014_x86_64"
-    _pip(["-r", str(code_uri / "requirements.txt")], target, platform_tag, python_version)
-    shutil.copytree(code_uri, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+def build(code_uri: Path, logical_id: str, python_version: str, architecture: str, target: Path) -> None:
+    """The package as `sam build` builds it: make's target build-<LogicalId> in code_uri's Makefile."""
+    arch = "aarch64" if architecture == "arm64" else "x86_64"
+    variables = [
+        f"PYTHON={sys.executable}",
+        f"RUNTIME_PYTHON={python_version}",
+        f"ARCH={arch}",
+        f"ARTIFACTS_DIR={target}",
+    ]
+    subprocess.run(["make", "--silent", "-C", str(code_uri), f"build-{logical_id}", *variables], check=True)
 
 
 def zipped_size(package: Path, archive: Path) -> int:
@@ -114,11 +119,11 @@ def main(args: argparse.Namespace) -> list[dict[str, Any]]:
             props = {**defaults, **resource["Properties"]}
             code_uri, architecture = REPO / props["CodeUri"], props["Architectures"][0]
             package = Path(tmp) / name
-            build(code_uri, props["Runtime"].removeprefix("python"), architecture, package)
+            build(code_uri, name, props["Runtime"].removeprefix("python"), architecture, package)
             size = zipped_size(package, Path(tmp) / f"{name}.zip")
             unzipped = _tree_size(package)
             local = Path(tmp) / f"{name}-host"  # the same package for this machine, to import it
-            build(code_uri, HOST_PYTHON, "arm64" if host_tag.endswith("aarch64") else "x86_64", local)
+            build(code_uri, name, HOST_PYTHON, "arm64" if host_tag.endswith("aarch64") else "x86_64", local)
             environment = lambda_environment(name, local, props["Runtime"], props["MemorySize"], props["Timeout"])
             times = init_seconds(local, runtime, props["Handler"], environment, args.runs)
             row = {

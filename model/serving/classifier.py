@@ -15,7 +15,7 @@ from typing import Literal
 import numpy as np
 import torch
 from networks import WEIGHTS_FILE
-from PIL import Image
+from PIL import Image, ImageOps
 from torch import nn
 
 NUM_CLASSES = 133
@@ -148,6 +148,13 @@ def train_transform(image_size: int = IMAGE_SIZE) -> Callable[[Image.Image], tor
             transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
         ]
     )
+
+
+def upright(image: Image.Image) -> Image.Image:
+    """The image turned as its EXIF orientation says. Phones store the pixels as the sensor read them
+    and the turn in EXIF: training, evaluation and serving all see a photo the way its owner does
+    (and so does the pipeline's copy of a large photo, functions/pipeline/logic/downsize.py)."""
+    return ImageOps.exif_transpose(image)
 
 
 class ResizeCenterCrop:

@@ -44,7 +44,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import answers
 import networks
 import quantization
 import torch
@@ -60,10 +59,13 @@ from classifier import (
     load_class_index,
     model_version,
     resize_size,
+    upright,
 )
 from networks import WEIGHTS_FILE
 from PIL import Image, UnidentifiedImageError
 from torch import nn
+
+import answers
 
 JSON = "application/json"
 IMAGE_CONTENT_TYPES = frozenset(
@@ -285,7 +287,7 @@ def _prepare(request: Request, model: Classifier) -> torch.Tensor:
 
 
 def decode_image(data: bytes, *, max_pixels: int, draft_size: int | None = RESIZE_SIZE) -> Image.Image:
-    """Decode to RGB with Pillow's decompression-bomb guard on, fully, so truncation shows.
+    """Decode to RGB, upright, with Pillow's decompression-bomb guard on, fully, so truncation shows.
 
     draft_size lets a JPEG decode at a reduced scale (1/2, 1/4, 1/8) that still leaves the shorter
     side at least that large: the same image for eval_transform, at a fraction of the cost."""
@@ -299,6 +301,7 @@ def decode_image(data: bytes, *, max_pixels: int, draft_size: int | None = RESIZ
                 scale = min(width, height) / draft_size
                 image.draft("RGB", (max(1, int(width / scale)), max(1, int(height / scale))))
             image.load()
+            image = upright(image)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise BadInput("DecompressionBomb", f"the image is too large to decode safely: {exc}", 413) from exc
     except UnidentifiedImageError as exc:

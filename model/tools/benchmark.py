@@ -55,7 +55,6 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 # What a serving container has on its import path: the artifact's code/, that is model/serving/.
-SERVING_DIR = REPO / "model" / "serving"
 
 
 # -- the baseline handler, as the course scripts write it ---------------------------------------
@@ -187,8 +186,9 @@ def stage_handlers(kind: str, model_dir: Path) -> Loaded:
     the baseline between its input_fn and predict_fn."""
     if kind == "baseline":
         return load(kind, model_dir)
-    import answers
     import inference
+
+    import answers
 
     model = load_ours(model_dir, kind)
     return Loaded(
@@ -271,8 +271,9 @@ def batched_throughput(
 ) -> dict[int, float]:
     """Best images/s of our handler (`precision`, or the default) on multi-record requests of each
     size: decode, preprocess, one forward pass per request, one answer line per image."""
-    import answers
     import inference
+
+    import answers
 
     model = load_ours(model_dir, precision)
     rates: dict[int, float] = {}
@@ -338,7 +339,7 @@ def forward_throughput(model_dir: Path, precision: str, batch_sizes: list[int]) 
 def cold_start(kind: str, model_dir: Path, image: Path) -> tuple[float, float]:
     """Seconds from starting a fresh Python process to its first prediction, and the process's
     peak RSS (MiB) after 20 more."""
-    env = {**os.environ, "PYTHONPATH": str(SERVING_DIR)}
+    env = {**os.environ, "PYTHONPATH": str(model_dir / "code")}  # the artifact's code/, as the container has it
     started = time.time()
     result = subprocess.run(
         [sys.executable, __file__, "--first-prediction", kind, str(model_dir), str(image)],

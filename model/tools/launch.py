@@ -30,6 +30,7 @@ from tuning_metrics import METRIC_DEFINITIONS
 from pipeline.adapters.sagemaker import transform_job_request
 
 MODEL = Path(__file__).resolve().parents[1]
+ANSWERS = MODEL.parent / "functions" / "answers.py"  # the answer contract, at the Lambda package's root
 PYTORCH_VERSION = "2.6"
 PY_VERSION = "py312"
 OBJECTIVE = "validation:accuracy"
@@ -43,11 +44,11 @@ SEARCH_SPACE = {
 
 def training_source(directory: Path) -> Path:
     """What a training job runs: the entry points and their modules (model/training/) and the code
-    they train and pack into the artifact's code/ (model/serving/), side by side in one folder."""
+    they train and pack into the artifact's code/ (model/serving/ and the answer contract,
+    functions/answers.py), side by side in one folder."""
     directory.mkdir(parents=True, exist_ok=True)
-    for part in ("training", "serving"):
-        for path in sorted((MODEL / part).glob("*.py")):
-            shutil.copy2(path, directory / path.name)
+    for path in [*sorted((MODEL / "training").glob("*.py")), *sorted((MODEL / "serving").glob("*.py")), ANSWERS]:
+        shutil.copy2(path, directory / path.name)
     return directory
 
 

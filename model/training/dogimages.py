@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from classifier import Breed, breed_from_folder, eval_transform, train_transform
+from classifier import Breed, breed_from_folder, eval_transform, train_transform, upright
 from PIL import Image
 from torch.utils.data import DataLoader, DistributedSampler
 from torchvision import datasets
@@ -23,7 +23,7 @@ def _load_rgb(path: str) -> Image.Image:
     Image.MAX_IMAGE_PIXELS = MAX_TRAINING_PIXELS
     with Image.open(path) as image:
         image.load()  # decode fully here, so a truncated file fails now
-        return image.convert("RGB")
+        return upright(image).convert("RGB")
 
 
 class SafeImageFolder(datasets.ImageFolder):

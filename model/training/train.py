@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import itertools
 import json
 import shutil
@@ -19,7 +20,6 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import classifier
 import dogimages
 import loops
 import networks
@@ -31,11 +31,18 @@ from networks import WEIGHTS_FILE
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-# What the inference container needs under code/: the handler and the modules it imports, all of
-# model/serving/. They sit beside classifier.py, here as in the source bundle of a training job.
-SERVING_DIR = Path(classifier.__file__).resolve().parent
-SERVING_CODE = ("inference.py", "classifier.py", "answers.py", "networks.py", "quantization.py")
+# What the inference container needs under code/: the handler and the modules it imports (all of
+# model/serving/, and the answer contract from functions/). Each is copied from where Python finds
+# it: the repository's folders here, one flat folder in a training job's source bundle.
+SERVING_MODULES = ("inference", "classifier", "answers", "networks", "quantization")
 CHECKPOINT = "checkpoint.pth"
+
+
+def _module_file(name: str) -> Path:
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.origin is None:
+        raise RuntimeError(f"the serving module {name} is not on the import path")
+    return Path(spec.origin)
 
 
 def _sagemaker_or_local(sagemaker_path: str, local: str) -> str:
@@ -184,8 +191,8 @@ def _finish(
     (model_dir / CONFIG_FILE).write_text(json.dumps({"arch": "resnet18", "image_size": args.image_size}))
     code_dir = model_dir / "code"
     code_dir.mkdir(exist_ok=True)
-    for name in SERVING_CODE:
-        shutil.copy2(SERVING_DIR / name, code_dir / name)
+    for name in SERVING_MODULES:
+        shutil.copy2(_module_file(name), code_dir / f"{name}.py")
     (Path(args.output_dir) / "metrics.json").write_text(json.dumps(result, indent=1))
     shipped = (WEIGHTS_FILE, *(network.file for network in networks.INT8_NETWORKS))
     written = [name for name in shipped if (model_dir / name).exists()]

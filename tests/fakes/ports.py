@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from pipeline.logic import answers
+import answers
 from pipeline.logic.errors import NoCapacity, ObjectChanged, RejectedImage, TransientError
 from pipeline.logic.outcomes import ImageRef, Outcome
 from pipeline.logic.ports import Lease, ObjectData, StoredImage, may_record, may_settle, may_take_lease

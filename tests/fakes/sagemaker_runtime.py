@@ -18,8 +18,8 @@ from typing import Any
 
 from PIL import Image
 
+import answers
 from devstack.runtime import Answer, RuntimeServer, error, model_error
-from pipeline.logic import answers
 
 BREEDS = [f"{i:03d}.Breed_{i:03d}" for i in range(1, 134)]
 IMAGE_TYPES = {"image/jpeg", "image/png", "application/x-image"}

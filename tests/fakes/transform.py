@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import answers
 from devstack.transform import TransformRunner
-from pipeline.logic import answers
 from tests.fakes.sagemaker_runtime import model_answer
 
 

@@ -416,12 +416,23 @@ def test_model_resources_exist_only_with_a_model_artifact(template: dict[str, An
 
 
 def test_functions_import_only_boto3_powertools_and_the_standard_library() -> None:
-    allowed = {"boto3", "botocore", "aws_lambda_powertools", "pipeline", "mypy_boto3_s3", "mypy_boto3_dynamodb"}
+    """And Pillow, in the one module that downsizes large photos (its import waits for one)."""
+    allowed = {
+        "boto3",
+        "botocore",
+        "aws_lambda_powertools",
+        "pipeline",
+        "answers",
+        "mypy_boto3_s3",
+        "mypy_boto3_dynamodb",
+    }
     allowed |= {"mypy_boto3_sagemaker", "mypy_boto3_sagemaker_runtime", "mypy_boto3_sqs"}
+    only_in = {"PIL": REPO / "functions" / "pipeline" / "logic" / "downsize.py"}
     import sys
 
     for path in (REPO / "functions").rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
             names = []
             if isinstance(node, ast.Import):
                 names = [a.name for a in node.names]
@@ -429,19 +440,72 @@ def test_functions_import_only_boto3_powertools_and_the_standard_library() -> No
                 names = [node.module]
             for name in names:
                 top = name.split(".")[0]
+                if only_in.get(top) == path:
+                    assert node not in tree.body, f"{path}: {name} is imported when the module is"
+                    continue
                 assert top in allowed or top in sys.stdlib_module_names or top == "__future__", f"{path}: {name}"
 
 
-def test_the_lambda_package_carries_the_answer_contract_as_a_file(tmp_path: Path) -> None:
-    """functions/pipeline/logic/answers.py links to model/serving/answers.py; `sam build` copies
-    the source tree with aws-lambda-builders' copytree, which must copy the file's content."""
-    link = REPO / "functions" / "pipeline" / "logic" / "answers.py"
-    assert link.is_symlink() and link.resolve() == REPO / "model" / "serving" / "answers.py"
-    copy = f"from aws_lambda_builders.utils import copytree; copytree({str(REPO / 'functions')!r}, {str(tmp_path)!r})"
-    result = run(str(tool(SAM / "python")), "-c", copy)
-    assert result.returncode == 0, result.stderr
-    packaged = tmp_path / "pipeline" / "logic" / "answers.py"
-    assert not packaged.is_symlink() and packaged.read_bytes() == link.read_bytes()
+def makefile_variable(name: str) -> str:
+    match = re.search(rf"^{name} \?= (\S+)$", (REPO / "functions" / "Makefile").read_text(), re.MULTILINE)
+    assert match, f"functions/Makefile sets no {name}"
+    return match.group(1)
+
+
+def test_the_functions_are_built_by_their_makefile_for_the_template_runtime(template: dict[str, Any]) -> None:
+    """`sam build` runs functions/Makefile's build-<LogicalId> for each function, and the Makefile
+    fetches wheels for the runtime and architecture the template deploys."""
+    functions = {k: r for k, r in template["Resources"].items() if r["Type"] == "AWS::Serverless::Function"}
+    globals_ = template["Globals"]["Function"]
+    assert globals_["CodeUri"] == "functions/"
+    assert makefile_variable("RUNTIME_PYTHON") == globals_["Runtime"].removeprefix("python")
+    assert makefile_variable("ARCH") == {"arm64": "aarch64", "x86_64": "x86_64"}[globals_["Architectures"][0]]
+    for name, resource in functions.items():
+        assert resource["Metadata"]["BuildMethod"] == "makefile", name
+        assert not {"Runtime", "Architectures", "CodeUri"} & resource["Properties"].keys(), name
+        dry_run = subprocess.run(["make", "-n", "-C", "functions", f"build-{name}"], cwd=REPO, capture_output=True)
+        assert dry_run.returncode == 0, f"functions/Makefile has no target build-{name}"
+
+
+ELF_MACHINES = {183: "arm64", 62: "x86_64"}  # e_machine: EM_AARCH64, EM_X86_64
+
+
+@pytest.mark.slow  # sam build fetches the functions' wheels
+def test_sam_build_packages_the_functions_with_any_python(template: dict[str, Any], tmp_path: Path) -> None:
+    """A real `sam build`, on a PATH that has make and this machine's Python only (no python3.12):
+    each package holds the answer contract as a file, the pipeline without bytecode, and its
+    dependencies' compiled parts built for Lambda's architecture and Python."""
+    import sys
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for command in ("make", "cp", "find", "rm"):
+        found = subprocess.run(["which", command], capture_output=True, text=True, check=True).stdout.strip()
+        (bin_dir / command).symlink_to(found)
+    env = {"PATH": str(bin_dir), "PYTHON": sys.executable, "SAM_CLI_TELEMETRY": "0", "HOME": str(tmp_path)}
+    env["AWS_DEFAULT_REGION"] = REGION
+    build_dir = tmp_path / "build"
+    command = [tool(SAM / "sam"), "build", "--build-dir", str(build_dir), "--cache-dir", str(tmp_path / "cache")]
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    architecture = template["Globals"]["Function"]["Architectures"][0]
+    runtime_tag = "cpython-" + template["Globals"]["Function"]["Runtime"].removeprefix("python").replace(".", "")
+    for name, resource in template["Resources"].items():
+        if resource["Type"] != "AWS::Serverless::Function":
+            continue
+        package = build_dir / name
+        contract = package / "answers.py"
+        assert contract.is_file() and not contract.is_symlink()
+        assert contract.read_bytes() == (REPO / "functions" / "answers.py").read_bytes()
+        handler = resource["Properties"]["Handler"].rpartition(".")[0].replace(".", "/") + ".py"
+        assert (package / handler).is_file(), handler
+        assert not list(package.rglob("__pycache__")) and not (package / "Makefile").exists()
+        compiled = list(package.rglob("*.so"))
+        assert compiled, "no compiled dependency in the package"  # Pillow's
+        for library in compiled:
+            header = library.read_bytes()[:20]
+            assert header[:4] == b"\x7fELF" and ELF_MACHINES[int.from_bytes(header[18:20], "little")] == architecture
+        assert all(runtime_tag in so.name for so in compiled if ".cpython-" in so.name)
 
 
 def test_samconfig_holds_the_stack_defaults_and_leaves_parameters_to_guided() -> None:
@@ -544,9 +608,9 @@ def test_transform_instance_types_are_botocores_and_the_default_has_vnni(templat
 def test_the_model_server_accepts_the_largest_request_a_job_sends(template: dict[str, Any], payload_mb: int) -> None:
     """MaxPayloadInMB counts MiB (first-deploy.md): the local runner packs requests that large, and the
     request limit the template gives TorchServe accepts them (a 413 would fail the whole job)."""
+    import answers
     from devstack.transform import TransformRunner, max_request_bytes
     from pipeline.config import batch_max_bytes
-    from pipeline.logic import answers
 
     # the largest image ingest sends to batch, under the longest key, fits under either reading of "MB"
     largest_record = answers.dumps_record("k" * 1024, bytes(batch_max_bytes(payload_mb)))

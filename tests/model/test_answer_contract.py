@@ -10,11 +10,11 @@ from pathlib import Path
 import boto3
 import pytest
 
+from answers import Prediction
 from devstack.runtime import RuntimeServer
 from devstack.toolkit import ToolkitHost
 from pipeline.adapters.retry import Backoff
 from pipeline.adapters.sagemaker import ServerlessEndpoint
-from pipeline.logic.answers import Prediction
 from pipeline.logic.errors import RejectedImage
 from pipeline.logic.outcomes import read_model_answer
 from tests.model.test_inference import BAD, sample_image

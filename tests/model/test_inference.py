@@ -13,13 +13,13 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import answers
 import classifier
 import inference
 import pytest
 import torch
 from PIL import Image
 
+import answers
 from devstack.container import pack_model, unpack_model
 from devstack.toolkit import Response, ToolkitHost
 from tests.conftest import REPO
@@ -209,6 +209,21 @@ def test_serving_preprocessing_matches_evaluation(dataset: Path) -> None:
     )
     assert fast.shape == expected.shape
     assert torch.mean(torch.abs(fast - expected)).item() < 0.05
+
+
+def test_a_photo_stored_sideways_is_decoded_as_its_owner_sees_it(dataset: Path) -> None:
+    """Phones store the sensor's pixels and the turn in EXIF (orientation 6: a quarter turn)."""
+    path = next((dataset / "test").rglob("*.jpg"))
+    seen = Image.open(path).convert("RGB")
+    assert seen.width != seen.height
+    buffer = io.BytesIO()
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    seen.transpose(Image.Transpose.ROTATE_90).save(buffer, "JPEG", quality=95, exif=exif.tobytes())
+    decoded = inference.decode_image(buffer.getvalue(), max_pixels=10**8, draft_size=None)
+    assert decoded.size == seen.size
+    difference = torch.mean(torch.abs(classifier.eval_transform(64)(decoded) - classifier.eval_transform(64)(seen)))
+    assert difference.item() < 0.05
 
 
 def test_the_training_artifact_is_served_as_is(

@@ -10,7 +10,6 @@ import logging
 import shutil
 from pathlib import Path
 
-import answers
 import classifier
 import inference
 import networks
@@ -18,6 +17,7 @@ import pytest
 import quantization
 import torch
 
+import answers
 from tests.training import CLASSES, IMAGE_SIZE, served_here
 
 # torch's default x86 recipe (7-bit activations, int8 head) agreed on about 90% of such images;

@@ -39,8 +39,8 @@ def test_training_learns_and_leaves_a_deployable_model(trained: tuple[Path, dict
         "model_int8.pt",
         "model_int8_reduce_range.pt",
     ]
-    # code/ is model/serving/ as it is: the handler and what it imports
-    shipped = sorted(p.name for p in (REPO / "model" / "serving").glob("*.py"))
+    # code/ is model/serving/ as it is, with the answer contract: the handler and what it imports
+    shipped = sorted([*(p.name for p in (REPO / "model" / "serving").glob("*.py")), "answers.py"])
     assert sorted(p.name for p in (model_dir / "code").iterdir()) == shipped
     breeds = classifier.load_class_index(model_dir)
     assert [b.label for b in breeds] == ["001", "002", "003", "004", "005"]
@@ -158,12 +158,12 @@ def test_torchvision_weights_load_into_our_resnet18_unchanged() -> None:
         assert torch.allclose(ours.eval()(x), reference(x), atol=1e-5)
 
 
-def test_serving_imports_no_torchvision() -> None:
+def test_serving_imports_no_torchvision(trained: tuple[Path, dict[str, object]]) -> None:
     """Importing torchvision costs about a second of every serverless cold start."""
     code = "import sys, inference; assert 'torchvision' not in sys.modules, 'torchvision imported'"
     result = subprocess.run(
         [sys.executable, "-c", code],
-        cwd=REPO / "model" / "serving",  # as the container sees code/
+        cwd=trained[0] / "code",  # the artifact's code/, as the container sees it
         env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
         capture_output=True,
         text=True,

@@ -1,7 +1,8 @@
-"""Small images and broken files for pipeline tests, made in memory."""
+"""Images and broken files for pipeline tests, made in memory: small ones, and phone-sized photos."""
 
 from __future__ import annotations
 
+import functools
 import io
 import struct
 import zlib
@@ -13,6 +14,40 @@ def jpeg(width: int = 64, height: int = 48, color: tuple[int, int, int] = (180, 
     buffer = io.BytesIO()
     Image.new("RGB", (width, height), color).save(buffer, "JPEG", quality=90)
     return buffer.getvalue()
+
+
+@functools.cache
+def photo(
+    width: int = 8000,
+    height: int = 6000,
+    *,
+    subject: bytes | None = None,
+    orientation: int | None = None,
+    quality: int = 95,
+) -> bytes:
+    """A photo-like JPEG as a phone writes it: a picture (`subject`, an image scaled up, or shapes)
+    under sensor-like noise, so it compresses as a photo does (8000 x 6000, the default, is a
+    48-megapixel photo of about 25 MB). With an EXIF orientation (6: the camera was turned a
+    quarter), the pixels are stored turned as a camera stores them, so the photo is seen as given."""
+    if subject is None:
+        small = Image.linear_gradient("L").resize((width // 100 + 1, height // 100 + 1))
+        source = Image.merge("RGB", (small, small.rotate(90), small.rotate(180)))
+    else:
+        source = Image.open(io.BytesIO(subject)).convert("RGB")
+    picture = source.resize((width, height), Image.Resampling.BICUBIC)
+    texture = Image.effect_noise((width, height), 48).convert("RGB")
+    stored = Image.blend(picture, texture, 0.25)
+    exif = Image.Exif()
+    if orientation is not None:
+        exif[0x0112] = orientation  # Orientation
+        stored = stored.transpose(_STORED_TURN[orientation])
+    buffer = io.BytesIO()
+    stored.save(buffer, "JPEG", quality=quality, exif=exif.tobytes())
+    return buffer.getvalue()
+
+
+# How a camera stores the pixels of a photo it tags with each orientation (EXIF undoes it).
+_STORED_TURN = {3: Image.Transpose.ROTATE_180, 6: Image.Transpose.ROTATE_90, 8: Image.Transpose.ROTATE_270}
 
 
 def png(width: int = 40, height: int = 30, color: tuple[int, int, int] = (20, 160, 90)) -> bytes:

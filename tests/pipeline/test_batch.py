@@ -10,6 +10,8 @@ import pytest
 
 from devstack.lambda_runtime import LambdaContext
 from pipeline.handlers import build_jobs, collect, ingest
+from pipeline.logic import ingest as ingest_logic
+from pipeline.logic.downsize import downsize
 from tests.conftest import Aws
 from tests.fakes.sagemaker_runtime import fake_prediction
 from tests.fakes.transform import run_transform_job
@@ -140,13 +142,29 @@ def test_a_duplicate_event_while_in_a_job_starts_no_second_job(aws: Aws, context
     assert len(jobs(aws)) == 1
 
 
-def test_an_oversize_image_is_rejected_before_the_shard(aws: Aws, context: LambdaContext) -> None:
+def test_a_photo_over_the_payload_limit_is_classified_from_its_downsized_copy(aws: Aws, context: LambdaContext) -> None:
+    data = images.photo(4000, 3000)  # 6.4 MB: over the 6 MB request of TransformMaxPayloadMB's default
+    aws.upload("incoming/phone.jpg", data)
+    job = queue_and_build(aws, context)
+    collect.lambda_handler(run_transform_job(aws.clients, job), LambdaContext(function_name="collect"))
+    item = aws.item("incoming/phone.jpg")
+    assert item is not None and item["status"] == "CLASSIFIED" and item["job_name"] == job
+    assert item["size"] == len(data)  # the record is of the upload; the model saw its copy
+    copy = downsize(data, max_pixels=50_000_000, max_bytes=4_000_000).data
+    assert item["breed"] == fake_prediction(copy).class_name
+
+
+def test_an_object_over_the_largest_image_is_rejected_before_the_shard(
+    aws: Aws, context: LambdaContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ingest_logic, "LARGEST_IMAGE_BYTES", 6_000_000)
     aws.upload("incoming/huge.png", images.png()[:-12] + b"\x00" * 6_100_000)
     ingest.lambda_handler(aws.receive_event(), context)
     assert build(aws) == {"batchItemFailures": []}
     assert jobs(aws) == []
     item = aws.item("incoming/huge.png")
     assert item is not None and item["status"] == "REJECTED" and item["error_code"] == "TooLarge"
+    assert "6,000,000-byte limit for an image" in item["reason"]
 
 
 def test_a_quota_refusal_leaves_the_shard_waiting_with_the_reason(aws: Aws, context: LambdaContext) -> None:
@@ -187,14 +205,18 @@ class TestAutoMode:
         assert len(jobs(aws)) == 1
         assert aws.runtime.calls == []
 
-    def test_an_image_over_the_serverless_limit_goes_to_batch(self, aws: Aws, context: LambdaContext) -> None:
+    def test_an_image_over_the_serverless_limit_is_classified_serverless_downsized(
+        self, aws: Aws, context: LambdaContext
+    ) -> None:
         aws.upload("incoming/small.jpg", images.jpeg())
-        aws.upload("incoming/big.png", images.png()[:-12] + b"\x00" * 4_200_000)
+        aws.upload("incoming/big.jpg", images.photo(4000, 3000))  # 6.4 MB, over the endpoint's 4 MB
         ingest.lambda_handler(aws.receive_event(), context)
-        assert aws.item("incoming/small.jpg")["mode"] == "serverless"  # type: ignore[index]
         build(aws)
-        big = aws.item("incoming/big.png")
-        assert big is not None and big["mode"] == "batch" and big["status"] == "PENDING"
+        assert jobs(aws) == []  # no job, and no wait for one
+        for key in ("incoming/small.jpg", "incoming/big.jpg"):
+            item = aws.item(key)
+            assert item is not None and (item["mode"], item["status"]) == ("serverless", "CLASSIFIED")
+        assert max(call["size"] for call in aws.runtime.calls) < 4_000_000  # the requests the endpoint got
 
 
 def test_starting_a_job_twice_is_quiet(aws: Aws) -> None:

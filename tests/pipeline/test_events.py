@@ -8,11 +8,11 @@ from datetime import UTC, datetime
 
 import pytest
 
+import answers
 from devstack.lambda_runtime import LambdaContext
 from devstack.template import declared_environment, load_template
 from pipeline.adapters.dynamodb import DynamoPredictions
 from pipeline.handlers import build_jobs, collect, ingest
-from pipeline.logic import answers
 from pipeline.logic.jobs import JobFiles, QueuedShard
 from pipeline.logic.outcomes import ImageRef, Mode, Outcome, Status
 from pipeline.logic.s3uri import S3Uri

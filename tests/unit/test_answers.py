@@ -1,4 +1,4 @@
-"""The model's answer contract (model/serving/answers.py) and how the pipeline reads it."""
+"""The model's answer contract (functions/answers.py) and how the pipeline reads it."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from pipeline.logic import answers
+import answers
 from pipeline.logic.errors import RejectedImage, TransientError
 from pipeline.logic.outcomes import read_model_answer
 

@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
+import answers
 from pipeline.adapters.aws_errors import AwsError, aws_call, is_retryable
 from pipeline.adapters.sagemaker import rejection
-from pipeline.logic import answers
 from pipeline.logic.errors import TransientError
 
 

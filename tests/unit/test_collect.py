@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from pipeline.logic import answers
+import answers
 from pipeline.logic.collect import Collect, JobEvent
 from pipeline.logic.errors import TransientError
 from pipeline.logic.jobs import JobFiles, JobLayout, QueuedShard

@@ -29,7 +29,7 @@ def test_supported_images_pass_with_their_dimensions(data: bytes, expected: Imag
     ("data", "size", "code", "reason_part"),
     [
         (b"", 0, "EmptyObject", "empty"),
-        (images.jpeg(), 4_000_001, "TooLarge", "4,000,000-byte limit"),
+        (images.jpeg(), 4_000_001, "TooLarge", "4,000,000-byte limit for an image"),
         (b"shopping list\n", 14, "NotAnImage", "not an image"),
         (images.heic_header(), 90, "UnsupportedFormat", "HEIC"),
         (b"%PDF-1.7\n", 9, "UnsupportedFormat", "PDF"),

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import io
 import re
 from dataclasses import dataclass, field
 
 import pytest
+from PIL import Image
 
-from pipeline.logic import answers
+import answers
 from pipeline.logic import ingest as ingest_logic
+from pipeline.logic.downsize import downsize
 from pipeline.logic.errors import TransientError
 from pipeline.logic.ingest import Ingest, IngestResult, IngestRules
 from pipeline.logic.jobs import QueuedShard
 from pipeline.logic.outcomes import ImageRef, Mode, Outcome, Status
-from pipeline.logic.routing import RoutingPolicy
+from pipeline.logic.routing import SERVERLESS_MAX_BYTES, RoutingPolicy
 from tests.fakes.ports import FakeEndpoint, MemoryJobQueue, MemoryObjects, MemoryPredictions
 from tests.fakes.sagemaker_runtime import fake_prediction
 from tests.pipeline import images
@@ -205,11 +208,61 @@ def test_a_batch_becomes_a_shard_of_its_valid_images_queued_for_a_job(batch: Wor
     assert batch.endpoint.calls == []
 
 
-def test_an_image_over_the_job_payload_limit_is_rejected_before_the_shard(batch: World) -> None:
-    huge = batch.upload("incoming/huge.png", images.png()[:-12] + b"\x00" * 4_100_000)
+def test_a_photo_over_the_job_payload_limit_goes_into_its_shard_downsized_and_upright(batch: World) -> None:
+    # GIVEN a 12-megapixel phone photo of 6.4 MB, seen 4000 x 3000, stored sideways with EXIF orientation 6
+    data = images.photo(4000, 3000, orientation=6)
+    with Image.open(io.BytesIO(data)) as stored:
+        assert stored.size == (3000, 4000)
+    assert len(data) > 4_000_000  # over this world's batch limit
+    photo = batch.upload("incoming/phone.jpg", data)
+    batch.run(photo)
+    # THEN its shard holds a JPEG of 512 pixels on its shorter side, turned upright, within the limit
+    ((shard, [(key, sent)]),) = batch.shards()
+    assert key == photo.key and [ref.key for ref in shard.images] == [photo.key]
+    assert len(sent) < 4_000_000
+    with Image.open(io.BytesIO(sent)) as copy:
+        assert (copy.format, copy.size) == ("JPEG", (683, 512))
+        assert copy.getexif().get(0x0112) is None  # turned already: nothing turns it twice
+
+
+def test_a_48_megapixel_photo_is_classified_downsized_on_the_endpoint(world: World) -> None:
+    data = images.photo()  # 8000 x 6000, about 25 MB
+    photo = world.upload("incoming/48mp.jpg", data)
+    world.run(photo)
+    outcome = world.outcome(photo)
+    assert outcome is not None and outcome.status is Status.CLASSIFIED
+    sent = downsize(data, max_pixels=10**8, max_bytes=SERVERLESS_MAX_BYTES).data
+    assert outcome.prediction == fake_prediction(sent)  # the model saw the copy
+    assert world.endpoint.calls == ["image/jpeg"]
+
+
+def test_a_large_photo_that_does_not_decode_is_rejected_with_the_reason(world: World) -> None:
+    data = images.photo(4000, 3000)
+    broken = world.upload("incoming/cut-off.jpg", data[: len(data) * 3 // 4])  # the header is intact
+    world.run(broken)
+    outcome = world.outcome(broken)
+    assert outcome is not None and outcome.status is Status.REJECTED and outcome.error_code == "InvalidImage"
+    assert "cannot decode the image" in (outcome.reason or "")
+    assert world.endpoint.calls == []
+
+
+def test_an_object_over_the_largest_image_is_rejected_by_its_header_alone(
+    batch: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    huge = batch.upload("incoming/huge.jpg", images.jpeg()[:-2] + b"\x00" * 2_000_000 + b"\xff\xd9")
+    monkeypatch.setattr(ingest_logic, "LARGEST_IMAGE_BYTES", 1_000_000)
+    reads: list[int | None] = []
+    read = batch.objects.read
+    monkeypatch.setattr(
+        batch.objects,
+        "read",
+        lambda *a, first_bytes=None: reads.append(first_bytes) or read(*a, first_bytes=first_bytes),
+    )
     batch.run(huge)
-    assert batch.outcome(huge).error_code == "TooLarge"  # type: ignore[union-attr]
-    assert batch.queue.messages == []
+    outcome = batch.outcome(huge)
+    assert outcome is not None and outcome.error_code == "TooLarge"
+    assert "over the 1,000,000-byte limit for an image" in (outcome.reason or "")
+    assert reads == [ingest_logic.HEADER_BYTES] and batch.queue.messages == []
 
 
 def test_a_duplicate_event_while_in_a_job_queues_nothing(batch: World) -> None:

@@ -31,11 +31,10 @@ def test_auto_sends_a_batch_at_the_threshold_to_batch_transform() -> None:
     assert policy(Mode.AUTO, threshold=3).route(three) == ([], three)
 
 
-def test_auto_sends_an_image_too_large_for_the_endpoint_to_batch() -> None:
-    # GIVEN a batch that reaches the threshold only if the oversize image counts
-    serverless, batch = policy(Mode.AUTO, threshold=3).route([*SMALL, BIG])
-    # THEN the small ones go serverless and only the big one goes to batch
-    assert (serverless, batch) == (SMALL, [BIG])
+def test_size_does_not_route_an_image_too_large_for_the_endpoint() -> None:
+    # An image over the endpoint's limit is downsized for it (downsize.py), not sent to wait for a job.
+    assert policy(Mode.AUTO, threshold=3).route([*SMALL, BIG]) == ([], [*SMALL, BIG])
+    assert policy(Mode.AUTO, threshold=4).route([*SMALL, BIG]) == ([*SMALL, BIG], [])
 
 
 @pytest.mark.parametrize(("mode", "limit"), [(Mode.SERVERLESS, SERVERLESS_MAX_BYTES), (Mode.BATCH, 6_000_000)])

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import answers
 from pipeline.adapters.aws_errors import AwsError, aws_call, is_retryable
 from pipeline.adapters.retry import Backoff
-from pipeline.logic import answers
 from pipeline.logic.errors import NoCapacity, RejectedImage
 
 if TYPE_CHECKING:

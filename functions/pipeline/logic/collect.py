@@ -15,7 +15,7 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
-from pipeline.logic import answers
+import answers
 from pipeline.logic.errors import TransientError
 from pipeline.logic.jobs import JobFiles, index_of
 from pipeline.logic.outcomes import ImageRef, Mode, Outcome, Status

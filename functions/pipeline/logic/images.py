@@ -1,9 +1,10 @@
 """Cheap image checks on the first bytes of an object, before any model sees it.
 
-The Lambda functions carry no imaging library: these checks read magic numbers and header fields
-only. They catch what can be caught from a header (empty, oversize, not an image, unsupported
-format, decompression bombs); damage deeper in a file (truncation, corrupt data) is caught by the
-model handler, which answers a per-image error instead of failing (see model/serving/inference.py).
+These checks read magic numbers and header fields only, without an imaging library. They catch what
+can be caught from a header (empty, oversize, not an image, unsupported format, decompression bombs);
+damage deeper in a file (truncation, corrupt data) is caught by the model handler, which answers a
+per-image error instead of failing (see model/serving/inference.py), or by downsize.py for an image
+too large to send as it is.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def inspect_image(header: bytes, size: int, *, max_bytes: int, max_pixels: int) 
     if size > max_bytes:
         raise RejectedImage(
             "TooLarge",
-            f"the object is {size:,} bytes, over the {max_bytes:,}-byte limit for this inference mode",
+            f"the object is {size:,} bytes, over the {max_bytes:,}-byte limit for an image",
         )
     info = _sniff(header)
     if info.width is not None and info.height is not None:

@@ -13,7 +13,8 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
-from pipeline.logic import answers
+import answers
+from pipeline.logic.downsize import LARGEST_IMAGE_BYTES, downsize
 from pipeline.logic.errors import ObjectChanged, RejectedImage, TransientError
 from pipeline.logic.images import HEADER_BYTES, inspect_image
 from pipeline.logic.jobs import QueuedShard, ref_json_size, shard_uri
@@ -124,18 +125,28 @@ class Ingest:
         return {"prediction": read_model_answer(answer), "inference_ms": round(elapsed_ms, 1)}
 
     def _read_checked(self, ref: ImageRef, mode: Mode) -> tuple[bytes, str]:
-        """The image's bytes and format, after the header checks. Never loads more than the mode
-        takes: an oversize object is judged (and rejected) by its header."""
-        max_bytes = self.rules.routing.max_bytes(mode)
-        whole = ref.size <= max_bytes
+        """The image's bytes and format after the header checks, within the mode's request limit: an
+        image over it is sent downsized (downsize.py). An object over LARGEST_IMAGE_BYTES is judged,
+        and rejected, by its header alone."""
+        routing = self.rules.routing
+        whole = ref.size <= LARGEST_IMAGE_BYTES
         obj = self.objects.read(ref.bucket, ref.key, ref.etag, first_bytes=None if whole else HEADER_BYTES)
-        info = inspect_image(
-            obj.data[:HEADER_BYTES],
-            obj.total_size,
-            max_bytes=max_bytes,
-            max_pixels=self.rules.routing.max_image_pixels,
+        header = obj.data[:HEADER_BYTES]
+        info = inspect_image(header, obj.total_size, max_bytes=LARGEST_IMAGE_BYTES, max_pixels=routing.max_image_pixels)
+        limit = routing.max_bytes(mode)
+        if obj.total_size <= limit:
+            return obj.data, info.format
+        small = downsize(obj.data, max_pixels=routing.max_image_pixels, max_bytes=limit)
+        logger.info(
+            "image downsized to fit its request",
+            image_id=ref.image_id,
+            mode=mode,
+            bytes=obj.total_size,
+            downsized_bytes=len(small.data),
+            size=f"{small.original_size[0]}x{small.original_size[1]}",
+            downsized_size=f"{small.size[0]}x{small.size[1]}",
         )
-        return obj.data, info.format
+        return small.data, "JPEG"
 
     # -- batch transform --------------------------------------------------------------------
 

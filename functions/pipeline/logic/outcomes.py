@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-from pipeline.logic import answers
-from pipeline.logic.answers import Prediction
+import answers
+from answers import Prediction
 from pipeline.logic.errors import RejectedImage, TransientError
 
 

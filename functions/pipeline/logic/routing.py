@@ -23,12 +23,8 @@ class RoutingPolicy:
 
     def route(self, images: list[ImageRef]) -> tuple[list[ImageRef], list[ImageRef]]:
         """Split images into (serverless, batch) by the mode. In auto mode a batch of at least the
-        threshold goes to batch transform, and so does any image too large for the endpoint."""
-        if self.mode is Mode.SERVERLESS:
+        threshold goes to batch transform. Size does not route: an image over a mode's limit is
+        downsized for it (downsize.py)."""
+        if self.mode is Mode.SERVERLESS or (self.mode is Mode.AUTO and len(images) < self.auto_batch_threshold):
             return images, []
-        if self.mode is Mode.BATCH:
-            return [], images
-        fits = [ref for ref in images if ref.size <= self.serverless_max_bytes]
-        if len(fits) >= self.auto_batch_threshold:
-            return [], images
-        return fits, [ref for ref in images if ref.size > self.serverless_max_bytes]
+        return [], images

@@ -1,7 +1,8 @@
 """The answer the model handler gives for one image, defined once.
 
-model/serving/inference.py writes it, the pipeline reads it (functions/pipeline/logic/answers.py is
-a link to this file, so the Lambda package carries the same code), and the tests build it.
+model/serving/inference.py writes it, the pipeline reads it, and the tests build it. It sits at the
+root of the Lambda package (functions/), which `sam build` packages as it is; train.py copies it
+into the model artifact's code/ beside inference.py, and launch.py into a training job's source.
 
     a prediction      {"predicted_label": "069", "class_name": "French_bulldog", "confidence": 0.91,
                        "top5": [{"label": "069", "class_name": "French_bulldog", "probability": 0.91}, ...],

@@ -1,1 +1,0 @@
-../../../model/serving/answers.py
