@@ -11,12 +11,18 @@ IMPORT_PATH := .:functions:model/serving:model/training:model/tools
 
 .PHONY: install test unit lint typecheck pytest demo stack soak query launch preflight deploy package-size benchmark benchmark-photos pipeline-benchmark cost clean
 
-# Four environments: the project (.venv); the SAM CLI and checkov, whose pins clash; and the serving
-# container's torch 2.6 (.venv-serving), under which tests serve the model artifact.
-$(VENV)/.installed: requirements/dev.txt functions/requirements.txt
+# Five environments: the project (.venv); the unit floor (.venv-unit); the SAM CLI and checkov, whose pins
+# clash; and the serving container's torch 2.6 (.venv-serving), under which tests serve the model artifact.
+$(VENV)/.installed: requirements/dev.txt requirements/unit.txt functions/requirements.txt
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is required") if sys.version_info < (3, 11) else None'
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install $(PIP_FLAGS) -r requirements/dev.txt
+	@touch $@
+
+# The unit floor: the functions' dependencies and pytest, no torch (tests/unit must need no more).
+.venv-unit/.installed: requirements/unit.txt functions/requirements.txt
+	$(PYTHON) -m venv .venv-unit
+	.venv-unit/bin/pip install $(PIP_FLAGS) -r requirements/unit.txt
 	@touch $@
 
 .venv-sam/.installed: requirements/sam.txt
@@ -34,7 +40,7 @@ $(VENV)/.installed: requirements/dev.txt functions/requirements.txt
 	.venv-serving/bin/pip install $(PIP_FLAGS) -r requirements/serving.txt
 	@touch $@
 
-install: $(VENV)/.installed .venv-sam/.installed .venv-checkov/.installed .venv-serving/.installed
+install: $(VENV)/.installed .venv-unit/.installed .venv-sam/.installed .venv-checkov/.installed .venv-serving/.installed
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
@@ -46,11 +52,12 @@ typecheck: $(VENV)/.installed
 pytest: install
 	$(PY) -m pytest
 
-test: lint typecheck pytest
+test: lint typecheck unit pytest
 
-# The inner loop: pure logic with in-memory fakes, in seconds (`pytest -m "not slow"` adds moto).
-unit: $(VENV)/.installed
-	$(PY) -m pytest tests/unit -q
+# The inner loop: pure logic with in-memory fakes, in seconds, from the unit floor's environment
+# (`pytest -m "not slow"` in .venv adds moto).
+unit: .venv-unit/.installed
+	.venv-unit/bin/python -m pytest tests/unit -q
 
 demo: $(VENV)/.installed
 	PYTHONPATH=$(IMPORT_PATH) $(PY) -m devstack.demo
@@ -100,4 +107,4 @@ cost: $(VENV)/.installed
 	PYTHONPATH=$(IMPORT_PATH) $(PY) -m devstack.cost $(COST_ARGS)
 
 clean:
-	rm -rf .venv .venv-sam .venv-checkov .venv-serving .aws-sam build .devstack .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .venv .venv-unit .venv-sam .venv-checkov .venv-serving .aws-sam build .devstack .pytest_cache .mypy_cache .ruff_cache

@@ -196,3 +196,56 @@ def test_a_transform_job_that_is_throttled_waits_and_is_built_on_the_next_delive
     }
     (job,) = sagemaker.list_transform_jobs()["TransformJobSummaries"]
     assert aws.item("incoming/rex.jpg")["job_name"] == job["TransformJobName"]  # type: ignore[index]
+
+
+def throttle_twice(operation: str) -> list[str]:
+    """Make the next two calls of a SageMaker operation answer ThrottlingException (HTTP 400)."""
+    from pipeline.adapters.clients import client
+
+    throttled: list[str] = []
+
+    def refuse(**_: Any) -> AWSResponse | None:
+        if len(throttled) == 2:
+            return None  # sent as usual
+        throttled.append(operation)
+        body = b'{"__type":"ThrottlingException","message":"Rate exceeded"}'
+        return AWSResponse("https://sagemaker", 400, {"Content-Type": "application/x-amz-json-1.1"}, _Raw(body))
+
+    client("sagemaker").meta.events.register(f"before-send.sagemaker.{operation}", refuse)
+    return throttled
+
+
+def test_a_throttled_list_of_jobs_in_flight_never_fails_a_build(
+    aws: Aws, context: LambdaContext, monkeypatch: pytest.MonkeyPatch, backoff_waits: list[float]
+) -> None:
+    monkeypatch.setenv("INFERENCE_MODE", "batch")
+    ingest.build_ingest.cache_clear()
+    aws.upload("incoming/rex.jpg", images.jpeg())
+    ingest.lambda_handler(aws.receive_event(), context)
+    throttled = throttle_twice("ListTransformJobs")
+    # WHEN the builder counts the jobs in flight and SageMaker throttles the list twice
+    response = build_jobs.lambda_handler(aws.receive_event(aws.stack.job_queue_url), context)
+    # THEN the build went through after two backoff waits, as every SageMaker call does
+    assert response == {"batchItemFailures": []} and len(throttled) == 2 and len(backoff_waits) == 2
+    (job,) = boto3.client("sagemaker").list_transform_jobs()["TransformJobSummaries"]
+    assert aws.item("incoming/rex.jpg")["job_name"] == job["TransformJobName"]  # type: ignore[index]
+
+
+def test_a_throttled_describe_is_retried_like_every_sagemaker_call(aws: Aws, backoff_waits: list[float]) -> None:
+    from pipeline.adapters.clients import client
+    from pipeline.adapters.sagemaker import TransformJobs
+
+    jobs = TransformJobs(
+        client("sagemaker"),
+        model_name="dogbreed-resnet18",
+        instance_type="ml.c6i.xlarge",
+        instance_count=1,
+        max_payload_mb=6,
+        job_prefix="dogbreed",
+    )
+    jobs.start("dogbreed-20261201000000-0123456789abcdef", f"s3://{aws.bucket}/manifests/x.json", "s3://b/out/")
+    throttled = throttle_twice("DescribeTransformJob")
+    assert jobs.exists("dogbreed-20261201000000-0123456789abcdef")
+    assert len(throttled) == 2 and len(backoff_waits) == 2
+    assert not jobs.exists("dogbreed-20261201000000-ffffffffffffffff")  # an unknown job is not retried
+    assert len(backoff_waits) == 2

@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import io
 import re
+import tracemalloc
 from dataclasses import dataclass, field
 
 import pytest
 from PIL import Image
 
 import answers
+from devstack.template import load_template
+from pipeline.config import batch_max_bytes
 from pipeline.logic import ingest as ingest_logic
 from pipeline.logic.downsize import downsize
 from pipeline.logic.errors import TransientError
 from pipeline.logic.ingest import Ingest, IngestResult, IngestRules
 from pipeline.logic.jobs import QueuedShard
 from pipeline.logic.outcomes import ImageRef, Mode, Outcome, Status
+from pipeline.logic.ports import ObjectData
 from pipeline.logic.routing import SERVERLESS_MAX_BYTES, RoutingPolicy
 from tests.fakes.ports import FakeEndpoint, MemoryJobQueue, MemoryObjects, MemoryPredictions
 from tests.fakes.sagemaker_runtime import fake_prediction
@@ -35,11 +39,14 @@ class World:
     store: MemoryPredictions = field(default_factory=MemoryPredictions)
     endpoint: FakeEndpoint = field(default_factory=FakeEndpoint)
     queue: MemoryJobQueue = field(default_factory=MemoryJobQueue)
+    batch_max_bytes: int = 4_000_000
 
     @property
     def ingest(self) -> Ingest:
         rules = IngestRules(
-            routing=RoutingPolicy(self.mode, auto_batch_threshold=3, batch_max_bytes=4_000_000, max_image_pixels=10**8),
+            routing=RoutingPolicy(
+                self.mode, auto_batch_threshold=3, batch_max_bytes=self.batch_max_bytes, max_image_pixels=10**8
+            ),
             shard_prefix="batch-input/",
             model_name="dogbreed-resnet18",
             max_receive_count=MAX_RECEIVES,
@@ -319,3 +326,45 @@ def test_auto_mode_routes_by_batch_size(clock: Clock) -> None:
     auto.run(*large)
     assert all(auto.outcome(r) is None for r in large)  # queued for the job builder
     assert len(auto.queue.messages) == 1
+
+
+class GeneratedObjects(MemoryObjects):
+    """Objects made when read and shards counted, not kept: only what ingest holds is in memory."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+        self.shard_bytes: list[int] = []
+
+    def read(self, bucket: str, key: str, etag: str, *, first_bytes: int | None = None) -> ObjectData:
+        head = images.jpeg(color=(len(key) % 256, 0, 0))[:-2]
+        data = head + key.encode().ljust(self.size - len(head) - 2, b"\x00") + b"\xff\xd9"
+        return ObjectData(data if first_bytes is None else data[:first_bytes], len(data))
+
+    def put_bytes(self, bucket: str, key: str, data: bytes, content_type: str) -> None:
+        self.shard_bytes.append(len(data))
+
+
+def test_a_batch_of_100_images_of_4_4_mb_is_queued_in_bounded_memory(clock: Clock) -> None:
+    """100 images just under the batch limit (4.4 MB, TransformMaxPayloadMB 6) are 440 MB of
+    objects and 590 MB of base64: ingest streams them into shards, holding one shard and one image."""
+    template = load_template()
+    memory_mb = template["Globals"]["Function"]["MemorySize"]
+    image_size = 4_400_000
+    assert image_size <= batch_max_bytes(6)
+    world = World(Mode.BATCH, clock, objects=GeneratedObjects(image_size), batch_max_bytes=batch_max_bytes(6))
+    refs = [ImageRef(BUCKET, f"incoming/{n:03}.jpg", f"etag-{n}", image_size, T0, f"m-{n}") for n in range(100)]
+    tracemalloc.start()
+    try:
+        result = world.run(*refs)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    print(f"peak Python memory queueing 100 images of 4.4 MB: {peak / 2**20:.0f} MiB (function: {memory_mb} MB)")
+    assert not result.failed_message_ids
+    assert sum(len(QueuedShard.from_message("m", body).images) for body in world.queue.messages) == 100
+    shard_lines = world.objects.shard_bytes  # type: ignore[attr-defined]
+    assert len(shard_lines) == 10 and max(shard_lines) <= ingest_logic.SHARD_MAX_BYTES
+    # one shard's lines and their join, plus the image in hand and its line
+    assert peak < 2 * ingest_logic.SHARD_MAX_BYTES + 3 * image_size
+    assert peak < memory_mb * 2**20 / 3

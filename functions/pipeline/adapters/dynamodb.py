@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -18,6 +18,7 @@ from pipeline.logic.ports import StoredImage
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_dynamodb.type_defs import KeysAndAttributesOutputTypeDef, KeysAndAttributesTypeDef
 
 _serialize = TypeSerializer().serialize
 _deserialize = TypeDeserializer().deserialize
@@ -119,16 +120,19 @@ class DynamoPredictions:
     def _batch_get(self, keys: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """BatchGetItem, retrying UnprocessedKeys with backoff until all are read."""
         items: list[dict[str, Any]] = []
-        pending = {self.table_name: {"Keys": keys, "ConsistentRead": True}}
+        pending: Mapping[str, KeysAndAttributesTypeDef | KeysAndAttributesOutputTypeDef] = {
+            self.table_name: {"Keys": keys, "ConsistentRead": True}
+        }
 
         def attempt() -> None:
             nonlocal pending
             response = self.client.batch_get_item(RequestItems=pending)
             items.extend(response.get("Responses", {}).get(self.table_name, []))
-            unprocessed = response.get("UnprocessedKeys") or {}
-            if unprocessed.get(self.table_name, {}).get("Keys"):
+            unprocessed = response.get("UnprocessedKeys", {})
+            left = unprocessed.get(self.table_name)
+            if left and left.get("Keys"):
                 pending = unprocessed
-                raise _Unprocessed(len(unprocessed[self.table_name]["Keys"]))
+                raise _Unprocessed(len(left["Keys"]))
 
         try:
             with aws_call("reading the predictions table"):

@@ -22,12 +22,13 @@ class S3Objects:
         self.client = client
 
     def read(self, bucket: str, key: str, etag: str, *, first_bytes: int | None = None) -> ObjectData:
-        kwargs = {"Bucket": bucket, "Key": key, "IfMatch": f'"{etag}"'}
-        if first_bytes is not None:
-            kwargs["Range"] = f"bytes=0-{first_bytes - 1}"
         try:
             with aws_call(f"reading s3://{bucket}/{key}"):
-                response = self.client.get_object(**kwargs)
+                if first_bytes is not None:
+                    byte_range = f"bytes=0-{first_bytes - 1}"
+                    response = self.client.get_object(Bucket=bucket, Key=key, IfMatch=f'"{etag}"', Range=byte_range)
+                else:
+                    response = self.client.get_object(Bucket=bucket, Key=key, IfMatch=f'"{etag}"')
                 data = response["Body"].read()
         except AwsError as exc:
             if self._missing(bucket, key, exc):

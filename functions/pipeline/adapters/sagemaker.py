@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import answers
 from pipeline.adapters.aws_errors import AwsError, aws_call, is_retryable
 from pipeline.adapters.retry import Backoff
 from pipeline.logic.errors import NoCapacity, RejectedImage
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from mypy_boto3_sagemaker import SageMakerClient
@@ -113,10 +116,23 @@ class TransformJobs:
         self.max_payload_mb = max_payload_mb
         self.backoff = backoff or Backoff()
 
+    def _call(self, what: str, operation: str, fn: Callable[[], T]) -> T:
+        """Every control-plane call, under one retry policy: the project's backoff on throttling and
+        5xx (botocore's own retries are off for SageMaker, see clients.py)."""
+
+        def attempt() -> T:
+            with aws_call(what):
+                return fn()
+
+        return self.backoff.call(attempt, retry_on=is_retryable, what=f"sagemaker.{operation}")
+
     def exists(self, name: str) -> bool:
         try:
-            with aws_call(f"describing transform job {name}"):
-                self.client.describe_transform_job(TransformJobName=name)
+            self._call(
+                f"describing transform job {name}",
+                "describe_transform_job",
+                lambda: self.client.describe_transform_job(TransformJobName=name),
+            )
         except AwsError as exc:
             if exc.code in ("ValidationException", "ResourceNotFound"):
                 return False
@@ -124,16 +140,18 @@ class TransformJobs:
         return True
 
     def in_flight(self) -> int:
-        count = 0
-        with aws_call("listing transform jobs"):
+        def count() -> int:
+            found = 0
             for status in ("InProgress", "Stopping"):
                 pages = self.client.get_paginator("list_transform_jobs").paginate(
                     StatusEquals=status, NameContains=f"{self.job_prefix}-"
                 )
                 for page in pages:
                     summaries = page["TransformJobSummaries"]
-                    count += sum(s["TransformJobName"].startswith(f"{self.job_prefix}-") for s in summaries)
-        return count
+                    found += sum(s["TransformJobName"].startswith(f"{self.job_prefix}-") for s in summaries)
+            return found
+
+        return self._call("listing transform jobs", "list_transform_jobs", count)
 
     def start(self, name: str, manifest_uri: str, output_uri: str) -> None:
         request = transform_job_request(
@@ -145,13 +163,12 @@ class TransformJobs:
             instance_count=self.instance_count,
             max_payload_mb=self.max_payload_mb,
         )
-
-        def call() -> None:
-            with aws_call(f"starting transform job {name}"):
-                self.client.create_transform_job(**request)
-
         try:
-            self.backoff.call(call, retry_on=is_retryable, what="sagemaker.create_transform_job")
+            self._call(
+                f"starting transform job {name}",
+                "create_transform_job",
+                lambda: self.client.create_transform_job(**request),
+            )
         except AwsError as exc:
             if exc.code == "ResourceInUse" or "already exists" in str(exc) or "must be unique" in str(exc):
                 return  # a retried batch: the job with this name is already running

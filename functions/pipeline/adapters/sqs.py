@@ -9,6 +9,7 @@ from pipeline.adapters.aws_errors import aws_call
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
+    from mypy_boto3_sqs.type_defs import ChangeMessageVisibilityBatchRequestEntryTypeDef
 
 
 class SqsJobQueue:
@@ -24,7 +25,7 @@ class SqsJobQueue:
         """Make received messages visible again in `seconds` rather than at the queue's timeout.
         Best effort: a message this misses comes back at the timeout anyway."""
         for start in range(0, len(receipt_handles), 10):  # SQS's batch limit
-            entries = [
+            entries: list[ChangeMessageVisibilityBatchRequestEntryTypeDef] = [
                 {"Id": str(number), "ReceiptHandle": handle, "VisibilityTimeout": seconds}
                 for number, handle in enumerate(receipt_handles[start : start + 10])
             ]

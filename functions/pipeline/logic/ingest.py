@@ -151,12 +151,14 @@ class Ingest:
     # -- batch transform --------------------------------------------------------------------
 
     def _queue_for_jobs(self, images: list[ImageRef], result: IngestResult) -> None:
-        """Check each image, pack the good ones into shards and queue each shard for the job
-        builder, which writes their first record (PENDING in a job, or waiting). One bad image
-        never enters a shard, so it never fails a job."""
+        """Check each image and stream the good ones into shards, queueing each shard for the job
+        builder as it fills (the builder writes their first record: PENDING in a job, or waiting).
+        At most one shard and the image in hand are in memory. One bad image never enters a shard,
+        so it never fails a job."""
         base = Outcome(Status.PENDING, Mode.BATCH, model_name=self.rules.model_name)
-        accepted: dict[tuple[str, str], tuple[ImageRef, bytes]] = {}
-        for ref in images:
+        shard: list[tuple[ImageRef, bytes]] = []  # (image, its record line)
+        size = message = 0
+        for ref in self._newest_of_each_key(images, result):
             try:
                 data, _ = self._read_checked(ref, Mode.BATCH)
             except RejectedImage as exc:
@@ -172,22 +174,37 @@ class Ingest:
             except TransientError as exc:
                 self._transient_failure([ref], exc, result, base)
                 continue
-            # A key is a shard's record id: of two uploads of one key in a batch, the newer wins.
-            older = accepted.get((ref.bucket, ref.key))
+            line, entry = answers.dumps_record(ref.key, data) + b"\n", ref_json_size(ref)
+            del data
+            full = size + len(line) > SHARD_MAX_BYTES or message + entry > SHARD_MESSAGE_MAX_BYTES
+            if shard and (full or shard[0][0].bucket != ref.bucket):
+                self._queue_shard(shard, result, base)
+                shard, size, message = [], 0, 0
+            shard.append((ref, line))
+            size, message = size + len(line), message + entry
+        if shard:
+            self._queue_shard(shard, result, base)
+
+    @staticmethod
+    def _newest_of_each_key(images: list[ImageRef], result: IngestResult) -> list[ImageRef]:
+        """A key is a shard's record id: of two uploads of one key in a batch, the newer is sent (the
+        older's content is gone from S3). Grouped by bucket, as a shard holds one bucket's images."""
+        newest: dict[tuple[str, str], ImageRef] = {}
+        for ref in images:
+            older = newest.get((ref.bucket, ref.key))
             if older is not None:
                 result.superseded += 1
-                if older[0].uploaded_at > ref.uploaded_at:
+                if older.uploaded_at > ref.uploaded_at:
                     continue
-            accepted[ref.bucket, ref.key] = (ref, data)
-        for shard in _pack(list(accepted.values())):
-            self._queue_shard(shard, result, base)
+            newest[ref.bucket, ref.key] = ref
+        return sorted(newest.values(), key=lambda ref: ref.bucket)
 
     def _queue_shard(self, items: list[tuple[ImageRef, bytes]], result: IngestResult, base: Outcome) -> None:
         refs = [ref for ref, _ in items]
         uri = shard_uri(self.rules.shard_prefix, refs[0].bucket, started=self.clock(), nonce=uuid.uuid4().hex)
         # No record yet: one write per image fewer. If queueing fails, the retried message queues
         # the images again; a shard queued twice is deduplicated by the job builder.
-        lines = b"".join(answers.dumps_record(ref.key, data) + b"\n" for ref, data in items)
+        lines = b"".join(line for _, line in items)
         try:
             self.objects.put_bytes(uri.bucket, uri.key, lines, answers.JSON_LINES)
             self.queue.send(QueuedShard(uri, tuple(refs)).message_body())
@@ -227,21 +244,3 @@ class Ingest:
         log = logger.warning if outcome.status in (Status.REJECTED, Status.FAILED) else logger.info
         log("image outcome", image_id=ref.image_id, status=outcome.status, reason=outcome.reason, written=written)
         return written
-
-
-def _pack(items: list[tuple[ImageRef, bytes]]) -> list[list[tuple[ImageRef, bytes]]]:
-    """Shards of one bucket each, within SHARD_MAX_BYTES and a message of SHARD_MESSAGE_MAX_BYTES."""
-    shards: list[list[tuple[ImageRef, bytes]]] = []
-    for bucket in sorted({ref.bucket for ref, _ in items}):
-        current: list[tuple[ImageRef, bytes]] = []
-        size = message = 0
-        for ref, data in (item for item in items if item[0].bucket == bucket):
-            line, entry = answers.record_size(len(data), ref.key), ref_json_size(ref)
-            if current and (size + line > SHARD_MAX_BYTES or message + entry > SHARD_MESSAGE_MAX_BYTES):
-                shards.append(current)
-                current, size, message = [], 0, 0
-            current.append((ref, data))
-            size, message = size + line, message + entry
-        if current:
-            shards.append(current)
-    return shards
