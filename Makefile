@@ -9,7 +9,7 @@ export SAM_CLI_TELEMETRY := 0
 # The import roots (as pyproject.toml's pytest pythonpath): the Lambda package and the model's parts.
 IMPORT_PATH := .:functions:model/serving:model/training:model/tools
 
-.PHONY: install test unit lint typecheck pytest demo stack soak query launch preflight deploy package-size benchmark benchmark-photos pipeline-benchmark cost clean
+.PHONY: install test unit lint typecheck pytest demo stack soak query redrive launch preflight deploy package-size benchmark benchmark-photos pipeline-benchmark cost clean
 
 # Five environments: the project (.venv); the unit floor (.venv-unit); the SAM CLI and checkov, whose pins
 # clash; and the serving container's torch 2.6 (.venv-serving), under which tests serve the model artifact.
@@ -74,6 +74,11 @@ soak: $(VENV)/.installed
 # Query predictions, e.g. make query ARGS="breed Afghan_hound" (with the variables `make stack` prints).
 query: $(VENV)/.installed
 	$(PY) -m cli.query $(ARGS)
+
+# Try FAILED images again (copied onto themselves, so S3 notifies them anew), e.g.
+# make redrive ARGS="--stack dogbreed --prefix incoming/ --since 2026-12-01T00:00 --dry-run"
+redrive: $(VENV)/.installed
+	$(PY) -m cli.redrive $(ARGS)
 
 # The model's SageMaker lifecycle, e.g. make launch ARGS="tune --data s3://... --role ... --bucket ..."
 launch: $(VENV)/.installed
