@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import re
 import subprocess
 import tomllib
@@ -482,8 +483,11 @@ def test_sam_build_packages_the_functions_with_any_python(template: dict[str, An
     for command in ("make", "cp", "find", "rm"):
         found = subprocess.run(["which", command], capture_output=True, text=True, check=True).stdout.strip()
         (bin_dir / command).symlink_to(found)
-    env = {"PATH": str(bin_dir), "PYTHON": sys.executable, "SAM_CLI_TELEMETRY": "0", "HOME": str(tmp_path)}
-    env["AWS_DEFAULT_REGION"] = REGION
+    # The machine's own package-index settings (pip's and its proxy's variables, and HOME for a user
+    # pip.conf) travel; of commands, only make, cp, find, rm and this Python.
+    network = ("PIP_", "SSL_", "REQUESTS_CA", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY")
+    env = {k: v for k, v in os.environ.items() if k.upper().startswith(network) or k == "HOME"}
+    env |= {"PATH": str(bin_dir), "PYTHON": sys.executable, "SAM_CLI_TELEMETRY": "0", "AWS_DEFAULT_REGION": REGION}
     build_dir = tmp_path / "build"
     command = [tool(SAM / "sam"), "build", "--build-dir", str(build_dir), "--cache-dir", str(tmp_path / "cache")]
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False)
