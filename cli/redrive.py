@@ -6,8 +6,10 @@
 Each FAILED image (under --prefix, recorded FAILED at or after --since) is copied onto itself in S3,
 with its metadata and a `redriven-at` mark. S3 then notifies an ObjectCreated:Copy event, which takes
 the path an upload takes: the ingest function routes it by the stack's mode and records its new
-outcome. Safe to repeat: an image classified meanwhile is skipped by the ingest function as a
-duplicate, and one no longer FAILED is not listed. An object deleted since is reported, not copied.
+outcome. Safe to repeat: an image no longer FAILED is not listed, and the event of a second copy of
+content classified meanwhile is skipped as a duplicate (a copy keeps the ETag of an object uploaded
+in one part; one uploaded in parts gets a new ETag, so it is classified once more). An object deleted
+or overwritten since is reported, not copied.
 
 The table and bucket come from --table/--bucket, PREDICTIONS_TABLE/IMAGES_BUCKET, or --stack's outputs.
 """

@@ -224,16 +224,8 @@ def test_starting_a_job_twice_is_quiet(aws: Aws) -> None:
     from botocore.awsrequest import AWSResponse
 
     from pipeline.adapters.clients import client
-    from pipeline.adapters.sagemaker import TransformJobs
 
-    jobs_api = TransformJobs(
-        client("sagemaker"),
-        model_name="dogbreed-resnet18",
-        instance_type="ml.m5.xlarge",
-        instance_count=1,
-        max_payload_mb=6,
-        job_prefix="dogbreed",
-    )
+    jobs_api = build_jobs.build_jobs().transforms  # the job builder's own adapter, from its environment
     jobs_api.start("dogbreed-20261121000000-0123456789abcdef", f"s3://{aws.bucket}/manifests/x.json", "s3://b/out/")
 
     class Raw:

@@ -144,6 +144,12 @@ class _Raw:
         yield self.body
 
 
+def sagemaker_throttling() -> AWSResponse:
+    """What SageMaker answers a call over its rate: HTTP 400 ThrottlingException."""
+    body = b'{"__type":"ThrottlingException","message":"Rate exceeded"}'
+    return AWSResponse("https://sagemaker", 400, {"Content-Type": "application/x-amz-json-1.1"}, _Raw(body))
+
+
 def test_dynamodb_throttling_is_retried_by_the_client(aws: Aws, context: LambdaContext) -> None:
     # GIVEN DynamoDB throttles the first two writes (botocore's standard retry mode handles it)
     from pipeline.adapters.clients import client
@@ -178,8 +184,7 @@ def test_a_transform_job_that_is_throttled_waits_and_is_built_on_the_next_delive
     from pipeline.adapters.clients import client
 
     def refuse(**_: Any) -> AWSResponse:
-        body = b'{"__type":"ThrottlingException","message":"Rate exceeded"}'
-        return AWSResponse("https://sagemaker", 400, {"Content-Type": "application/x-amz-json-1.1"}, _Raw(body))
+        return sagemaker_throttling()
 
     client("sagemaker").meta.events.register("before-send.sagemaker.CreateTransformJob", refuse)
     # WHEN CreateTransformJob keeps being throttled
@@ -208,8 +213,7 @@ def throttle_twice(operation: str) -> list[str]:
         if len(throttled) == 2:
             return None  # sent as usual
         throttled.append(operation)
-        body = b'{"__type":"ThrottlingException","message":"Rate exceeded"}'
-        return AWSResponse("https://sagemaker", 400, {"Content-Type": "application/x-amz-json-1.1"}, _Raw(body))
+        return sagemaker_throttling()
 
     client("sagemaker").meta.events.register(f"before-send.sagemaker.{operation}", refuse)
     return throttled
@@ -232,17 +236,7 @@ def test_a_throttled_list_of_jobs_in_flight_never_fails_a_build(
 
 
 def test_a_throttled_describe_is_retried_like_every_sagemaker_call(aws: Aws, backoff_waits: list[float]) -> None:
-    from pipeline.adapters.clients import client
-    from pipeline.adapters.sagemaker import TransformJobs
-
-    jobs = TransformJobs(
-        client("sagemaker"),
-        model_name="dogbreed-resnet18",
-        instance_type="ml.c6i.xlarge",
-        instance_count=1,
-        max_payload_mb=6,
-        job_prefix="dogbreed",
-    )
+    jobs = build_jobs.build_jobs().transforms  # the job builder's own adapter, from its environment
     jobs.start("dogbreed-20261201000000-0123456789abcdef", f"s3://{aws.bucket}/manifests/x.json", "s3://b/out/")
     throttled = throttle_twice("DescribeTransformJob")
     assert jobs.exists("dogbreed-20261201000000-0123456789abcdef")
