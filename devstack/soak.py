@@ -8,9 +8,15 @@ Trains a small model, starts the local stack with the template's defaults, and u
 several threads while a fault schedule runs, cycling through the faults of FAULTS (each at least
 once, every --fault-every seconds while uploads last: 120 by default, so each kind recurs every 10
 minutes, longer than any function's timeout). Then it waits until every image has a final
-outcome (CLASSIFIED, REJECTED, or FAILED, whose message waits in a dead-letter queue) and prints:
+outcome (CLASSIFIED, REJECTED, or FAILED, whose message waits in a dead-letter queue, or which a
+poisoned transform request failed in every attempt) and prints:
 images, outcomes by status and mode, images without an outcome (must be 0), model calls beyond one
-per image, dead-letter messages and wall time. Exit 0 only if no image is left without an outcome.
+per image, failed transform jobs and the poisoned images' outcomes, dead-letter messages and wall
+time. Exit 0 only if no image is left without an outcome.
+
+fail-transform-request poisons the first image of the next transform request: every request that
+holds it fails with a 500, so its job fails; its neighbours must be CLASSIFIED in a later job and
+it alone FAILED with the job's reason.
 
 Local settings, said in the output: both queues' visibility timeouts are shortened (the template's 12
 and 30 minutes suit the functions' timeouts on AWS; here a failed batch comes back sooner), and Lambda's async
@@ -34,12 +40,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cli.query import Predictions
 from devstack.demo import ProgressBar
 from devstack.faults import FaultProxy
 from devstack.quickmodel import train_small_model
 from devstack.stack import Stack, StackOptions
 
-FAULTS = ("delay-s3", "throttle-dynamodb", "kill-lambda", "kill-model", "throttle-endpoint")
+FAULTS = ("delay-s3", "throttle-dynamodb", "kill-lambda", "kill-model", "throttle-endpoint", "fail-transform-request")
 AWS_ASYNC_RETRY_DELAYS_S = (60.0, 120.0)
 
 
@@ -97,6 +104,10 @@ class FaultSchedule:
             containers = [self.stack.endpoint_container, *(c for instances in jobs for c in instances)]
             pids = [pid for c in containers if c is not None and (pid := c.kill()) is not None]
             return f"model container pids {pids}"
+        if fault == "fail-transform-request":
+            assert self.stack.runner is not None
+            self.stack.runner.poison_next_request()
+            return "the next transform request's first image poisoned: every request holding it fails"
         if fault == "throttle-endpoint":
             assert self.stack.runtime is not None
             self.stack.runtime.throttle(self.fault_s)
@@ -175,11 +186,24 @@ def run(args: argparse.Namespace, progress: Callable[[int, int], None] | None = 
                 schedule.uploads_done.set()
                 outcomes = stack.wait_for_outcomes(uploads, args.timeout, progress)
                 schedule.stop()
+                fields = ("status", "error_code", "reason")
+                left = [key for key in uploads if key not in outcomes][:10]  # what the first images left say
+                found = Predictions(stack.client("dynamodb"), stack.names.table).images(stack.names.bucket, left)
+                waiting = {key: {k: found[key].get(k) for k in fields} if key in found else None for key in left}
                 assert stack.runtime is not None and stack.runner is not None
                 model_calls = sum(stack.runtime.answered.values()) + stack.runner.records
                 letters = dead_letters(stack)
                 jobs = len(stack.runner.finished)
+                failed_jobs = sum(
+                    event["detail"]["TransformJobStatus"] != "Completed" for event in stack.runner.finished
+                )
                 job_images = sorted(stack.runner.job_records.values(), reverse=True)
+                poisoned = {
+                    key: {k: outcomes[key].get(k) for k in ("status", "error_code", "reason")}
+                    if key in outcomes
+                    else None
+                    for key in stack.runner.poisoned
+                }
         finally:
             for proxy in proxies.values():
                 proxy.stop()
@@ -190,9 +214,12 @@ def run(args: argparse.Namespace, progress: Callable[[int, int], None] | None = 
         "visibility_timeout_s": args.visibility_timeout,
         "outcomes": dict(Counter(f"{o['status']} {o['mode']}" for o in outcomes.values())),
         "without_outcome": len(uploads) - len(outcomes),
+        "without_outcome_records": waiting,
         "model_calls": model_calls,
         "model_calls_beyond_one_per_image": model_calls - len(uploads),
         "transform_jobs": jobs,
+        "transform_jobs_failed": failed_jobs,
+        "poisoned_images": poisoned,
         "images_per_job": job_images,
         "dead_letters": letters,
         "faults": [{"at_s": at, "fault": fault, "detail": detail} for at, fault, detail in schedule.log.applied],
@@ -219,10 +246,15 @@ def report(result: dict[str, Any]) -> None:
     for outcome, count in sorted(result["outcomes"].items()):
         print(f"  {count:>7,}  {outcome}")
     print(f"images without an outcome: {result['without_outcome']}")
+    for key, record in result["without_outcome_records"].items():
+        print(f"  {key}: {record}")
     print(
         f"model calls: {result['model_calls']:,} ({result['model_calls_beyond_one_per_image']:,} beyond one "
         f"per image); transform jobs: {result['transform_jobs']}, images per job: {result['images_per_job']}"
     )
+    print(f"transform jobs failed: {result['transform_jobs_failed']}; poisoned images and their outcomes:")
+    for key, outcome in result["poisoned_images"].items():
+        print(f"  {key}: {outcome}")
     print(", ".join(f"dead-letter messages ({name}): {n}" for name, n in result["dead_letters"].items()))
     print(f"wall time: {result['wall_s']:.0f} s")
 

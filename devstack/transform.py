@@ -8,8 +8,11 @@ job. The runner finds each new job and runs it as SageMaker does:
   (SingleRecord sends one each); up to MaxConcurrentTransforms requests per instance at once;
 - AssembleWith=Line writes the answers of an object in input order, a newline after each, to
   `<S3OutputPath>/<relative key>.out`;
-- a failed request (after InvocationsMaxRetries) or a container that never becomes healthy fails
-  the job with a reason; the "SageMaker Transform Job State Change" event goes to the event bus.
+- a failed request (after InvocationsMaxRetries) leaves its input file without output and fails
+  the job with a reason once the other files are done ("a transform job continues to process input
+  files even if it fails to process one", the developer guide's batch-transform-errors page); a
+  container that never becomes healthy fails it at once. The "SageMaker Transform Job State
+  Change" event goes to the event bus.
 
 `limit_jobs_in_flight` makes moto's CreateTransformJob answer ResourceLimitExceeded, as an
 account's transform-instance quota does."""
@@ -26,6 +29,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+import answers
 from devstack.account import ACCOUNT, REGION
 from devstack.process import WorkerDied
 from pipeline.logic.s3uri import S3Uri
@@ -126,6 +130,8 @@ class TransformRunner:
         self.records = 0  # records (images) in those requests
         self.job_records: dict[str, int] = {}  # job name -> records its requests carried
         self.instance_seconds: dict[str, float] = {}  # job name -> its instances' running time, start-up excluded
+        self.poisoned: list[str] = []  # record ids whose every request fails (poison_next_request)
+        self._poison_armed = False
         self._count = threading.Lock()
         self._seen: set[str] = set()
         self._pool = ThreadPoolExecutor(parallel_jobs, thread_name_prefix="transform-job")
@@ -228,16 +234,25 @@ class TransformRunner:
         output = S3Uri.parse(job["TransformOutput"]["S3OutputPath"].rstrip("/") + "/")
         newline = job["TransformOutput"].get("AssembleWith", "None") == "Line"
         concurrency = int(job.get("MaxConcurrentTransforms") or 1)
+        failures: list[JobFailed] = []
         with ThreadPoolExecutor(concurrency, thread_name_prefix="transform-request") as requests:
             for bucket, key, relative in objects:
                 try:
-                    body = self.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-                except Exception as exc:
-                    raise JobFailed(f"ClientError: cannot read s3://{bucket}/{key}: {exc}") from exc
-                batches = self._requests(job, body, f"s3://{bucket}/{key}")
-                answers = list(requests.map(self._invoke, [job] * len(batches), [container] * len(batches), batches))
+                    try:
+                        body = self.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+                    except Exception as exc:
+                        raise JobFailed(f"ClientError: cannot read s3://{bucket}/{key}: {exc}") from exc
+                    batches = self._requests(job, body, f"s3://{bucket}/{key}")
+                    answers = list(
+                        requests.map(self._invoke, [job] * len(batches), [container] * len(batches), batches)
+                    )
+                except JobFailed as exc:  # no output for this file; the job goes on with the others, then fails
+                    failures.append(exc)
+                    continue
                 assembled = b"".join(answer + b"\n" if newline else answer for answer in answers)
                 self.s3.put_object(Bucket=output.bucket, Key=f"{output.key}{relative}.out", Body=assembled)
+        if failures:
+            raise failures[0]
 
     @staticmethod
     def _requests(job: dict[str, Any], body: bytes, where: str) -> list[tuple[bytes, int]]:
@@ -265,17 +280,37 @@ class TransformRunner:
             batches.append((b"\n".join(current), len(current)))
         return batches
 
+    def poison_next_request(self) -> None:
+        """A fault: the first record of the next multi-record request becomes poison, and every
+        request that holds it fails with a 500, as a model container that crashes on one input does."""
+        self._poison_armed = True
+
+    def _poisoned(self, body: bytes, content_type: str) -> bool:
+        if content_type != answers.JSON_LINES or not (self._poison_armed or self.poisoned):
+            return False
+        ids = [answers.loads_record(line)[0] for line in body.split(b"\n") if line.strip()]
+        with self._count:
+            if self._poison_armed and ids:
+                self._poison_armed = False
+                self.poisoned.append(ids[0])
+                log.info("record %s poisoned: every request holding it fails", ids[0])
+            return any(record_id in self.poisoned for record_id in ids)
+
     def _invoke(self, job: dict[str, Any], container: Container, batch: tuple[bytes, int]) -> bytes:
         content_type = job["TransformInput"].get("ContentType", "application/octet-stream")
         accept = job["TransformOutput"].get("Accept", "application/json")
         retries = int(job.get("ModelClientConfig", {}).get("InvocationsMaxRetries", 3))
         body, records = batch
+        poisoned = self._poisoned(body, content_type)
         for _ in range(retries + 1):
             with self._count:
                 self.requests += 1
                 self.records += records
                 name = job["TransformJobName"]
                 self.job_records[name] = self.job_records.get(name, 0) + records
+            if poisoned:
+                status, answer = 500, b"the model container crashed on a record of this request"
+                continue
             status, _, answer = container.invoke(body, content_type, accept)
             if status < 500:
                 break

@@ -13,6 +13,7 @@ from cli.query import get_args_parser, main
 from devstack.lambda_runtime import LambdaContext
 from pipeline.adapters.dynamodb import DynamoPredictions
 from pipeline.handlers.ingest import lambda_handler
+from pipeline.logic.lifecycle import Change, Event
 from pipeline.logic.outcomes import ImageRef, Mode, Outcome, Status
 from tests.conftest import Aws
 from tests.fakes.sagemaker_runtime import FAKE_PRECISION, FAKE_VERSION, fake_prediction
@@ -35,7 +36,9 @@ def records(aws: Aws, monkeypatch: pytest.MonkeyPatch) -> Aws:
         lambda_handler(aws.receive_event(), LambdaContext(function_name="ingest"))
     ref = ImageRef(aws.bucket, "incoming/lost.jpg", "0" * 32, 10, datetime.now(UTC))
     failed = Outcome(Status.FAILED, Mode.BATCH, reason="transform job x failed: AlgorithmError", error_code="JobFailed")
-    DynamoPredictions(aws.clients["dynamodb"], aws.stack.names.table).record(ref, failed, datetime.now(UTC))
+    DynamoPredictions(aws.clients["dynamodb"], aws.stack.names.table).write(
+        [Change(ref, Event.GAVE_UP, failed)], datetime.now(UTC)
+    )
     monkeypatch.setenv("PREDICTIONS_TABLE", aws.stack.names.table)
     monkeypatch.setenv("IMAGES_BUCKET", aws.bucket)
     return aws

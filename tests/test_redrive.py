@@ -11,6 +11,7 @@ from cli.redrive import get_args_parser, main
 from devstack.lambda_runtime import LambdaContext
 from pipeline.adapters.dynamodb import DynamoPredictions
 from pipeline.handlers.ingest import lambda_handler
+from pipeline.logic.lifecycle import Change, Event
 from pipeline.logic.outcomes import ImageRef, Mode, Outcome, Status
 from tests.conftest import Aws
 from tests.pipeline import images
@@ -29,7 +30,7 @@ def fail(aws: Aws, key: str, data: bytes, when: datetime) -> None:
     aws.receive_event()  # its upload event, taken off the queue (in flight, as if its ingest died)
     ref = ImageRef(aws.bucket, key, etag, len(data), when - timedelta(minutes=5))
     failed = Outcome(Status.FAILED, Mode.BATCH, reason="transform job x failed: AlgorithmError", error_code="JobFailed")
-    DynamoPredictions(aws.clients["dynamodb"], aws.stack.names.table).record(ref, failed, when)
+    DynamoPredictions(aws.clients["dynamodb"], aws.stack.names.table).write([Change(ref, Event.GAVE_UP, failed)], when)
 
 
 def redrive(aws: Aws, *argv: str) -> int:

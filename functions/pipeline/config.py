@@ -112,7 +112,10 @@ class BuildSettings:
 @dataclass(frozen=True)
 class CollectSettings:
     table_name: str
+    job_queue_url: str  # where a failed job's images go back, each alone in a shard
+    shard_prefix: str
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> CollectSettings:
-        return cls(_Environment(environ).text("TABLE_NAME"))
+        env = _Environment(environ)
+        return cls(env.text("TABLE_NAME"), env.text("JOB_QUEUE_URL"), env.text("SHARD_PREFIX"))

@@ -16,8 +16,9 @@ from datetime import datetime
 
 import answers
 from pipeline.logic.errors import NoCapacity, ObjectChanged, RejectedImage, TransientError
+from pipeline.logic.lifecycle import Change, StoredImage
 from pipeline.logic.outcomes import ImageRef, Outcome
-from pipeline.logic.ports import Lease, ObjectData, StoredImage, may_record, may_settle, may_take_lease
+from pipeline.logic.ports import Lease, ObjectData, may_take_lease
 from tests.fakes.sagemaker_runtime import model_answer
 
 
@@ -96,20 +97,13 @@ class MemoryPredictions(Faults):
         self.check()
         return {i: self.records[i].stored for i in image_ids if i in self.records}
 
-    def record(self, ref: ImageRef, outcome: Outcome, now: datetime) -> bool:
-        self.check()
-        return self._write(ref, outcome, now, may_record(self._stored(ref.image_id), ref))
-
-    def record_many(self, refs: Sequence[ImageRef], outcome: Outcome, now: datetime) -> list[bool]:
-        return [self.record(ref, outcome, now) for ref in refs]
-
-    def settle_many(self, settled: Sequence[tuple[StoredImage, Outcome]], now: datetime) -> list[bool]:
-        return [self.settle_job_image(stored, outcome, now) for stored, outcome in settled]
-
-    def settle_job_image(self, stored: StoredImage, outcome: Outcome, now: datetime) -> bool:
-        self.check()
-        allowed = may_settle(self._stored(stored.ref.image_id), stored.ref.etag, outcome.job_name)
-        return self._write(stored.ref, outcome, now, allowed)
+    def write(self, changes: Sequence[Change], now: datetime) -> list[bool]:
+        written = []
+        for change in changes:
+            self.check()
+            allowed = change.allowed(self._stored(change.ref.image_id))  # the lifecycle table itself
+            written.append(self._write(change.ref, change.outcome, now, allowed))
+        return written
 
     def outcome(self, image_id: str) -> Outcome | None:
         record = self.records.get(image_id)
@@ -182,26 +176,28 @@ class MemoryTransformJobs(Faults):
     def __init__(self, quota: int | None = None) -> None:
         super().__init__()
         self.jobs: dict[str, Job] = {}
-        self.finished: set[str] = set()
+        self.finished: dict[str, str] = {}  # job name -> how it ended
         self.quota = quota
 
-    def exists(self, name: str) -> bool:
-        return name in self.jobs
+    def status(self, name: str) -> str | None:
+        if name not in self.jobs:
+            return None
+        return self.finished.get(name, "InProgress")
 
     def in_flight(self) -> int:
         self.check()
-        return len(self.jobs.keys() - self.finished)
+        return len(self.jobs.keys() - self.finished.keys())
 
     def start(self, name: str, manifest_uri: str, output_uri: str) -> None:
         self.check()
         if name in self.jobs:
             return
-        if self.quota is not None and len(self.jobs.keys() - self.finished) >= self.quota:
+        if self.quota is not None and len(self.jobs.keys() - self.finished.keys()) >= self.quota:
             raise NoCapacity("ResourceLimitExceeded: the account's transform instance quota is used up")
         self.jobs[name] = Job(name, manifest_uri, output_uri)
 
-    def finish(self, *names: str) -> None:
-        self.finished.update(names or self.jobs)
+    def finish(self, *names: str, status: str = "Completed") -> None:
+        self.finished.update(dict.fromkeys(names or self.jobs, status))
 
 
 class MemoryJobQueue(Faults):

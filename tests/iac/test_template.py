@@ -193,10 +193,17 @@ def test_job_builder_role_starts_only_our_jobs_of_our_model(translated: dict[str
     assert not any(a.startswith("s3:GetObject") for st in builder.values() for a in as_list(st["Action"]))
 
 
-def test_collector_role_reads_only_manifests_and_outputs(translated: dict[str, Any]) -> None:
+def test_collector_role_reads_a_jobs_files_and_queues_only_retried_shards(translated: dict[str, Any]) -> None:
     collect = policy(translated, "CollectRole")
-    reads = sorted(literal(r) for r in collect["ReadManifestsAndTransformOutput"]["Resource"])
-    assert reads == ["${ImagesBucket.Arn}/manifests/*", "${ImagesBucket.Arn}/transform-output/*"]
+    reads = sorted(literal(r) for r in collect["ReadManifestsShardsAndTransformOutput"]["Resource"])
+    assert reads == [
+        "${ImagesBucket.Arn}/batch-input/*",
+        "${ImagesBucket.Arn}/manifests/*",
+        "${ImagesBucket.Arn}/transform-output/*",
+    ]
+    # a failed job's images go back to the job queue, each alone in a new shard, and nowhere else
+    assert literal(collect["WriteRetriedShards"]["Resource"]) == "${ImagesBucket.Arn}/batch-input/*"
+    assert collect["QueueRetriedShards"]["Resource"] == {"Fn::GetAtt": ["JobQueue", "Arn"]}
     assert not any("sagemaker:" in a for s in collect.values() for a in as_list(s["Action"]))
 
 

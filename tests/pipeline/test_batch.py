@@ -10,6 +10,7 @@ import pytest
 
 from devstack.lambda_runtime import LambdaContext
 from pipeline.handlers import build_jobs, collect, ingest
+from pipeline.logic import collect as collect_logic
 from pipeline.logic import ingest as ingest_logic
 from pipeline.logic.downsize import downsize
 from tests.conftest import Aws
@@ -28,9 +29,15 @@ def jobs(aws: Aws) -> list[str]:
 
 
 def build(aws: Aws) -> dict[str, Any]:
-    """Deliver what waits in the job queue to the job builder, as its event source does."""
+    """Deliver what waits in the job queue to the job builder, as its event source does (which then
+    deletes the messages it does not report failed)."""
     event = aws.receive_event(aws.stack.job_queue_url, visibility_timeout=0)
-    return build_jobs.lambda_handler(event, LambdaContext(function_name="BuildJobsFunction"))
+    response = build_jobs.lambda_handler(event, LambdaContext(function_name="BuildJobsFunction"))
+    failed = {failure["itemIdentifier"] for failure in response["batchItemFailures"]}
+    for record in event["Records"]:
+        if record["messageId"] not in failed:
+            aws.clients["sqs"].delete_message(QueueUrl=aws.stack.job_queue_url, ReceiptHandle=record["receiptHandle"])
+    return response
 
 
 def index(aws: Aws, job: str) -> list[list[str]]:
@@ -96,18 +103,40 @@ def test_collector_records_each_image_of_a_completed_job(aws: Aws, context: Lamb
     assert "decode" in bad["reason"]
 
 
-def test_a_failed_job_marks_every_unfinished_image_failed_with_the_reason(aws: Aws, context: LambdaContext) -> None:
+def test_a_failed_request_fails_only_its_own_image_after_its_neighbours_are_retried_alone(
+    aws: Aws, context: LambdaContext
+) -> None:
+    # GIVEN three photos in one shard, and a model container that fails every request holding b
     photos = {f"incoming/{name}.jpg": images.jpeg(color=(ord(name), 0, 0)) for name in ("a", "b", "c")}
     for key, data in photos.items():
         aws.upload(key, data)
-    job = queue_and_build(aws, context)
-    event = run_transform_job(aws.clients, job, fail_for=photos["incoming/b.jpg"])
-    collect.lambda_handler(event, LambdaContext(function_name="collect"))
-    for key in photos:  # one shard, one request: the whole shard failed
-        item = aws.item(key)
-        assert item is not None and item["status"] == "FAILED" and item["error_code"] == "JobFailed"
-        assert "AlgorithmError" in item["reason"] and job in item["reason"]
-        assert item["problem_status"] == "FAILED"
+    ingest.lambda_handler(aws.receive_event(), context)
+    reasons = []
+    for attempt in range(1, collect_logic.MAX_JOB_ATTEMPTS + 1):
+        # WHEN the job builder builds a job of what waits and the job fails on b
+        before = set(jobs(aws))
+        build(aws)
+        (job,) = set(jobs(aws)) - before
+        event = run_transform_job(aws.clients, job, fail_for=photos["incoming/b.jpg"])
+        assert event["detail"]["TransformJobStatus"] == "Failed"
+        collect.lambda_handler(event, LambdaContext(function_name="collect"))
+        shards = index(aws, job)
+        if attempt == 1:  # THEN first the whole shard failed, and each image went back alone
+            assert shards == [list(photos)]
+            assert {aws.item(key)["status"] for key in photos} == {"PENDING"}  # type: ignore[index]
+        else:  # AND in the next job each image is a file of its own: only b's fails
+            assert sorted(shards) == [[key] for key in sorted(photos) if attempt == 2 or key == "incoming/b.jpg"]
+            for key in ("incoming/a.jpg", "incoming/c.jpg"):
+                item = aws.item(key)
+                assert item is not None and item["status"] == "CLASSIFIED" and item["mode"] == "batch"
+        reasons.append(aws.item("incoming/b.jpg")["reason"])  # type: ignore[index]
+    # AND b is FAILED with the job's reason after the documented attempts, never waiting again
+    item = aws.item("incoming/b.jpg")
+    assert item is not None and item["status"] == "FAILED" and item["error_code"] == "JobFailed"
+    assert "AlgorithmError" in item["reason"] and job in item["reason"] and "attempt 3 of 3" in item["reason"]
+    assert item["problem_status"] == "FAILED"
+    assert "attempt 2 of 3" in reasons[0] and "attempt 3 of 3" in reasons[1]
+    assert aws.receive_event(aws.stack.job_queue_url, visibility_timeout=0)["Records"] == []
 
 
 def test_collecting_twice_writes_nothing_new(aws: Aws, context: LambdaContext) -> None:

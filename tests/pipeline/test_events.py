@@ -14,6 +14,7 @@ from devstack.template import declared_environment, load_template
 from pipeline.adapters.dynamodb import DynamoPredictions
 from pipeline.handlers import build_jobs, collect, ingest
 from pipeline.logic.jobs import JobFiles, QueuedShard
+from pipeline.logic.lifecycle import Change, Event
 from pipeline.logic.outcomes import ImageRef, Mode, Outcome, Status
 from pipeline.logic.s3uri import S3Uri
 from tests.conftest import EVENTS, Aws, load_event
@@ -38,9 +39,8 @@ def pending_job(aws: Aws, event_name: str, images: dict[str, str], outputs: dict
         refs.append(
             ImageRef(aws.bucket, f"incoming/{relative}", etag, len(data), datetime(2026, 11, 21, 10, tzinfo=UTC))
         )
-        store.record(
-            refs[-1], Outcome(Status.PENDING, Mode.BATCH, job_name=detail["TransformJobName"]), datetime.now(UTC)
-        )
+        in_job = Outcome(Status.PENDING, Mode.BATCH, job_name=detail["TransformJobName"])
+        store.write([Change(refs[-1], Event.JOB_STARTED, in_job)], datetime.now(UTC))
     manifest = S3Uri.parse(detail["TransformInput"]["DataSource"]["S3DataSource"]["S3Uri"])
     job = JobFiles(
         detail["TransformJobName"],

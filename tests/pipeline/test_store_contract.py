@@ -1,5 +1,5 @@
-"""The in-memory store of the unit tests keeps the DynamoDB adapter's contract: the same writes are
-accepted and refused by both (pipeline.logic.ports.may_record / may_settle)."""
+"""The in-memory store of the unit tests keeps the DynamoDB adapter's contract: both accept and refuse
+the same writes, those of the lifecycle table (pipeline/logic/lifecycle.py), in every state."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from pipeline.adapters.dynamodb import DynamoLease, DynamoPredictions
+from pipeline.logic import lifecycle
+from pipeline.logic.lifecycle import Change, Event, State
 from pipeline.logic.outcomes import ImageRef, Mode, Outcome, Status
-from pipeline.logic.ports import BuilderLease, PredictionStore, StoredImage
+from pipeline.logic.ports import BuilderLease, PredictionStore
 from tests.conftest import Aws
 from tests.fakes.ports import MemoryLease, MemoryPredictions
 
@@ -25,72 +27,94 @@ def store(request: pytest.FixtureRequest) -> PredictionStore:
     return DynamoPredictions(aws.clients["dynamodb"], aws.stack.names.table)
 
 
-def ref(etag: str, minutes: int = 0) -> ImageRef:
-    return ImageRef("bucket", "incoming/rex.jpg", etag, 10, T0 + timedelta(minutes=minutes))
+def ref(etag: str, minutes: int = 0, key: str = "incoming/rex.jpg") -> ImageRef:
+    return ImageRef("bucket", key, etag, 10, T0 + timedelta(minutes=minutes))
 
 
-def outcome(status: Status, job: str | None = None) -> Outcome:
-    return Outcome(status, Mode.BATCH if job else Mode.SERVERLESS, job_name=job)
+def outcome(state: State, job: str = "job-new") -> Outcome:
+    """An outcome that records `state`."""
+    if state is State.IN_JOB:
+        return Outcome(Status.PENDING, Mode.BATCH, job_name=job)
+    if state is State.WAITING:
+        return Outcome(Status.PENDING, Mode.BATCH)
+    return Outcome(Status(state.value.upper()), Mode.BATCH)
 
 
-@pytest.mark.parametrize(
-    ("first", "second", "written"),
-    [
-        (Status.PENDING, Status.CLASSIFIED, True),  # a job's image gets its outcome
-        (Status.FAILED, Status.CLASSIFIED, True),  # FAILED is not final: a retry may succeed
-        (Status.CLASSIFIED, Status.CLASSIFIED, False),  # a duplicate event
-        (Status.REJECTED, Status.FAILED, False),
-    ],
-)
-def test_same_content(store: PredictionStore, first: Status, second: Status, written: bool) -> None:
-    assert store.record(ref("a"), outcome(first), NOW)
-    assert store.record(ref("a"), outcome(second), NOW) is written
-    assert store.get_many(["bucket/incoming/rex.jpg"])["bucket/incoming/rex.jpg"].status is (
-        second if written else first
-    )
+# Each state of the lifecycle, set up by writing from an empty record: (etag, minutes after T0, the
+# event and state written) for the image, and the job the writer under test names.
+SETUPS: dict[str, tuple[State, list[tuple[str, int, Event, State, str]], str | None]] = {
+    "no record": (State.NEW, [], "job-1"),
+    "older content": (State.NEW, [("b", -5, Event.ANSWERED, State.CLASSIFIED, "")], "job-1"),
+    "newer content": (State.NEWER, [("b", 5, Event.ANSWERED, State.CLASSIFIED, "")], "job-1"),
+    "waiting": (State.WAITING, [("a", 0, Event.WAITS, State.WAITING, "")], "job-1"),
+    "in the writer's job": (State.IN_JOB, [("a", 0, Event.JOB_STARTED, State.IN_JOB, "job-1")], "job-1"),
+    "in another job": (State.IN_OTHER_JOB, [("a", 0, Event.JOB_STARTED, State.IN_JOB, "job-2")], "job-1"),
+    "in a job, none named": (State.IN_OTHER_JOB, [("a", 0, Event.JOB_STARTED, State.IN_JOB, "job-1")], None),
+    "classified": (State.CLASSIFIED, [("a", 0, Event.ANSWERED, State.CLASSIFIED, "")], "job-1"),
+    "rejected": (State.REJECTED, [("a", 0, Event.ANSWERED, State.REJECTED, "")], "job-1"),
+    "failed": (State.FAILED, [("a", 0, Event.GAVE_UP, State.FAILED, "")], "job-1"),
+}
 
 
-@pytest.mark.parametrize(("minutes", "written"), [(5, True), (-5, False)])
-def test_other_content_replaces_only_older_content(store: PredictionStore, minutes: int, written: bool) -> None:
-    assert store.record(ref("a"), outcome(Status.CLASSIFIED), NOW)
-    assert store.record(ref("b", minutes), outcome(Status.CLASSIFIED), NOW) is written
-    assert store.get_many(["bucket/incoming/rex.jpg"])["bucket/incoming/rex.jpg"].ref.etag == ("b" if written else "a")
+def test_every_state_is_set_up() -> None:
+    assert {state for state, _, _ in SETUPS.values()} == set(State)
 
 
-@pytest.mark.parametrize(
-    ("job", "etag", "written"),
-    [("job-1", "a", True), ("job-2", "a", False), ("job-1", "b", False)],
-)
-def test_a_job_settles_only_its_own_pending_images(store: PredictionStore, job: str, etag: str, written: bool) -> None:
-    store.record(ref("a"), outcome(Status.PENDING, "job-1"), NOW)
-    stored = StoredImage(ref(etag), Status.PENDING, job)
-    assert store.settle_job_image(stored, outcome(Status.CLASSIFIED, job), NOW) is written
+def test_every_state_and_event_against_the_lifecycle_table(store: PredictionStore) -> None:
+    """Each (state, event) pair on an image of its own: the store writes exactly where the table
+    allows it, and the record then is what the event records (or, refused, what it was)."""
+    pairs = [(setup, event) for setup in SETUPS for event in Event if lifecycle.RULES[event].to]
+    changes = []
+    for number, (setup, event) in enumerate(pairs):
+        _, steps, job = SETUPS[setup]
+        key = f"incoming/{number}.jpg"
+        for etag, minutes, step_event, step_state, step_job in steps:
+            assert store.write([Change(ref(etag, minutes, key), step_event, outcome(step_state, step_job))], NOW)
+        if job is None and lifecycle.sources(event) == {State.IN_JOB}:
+            with pytest.raises(ValueError, match="name"):
+                Change(ref("a", key=key), event, outcome(lifecycle.RULES[event].to[0]), job=job)
+            changes.append(None)
+            continue
+        changes.append(Change(ref("a", key=key), event, outcome(lifecycle.RULES[event].to[0]), job=job))
+    before = store.get_many(f"bucket/incoming/{n}.jpg" for n in range(len(pairs)))
+    written = store.write([c for c in changes if c is not None], NOW)
+    after = store.get_many(f"bucket/incoming/{n}.jpg" for n in range(len(pairs)))
+    results = iter(written)
+    wrong = []
+    for number, ((setup, event), change) in enumerate(zip(pairs, changes, strict=True)):
+        if change is None:
+            continue
+        image_id = f"bucket/incoming/{number}.jpg"
+        allowed = SETUPS[setup][0] in lifecycle.sources(event)
+        record = after.get(image_id)
+        expected = (
+            (change.ref.etag, change.outcome.status, change.outcome.job_name)
+            if allowed
+            else (before[image_id].ref.etag, before[image_id].status, before[image_id].job_name)
+            if image_id in before
+            else None
+        )
+        got = (record.ref.etag, record.status, record.job_name) if record else None
+        done = next(results)
+        if done is not allowed or got != expected:
+            wrong.append(f"{setup} + {event}: written {done}, the table says {allowed}; {got}, not {expected}")
+    assert not wrong, "\n".join(wrong)
 
 
-def test_a_settled_image_is_not_settled_again(store: PredictionStore) -> None:
-    store.record(ref("a"), outcome(Status.PENDING, "job-1"), NOW)
-    stored = StoredImage(ref("a"), Status.PENDING, "job-1")
-    assert store.settle_job_image(stored, outcome(Status.CLASSIFIED, "job-1"), NOW)
-    assert not store.settle_job_image(stored, outcome(Status.FAILED, "job-1"), NOW)
+def test_a_refused_write_leaves_the_record_as_it_was(store: PredictionStore) -> None:
+    assert store.write([Change(ref("a"), Event.ANSWERED, outcome(State.CLASSIFIED))], NOW) == [True]
+    assert store.write([Change(ref("a"), Event.GAVE_UP, outcome(State.FAILED))], NOW) == [False]  # a duplicate
+    assert store.get_many(["bucket/incoming/rex.jpg"])["bucket/incoming/rex.jpg"].status is Status.CLASSIFIED
 
 
-def test_many_records_at_once_follow_the_same_rule_each(store: PredictionStore) -> None:
-    images = [ImageRef("bucket", f"incoming/{n}.jpg", "a", 10, T0) for n in range(40)]
-    store.record(images[3], outcome(Status.CLASSIFIED), NOW)  # final already: refused
-    written = store.record_many(images, outcome(Status.PENDING, "dogbreed-job"), NOW)
+def test_many_writes_at_once_follow_the_table_each(store: PredictionStore) -> None:
+    images = [ref("a", key=f"incoming/{n}.jpg") for n in range(40)]
+    store.write([Change(images[3], Event.ANSWERED, outcome(State.CLASSIFIED))], NOW)  # final already: refused
+    written = store.write([Change(image, Event.JOB_STARTED, outcome(State.IN_JOB, "job-1")) for image in images], NOW)
     assert written == [n != 3 for n in range(40)]
-    stored = store.get_many(image.image_id for image in images)
-    assert {stored[image.image_id].status for n, image in enumerate(images) if n != 3} == {Status.PENDING}
-    assert stored[images[3].image_id].status is Status.CLASSIFIED
-
-
-def test_many_settles_at_once_follow_the_same_rule_each(store: PredictionStore) -> None:
-    images = [ImageRef("bucket", f"incoming/{n}.jpg", "a", 10, T0) for n in range(20)]
-    store.record_many(images, outcome(Status.PENDING, "dogbreed-job"), NOW)
-    store.record(images[5], outcome(Status.PENDING, "dogbreed-later-job"), NOW)  # moved on to another job
-    stored = store.get_many(image.image_id for image in images)
-    settled = [(stored[image.image_id], outcome(Status.CLASSIFIED, "dogbreed-job")) for image in images]
-    assert store.settle_many(settled, NOW) == [n != 5 for n in range(20)]
+    store.write([Change(images[5], Event.JOB_STARTED, outcome(State.IN_JOB, "job-2"), job="job-1")], NOW)  # moved on
+    answers = [Change(image, Event.JOB_ANSWERED, outcome(State.CLASSIFIED), job="job-1") for image in images]
+    assert store.write(answers, NOW) == [n not in (3, 5) for n in range(40)]
 
 
 # -- the job builder's lease (pipeline.logic.ports.may_take_lease) ---------------------------

@@ -12,6 +12,7 @@ import pytest
 from pipeline.logic.build import BuildJobs, BuildResult, BuildRules
 from pipeline.logic.errors import TransientError
 from pipeline.logic.jobs import JobFiles, JobLayout, QueuedShard
+from pipeline.logic.lifecycle import Change, Event
 from pipeline.logic.outcomes import ImageRef, Mode, Outcome, Status
 from pipeline.logic.s3uri import S3Uri
 from tests.fakes.ports import MemoryLease, MemoryObjects, MemoryPredictions, MemoryTransformJobs
@@ -134,14 +135,17 @@ def test_an_image_waiting_longer_than_the_maximum_is_failed_with_the_reason(worl
 def test_images_that_no_longer_wait_are_left_out(world: World) -> None:
     shard = world.shard(4)
     done, newer, in_job, waiting = shard.images
-    world.store.record(done, Outcome(Status.CLASSIFIED, Mode.BATCH), world.clock())
-    world.store.record(
-        ImageRef(BUCKET, newer.key, "e2", 100, newer.uploaded_at + timedelta(seconds=1)),
-        Outcome(Status.PENDING, Mode.BATCH),
+    newer_content = ImageRef(BUCKET, newer.key, "e2", 100, newer.uploaded_at + timedelta(seconds=1))
+    world.jobs.start("dogbreed-running", "s3://b/m.json", "s3://b/out/")
+    running = Outcome(Status.PENDING, Mode.BATCH, job_name="dogbreed-running")
+    world.store.write(
+        [
+            Change(done, Event.ANSWERED, Outcome(Status.CLASSIFIED, Mode.BATCH)),
+            Change(newer_content, Event.WAITS, Outcome(Status.PENDING, Mode.BATCH)),
+            Change(in_job, Event.JOB_STARTED, running),
+        ],
         world.clock(),
     )
-    world.jobs.start("dogbreed-running", "s3://b/m.json", "s3://b/out/")
-    world.store.record(in_job, Outcome(Status.PENDING, Mode.BATCH, job_name="dogbreed-running"), world.clock())
     result = world.run(shard)
     (job,) = result.jobs
     assert world.job_images(job) == [waiting.key]
@@ -175,7 +179,7 @@ def test_a_job_that_failed_to_start_is_built_again_on_the_next_delivery(world: W
     first = world.run(shard)
     assert first.failed_message_ids == {shard.message_id} and first.jobs == []
     # the images are PENDING in a job that does not exist: the next delivery builds again
-    assert not world.jobs.exists(world.outcome(shard.images[0]).job_name or "")
+    assert world.jobs.status(world.outcome(shard.images[0]).job_name or "") is None
     second = world.run(shard)
     assert len(second.jobs) == 1 and not second.failed_message_ids
 
@@ -248,3 +252,22 @@ def test_two_builders_racing_never_exceed_the_cap_on_jobs_in_flight(world: World
         thread.join(timeout=10)
     assert len(world.jobs.jobs) == 2  # the cap, not 4
     assert sorted(r.retry_after_s is not None for r in results) == [False, True]
+
+
+@pytest.mark.parametrize(("ended", "taken"), [("Failed", True), ("Stopped", True), ("Completed", False), (None, False)])
+def test_an_image_of_a_failed_job_is_taken_before_its_collector_records_the_retry(
+    world: World, ended: str | None, taken: bool
+) -> None:
+    """A failed job's collector queues each unanswered image before it writes that it waits: a
+    build in between finds the image still in the failed job, and takes it (a job that completed
+    keeps it: its collector records the answer)."""
+    shard = world.shard(1)
+    (job,) = world.run(shard).jobs
+    if ended:
+        world.jobs.finish(job, status=ended)
+    retried = QueuedShard.from_message("m-retry", replace(shard, attempt=2).message_body())
+    result = world.run(retried)
+    assert bool(result.jobs) is taken
+    if taken:
+        (second,) = result.jobs
+        assert world.outcome(shard.images[0]).job_name == second

@@ -7,35 +7,43 @@ from datetime import UTC, datetime
 import pytest
 
 import answers
-from pipeline.logic.collect import Collect, JobEvent
+from pipeline.logic.collect import MAX_JOB_ATTEMPTS, Collect, JobEvent
 from pipeline.logic.errors import TransientError
 from pipeline.logic.jobs import JobFiles, JobLayout, QueuedShard
+from pipeline.logic.lifecycle import Change, Event
 from pipeline.logic.outcomes import ImageRef, Mode, Outcome, Status
 from pipeline.logic.s3uri import S3Uri
 from tests.conftest import load_event
-from tests.fakes.ports import MemoryObjects, MemoryPredictions
+from tests.fakes.ports import MemoryJobQueue, MemoryObjects, MemoryPredictions
 from tests.fakes.sagemaker_runtime import fake_prediction
 from tests.unit.conftest import BUCKET, T0, Clock
 
-LAYOUT = JobLayout("dogbreed", "batch-input/", "manifests/", "transform-output/")
+SHARD_PREFIX = "batch-input/"
+LAYOUT = JobLayout("dogbreed", SHARD_PREFIX, "manifests/", "transform-output/")
 
 
 class Job:
     """A transform job as the job builder leaves it (a manifest, an index, PENDING records), then
     the output lines SageMaker writes for each shard."""
 
-    def __init__(self, objects: MemoryObjects, store: MemoryPredictions, *shards: list[str]) -> None:
+    def __init__(self, objects: MemoryObjects, store: MemoryPredictions, *shards: list[str], attempt: int = 1) -> None:
         self.objects, self.store = objects, store
         self.shards = [
-            QueuedShard(S3Uri(BUCKET, f"batch-input/20261122T100000-s{n}.jsonl"), tuple(_ref(key) for key in keys))
+            QueuedShard(
+                S3Uri(BUCKET, f"{SHARD_PREFIX}20261122T100000-s{n}.jsonl"), tuple(map(_ref, keys)), attempt=attempt
+            )
             for n, keys in enumerate(shards)
         ]
+        for shard in self.shards:  # as the ingest function writes them
+            lines = b"".join(answers.dumps_record(ref.key, ref.key.encode()) + b"\n" for ref in shard.images)
+            objects.put_bytes(BUCKET, shard.uri.key, lines, answers.JSON_LINES)
         self.files: JobFiles = LAYOUT.new_job(BUCKET, self.shards, started=T0, nonce="n")
         objects.put_json(BUCKET, self.files.index.key, self.files.index_doc(self.shards))
         objects.put_json(BUCKET, self.files.manifest.key, self.files.manifest_doc(self.shards))
         for shard in self.shards:
             for ref in shard.images:
-                store.record(ref, Outcome(Status.PENDING, Mode.BATCH, job_name=self.files.name), T0)
+                in_job = Outcome(Status.PENDING, Mode.BATCH, job_name=self.files.name)
+                store.write([Change(ref, Event.JOB_STARTED, in_job)], T0)
         self.lines: dict[str, list[str]] = {}
 
     def answer(self, key: str, answer: answers.Answer | str) -> None:
@@ -73,8 +81,13 @@ def objects() -> MemoryObjects:
 
 
 @pytest.fixture
-def collect(objects: MemoryObjects, store: MemoryPredictions, clock: Clock) -> Collect:
-    return Collect(objects, store, clock=clock)
+def queue() -> MemoryJobQueue:
+    return MemoryJobQueue()
+
+
+@pytest.fixture
+def collect(objects: MemoryObjects, store: MemoryPredictions, queue: MemoryJobQueue, clock: Clock) -> Collect:
+    return Collect(objects, store, queue, SHARD_PREFIX, clock=clock)
 
 
 def status(store: MemoryPredictions, key: str) -> tuple[Status, str | None]:
@@ -103,16 +116,65 @@ def test_a_completed_job_records_each_image_from_its_output_line(
     assert status(store, "incoming/gone.jpg") == (Status.FAILED, "NoOutput")
 
 
-def test_a_failed_job_fails_its_unfinished_images_with_the_job_reason(
-    collect: Collect, objects: MemoryObjects, store: MemoryPredictions
+@pytest.mark.parametrize("job_status", ["Failed", "Stopped"])
+def test_a_failed_job_queues_each_unanswered_image_again_alone(
+    collect: Collect, objects: MemoryObjects, store: MemoryPredictions, queue: MemoryJobQueue, job_status: str
 ) -> None:
-    job = Job(objects, store, ["incoming/a.jpg"], ["incoming/b.jpg"])
-    job.answer("incoming/a.jpg", fake_prediction(b"a"))  # its shard finished before the job failed
+    # GIVEN a job whose first shard (two images) failed, and whose second shard was answered
+    job = Job(objects, store, ["incoming/a.jpg", "incoming/b.jpg"], ["incoming/c.jpg"])
+    job.answer("incoming/c.jpg", fake_prediction(b"c"))  # SageMaker goes on with the other files
+    # WHEN the collector reads the failed job
+    outcomes = collect.run(job.event(job_status, "AlgorithmError: the model container answered 500"))
+    # THEN the answered image is recorded, and each unanswered one waits, queued alone for attempt 2
+    assert [o.status for o in outcomes] == [Status.CLASSIFIED]
+    queued = [QueuedShard.from_message(str(n), body) for n, body in enumerate(queue.messages)]
+    assert sorted(ref.key for shard in queued for ref in shard.images) == ["incoming/a.jpg", "incoming/b.jpg"]
+    for shard in queued:
+        (ref,) = shard.images
+        assert shard.attempt == 2 and shard.uri.key.startswith(SHARD_PREFIX)
+        assert objects.objects[BUCKET, shard.uri.key] == answers.dumps_record(ref.key, ref.key.encode()) + b"\n"
+        record = store.records[ref.image_id]
+        assert record.outcome.status is Status.PENDING and record.outcome.job_name is None
+        assert "answered 500" in (record.outcome.reason or "") and "attempt 2 of 3" in (record.outcome.reason or "")
+    # AND collecting the same event again queues nothing more (its images are no longer in the job)
+    assert collect.run(job.event(job_status, "AlgorithmError: the model container answered 500")) == []
+    assert len(queue.messages) == 2
+
+
+def test_an_image_unanswered_after_the_last_attempt_is_failed_with_the_job_reason(
+    collect: Collect, objects: MemoryObjects, store: MemoryPredictions, queue: MemoryJobQueue
+) -> None:
+    job = Job(objects, store, ["incoming/a.jpg"], ["incoming/b.jpg"], attempt=MAX_JOB_ATTEMPTS)
+    job.answer("incoming/a.jpg", fake_prediction(b"a"))
     collect.run(job.event("Failed", "AlgorithmError: worker died"))
     assert status(store, "incoming/a.jpg") == (Status.CLASSIFIED, None)
     assert status(store, "incoming/b.jpg") == (Status.FAILED, "JobFailed")
     reason = store.outcome(f"{BUCKET}/incoming/b.jpg").reason or ""  # type: ignore[union-attr]
-    assert job.files.name in reason and "AlgorithmError: worker died" in reason
+    assert job.files.name in reason and "AlgorithmError: worker died" in reason and "make redrive" in reason
+    assert queue.messages == []
+
+
+def test_an_image_whose_shard_is_gone_is_failed_not_queued(
+    collect: Collect, objects: MemoryObjects, store: MemoryPredictions, queue: MemoryJobQueue
+) -> None:
+    job = Job(objects, store, ["incoming/a.jpg"])
+    objects.delete(BUCKET, job.shards[0].uri.key)  # expired by the bucket's lifecycle rule
+    collect.run(job.event("Failed", "AlgorithmError: worker died"))
+    assert status(store, "incoming/a.jpg") == (Status.FAILED, "JobFailed")
+    assert "cannot be retried" in (store.outcome(f"{BUCKET}/incoming/a.jpg").reason or "")  # type: ignore[union-attr]
+    assert queue.messages == []
+
+
+def test_a_retry_that_cannot_be_queued_records_nothing_and_is_retried(
+    collect: Collect, objects: MemoryObjects, store: MemoryPredictions, queue: MemoryJobQueue
+) -> None:
+    job = Job(objects, store, ["incoming/a.jpg"])
+    queue.fail_next(TransientError("SQS is unavailable"))
+    with pytest.raises(TransientError):  # EventBridge delivers the event again
+        collect.run(job.event("Failed", "AlgorithmError: worker died"))
+    assert store.records[f"{BUCKET}/incoming/a.jpg"].outcome.job_name == job.files.name  # still in the job
+    collect.run(job.event("Failed", "AlgorithmError: worker died"))
+    assert len(queue.messages) == 1
 
 
 def test_a_malformed_line_leaves_its_image_failed_and_the_others_read(
@@ -147,7 +209,9 @@ def test_an_image_that_moved_on_is_left_alone(
     job = Job(objects, store, ["incoming/a.jpg"])
     job.answer("incoming/a.jpg", fake_prediction(b"a"))
     newer = ImageRef(BUCKET, "incoming/a.jpg", "etag-new", 100, datetime(2026, 11, 22, 11, tzinfo=UTC))
-    store.record(newer, Outcome(Status.PENDING, Mode.BATCH, job_name="dogbreed-later-job"), T0)
+    store.write(
+        [Change(newer, Event.JOB_STARTED, Outcome(Status.PENDING, Mode.BATCH, job_name="dogbreed-later-job"))], T0
+    )
     # WHEN the old job is collected
     assert collect.run(job.event()) == []
     # THEN the newer content's record is untouched

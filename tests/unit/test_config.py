@@ -34,8 +34,13 @@ def test_the_job_builder_settings_are_the_template_defaults() -> None:
     assert settings.transform == TransformResources("ml.c6i.xlarge", 1, 6)
 
 
-def test_the_collector_needs_only_the_table() -> None:
-    assert CollectSettings.from_env({"TABLE_NAME": "predictions"}) == CollectSettings("predictions")
+def test_the_collector_settings_are_the_templates() -> None:
+    settings = CollectSettings.from_env(function_environment("CollectFunction"))
+    assert (
+        settings.shard_prefix
+        == BuildSettings.from_env(function_environment("BuildJobsFunction")).rules.jobs.shard_prefix
+    )
+    assert settings.job_queue_url and settings.table_name
 
 
 @pytest.mark.parametrize(

@@ -18,6 +18,7 @@ from pipeline.logic.downsize import downsize
 from pipeline.logic.errors import TransientError
 from pipeline.logic.ingest import Ingest, IngestResult, IngestRules
 from pipeline.logic.jobs import QueuedShard
+from pipeline.logic.lifecycle import Change, Event
 from pipeline.logic.outcomes import ImageRef, Mode, Outcome, Status
 from pipeline.logic.ports import ObjectData
 from pipeline.logic.routing import SERVERLESS_MAX_BYTES, RoutingPolicy
@@ -274,7 +275,8 @@ def test_an_object_over_the_largest_image_is_rejected_by_its_header_alone(
 
 def test_a_duplicate_event_while_in_a_job_queues_nothing(batch: World) -> None:
     rex = batch.upload("incoming/rex.jpg", images.jpeg())
-    batch.store.record(rex, Outcome(Status.PENDING, Mode.BATCH, job_name="dogbreed-job"), batch.clock())
+    in_job = Outcome(Status.PENDING, Mode.BATCH, job_name="dogbreed-job")
+    batch.store.write([Change(rex, Event.JOB_STARTED, in_job)], batch.clock())
     result = batch.run(rex)
     assert batch.queue.messages == [] and result.duplicates == 1
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -13,8 +14,8 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from pipeline.adapters.aws_errors import AwsError, aws_call
 from pipeline.adapters.retry import Backoff
 from pipeline.logic.errors import TransientError
+from pipeline.logic.lifecycle import Change, State, StoredImage, sources
 from pipeline.logic.outcomes import ImageRef, Outcome, Status
-from pipeline.logic.ports import StoredImage
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -27,14 +28,41 @@ BATCH_GET_LIMIT = 100
 WRITE_THREADS = 16
 T = TypeVar("T")
 
-# pipeline.logic.ports.may_record, as a condition on the item being replaced.
-_RECORD_CONDITION = (
-    "attribute_not_exists(image_id)"
-    " OR (etag = :etag AND NOT (#status IN (:classified, :rejected)))"
-    " OR (etag <> :etag AND uploaded_at <= :uploaded_at)"
-)
-# pipeline.logic.ports.may_settle: a job settles only the images it still holds.
-_SETTLE_CONDITION = "job_name = :job AND #status = :pending AND etag = :etag"
+# What each lifecycle state is, as a condition on the item a write replaces. A write's condition is the
+# clauses of the states its event may write in (lifecycle.RULES); ":job" is the job the writer names.
+_STATE_CLAUSES: dict[State, str] = {
+    State.NEW: "attribute_not_exists(image_id) OR (etag <> :etag AND uploaded_at <= :uploaded_at)",
+    State.NEWER: "etag <> :etag AND uploaded_at > :uploaded_at",
+    State.WAITING: "etag = :etag AND #status = :PENDING AND attribute_not_exists(job_name)",
+    State.IN_JOB: "etag = :etag AND #status = :PENDING AND job_name = :job",
+    State.IN_OTHER_JOB: "etag = :etag AND #status = :PENDING AND attribute_exists(job_name) AND job_name <> :job",
+    State.CLASSIFIED: "etag = :etag AND #status = :CLASSIFIED",
+    State.REJECTED: "etag = :etag AND #status = :REJECTED",
+    State.FAILED: "etag = :etag AND #status = :FAILED",
+}
+_PLACEHOLDER = re.compile(r":[A-Za-z_]+")
+
+
+def write_condition(change: Change) -> tuple[str, dict[str, Any]]:
+    """The condition expression under which DynamoDB writes the change, and its values."""
+    clauses = []
+    for state in sorted(sources(change.event)):
+        clause = _STATE_CLAUSES[state]
+        if change.job is None:  # a writer naming no job: no record is in its job; every job is another
+            if state is State.IN_JOB:
+                continue
+            clause = clause.replace(" AND job_name <> :job", "")
+        clauses.append(f"({clause})")
+    expression = " OR ".join(clauses)
+    if not expression:
+        raise ValueError(f"{change.event} writes only in a job: name it")
+    known = {
+        ":etag": change.ref.etag,
+        ":uploaded_at": timestamp(change.ref.uploaded_at),
+        ":job": change.job,
+        **{f":{status.value}": status.value for status in Status},
+    }
+    return expression, {name: known[name] for name in sorted(set(_PLACEHOLDER.findall(expression)))}
 
 
 def timestamp(moment: datetime) -> str:
@@ -143,32 +171,14 @@ class DynamoPredictions:
             raise TransientError(f"DynamoDB left {exc} keys unprocessed after {self.backoff.attempts} tries") from exc
         return items
 
-    def record(self, ref: ImageRef, outcome: Outcome, now: datetime) -> bool:
-        return self._put(
-            outcome_item(ref, outcome, now),
-            _RECORD_CONDITION,
-            {
-                ":etag": ref.etag,
-                ":classified": Status.CLASSIFIED.value,
-                ":rejected": Status.REJECTED.value,
-                ":uploaded_at": timestamp(ref.uploaded_at),
-            },
-        )
-
-    def record_many(self, refs: Sequence[ImageRef], outcome: Outcome, now: datetime) -> list[bool]:
+    def write(self, changes: Sequence[Change], now: datetime) -> list[bool]:
         """Conditional writes cannot be batched; they run WRITE_THREADS at a time (boto3 clients are
         thread-safe), so a job of thousands of images is recorded in seconds."""
-        return _concurrently(lambda ref: self.record(ref, outcome, now), refs)
+        return _concurrently(lambda change: self._write(change, now), changes)
 
-    def settle_many(self, settled: Sequence[tuple[StoredImage, Outcome]], now: datetime) -> list[bool]:
-        return _concurrently(lambda pair: self.settle_job_image(pair[0], pair[1], now), settled)
-
-    def settle_job_image(self, stored: StoredImage, outcome: Outcome, now: datetime) -> bool:
-        return self._put(
-            outcome_item(stored.ref, outcome, now),
-            _SETTLE_CONDITION,
-            {":job": outcome.job_name, ":pending": Status.PENDING.value, ":etag": stored.ref.etag},
-        )
+    def _write(self, change: Change, now: datetime) -> bool:
+        condition, values = write_condition(change)
+        return self._put(outcome_item(change.ref, change.outcome, now), condition, values)
 
     def _put(self, item: dict[str, Any], condition: str, values: dict[str, Any]) -> bool:
         return _conditional_put(
@@ -177,7 +187,7 @@ class DynamoPredictions:
             TableName=self.table_name,
             Item=_marshal(item),
             ConditionExpression=condition,
-            ExpressionAttributeNames={"#status": "status"},
+            **({"ExpressionAttributeNames": {"#status": "status"}} if "#status" in condition else {}),
             ExpressionAttributeValues=_marshal(values),
         )
 

@@ -126,18 +126,19 @@ class TransformJobs:
 
         return self.backoff.call(attempt, retry_on=is_retryable, what=f"sagemaker.{operation}")
 
-    def exists(self, name: str) -> bool:
+    def status(self, name: str) -> str | None:
+        """The job's TransformJobStatus, or None if SageMaker has no such job."""
         try:
-            self._call(
+            job = self._call(
                 f"describing transform job {name}",
                 "describe_transform_job",
                 lambda: self.client.describe_transform_job(TransformJobName=name),
             )
         except AwsError as exc:
             if exc.code in ("ValidationException", "ResourceNotFound"):
-                return False
+                return None
             raise
-        return True
+        return job["TransformJobStatus"]
 
     def in_flight(self) -> int:
         def count() -> int:

@@ -12,6 +12,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pipeline.adapters.clients import client
 from pipeline.adapters.dynamodb import DynamoPredictions
 from pipeline.adapters.s3 import S3Objects
+from pipeline.adapters.sqs import SqsJobQueue
 from pipeline.config import CollectSettings
 from pipeline.handlers.observe import emit_outcome_metrics
 from pipeline.logic.collect import Collect, JobEvent
@@ -23,7 +24,12 @@ metrics = Metrics()
 @cache
 def build_collect() -> Collect:
     settings = CollectSettings.from_env()
-    return Collect(objects=S3Objects(client("s3")), store=DynamoPredictions(client("dynamodb"), settings.table_name))
+    return Collect(
+        objects=S3Objects(client("s3")),
+        store=DynamoPredictions(client("dynamodb"), settings.table_name),
+        queue=SqsJobQueue(client("sqs"), settings.job_queue_url),
+        shard_prefix=settings.shard_prefix,
+    )
 
 
 @logger.inject_lambda_context(clear_state=True)

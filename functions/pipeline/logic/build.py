@@ -22,13 +22,15 @@ from aws_lambda_powertools import Logger
 
 from pipeline.logic.errors import NoCapacity, TransientError
 from pipeline.logic.jobs import JobLayout, QueuedShard
+from pipeline.logic.lifecycle import Change, Event, StoredImage, decide, state_of
 from pipeline.logic.outcomes import ImageRef, Mode, Outcome, Status
-from pipeline.logic.ports import BuilderLease, ObjectStore, PredictionStore, StoredImage, TransformJobs, may_record
+from pipeline.logic.ports import BuilderLease, ObjectStore, PredictionStore, TransformJobs
 
 logger = Logger(child=True)
 
 LEASE_BUSY_RETRY_S = 60  # when another builder holds the lease: about one build, far below the queue's 30 min
 LONGEST_BUILD = timedelta(minutes=15)  # Lambda's longest run: the lease of a build with no deadline given
+DEAD_JOB_STATES = (None, "Failed", "Stopped")  # a job in these (None: no such job) records no more answers
 
 
 @dataclass(frozen=True)
@@ -89,8 +91,9 @@ class BuildJobs:
 
     def _build(self, shards: list[QueuedShard]) -> BuildResult:
         result = BuildResult()
+        held: dict[str, str] = {}  # image id -> the job it sits in that this build replaces
         try:
-            live = self._still_waiting(shards, result)
+            live = self._still_waiting(shards, held, result)
             capacity = self.rules.max_jobs_in_flight - self.transforms.in_flight()
         except TransientError as exc:
             logger.warning("cannot build jobs now; the shards wait", error=str(exc))
@@ -99,52 +102,58 @@ class BuildJobs:
         groups = self._group(live)
         for number, group in enumerate(groups):
             if capacity <= 0:
-                self._wait(groups[number:], f"{self.rules.max_jobs_in_flight} transform jobs in flight", result)
+                self._wait(groups[number:], f"{self.rules.max_jobs_in_flight} transform jobs in flight", held, result)
                 break
             try:
-                self._start_job(group, result)
+                self._start_job(group, held, result)
                 capacity -= 1
             except NoCapacity as exc:
-                self._wait(groups[number:], f"SageMaker has no capacity for another job ({exc})", result)
+                self._wait(groups[number:], f"SageMaker has no capacity for another job ({exc})", held, result)
                 break
-            except TransientError as exc:
+            except TransientError as exc:  # it may have started: the next build looks it up (_dead_job)
                 logger.warning("job not started; its shards wait", error=str(exc))
                 result.failed_message_ids.update(shard.message_id for shard in group)
         result.in_flight = self.rules.max_jobs_in_flight - capacity
         return result
 
-    def _still_waiting(self, shards: list[QueuedShard], result: BuildResult) -> list[QueuedShard]:
-        """Each shard with only the images still waiting for a job; shards with none are done.
-        An image that waited longer than max_wait is FAILED."""
+    def _still_waiting(self, shards: list[QueuedShard], held: dict[str, str], result: BuildResult) -> list[QueuedShard]:
+        """Each shard with only the images the lifecycle table lets a job take; shards with none
+        are done. An image that waited longer than max_wait is FAILED."""
         stored = self.store.get_many(ref.image_id for shard in shards for ref in shard.images)
         now = self.clock()
         live: list[QueuedShard] = []
         seen: set[tuple[str, str]] = set()  # a shard queued twice (a redelivered upload) counts once
-        jobs: dict[str, bool] = {}  # job name -> it exists (looked up once per build)
+        jobs: dict[str, bool] = {}  # job name -> it is dead (looked up once per build)
         for shard in shards:
             waiting = []
             for ref in shard.images:
-                if (ref.image_id, ref.etag) in seen or not self._waits(stored.get(ref.image_id), ref, jobs):
+                record = stored.get(ref.image_id)
+                dead = self._dead_job(record, jobs)
+                if (ref.image_id, ref.etag) in seen or decide(state_of(record, ref, dead), Event.JOB_STARTED) is None:
                     continue
                 seen.add((ref.image_id, ref.etag))
+                if dead is not None:
+                    held[ref.image_id] = dead
                 if now - ref.uploaded_at > self.rules.max_wait:
-                    self._give_up(ref, now, result)
+                    self._give_up(ref, dead, now, result)
                 else:
                     waiting.append(ref)
             if waiting:
                 live.append(replace(shard, images=tuple(waiting)))
         return live
 
-    def _waits(self, stored: StoredImage | None, ref: ImageRef, jobs: dict[str, bool]) -> bool:
-        if not may_record(stored, ref):
-            return False  # a final outcome for this content, or newer content
-        if stored is None or stored.ref.etag != ref.etag or stored.status is not Status.PENDING or not stored.job_name:
-            return True
-        if stored.job_name not in jobs:
-            jobs[stored.job_name] = self.transforms.exists(stored.job_name)
-        return not jobs[stored.job_name]  # a job that exists records it
+    def _dead_job(self, record: StoredImage | None, jobs: dict[str, bool]) -> str | None:
+        """The job the image's record names, if that job will record nothing more for it: SageMaker
+        has no such job (a builder stopped between recording the images and starting it), or it
+        failed or was stopped (its collector queues the unanswered images again, and may not have
+        written that yet). This build replaces it; a job that runs or completed keeps its images."""
+        if record is None or record.job_name is None or record.status is not Status.PENDING:
+            return None
+        if record.job_name not in jobs:
+            jobs[record.job_name] = self.transforms.status(record.job_name) in DEAD_JOB_STATES
+        return record.job_name if jobs[record.job_name] else None
 
-    def _give_up(self, ref: ImageRef, now: datetime, result: BuildResult) -> None:
+    def _give_up(self, ref: ImageRef, dead: str | None, now: datetime, result: BuildResult) -> None:
         waited = (now - ref.uploaded_at).total_seconds() / 60
         outcome = Outcome(
             Status.FAILED,
@@ -154,7 +163,7 @@ class BuildJobs:
             reason=f"waited {waited:.0f} min for a batch transform job, over the "
             f"{self.rules.max_wait.total_seconds() / 60:.0f}-min maximum (MaxBatchWaitMinutes); upload it again",
         )
-        if self.store.record(ref, outcome, now):
+        if self.store.write([Change(ref, Event.WAITED_TOO_LONG, outcome, job=dead)], now)[0]:
             result.outcomes.append(outcome)
         logger.warning("image outcome", image_id=ref.image_id, status=outcome.status, reason=outcome.reason)
 
@@ -175,20 +184,23 @@ class BuildJobs:
                 groups.append([shard])
         return groups
 
-    def _start_job(self, shards: list[QueuedShard], result: BuildResult) -> None:
+    def _start_job(self, shards: list[QueuedShard], held: dict[str, str], result: BuildResult) -> None:
         job = self.rules.jobs.new_job(shards[0].uri.bucket, shards, started=self.clock(), nonce=uuid.uuid4().hex)
         base = Outcome(Status.PENDING, Mode.BATCH, job_name=job.name, model_name=self.rules.model_name)
-        # PENDING in the job first: if it then fails to start, the next try finds PENDING in a job
-        # that does not exist and builds again; nothing waits on a job that never ran.
-        self.store.record_many([ref for shard in shards for ref in shard.images], base, self.clock())
+        # In the job first: if it then fails to start, the next build finds its images in a job that
+        # does not exist and replaces it; nothing waits on a job that never ran.
+        refs = [ref for shard in shards for ref in shard.images]
+        self.store.write(
+            [Change(ref, Event.JOB_STARTED, base, job=held.get(ref.image_id)) for ref in refs], self.clock()
+        )
+        held.update((ref.image_id, job.name) for ref in refs)
         self.objects.put_json(job.index.bucket, job.index.key, job.index_doc(shards))
         self.objects.put_json(job.manifest.bucket, job.manifest.key, job.manifest_doc(shards))
         self.transforms.start(job.name, str(job.manifest), str(job.output))
         result.jobs.append(job.name)
-        images = sum(len(shard.images) for shard in shards)
-        logger.info("transform job started", job_name=job.name, shards=len(shards), images=images)
+        logger.info("transform job started", job_name=job.name, shards=len(shards), images=len(refs))
 
-    def _wait(self, groups: list[list[QueuedShard]], why: str, result: BuildResult) -> None:
+    def _wait(self, groups: list[list[QueuedShard]], why: str, held: dict[str, str], result: BuildResult) -> None:
         """Back to the queue: the shards come back after its visibility timeout. Their images say
         why they wait."""
         reason = f"waiting for a batch transform job: {why}"
@@ -198,7 +210,9 @@ class BuildJobs:
         result.failed_message_ids.update(shard.message_id for shard in shards)
         result.waiting += len(refs)
         try:
-            self.store.record_many(refs, waiting, self.clock())
+            self.store.write(
+                [Change(ref, Event.WAITS, waiting, job=held.get(ref.image_id)) for ref in refs], self.clock()
+            )
         except TransientError as exc:  # the reason is only informative; the shards wait anyway
             logger.warning("could not record the wait", images=len(refs), error=str(exc))
-        logger.info("shards wait for capacity", shards=len(result.failed_message_ids), reason=reason)
+        logger.info("shards wait", shards=len(shards), reason=reason)

@@ -18,7 +18,8 @@ from pipeline.logic.downsize import LARGEST_IMAGE_BYTES, downsize
 from pipeline.logic.errors import ObjectChanged, RejectedImage, TransientError
 from pipeline.logic.images import HEADER_BYTES, inspect_image
 from pipeline.logic.jobs import QueuedShard, ref_json_size, shard_uri
-from pipeline.logic.outcomes import FINAL_STATUSES, ImageRef, Mode, Outcome, Status, read_model_answer
+from pipeline.logic.lifecycle import Change, Event, State, decide, state_of
+from pipeline.logic.outcomes import ImageRef, Mode, Outcome, Status, read_model_answer
 from pipeline.logic.ports import Endpoint, JobQueue, ObjectStore, PredictionStore
 from pipeline.logic.routing import RoutingPolicy
 
@@ -76,28 +77,22 @@ class Ingest:
         return result
 
     def _without_duplicates(self, images: list[ImageRef], result: IngestResult) -> list[ImageRef]:
-        """Drop images whose content already has a final outcome or sits in a live job, and
-        repeats of one object version within this batch."""
+        """The images the lifecycle table lets an upload event process (not final, newer, or in a
+        job for this content), each object version once."""
         stored = self.store.get_many({ref.image_id for ref in images})
         fresh: dict[tuple[str, str], ImageRef] = {}
         for ref in images:
-            known = stored.get(ref.image_id)
             identity = (ref.image_id, ref.etag)
-            if identity in fresh or (
-                known and known.ref.etag == ref.etag and self._settled(known.status, known.job_name)
-            ):
+            state = state_of(stored.get(ref.image_id), ref)
+            if state is State.NEWER:
+                result.superseded += 1
+                logger.info("event of overwritten content skipped", image_id=ref.image_id, etag=ref.etag)
+            elif identity in fresh or decide(state, Event.UPLOADED) is None:
                 result.duplicates += 1
-                logger.info("duplicate event skipped", image_id=ref.image_id, etag=ref.etag)
-                continue
-            fresh[identity] = ref
+                logger.info("duplicate event skipped", image_id=ref.image_id, etag=ref.etag, state=state)
+            else:
+                fresh[identity] = ref
         return list(fresh.values())
-
-    @staticmethod
-    def _settled(status: Status, job: str | None) -> bool:
-        # PENDING in a job: the collector records its outcome (and if the job never started, the
-        # job builder still holds its shard and builds again). PENDING without a job (waiting for
-        # capacity) is queued again; the job builder puts an image in one job only.
-        return status in FINAL_STATUSES or (status is Status.PENDING and job is not None)
 
     # -- serverless -------------------------------------------------------------------------
 
@@ -110,7 +105,7 @@ class Ingest:
                 outcome = replace(base, status=Status.CLASSIFIED, **self._invoke(ref))
             except RejectedImage as exc:
                 outcome = replace(base, status=Status.REJECTED, reason=exc.reason, error_code=exc.code)
-            self._record(ref, outcome, result)
+            self._record(ref, Event.ANSWERED, outcome, result)
         except ObjectChanged:
             result.superseded += 1
             logger.info("object overwritten since this event; its newer event classifies it", image_id=ref.image_id)
@@ -164,7 +159,7 @@ class Ingest:
             except RejectedImage as exc:
                 outcome = replace(base, status=Status.REJECTED, reason=exc.reason, error_code=exc.code)
                 try:
-                    self._record(ref, outcome, result)
+                    self._record(ref, Event.ANSWERED, outcome, result)
                 except TransientError as store_exc:
                     self._transient_failure([ref], store_exc, result, base)
                 continue
@@ -230,12 +225,12 @@ class Ingest:
                 reason = f"gave up after {ref.receive_count} deliveries: {exc}; the message is in the dead-letter queue"
                 failed = replace(base, status=Status.FAILED, reason=reason, error_code="RetriesExhausted")
                 try:
-                    self._record(ref, failed, result)
+                    self._record(ref, Event.GAVE_UP, failed, result)
                 except TransientError as store_exc:  # the store is down too: the DLQ holds the message
                     logger.error("could not record FAILED", image_id=ref.image_id, error=str(store_exc))
 
-    def _record(self, ref: ImageRef, outcome: Outcome, result: IngestResult) -> bool:
-        written = self.store.record(ref, outcome, self.clock())
+    def _record(self, ref: ImageRef, event: Event, outcome: Outcome, result: IngestResult) -> bool:
+        [written] = self.store.write([Change(ref, event, outcome)], self.clock())
         if written and outcome.status is not Status.PENDING:
             result.outcomes.append(outcome)
         if not written:

@@ -78,9 +78,11 @@ class QueuedShard:
     images: tuple[ImageRef, ...]
     message_id: str = ""
     receive_count: int = 1
+    attempt: int = 1  # the transform jobs it is in: 1 as ingested, more once its images are retried alone
 
     def to_json(self) -> dict[str, Any]:
-        return {"shard": str(self.uri), "images": [_ref_to_json(ref) for ref in self.images]}
+        doc: dict[str, Any] = {"shard": str(self.uri), "images": [_ref_to_json(ref) for ref in self.images]}
+        return doc | ({"attempt": self.attempt} if self.attempt > 1 else {})
 
     def message_body(self) -> str:
         return json.dumps(self.to_json(), ensure_ascii=False)
@@ -89,7 +91,8 @@ class QueuedShard:
     def from_json(cls, doc: object) -> QueuedShard:
         if not isinstance(doc, dict):
             raise ValueError("a shard is a JSON object")
-        return cls(S3Uri.parse(str(doc["shard"])), tuple(_ref_from_json(ref) for ref in doc["images"]))
+        images = tuple(_ref_from_json(ref) for ref in doc["images"])
+        return cls(S3Uri.parse(str(doc["shard"])), images, attempt=int(doc.get("attempt", 1)))
 
     @classmethod
     def from_message(cls, message_id: str, body: str, receive_count: int = 1) -> QueuedShard:

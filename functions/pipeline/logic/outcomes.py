@@ -12,14 +12,10 @@ from pipeline.logic.errors import RejectedImage, TransientError
 
 
 class Status(StrEnum):
-    PENDING = "PENDING"  # in a transform job that has not finished
+    PENDING = "PENDING"  # waiting for a transform job, or in one (lifecycle.py tells which)
     CLASSIFIED = "CLASSIFIED"
     REJECTED = "REJECTED"  # bad input: final for this content
     FAILED = "FAILED"  # the system failed: a later delivery of the same content tries again
-
-
-# Outcomes that settle an image's current content: a duplicate event for that content is skipped.
-FINAL_STATUSES = frozenset({Status.CLASSIFIED, Status.REJECTED})
 
 
 class Mode(StrEnum):

@@ -8,22 +8,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from pipeline.logic.outcomes import FINAL_STATUSES, ImageRef, Outcome, Status
+from pipeline.logic.lifecycle import Change, StoredImage
 
 
 @dataclass(frozen=True)
 class ObjectData:
     data: bytes
     total_size: int  # the whole object's size, also when `data` is only its first bytes
-
-
-@dataclass(frozen=True)
-class StoredImage:
-    """The record an image has now."""
-
-    ref: ImageRef
-    status: Status
-    job_name: str | None = None
 
 
 class ObjectStore(Protocol):
@@ -44,46 +35,15 @@ class ObjectStore(Protocol):
         ...
 
 
-def may_record(stored: StoredImage | None, ref: ImageRef) -> bool:
-    """PredictionStore.record's rule: write unless the image already has a final outcome for this
-    content, or a record of newer content."""
-    if stored is None:
-        return True
-    if stored.ref.etag == ref.etag:
-        return stored.status not in FINAL_STATUSES
-    return stored.ref.uploaded_at <= ref.uploaded_at
-
-
-def may_settle(stored: StoredImage | None, etag: str, job_name: str | None) -> bool:
-    """PredictionStore.settle_job_image's rule: only a PENDING record of this job and content."""
-    return (
-        stored is not None
-        and stored.status is Status.PENDING
-        and stored.job_name == job_name
-        and stored.ref.etag == etag
-    )
-
-
 class PredictionStore(Protocol):
-    """Writes are atomic and conditional: the rule is checked against the record as it is when written."""
+    """Writes are atomic and conditional: each is checked against the record as it is when written,
+    under the lifecycle table (lifecycle.py)."""
 
     def get_many(self, image_ids: Iterable[str]) -> dict[str, StoredImage]: ...
 
-    def record(self, ref: ImageRef, outcome: Outcome, now: datetime) -> bool:
-        """Write the outcome if may_record allows it. True if written."""
-        ...
-
-    def record_many(self, refs: Sequence[ImageRef], outcome: Outcome, now: datetime) -> list[bool]:
-        """record() for each image (concurrently where the store can), in order."""
-        ...
-
-    def settle_job_image(self, stored: StoredImage, outcome: Outcome, now: datetime) -> bool:
-        """Replace a PENDING record of the outcome's job with the outcome, if may_settle allows it.
-        True if written."""
-        ...
-
-    def settle_many(self, settled: Sequence[tuple[StoredImage, Outcome]], now: datetime) -> list[bool]:
-        """settle_job_image() for each pair (concurrently where the store can), in order."""
+    def write(self, changes: Sequence[Change], now: datetime) -> list[bool]:
+        """Each change where the table allows it (concurrently where the store can), in order. True
+        where written."""
         ...
 
 
@@ -121,7 +81,9 @@ class Endpoint(Protocol):
 
 
 class TransformJobs(Protocol):
-    def exists(self, name: str) -> bool: ...
+    def status(self, name: str) -> str | None:
+        """The job's TransformJobStatus (InProgress, Completed, Failed, ...), or None if there is no such job."""
+        ...
 
     def in_flight(self) -> int:
         """How many of the pipeline's jobs are running (InProgress or Stopping)."""
