@@ -6,6 +6,7 @@ TransientError queued with `fail_next`."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import threading
@@ -18,7 +19,7 @@ import answers
 from pipeline.logic.errors import NoCapacity, ObjectChanged, RejectedImage, TransientError
 from pipeline.logic.lifecycle import Change, StoredImage
 from pipeline.logic.outcomes import ImageRef, Outcome
-from pipeline.logic.ports import Lease, ObjectData, may_take_lease
+from pipeline.logic.ports import JOB_IN_FLIGHT, JobItem, Lease, ObjectData, may_take_lease
 from tests.fakes.sagemaker_runtime import model_answer
 
 
@@ -184,10 +185,6 @@ class MemoryTransformJobs(Faults):
             return None
         return self.finished.get(name, "InProgress")
 
-    def in_flight(self) -> int:
-        self.check()
-        return len(self.jobs.keys() - self.finished.keys())
-
     def start(self, name: str, manifest_uri: str, output_uri: str) -> None:
         self.check()
         if name in self.jobs:
@@ -198,6 +195,41 @@ class MemoryTransformJobs(Faults):
 
     def finish(self, *names: str, status: str = "Completed") -> None:
         self.finished.update(dict.fromkeys(names or self.jobs, status))
+
+
+class MemoryJobBook(Faults):
+    """Job items and the set of jobs in flight, as DynamoJobBook keeps them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.items: dict[str, JobItem] = {}
+        self.flying: set[str] = set()
+
+    def open(self, job: JobItem, now: datetime) -> None:
+        self.check()
+        self.items[job.name] = job
+        self.flying.add(job.name)
+
+    def update(self, name: str, status: str, now: datetime, reason: str = "", *, expected: str | None = None) -> bool:
+        self.check()
+        job = self.items.get(name)
+        if job is not None:
+            if expected is not None and job.status != expected:
+                return False
+            self.items[name] = dataclasses.replace(job, status=status, failure_reason=reason)
+        elif expected is not None:
+            return False
+        if status not in JOB_IN_FLIGHT:
+            self.flying.discard(name)
+        return True
+
+    def get_many(self, names: Iterable[str]) -> dict[str, JobItem]:
+        self.check()
+        return {name: self.items[name] for name in names if name in self.items}
+
+    def in_flight(self) -> list[str]:
+        self.check()
+        return sorted(self.flying)
 
 
 class MemoryJobQueue(Faults):

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from devstack.lambda_runtime import LambdaContext
+from pipeline.adapters.dynamodb import DynamoJobBook
 from pipeline.handlers import build_jobs, collect, ingest
 from pipeline.logic import collect as collect_logic
 from pipeline.logic import ingest as ingest_logic
@@ -78,6 +79,11 @@ def test_a_batch_is_queued_as_a_shard_then_built_into_a_multi_record_job(aws: Aw
     assert spec["MaxPayloadInMB"] * spec["MaxConcurrentTransforms"] <= 100
     for key in good:
         assert aws.item(key)["job_name"] == job  # type: ignore[index]
+    # AND the job is an item of the table, counted in flight
+    book = DynamoJobBook(aws.clients["dynamodb"], aws.stack.names.table)
+    item = book.get_many([job])[job]
+    assert (item.status, item.images, item.attempt, len(item.shards)) == ("InProgress", 3, 1, 1)
+    assert book.in_flight() == [job]
 
 
 def queue_and_build(aws: Aws, context: LambdaContext) -> str:
@@ -95,6 +101,8 @@ def test_collector_records_each_image_of_a_completed_job(aws: Aws, context: Lamb
     event = run_transform_job(aws.clients, job)
     response = collect.lambda_handler(event, LambdaContext(function_name="collect"))
     assert response == {"job_name": job, "job_status": "Completed", "recorded": 2}
+    book = DynamoJobBook(aws.clients["dynamodb"], aws.stack.names.table)
+    assert book.get_many([job])[job].status == "Completed" and book.in_flight() == []
     rex = aws.item("incoming/rex.jpg")
     assert rex is not None and rex["status"] == "CLASSIFIED" and rex["mode"] == "batch" and rex["job_name"] == job
     assert rex["breed"] == fake_prediction(data).class_name

@@ -7,13 +7,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from pipeline.adapters.dynamodb import DynamoLease, DynamoPredictions
+from pipeline.adapters.dynamodb import DynamoJobBook, DynamoLease, DynamoPredictions
 from pipeline.logic import lifecycle
 from pipeline.logic.lifecycle import Change, Event, State
 from pipeline.logic.outcomes import ImageRef, Mode, Outcome, Status
-from pipeline.logic.ports import BuilderLease, PredictionStore
+from pipeline.logic.ports import JOB_NOT_STARTED, JOB_STARTING, BuilderLease, JobBook, JobItem, PredictionStore
 from tests.conftest import Aws
-from tests.fakes.ports import MemoryLease, MemoryPredictions
+from tests.fakes.ports import MemoryJobBook, MemoryLease, MemoryPredictions
 
 T0 = datetime(2026, 11, 22, 10, tzinfo=UTC)
 NOW = T0 + timedelta(minutes=1)
@@ -115,6 +115,43 @@ def test_many_writes_at_once_follow_the_table_each(store: PredictionStore) -> No
     store.write([Change(images[5], Event.JOB_STARTED, outcome(State.IN_JOB, "job-2"), job="job-1")], NOW)  # moved on
     answers = [Change(image, Event.JOB_ANSWERED, outcome(State.CLASSIFIED), job="job-1") for image in images]
     assert store.write(answers, NOW) == [n not in (3, 5) for n in range(40)]
+
+
+# -- the job items (pipeline.logic.ports.JobBook) ------------------------------------------
+
+
+@pytest.fixture(params=["memory", "dynamodb"])
+def book(request: pytest.FixtureRequest) -> JobBook:
+    if request.param == "memory":
+        return MemoryJobBook()
+    aws: Aws = request.getfixturevalue("aws")
+    return DynamoJobBook(aws.clients["dynamodb"], aws.stack.names.table)
+
+
+def test_a_job_counts_in_flight_from_its_opening_until_it_ends(book: JobBook) -> None:
+    job = JobItem("dogbreed-1", JOB_STARTING, "holder-a", shards=("s3://b/batch-input/1.jsonl",), images=3, attempt=2)
+    book.open(job, NOW)
+    book.open(JobItem("dogbreed-2", JOB_STARTING, "holder-a"), NOW)
+    assert book.in_flight() == ["dogbreed-1", "dogbreed-2"]
+    assert book.get_many(["dogbreed-1", "dogbreed-9"]) == {"dogbreed-1": job}
+    assert book.update("dogbreed-1", "InProgress", NOW, expected=JOB_STARTING)
+    assert not book.update("dogbreed-1", JOB_NOT_STARTED, NOW, expected=JOB_STARTING)  # it started after all
+    assert book.in_flight() == ["dogbreed-1", "dogbreed-2"]
+    book.update("dogbreed-1", "Failed", NOW, "AlgorithmError: worker died")
+    book.update("dogbreed-1", "Failed", NOW, "AlgorithmError: worker died")  # a collector run twice
+    assert book.in_flight() == ["dogbreed-2"]
+    assert book.get_many(["dogbreed-1"])["dogbreed-1"].failure_reason == "AlgorithmError: worker died"
+    book.update("dogbreed-old", "Completed", NOW)  # a job from before job items: nothing to update
+    assert book.get_many(["dogbreed-old"]) == {}
+
+
+def test_job_items_are_no_images(aws: Aws) -> None:
+    """Job items live in the predictions table under keys no image id can take, in no index."""
+    DynamoJobBook(aws.clients["dynamodb"], aws.stack.names.table).open(JobItem("dogbreed-1", JOB_STARTING, "a"), NOW)
+    assert DynamoJobBook.JOB_KEY.startswith("#") and DynamoJobBook.IN_FLIGHT_KEY.startswith("#")
+    for index in ("by-breed", "by-problem"):
+        scanned = aws.clients["dynamodb"].scan(TableName=aws.stack.names.table, IndexName=index)
+        assert scanned["Items"] == []
 
 
 # -- the job builder's lease (pipeline.logic.ports.may_take_lease) ---------------------------

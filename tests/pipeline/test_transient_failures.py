@@ -219,22 +219,6 @@ def throttle_twice(operation: str) -> list[str]:
     return throttled
 
 
-def test_a_throttled_list_of_jobs_in_flight_never_fails_a_build(
-    aws: Aws, context: LambdaContext, monkeypatch: pytest.MonkeyPatch, backoff_waits: list[float]
-) -> None:
-    monkeypatch.setenv("INFERENCE_MODE", "batch")
-    ingest.build_ingest.cache_clear()
-    aws.upload("incoming/rex.jpg", images.jpeg())
-    ingest.lambda_handler(aws.receive_event(), context)
-    throttled = throttle_twice("ListTransformJobs")
-    # WHEN the builder counts the jobs in flight and SageMaker throttles the list twice
-    response = build_jobs.lambda_handler(aws.receive_event(aws.stack.job_queue_url), context)
-    # THEN the build went through after two backoff waits, as every SageMaker call does
-    assert response == {"batchItemFailures": []} and len(throttled) == 2 and len(backoff_waits) == 2
-    (job,) = boto3.client("sagemaker").list_transform_jobs()["TransformJobSummaries"]
-    assert aws.item("incoming/rex.jpg")["job_name"] == job["TransformJobName"]  # type: ignore[index]
-
-
 def test_a_throttled_describe_is_retried_like_every_sagemaker_call(aws: Aws, backoff_waits: list[float]) -> None:
     jobs = build_jobs.build_jobs().transforms  # the job builder's own adapter, from its environment
     jobs.start("dogbreed-20261201000000-0123456789abcdef", f"s3://{aws.bucket}/manifests/x.json", "s3://b/out/")

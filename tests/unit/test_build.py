@@ -15,7 +15,7 @@ from pipeline.logic.jobs import JobFiles, JobLayout, QueuedShard
 from pipeline.logic.lifecycle import Change, Event
 from pipeline.logic.outcomes import ImageRef, Mode, Outcome, Status
 from pipeline.logic.s3uri import S3Uri
-from tests.fakes.ports import MemoryLease, MemoryObjects, MemoryPredictions, MemoryTransformJobs
+from tests.fakes.ports import MemoryJobBook, MemoryLease, MemoryObjects, MemoryPredictions, MemoryTransformJobs
 from tests.unit.conftest import BUCKET, Clock
 
 LAYOUT = JobLayout("dogbreed", "batch-input/", "manifests/", "transform-output/")
@@ -31,12 +31,18 @@ class World:
     store: MemoryPredictions = field(default_factory=MemoryPredictions)
     jobs: MemoryTransformJobs = field(default_factory=MemoryTransformJobs)
     lease: MemoryLease = field(default_factory=MemoryLease)
+    book: MemoryJobBook = field(default_factory=MemoryJobBook)
     queued: int = 0
 
     @property
     def builder(self) -> BuildJobs:
         rules = BuildRules(LAYOUT, "dogbreed-resnet18", self.max_images_per_job, self.max_jobs_in_flight, MAX_WAIT)
-        return BuildJobs(rules, self.objects, self.store, self.jobs, self.lease, clock=self.clock)
+        return BuildJobs(rules, self.objects, self.store, self.jobs, self.book, self.lease, clock=self.clock)
+
+    def finish(self, name: str, status: str = "Completed") -> None:
+        """The job ends, and its collector records that in the job's item."""
+        self.jobs.finish(name, status=status)
+        self.book.update(name, status, self.clock())
 
     def shard(self, images: int, *, receive_count: int = 1) -> QueuedShard:
         """A shard as the ingest function queues it (its images have no record yet)."""
@@ -99,7 +105,7 @@ def test_jobs_beyond_the_cap_wait_with_the_reason_and_start_when_capacity_frees(
     # WHEN the shard comes back while the job still runs, it waits again
     assert world.run(second).failed_message_ids == {second.message_id}
     # AND once the job finishes, it gets a job of its own
-    world.jobs.finish(job)
+    world.finish(job)
     again = world.run(second)
     assert len(again.jobs) == 1 and not again.failed_message_ids
     assert world.outcome(second.images[0]).job_name == again.jobs[0]
@@ -175,7 +181,7 @@ def test_a_shard_queued_twice_puts_its_images_in_one_job_once(world: World) -> N
 
 def test_a_job_that_failed_to_start_is_built_again_on_the_next_delivery(world: World) -> None:
     shard = world.shard(3)
-    world.jobs.fail_next(None, TransientError("InternalFailure"))  # in_flight passes, start fails
+    world.jobs.fail_next(TransientError("InternalFailure"))  # CreateTransformJob fails
     first = world.run(shard)
     assert first.failed_message_ids == {shard.message_id} and first.jobs == []
     # the images are PENDING in a job that does not exist: the next delivery builds again
@@ -235,15 +241,15 @@ def test_two_builders_racing_never_exceed_the_cap_on_jobs_in_flight(world: World
     world.max_jobs_in_flight = 2
     batches = [[world.shard(world.max_images_per_job) for _ in range(3)] for _ in range(2)]
     started = threading.Barrier(2)
-    in_flight = world.jobs.in_flight
+    in_flight = world.book.in_flight
 
-    def slow_count() -> int:  # unguarded, both builders would count before either starts a job
+    def slow_count() -> list[str]:  # unguarded, both builders would count before either starts a job
         count = in_flight()
         with contextlib.suppress(threading.BrokenBarrierError):  # the other builder never counted
             started.wait(timeout=1)
         return count
 
-    world.jobs.in_flight = slow_count  # type: ignore[method-assign]
+    world.book.in_flight = slow_count  # type: ignore[method-assign]
     results: list[BuildResult] = []
     threads = [threading.Thread(target=lambda b=b: results.append(world.run(*b))) for b in batches]
     for thread in threads:
@@ -264,10 +270,55 @@ def test_an_image_of_a_failed_job_is_taken_before_its_collector_records_the_retr
     shard = world.shard(1)
     (job,) = world.run(shard).jobs
     if ended:
-        world.jobs.finish(job, status=ended)
+        world.finish(job, ended)
     retried = QueuedShard.from_message("m-retry", replace(shard, attempt=2).message_body())
     result = world.run(retried)
     assert bool(result.jobs) is taken
     if taken:
         (second,) = result.jobs
         assert world.outcome(shard.images[0]).job_name == second
+
+
+def test_a_job_is_an_item_written_before_it_starts_and_counted_in_flight(world: World) -> None:
+    world.max_jobs_in_flight = 10
+    first, second = world.shard(3), replace(world.shard(2), attempt=2)
+    (job,) = world.run(first, second).jobs
+    item = world.book.items[job]
+    assert (item.status, item.images, item.attempt) == ("InProgress", 5, 2)
+    assert item.shards == (str(first.uri), str(second.uri)) and item.holder == world.lease.taken[-1]
+    assert world.book.in_flight() == [job]
+    world.finish(job, "Failed")  # its collector ends it
+    assert world.book.in_flight() == [] and world.book.items[job].status == "Failed"
+
+
+def test_a_job_sagemaker_refuses_is_not_started_and_does_not_count(world: World) -> None:
+    world.jobs = MemoryTransformJobs(quota=0)
+    world.run(world.shard(2))
+    (item,) = world.book.items.values()
+    assert item.status == "NotStarted" and world.book.in_flight() == []
+
+
+@pytest.mark.parametrize("started", [False, True])
+def test_a_job_left_starting_by_a_builder_that_stopped_is_settled_by_asking_sagemaker(
+    world: World, started: bool
+) -> None:
+    # GIVEN a builder that stopped after writing its job and images, before CreateTransformJob answered
+    world.max_jobs_in_flight = 1
+    shard = world.shard(2)
+    world.jobs.fail_next(TransientError("the builder stopped here"))
+    world.run(shard)
+    (name,) = world.book.items
+    assert world.book.items[name].status == "Starting" and world.book.in_flight() == [name]
+    if started:  # SageMaker did start it
+        world.jobs.start(name, "s3://b/m.json", "s3://b/out/")
+    # WHEN its shard comes back
+    result = world.run(shard)
+    # THEN SageMaker's answer settles the item: a job that never started no longer counts, and its
+    # images get a new job; one that started counts, and keeps its images
+    assert world.book.items[name].status == ("InProgress" if started else "NotStarted")
+    if started:
+        assert result.jobs == [] and world.book.in_flight() == [name]
+        assert world.outcome(shard.images[0]).job_name == name
+    else:
+        (second,) = result.jobs
+        assert world.book.in_flight() == [second] and world.outcome(shard.images[0]).job_name == second

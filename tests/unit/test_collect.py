@@ -12,9 +12,10 @@ from pipeline.logic.errors import TransientError
 from pipeline.logic.jobs import JobFiles, JobLayout, QueuedShard
 from pipeline.logic.lifecycle import Change, Event
 from pipeline.logic.outcomes import ImageRef, Mode, Outcome, Status
+from pipeline.logic.ports import JobItem
 from pipeline.logic.s3uri import S3Uri
 from tests.conftest import load_event
-from tests.fakes.ports import MemoryJobQueue, MemoryObjects, MemoryPredictions
+from tests.fakes.ports import MemoryJobBook, MemoryJobQueue, MemoryObjects, MemoryPredictions
 from tests.fakes.sagemaker_runtime import fake_prediction
 from tests.unit.conftest import BUCKET, T0, Clock
 
@@ -86,8 +87,15 @@ def queue() -> MemoryJobQueue:
 
 
 @pytest.fixture
-def collect(objects: MemoryObjects, store: MemoryPredictions, queue: MemoryJobQueue, clock: Clock) -> Collect:
-    return Collect(objects, store, queue, SHARD_PREFIX, clock=clock)
+def book() -> MemoryJobBook:
+    return MemoryJobBook()
+
+
+@pytest.fixture
+def collect(
+    objects: MemoryObjects, store: MemoryPredictions, queue: MemoryJobQueue, book: MemoryJobBook, clock: Clock
+) -> Collect:
+    return Collect(objects, store, queue, SHARD_PREFIX, book, clock=clock)
 
 
 def status(store: MemoryPredictions, key: str) -> tuple[Status, str | None]:
@@ -269,3 +277,24 @@ def test_an_output_found_nowhere_is_no_output_after_one_listing(
     job = Job(objects, store, ["incoming/a.jpg"], ["incoming/b.jpg"])
     collect.run(job.event())
     assert status(store, "incoming/a.jpg") == status(store, "incoming/b.jpg") == (Status.FAILED, "NoOutput")
+
+
+@pytest.mark.parametrize(("job_status", "reason"), [("Completed", ""), ("Failed", "AlgorithmError: worker died")])
+def test_the_collector_ends_the_jobs_item_last(
+    collect: Collect,
+    objects: MemoryObjects,
+    store: MemoryPredictions,
+    book: MemoryJobBook,
+    job_status: str,
+    reason: str,
+) -> None:
+    job = Job(objects, store, ["incoming/a.jpg"])
+    book.open(JobItem(job.files.name, "InProgress", holder="builder"), T0)
+    job.answer("incoming/a.jpg", fake_prediction(b"a"))
+    store.fail_next(TransientError("DynamoDB is throttled"))
+    with pytest.raises(TransientError):  # the images are not recorded: the job still counts in flight
+        collect.run(job.event(job_status, reason or None))
+    assert book.in_flight() == [job.files.name]
+    collect.run(job.event(job_status, reason or None))
+    assert book.in_flight() == [] and book.items[job.files.name].status == job_status
+    assert book.items[job.files.name].failure_reason == reason

@@ -16,6 +16,7 @@ from pipeline.adapters.retry import Backoff
 from pipeline.logic.errors import TransientError
 from pipeline.logic.lifecycle import Change, State, StoredImage, sources
 from pipeline.logic.outcomes import ImageRef, Outcome, Status
+from pipeline.logic.ports import JOB_IN_FLIGHT, JobItem
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -119,6 +120,37 @@ def _marshal(item: dict[str, Any]) -> dict[str, Any]:
     return {k: _serialize(_to_dynamo(v)) for k, v in item.items()}
 
 
+def _read_items(client: DynamoDBClient, table: str, backoff: Backoff, ids: Iterable[str]) -> list[dict[str, Any]]:
+    """The items of these keys that exist (strongly consistent BatchGetItem, BATCH_GET_LIMIT keys
+    a request, UnprocessedKeys retried with backoff until all are read), as plain values."""
+    keys = sorted(set(ids))
+    items: list[dict[str, Any]] = []
+    for start in range(0, len(keys), BATCH_GET_LIMIT):
+        pending: Mapping[str, KeysAndAttributesTypeDef | KeysAndAttributesOutputTypeDef] = {
+            table: {
+                "Keys": [{"image_id": {"S": key}} for key in keys[start : start + BATCH_GET_LIMIT]],
+                "ConsistentRead": True,
+            }
+        }
+
+        def attempt() -> None:
+            nonlocal pending
+            response = client.batch_get_item(RequestItems=pending)
+            items.extend(response.get("Responses", {}).get(table, []))
+            unprocessed = response.get("UnprocessedKeys", {})
+            left = unprocessed.get(table)
+            if left and left.get("Keys"):
+                pending = unprocessed
+                raise _Unprocessed(len(left["Keys"]))
+
+        try:
+            with aws_call("reading the predictions table"):
+                backoff.call(attempt, retry_on=lambda e: isinstance(e, _Unprocessed), what="dynamodb.batch_get_item")
+        except _Unprocessed as exc:
+            raise TransientError(f"DynamoDB left {exc} keys unprocessed after {backoff.attempts} tries") from exc
+    return [{k: _deserialize(v) for k, v in raw.items()} for raw in items]
+
+
 class DynamoPredictions:
     def __init__(self, client: DynamoDBClient, table_name: str, backoff: Backoff | None = None) -> None:
         self.client = client
@@ -126,50 +158,20 @@ class DynamoPredictions:
         self.backoff = backoff or Backoff()
 
     def get_many(self, image_ids: Iterable[str]) -> dict[str, StoredImage]:
-        ids = sorted(set(image_ids))
         found: dict[str, StoredImage] = {}
-        for start in range(0, len(ids), BATCH_GET_LIMIT):
-            chunk = ids[start : start + BATCH_GET_LIMIT]
-            for raw in self._batch_get([{"image_id": {"S": i}} for i in chunk]):
-                item = {k: _deserialize(v) for k, v in raw.items()}
-                found[item["image_id"]] = StoredImage(
-                    ref=ImageRef(
-                        bucket=item["bucket"],
-                        key=item["key"],
-                        etag=item["etag"],
-                        size=int(item["size"]),
-                        uploaded_at=datetime.fromisoformat(item["uploaded_at"].replace("Z", "+00:00")),
-                    ),
-                    status=Status(item["status"]),
-                    job_name=item.get("job_name"),
-                )
+        for item in _read_items(self.client, self.table_name, self.backoff, image_ids):
+            found[item["image_id"]] = StoredImage(
+                ref=ImageRef(
+                    bucket=item["bucket"],
+                    key=item["key"],
+                    etag=item["etag"],
+                    size=int(item["size"]),
+                    uploaded_at=datetime.fromisoformat(item["uploaded_at"].replace("Z", "+00:00")),
+                ),
+                status=Status(item["status"]),
+                job_name=item.get("job_name"),
+            )
         return found
-
-    def _batch_get(self, keys: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """BatchGetItem, retrying UnprocessedKeys with backoff until all are read."""
-        items: list[dict[str, Any]] = []
-        pending: Mapping[str, KeysAndAttributesTypeDef | KeysAndAttributesOutputTypeDef] = {
-            self.table_name: {"Keys": keys, "ConsistentRead": True}
-        }
-
-        def attempt() -> None:
-            nonlocal pending
-            response = self.client.batch_get_item(RequestItems=pending)
-            items.extend(response.get("Responses", {}).get(self.table_name, []))
-            unprocessed = response.get("UnprocessedKeys", {})
-            left = unprocessed.get(self.table_name)
-            if left and left.get("Keys"):
-                pending = unprocessed
-                raise _Unprocessed(len(left["Keys"]))
-
-        try:
-            with aws_call("reading the predictions table"):
-                self.backoff.call(
-                    attempt, retry_on=lambda e: isinstance(e, _Unprocessed), what="dynamodb.batch_get_item"
-                )
-        except _Unprocessed as exc:
-            raise TransientError(f"DynamoDB left {exc} keys unprocessed after {self.backoff.attempts} tries") from exc
-        return items
 
     def write(self, changes: Sequence[Change], now: datetime) -> list[bool]:
         """Conditional writes cannot be batched; they run WRITE_THREADS at a time (boto3 clients are
@@ -224,6 +226,93 @@ class DynamoLease:
             ConditionExpression=condition,
             ExpressionAttributeValues=_marshal(values),
         )
+
+
+class DynamoJobBook:
+    """The pipeline's transform jobs, as items of the predictions table: `#job/<name>` each, and
+    `#jobs/in-flight`, the set of the names that count against MaxTransformJobsInFlight. The builder
+    adds a name under its lease; the collector (or the builder, for a job that never started)
+    removes it, an atomic set update either way. Keys no image id can take, in no index."""
+
+    JOB_KEY = "#job/"
+    IN_FLIGHT_KEY = "#jobs/in-flight"
+
+    def __init__(self, client: DynamoDBClient, table_name: str, backoff: Backoff | None = None) -> None:
+        self.client = client
+        self.table_name = table_name
+        self.backoff = backoff or Backoff()
+
+    def open(self, job: JobItem, now: datetime) -> None:
+        item = {
+            "image_id": self.JOB_KEY + job.name,
+            "job_name": job.name,
+            "job_status": job.status,
+            "holder": job.holder,
+            "shards": list(job.shards),
+            "images": job.images,
+            "attempt": job.attempt,
+            "created_at": timestamp(now),
+            "updated_at": timestamp(now),
+        }
+        with aws_call(f"writing transform job {job.name}"):
+            self.client.put_item(TableName=self.table_name, Item=_marshal(item))
+        self._in_flight("ADD", job.name)
+
+    def update(self, name: str, status: str, now: datetime, reason: str = "", *, expected: str | None = None) -> bool:
+        values = {":status": status, ":now": timestamp(now), ":reason": reason}
+        if expected is None:  # a job from before job items has no item: it stays without one
+            condition = "attribute_exists(image_id)"
+        else:
+            condition, values[":expected"] = "job_status = :expected", expected
+        try:
+            with aws_call(f"updating transform job {name}"):
+                self.client.update_item(
+                    TableName=self.table_name,
+                    Key={"image_id": {"S": self.JOB_KEY + name}},
+                    UpdateExpression="SET job_status = :status, updated_at = :now, failure_reason = :reason",
+                    ConditionExpression=condition,
+                    ExpressionAttributeValues=_marshal(values),
+                )
+        except AwsError as exc:
+            if exc.code != "ConditionalCheckFailedException":
+                raise
+            if expected is not None:
+                return False
+        if status not in JOB_IN_FLIGHT:
+            self._in_flight("DELETE", name)
+        return True
+
+    def get_many(self, names: Iterable[str]) -> dict[str, JobItem]:
+        items = _read_items(self.client, self.table_name, self.backoff, (self.JOB_KEY + name for name in names))
+        return {
+            item["job_name"]: JobItem(
+                name=item["job_name"],
+                status=item["job_status"],
+                holder=item["holder"],
+                shards=tuple(item.get("shards", ())),
+                images=int(item.get("images", 0)),
+                attempt=int(item.get("attempt", 1)),
+                failure_reason=item.get("failure_reason", ""),
+            )
+            for item in items
+        }
+
+    def in_flight(self) -> list[str]:
+        with aws_call("reading the transform jobs in flight"):
+            item = self.client.get_item(
+                TableName=self.table_name, Key={"image_id": {"S": self.IN_FLIGHT_KEY}}, ConsistentRead=True
+            ).get("Item", {})
+        return sorted(_deserialize(item["names"])) if "names" in item else []
+
+    def _in_flight(self, verb: str, name: str) -> None:
+        with aws_call(f"counting transform job {name} in flight"):
+            self.client.update_item(
+                TableName=self.table_name,
+                Key={"image_id": {"S": self.IN_FLIGHT_KEY}},
+                UpdateExpression=f"{verb} #names :name",
+                ExpressionAttributeNames={"#names": "names"},
+                ExpressionAttributeValues={":name": {"SS": [name]}},
+            )
 
 
 def _conditional_put(client: DynamoDBClient, what: str, **request: Any) -> bool:

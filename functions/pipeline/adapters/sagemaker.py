@@ -140,20 +140,6 @@ class TransformJobs:
             raise
         return job["TransformJobStatus"]
 
-    def in_flight(self) -> int:
-        def count() -> int:
-            found = 0
-            for status in ("InProgress", "Stopping"):
-                pages = self.client.get_paginator("list_transform_jobs").paginate(
-                    StatusEquals=status, NameContains=f"{self.job_prefix}-"
-                )
-                for page in pages:
-                    summaries = page["TransformJobSummaries"]
-                    found += sum(s["TransformJobName"].startswith(f"{self.job_prefix}-") for s in summaries)
-            return found
-
-        return self._call("listing transform jobs", "list_transform_jobs", count)
-
     def start(self, name: str, manifest_uri: str, output_uri: str) -> None:
         request = transform_job_request(
             name,

@@ -13,7 +13,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from pipeline.adapters.clients import client
-from pipeline.adapters.dynamodb import DynamoLease, DynamoPredictions
+from pipeline.adapters.dynamodb import DynamoJobBook, DynamoLease, DynamoPredictions
 from pipeline.adapters.s3 import S3Objects
 from pipeline.adapters.sagemaker import TransformJobs
 from pipeline.adapters.sqs import SqsJobQueue
@@ -48,6 +48,7 @@ def build_jobs() -> BuildJobs:
             max_payload_mb=settings.transform.max_payload_mb,
             job_prefix=settings.rules.jobs.job_prefix,
         ),
+        jobs=DynamoJobBook(client("dynamodb"), settings.table_name),
         lease=DynamoLease(client("dynamodb"), settings.table_name),
     )
 

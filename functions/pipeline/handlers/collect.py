@@ -10,7 +10,7 @@ from aws_lambda_powertools.utilities.data_classes import EventBridgeEvent, event
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from pipeline.adapters.clients import client
-from pipeline.adapters.dynamodb import DynamoPredictions
+from pipeline.adapters.dynamodb import DynamoJobBook, DynamoPredictions
 from pipeline.adapters.s3 import S3Objects
 from pipeline.adapters.sqs import SqsJobQueue
 from pipeline.config import CollectSettings
@@ -28,6 +28,7 @@ def build_collect() -> Collect:
         objects=S3Objects(client("s3")),
         store=DynamoPredictions(client("dynamodb"), settings.table_name),
         queue=SqsJobQueue(client("sqs"), settings.job_queue_url),
+        jobs=DynamoJobBook(client("dynamodb"), settings.table_name),
         shard_prefix=settings.shard_prefix,
     )
 

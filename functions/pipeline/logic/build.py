@@ -24,13 +24,23 @@ from pipeline.logic.errors import NoCapacity, TransientError
 from pipeline.logic.jobs import JobLayout, QueuedShard
 from pipeline.logic.lifecycle import Change, Event, StoredImage, decide, state_of
 from pipeline.logic.outcomes import ImageRef, Mode, Outcome, Status
-from pipeline.logic.ports import BuilderLease, ObjectStore, PredictionStore, TransformJobs
+from pipeline.logic.ports import (
+    JOB_IN_FLIGHT,
+    JOB_NOT_STARTED,
+    JOB_STARTING,
+    BuilderLease,
+    JobBook,
+    JobItem,
+    ObjectStore,
+    PredictionStore,
+    TransformJobs,
+)
 
 logger = Logger(child=True)
 
 LEASE_BUSY_RETRY_S = 60  # when another builder holds the lease: about one build, far below the queue's 30 min
 LONGEST_BUILD = timedelta(minutes=15)  # Lambda's longest run: the lease of a build with no deadline given
-DEAD_JOB_STATES = (None, "Failed", "Stopped")  # a job in these (None: no such job) records no more answers
+DEAD_JOB_STATES = frozenset({JOB_NOT_STARTED, "Failed", "Stopped"})  # a job in these records no more answers
 
 
 @dataclass(frozen=True)
@@ -59,6 +69,7 @@ class BuildJobs:
         objects: ObjectStore,
         store: PredictionStore,
         transforms: TransformJobs,
+        jobs: JobBook,
         lease: BuilderLease,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
@@ -66,6 +77,7 @@ class BuildJobs:
         self.objects = objects
         self.store = store
         self.transforms = transforms
+        self.jobs = jobs
         self.lease = lease
         self.clock = clock
 
@@ -82,19 +94,19 @@ class BuildJobs:
             logger.info("another job builder is running; the shards come back soon", shards=len(shards))
             return BuildResult({shard.message_id for shard in shards}, retry_after_s=LEASE_BUSY_RETRY_S)
         try:
-            return self._build(shards)
+            return self._build(shards, holder)
         finally:
             try:
                 self.lease.release(holder, self.clock())
             except TransientError as exc:  # the lease runs out at the deadline anyway
                 logger.warning("cannot release the job builder's lease", error=str(exc))
 
-    def _build(self, shards: list[QueuedShard]) -> BuildResult:
+    def _build(self, shards: list[QueuedShard], holder: str) -> BuildResult:
         result = BuildResult()
         held: dict[str, str] = {}  # image id -> the job it sits in that this build replaces
         try:
+            capacity = self.rules.max_jobs_in_flight - self._in_flight()
             live = self._still_waiting(shards, held, result)
-            capacity = self.rules.max_jobs_in_flight - self.transforms.in_flight()
         except TransientError as exc:
             logger.warning("cannot build jobs now; the shards wait", error=str(exc))
             result.failed_message_ids.update(shard.message_id for shard in shards)
@@ -105,7 +117,7 @@ class BuildJobs:
                 self._wait(groups[number:], f"{self.rules.max_jobs_in_flight} transform jobs in flight", held, result)
                 break
             try:
-                self._start_job(group, held, result)
+                self._start_job(group, holder, held, result)
                 capacity -= 1
             except NoCapacity as exc:
                 self._wait(groups[number:], f"SageMaker has no capacity for another job ({exc})", held, result)
@@ -116,6 +128,20 @@ class BuildJobs:
         result.in_flight = self.rules.max_jobs_in_flight - capacity
         return result
 
+    def _in_flight(self) -> int:
+        """The jobs that count against the cap, from the job items. A job still Starting was left by
+        a builder that stopped between writing it and hearing from CreateTransformJob (this build
+        holds the lease, so no other builder is starting one): SageMaker says what became of it."""
+        names = self.jobs.in_flight()
+        for job in self.jobs.get_many(names).values():
+            if job.status == JOB_STARTING:
+                status = self.transforms.status(job.name) or JOB_NOT_STARTED
+                self.jobs.update(job.name, status, self.clock(), expected=JOB_STARTING)
+                logger.warning("a job left starting is settled", job_name=job.name, status=status)
+                if status not in JOB_IN_FLIGHT:
+                    names.remove(job.name)
+        return len(names)
+
     def _still_waiting(self, shards: list[QueuedShard], held: dict[str, str], result: BuildResult) -> list[QueuedShard]:
         """Each shard with only the images the lifecycle table lets a job take; shards with none
         are done. An image that waited longer than max_wait is FAILED."""
@@ -123,12 +149,13 @@ class BuildJobs:
         now = self.clock()
         live: list[QueuedShard] = []
         seen: set[tuple[str, str]] = set()  # a shard queued twice (a redelivered upload) counts once
-        jobs: dict[str, bool] = {}  # job name -> it is dead (looked up once per build)
+        named = {r.job_name for r in stored.values() if r.job_name and r.status is Status.PENDING}
+        items = self.jobs.get_many(named)  # one lookup for every job the images name
         for shard in shards:
             waiting = []
             for ref in shard.images:
                 record = stored.get(ref.image_id)
-                dead = self._dead_job(record, jobs)
+                dead = self._dead_job(record, items)
                 if (ref.image_id, ref.etag) in seen or decide(state_of(record, ref, dead), Event.JOB_STARTED) is None:
                     continue
                 seen.add((ref.image_id, ref.etag))
@@ -142,16 +169,18 @@ class BuildJobs:
                 live.append(replace(shard, images=tuple(waiting)))
         return live
 
-    def _dead_job(self, record: StoredImage | None, jobs: dict[str, bool]) -> str | None:
-        """The job the image's record names, if that job will record nothing more for it: SageMaker
-        has no such job (a builder stopped between recording the images and starting it), or it
-        failed or was stopped (its collector queues the unanswered images again, and may not have
-        written that yet). This build replaces it; a job that runs or completed keeps its images."""
+    def _dead_job(self, record: StoredImage | None, items: dict[str, JobItem]) -> str | None:
+        """The job the image's record names, if that job will record nothing more for it: it never
+        started, or it failed or was stopped (its collector queues the unanswered images again, and
+        may not have written that yet). This build replaces it; a job that runs or completed keeps
+        its images. A job without an item (started before job items existed) is asked of SageMaker."""
         if record is None or record.job_name is None or record.status is not Status.PENDING:
             return None
-        if record.job_name not in jobs:
-            jobs[record.job_name] = self.transforms.status(record.job_name) in DEAD_JOB_STATES
-        return record.job_name if jobs[record.job_name] else None
+        job = items.get(record.job_name)
+        if job is None:
+            status = self.transforms.status(record.job_name)
+            job = items[record.job_name] = JobItem(record.job_name, status or JOB_NOT_STARTED, holder="")
+        return record.job_name if job.status in DEAD_JOB_STATES else None
 
     def _give_up(self, ref: ImageRef, dead: str | None, now: datetime, result: BuildResult) -> None:
         waited = (now - ref.uploaded_at).total_seconds() / 60
@@ -184,19 +213,33 @@ class BuildJobs:
                 groups.append([shard])
         return groups
 
-    def _start_job(self, shards: list[QueuedShard], held: dict[str, str], result: BuildResult) -> None:
+    def _start_job(self, shards: list[QueuedShard], holder: str, held: dict[str, str], result: BuildResult) -> None:
         job = self.rules.jobs.new_job(shards[0].uri.bucket, shards, started=self.clock(), nonce=uuid.uuid4().hex)
         base = Outcome(Status.PENDING, Mode.BATCH, job_name=job.name, model_name=self.rules.model_name)
-        # In the job first: if it then fails to start, the next build finds its images in a job that
-        # does not exist and replaces it; nothing waits on a job that never ran.
         refs = [ref for shard in shards for ref in shard.images]
+        # The job's item and its images first: if it then fails to start, the next build finds the
+        # item still Starting, asks SageMaker, and replaces a job that never ran.
+        item = JobItem(
+            job.name,
+            JOB_STARTING,
+            holder,
+            shards=tuple(str(shard.uri) for shard in shards),
+            images=len(refs),
+            attempt=max(shard.attempt for shard in shards),
+        )
+        self.jobs.open(item, self.clock())
         self.store.write(
             [Change(ref, Event.JOB_STARTED, base, job=held.get(ref.image_id)) for ref in refs], self.clock()
         )
         held.update((ref.image_id, job.name) for ref in refs)
         self.objects.put_json(job.index.bucket, job.index.key, job.index_doc(shards))
         self.objects.put_json(job.manifest.bucket, job.manifest.key, job.manifest_doc(shards))
-        self.transforms.start(job.name, str(job.manifest), str(job.output))
+        try:
+            self.transforms.start(job.name, str(job.manifest), str(job.output))
+        except NoCapacity:
+            self.jobs.update(job.name, JOB_NOT_STARTED, self.clock(), "refused for capacity", expected=JOB_STARTING)
+            raise
+        self.jobs.update(job.name, "InProgress", self.clock(), expected=JOB_STARTING)  # unless it ended already
         result.jobs.append(job.name)
         logger.info("transform job started", job_name=job.name, shards=len(shards), images=len(refs))
 

@@ -25,7 +25,7 @@ from pipeline.logic.errors import TransientError
 from pipeline.logic.jobs import JobFiles, QueuedShard, index_of, shard_uri
 from pipeline.logic.lifecycle import Change, Event, StoredImage, decide, state_of
 from pipeline.logic.outcomes import ImageRef, Mode, Outcome, Status
-from pipeline.logic.ports import JobQueue, ObjectStore, PredictionStore
+from pipeline.logic.ports import JobBook, JobQueue, ObjectStore, PredictionStore
 from pipeline.logic.s3uri import S3Uri
 
 logger = Logger(child=True)
@@ -69,11 +69,13 @@ class Collect:
         store: PredictionStore,
         queue: JobQueue,
         shard_prefix: str,
+        jobs: JobBook,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.objects = objects
         self.store = store
         self.queue = queue
+        self.jobs = jobs
         self.shard_prefix = shard_prefix
         self.clock = clock
 
@@ -125,6 +127,9 @@ class Collect:
             )
             if done and outcome.status is not Status.PENDING:
                 outcomes.append(outcome)
+        # Last: a collector that stops before this runs again, and the job counts in flight till then.
+        reason = job.failure_reason if job.status != "Completed" else ""
+        self.jobs.update(job.name, job.status, self.clock(), reason)
         return outcomes
 
     def _retry_alone(self, job: JobEvent, shard: QueuedShard, unanswered: list[ImageRef]) -> list[Change]:

@@ -72,6 +72,44 @@ class BuilderLease(Protocol):
         ...
 
 
+JOB_STARTING = "Starting"  # written before CreateTransformJob
+JOB_NOT_STARTED = "NotStarted"  # SageMaker refused it, or has no such job
+JOB_IN_FLIGHT = frozenset({JOB_STARTING, "InProgress", "Stopping"})  # the rest: SageMaker's TransformJobStatus
+
+
+@dataclass(frozen=True)
+class JobItem:
+    """A transform job as the pipeline keeps it: written before CreateTransformJob, its status then
+    SageMaker's, set by the collector when the job ends."""
+
+    name: str
+    status: str
+    holder: str  # the job builder's lease holder that wrote it
+    shards: tuple[str, ...] = ()  # the shards' URIs
+    images: int = 0
+    attempt: int = 1  # the highest attempt of its shards
+    failure_reason: str = ""
+
+
+class JobBook(Protocol):
+    """The pipeline's transform jobs, and which of them count against MaxTransformJobsInFlight."""
+
+    def open(self, job: JobItem, now: datetime) -> None:
+        """Write the job and count it in flight."""
+        ...
+
+    def update(self, name: str, status: str, now: datetime, reason: str = "", *, expected: str | None = None) -> bool:
+        """Set a job's status, if it has an item (and, with `expected`, only while it has that status:
+        False if not). A status not in JOB_IN_FLIGHT stops it counting."""
+        ...
+
+    def get_many(self, names: Iterable[str]) -> dict[str, JobItem]: ...
+
+    def in_flight(self) -> list[str]:
+        """The names of the jobs that count in flight (strongly consistent)."""
+        ...
+
+
 class Endpoint(Protocol):
     name: str
 
@@ -83,10 +121,6 @@ class Endpoint(Protocol):
 class TransformJobs(Protocol):
     def status(self, name: str) -> str | None:
         """The job's TransformJobStatus (InProgress, Completed, Failed, ...), or None if there is no such job."""
-        ...
-
-    def in_flight(self) -> int:
-        """How many of the pipeline's jobs are running (InProgress or Stopping)."""
         ...
 
     def start(self, name: str, manifest_uri: str, output_uri: str) -> None:
