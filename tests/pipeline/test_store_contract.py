@@ -3,7 +3,9 @@ the same writes, those of the lifecycle table (pipeline/logic/lifecycle.py), in 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
 
 import pytest
 
@@ -17,14 +19,20 @@ from tests.fakes.ports import MemoryJobBook, MemoryLease, MemoryPredictions
 
 T0 = datetime(2026, 11, 22, 10, tzinfo=UTC)
 NOW = T0 + timedelta(minutes=1)
+T = TypeVar("T")
+
+
+def memory_or_dynamodb(request: pytest.FixtureRequest, memory: Callable[[], T], dynamodb: Callable[[Any, str], T]) -> T:
+    """The fixture's in-memory double, or its DynamoDB adapter over a fresh local table."""
+    if request.param == "memory":
+        return memory()
+    aws: Aws = request.getfixturevalue("aws")
+    return dynamodb(aws.clients["dynamodb"], aws.stack.names.table)
 
 
 @pytest.fixture(params=["memory", "dynamodb"])
 def store(request: pytest.FixtureRequest) -> PredictionStore:
-    if request.param == "memory":
-        return MemoryPredictions()
-    aws: Aws = request.getfixturevalue("aws")
-    return DynamoPredictions(aws.clients["dynamodb"], aws.stack.names.table)
+    return memory_or_dynamodb(request, MemoryPredictions, DynamoPredictions)
 
 
 def ref(etag: str, minutes: int = 0, key: str = "incoming/rex.jpg") -> ImageRef:
@@ -122,10 +130,7 @@ def test_many_writes_at_once_follow_the_table_each(store: PredictionStore) -> No
 
 @pytest.fixture(params=["memory", "dynamodb"])
 def book(request: pytest.FixtureRequest) -> JobBook:
-    if request.param == "memory":
-        return MemoryJobBook()
-    aws: Aws = request.getfixturevalue("aws")
-    return DynamoJobBook(aws.clients["dynamodb"], aws.stack.names.table)
+    return memory_or_dynamodb(request, MemoryJobBook, DynamoJobBook)
 
 
 def test_a_job_counts_in_flight_from_its_opening_until_it_ends(book: JobBook) -> None:
@@ -145,24 +150,12 @@ def test_a_job_counts_in_flight_from_its_opening_until_it_ends(book: JobBook) ->
     assert book.get_many(["dogbreed-old"]) == {}
 
 
-def test_job_items_are_no_images(aws: Aws) -> None:
-    """Job items live in the predictions table under keys no image id can take, in no index."""
-    DynamoJobBook(aws.clients["dynamodb"], aws.stack.names.table).open(JobItem("dogbreed-1", JOB_STARTING, "a"), NOW)
-    assert DynamoJobBook.JOB_KEY.startswith("#") and DynamoJobBook.IN_FLIGHT_KEY.startswith("#")
-    for index in ("by-breed", "by-problem"):
-        scanned = aws.clients["dynamodb"].scan(TableName=aws.stack.names.table, IndexName=index)
-        assert scanned["Items"] == []
-
-
 # -- the job builder's lease (pipeline.logic.ports.may_take_lease) ---------------------------
 
 
 @pytest.fixture(params=["memory", "dynamodb"])
 def lease(request: pytest.FixtureRequest) -> BuilderLease:
-    if request.param == "memory":
-        return MemoryLease()
-    aws: Aws = request.getfixturevalue("aws")
-    return DynamoLease(aws.clients["dynamodb"], aws.stack.names.table)
+    return memory_or_dynamodb(request, MemoryLease, DynamoLease)
 
 
 def test_one_holder_at_a_time_until_release_or_expiry(lease: BuilderLease) -> None:
@@ -177,11 +170,15 @@ def test_one_holder_at_a_time_until_release_or_expiry(lease: BuilderLease) -> No
     assert lease.acquire("a", NOW + timedelta(minutes=4), until)  # b's ran out
 
 
-def test_the_lease_item_is_no_image(aws: Aws) -> None:
-    """The lease lives in the predictions table under a key no image id can take, and no index holds it."""
-    store = DynamoPredictions(aws.clients["dynamodb"], aws.stack.names.table)
-    DynamoLease(aws.clients["dynamodb"], aws.stack.names.table).acquire("a", NOW, NOW + timedelta(minutes=5))
-    assert DynamoLease.KEY.startswith("#")  # bucket names start with a letter or digit
+def test_the_pipelines_own_items_are_no_images(aws: Aws) -> None:
+    """The lease, the job items and the set of jobs in flight live in the predictions table under
+    keys no image id can take, and no index holds them."""
+    client, table = aws.clients["dynamodb"], aws.stack.names.table
+    store = DynamoPredictions(client, table)
+    DynamoLease(client, table).acquire("a", NOW, NOW + timedelta(minutes=5))
+    DynamoJobBook(client, table).open(JobItem("dogbreed-1", JOB_STARTING, "a"), NOW)
+    for key in (DynamoLease.KEY, DynamoJobBook.JOB_KEY, DynamoJobBook.IN_FLIGHT_KEY):
+        assert key.startswith("#")  # bucket names start with a letter or digit
     assert store.get_many(["bucket/incoming/rex.jpg"]) == {}
     for index in ("by-breed", "by-problem"):
         scanned = aws.clients["dynamodb"].scan(TableName=aws.stack.names.table, IndexName=index)

@@ -280,21 +280,29 @@ def test_an_output_found_nowhere_is_no_output_after_one_listing(
 
 
 @pytest.mark.parametrize(("job_status", "reason"), [("Completed", ""), ("Failed", "AlgorithmError: worker died")])
-def test_the_collector_ends_the_jobs_item_last(
+def test_the_collector_ends_the_jobs_item_before_it_queues_any_image_again(
     collect: Collect,
     objects: MemoryObjects,
     store: MemoryPredictions,
+    queue: MemoryJobQueue,
     book: MemoryJobBook,
     job_status: str,
     reason: str,
 ) -> None:
-    job = Job(objects, store, ["incoming/a.jpg"])
+    """A builder that receives a retried image must find its job ended (the lifecycle table lets it
+    take an image only from a job that answers nothing more)."""
+    job = Job(objects, store, ["incoming/a.jpg"], ["incoming/b.jpg"])
     book.open(JobItem(job.files.name, "InProgress", holder="builder"), T0)
     job.answer("incoming/a.jpg", fake_prediction(b"a"))
-    store.fail_next(TransientError("DynamoDB is throttled"))
-    with pytest.raises(TransientError):  # the images are not recorded: the job still counts in flight
-        collect.run(job.event(job_status, reason or None))
-    assert book.in_flight() == [job.files.name]
+    seen_when_queued: list[str] = []  # the job item's status each time an image is queued again
+    send = queue.send
+
+    def send_and_look(body: str) -> None:
+        seen_when_queued.append(book.items[job.files.name].status)
+        send(body)
+
+    queue.send = send_and_look  # type: ignore[method-assign]
     collect.run(job.event(job_status, reason or None))
     assert book.in_flight() == [] and book.items[job.files.name].status == job_status
     assert book.items[job.files.name].failure_reason == reason
+    assert seen_when_queued == ([job_status] if job_status == "Failed" else [])

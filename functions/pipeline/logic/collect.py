@@ -7,7 +7,8 @@ the job's output folder, by its file name, before its images are recorded NoOutp
 
 A job that failed or was stopped strands nothing: the images of a shard without answers go back to
 the job queue, each alone in a new shard (attempt + 1), and are FAILED only when still unanswered
-after MAX_JOB_ATTEMPTS. Every write follows the lifecycle table: only images still in this job."""
+after MAX_JOB_ATTEMPTS. Every write follows the lifecycle table: only images still in this job.
+The job's item (JobBook) gets the job's end before anything else, so it stops counting in flight."""
 
 from __future__ import annotations
 
@@ -89,6 +90,9 @@ class Collect:
         if index_body is None:
             raise TransientError(f"the index {index} of job {job.name} does not exist")
         files, shards = JobFiles.from_index(job.name, manifest, json.loads(index_body), job.output_uri)
+        # The job's item first: a builder that gets one of its images queued again below must find
+        # the job ended, or it would leave the image to a job that answers nothing more.
+        self.jobs.update(job.name, job.status, self.clock(), job.failure_reason if job.status != "Completed" else "")
         stored = self.store.get_many(ref.image_id for shard in shards for ref in shard.images)
 
         listed: list[str] | None = None  # the job's output folder, listed at most once
@@ -127,9 +131,6 @@ class Collect:
             )
             if done and outcome.status is not Status.PENDING:
                 outcomes.append(outcome)
-        # Last: a collector that stops before this runs again, and the job counts in flight till then.
-        reason = job.failure_reason if job.status != "Completed" else ""
-        self.jobs.update(job.name, job.status, self.clock(), reason)
         return outcomes
 
     def _retry_alone(self, job: JobEvent, shard: QueuedShard, unanswered: list[ImageRef]) -> list[Change]:
