@@ -186,10 +186,9 @@ def run(args: argparse.Namespace, progress: Callable[[int, int], None] | None = 
                 schedule.uploads_done.set()
                 outcomes = stack.wait_for_outcomes(uploads, args.timeout, progress)
                 schedule.stop()
-                fields = ("status", "error_code", "reason")
                 left = [key for key in uploads if key not in outcomes][:10]  # what the first images left say
                 found = Predictions(stack.client("dynamodb"), stack.names.table).images(stack.names.bucket, left)
-                waiting = {key: {k: found[key].get(k) for k in fields} if key in found else None for key in left}
+                waiting = {key: _summary(found.get(key)) for key in left}
                 assert stack.runtime is not None and stack.runner is not None
                 model_calls = sum(stack.runtime.answered.values()) + stack.runner.records
                 letters = dead_letters(stack)
@@ -198,12 +197,7 @@ def run(args: argparse.Namespace, progress: Callable[[int, int], None] | None = 
                     event["detail"]["TransformJobStatus"] != "Completed" for event in stack.runner.finished
                 )
                 job_images = sorted(stack.runner.job_records.values(), reverse=True)
-                poisoned = {
-                    key: {k: outcomes[key].get(k) for k in ("status", "error_code", "reason")}
-                    if key in outcomes
-                    else None
-                    for key in stack.runner.poisoned
-                }
+                poisoned = {key: _summary(outcomes.get(key)) for key in stack.runner.poisoned}
         finally:
             for proxy in proxies.values():
                 proxy.stop()
@@ -228,6 +222,11 @@ def run(args: argparse.Namespace, progress: Callable[[int, int], None] | None = 
         "s3_requests_delayed": proxies["s3"].faulted,
         "wall_s": round(time.monotonic() - started, 1),
     }
+
+
+def _summary(record: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What the report shows of one image's record."""
+    return None if record is None else {k: record.get(k) for k in ("status", "error_code", "reason")}
 
 
 def report(result: dict[str, Any]) -> None:

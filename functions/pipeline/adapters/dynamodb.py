@@ -41,22 +41,21 @@ _STATE_CLAUSES: dict[State, str] = {
     State.REJECTED: "etag = :etag AND #status = :REJECTED",
     State.FAILED: "etag = :etag AND #status = :FAILED",
 }
+# For a writer naming no job, no record is in its job and every job is another (lifecycle.state_of).
+_NO_JOB_NAMED: dict[State, str | None] = {
+    State.IN_JOB: None,
+    State.IN_OTHER_JOB: "etag = :etag AND #status = :PENDING AND attribute_exists(job_name)",
+}
 _PLACEHOLDER = re.compile(r":[A-Za-z_]+")
 
 
 def write_condition(change: Change) -> tuple[str, dict[str, Any]]:
-    """The condition expression under which DynamoDB writes the change, and its values."""
-    clauses = []
-    for state in sorted(sources(change.event)):
-        clause = _STATE_CLAUSES[state]
-        if change.job is None:  # a writer naming no job: no record is in its job; every job is another
-            if state is State.IN_JOB:
-                continue
-            clause = clause.replace(" AND job_name <> :job", "")
-        clauses.append(f"({clause})")
-    expression = " OR ".join(clauses)
-    if not expression:
-        raise ValueError(f"{change.event} writes only in a job: name it")
+    """The condition expression under which DynamoDB writes the change, and its values. (A change
+    whose event writes only in a job names one: lifecycle.Change refuses it otherwise.)"""
+    clauses = _STATE_CLAUSES if change.job is not None else _STATE_CLAUSES | _NO_JOB_NAMED
+    expression = " OR ".join(
+        f"({clause})" for state in sorted(sources(change.event)) if (clause := clauses[state]) is not None
+    )
     known = {
         ":etag": change.ref.etag,
         ":uploaded_at": timestamp(change.ref.uploaded_at),

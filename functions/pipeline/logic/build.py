@@ -122,7 +122,7 @@ class BuildJobs:
             except NoCapacity as exc:
                 self._wait(groups[number:], f"SageMaker has no capacity for another job ({exc})", held, result)
                 break
-            except TransientError as exc:  # it may have started: the next build looks it up (_dead_job)
+            except TransientError as exc:  # it may have started: its item stays Starting (see _in_flight)
                 logger.warning("job not started; its shards wait", error=str(exc))
                 result.failed_message_ids.update(shard.message_id for shard in group)
         result.in_flight = self.rules.max_jobs_in_flight - capacity
