@@ -9,10 +9,11 @@ export SAM_CLI_TELEMETRY := 0
 # The import roots (as pyproject.toml's pytest pythonpath): the Lambda package and the model's parts.
 IMPORT_PATH := .:functions:model/serving:model/training:model/tools
 
-.PHONY: install test unit lint typecheck pytest demo stack soak query redrive launch preflight deploy package-size benchmark benchmark-photos pipeline-benchmark cost clean
+.PHONY: install test unit lint typecheck pytest demo stack soak query redrive launch preflight deploy package-size benchmark serving-benchmark benchmark-photos pipeline-benchmark cost clean
 
 # Five environments: the project (.venv); the unit floor (.venv-unit); the SAM CLI and checkov, whose pins
-# clash; and the serving container's torch 2.6 (.venv-serving), under which tests serve the model artifact.
+# clash; and the inference image's serving stack (.venv-serving: torch 2.6, TorchServe 0.12, the toolkit),
+# from which every model container runs (devstack/container.py; TorchServe needs Java 17+).
 $(VENV)/.installed: requirements/dev.txt requirements/unit.txt functions/requirements.txt
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is required") if sys.version_info < (3, 11) else None'
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +37,7 @@ $(VENV)/.installed: requirements/dev.txt requirements/unit.txt functions/require
 	@touch $@
 
 .venv-serving/.installed: requirements/serving.txt
+	@command -v java >/dev/null || { echo "TorchServe needs Java 17 or later (e.g. apt-get install openjdk-17-jre-headless)"; exit 1; }
 	$(PYTHON) -m venv .venv-serving
 	.venv-serving/bin/pip install $(PIP_FLAGS) -r requirements/serving.txt
 	@touch $@
@@ -59,16 +61,16 @@ test: lint typecheck unit pytest
 unit: .venv-unit/.installed
 	.venv-unit/bin/python -m pytest tests/unit -q
 
-demo: $(VENV)/.installed
+demo: $(VENV)/.installed .venv-serving/.installed
 	PYTHONPATH=$(IMPORT_PATH) $(PY) -m devstack.demo
 
 # The local stack, kept up until Ctrl-C (moto on :5000, the SageMaker runtime on :8080).
 # STACK_ARGS example: --model path/to/model.tar.gz --parameter InferenceMode=batch
-stack: $(VENV)/.installed
+stack: $(VENV)/.installed .venv-serving/.installed
 	PYTHONPATH=$(IMPORT_PATH) $(PY) -m devstack.stack up $(STACK_ARGS)
 
 # Load and faults together on the local stack (10,000 images in auto mode unless SOAK_ARGS says otherwise).
-soak: $(VENV)/.installed
+soak: $(VENV)/.installed .venv-serving/.installed
 	PYTHONPATH=$(IMPORT_PATH) $(PY) -m devstack.soak $(SOAK_ARGS)
 
 # Query predictions, e.g. make query ARGS="breed Afghan_hound" (with the variables `make stack` prints).
@@ -96,19 +98,23 @@ deploy: .venv-sam/.installed
 package-size: $(VENV)/.installed
 	PYTHONPATH=$(IMPORT_PATH) $(PY) -m tools.package_size
 
-benchmark: $(VENV)/.installed
+benchmark: $(VENV)/.installed .venv-serving/.installed
 	PYTHONPATH=$(IMPORT_PATH) $(PY) model/tools/benchmark.py $(BENCHMARK_ARGS)
+
+# The handler through TorchServe and the toolkit, for worker counts x torch threads x DECODE_THREADS.
+serving-benchmark: $(VENV)/.installed .venv-serving/.installed
+	PYTHONPATH=$(IMPORT_PATH) $(PY) model/tools/serving_benchmark.py $(SERVING_ARGS)
 
 # What downsizing a large photo changes in the model's answer, and its time and memory per photo.
 benchmark-photos: $(VENV)/.installed
 	PYTHONPATH=$(IMPORT_PATH) $(PY) model/tools/photo_benchmark.py $(PHOTOS_ARGS)
 
 IMAGES ?= 500
-pipeline-benchmark: $(VENV)/.installed
+pipeline-benchmark: $(VENV)/.installed .venv-serving/.installed
 	PYTHONPATH=$(IMPORT_PATH) $(PY) -m devstack.pipeline_benchmark --images $(IMAGES)
 
 # What 1,000 images cost on AWS in each mode, from a measured run on the local stack (devstack/cost.py).
-cost: $(VENV)/.installed
+cost: $(VENV)/.installed .venv-serving/.installed
 	PYTHONPATH=$(IMPORT_PATH) $(PY) -m devstack.cost $(COST_ARGS)
 
 clean:

@@ -1,27 +1,75 @@
 """Lambda on one machine: each concurrent invocation of a function runs in an execution environment
-of its own (a process started on demand, kept warm and reused), with the environment template.yaml
-gives the function; and the SQS event shape Lambda builds from received messages."""
+of its own, started on demand, kept warm and reused, with the environment template.yaml gives the
+function. An environment is what Lambda runs: the Lambda Runtime Interface Emulator (the static
+binary the SAM CLI ships, samcli/local/rapid/aws-lambda-rie-x86_64) in front of `awslambdaric`, the
+runtime interface client of AWS's Python base images, which imports the unchanged handler from the
+function's code directory. The emulator enforces the function's timeout ("Task timed out after
+N seconds", the runtime killed and initialised again for the next invoke) and writes a REPORT line
+with the billed duration of every invoke. Also: the SQS event shape Lambda builds from received
+messages, and the context object for tests that call a handler in-process."""
 
 from __future__ import annotations
 
+import atexit
 import hashlib
-import math
+import json
 import os
+import re
 import signal
+import socket
+import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from devstack.account import arn
-from devstack.lambda_worker import LambdaContext
-from devstack.process import LineWorker, WorkerDied, WorkerTimeout
+import urllib3
+
+from devstack.container import descendants, free_ports
 
 __all__ = ["Invocation", "LambdaContext", "LambdaFunction", "sqs_event"]
 
-WORKER = Path(__file__).resolve().parent / "lambda_worker.py"
+SAM_PACKAGE = Path(__file__).resolve().parents[1] / ".venv-sam" / "lib"
+BILLED = re.compile(rb"Billed Duration: (\d+) ms")
+# What an environment's processes get from this machine's environment: enough to start Python.
+_INHERITED = ("PATH", "LANG", "LC_ALL", "TMPDIR")
+
+
+def emulator() -> Path:
+    """The Runtime Interface Emulator inside the installed SAM CLI (.venv-sam, `make install`)."""
+    found = sorted(SAM_PACKAGE.glob("python3*/site-packages/samcli/local/rapid/aws-lambda-rie-x86_64"))
+    if not found:
+        raise FileNotFoundError(f"no aws-lambda-rie under {SAM_PACKAGE}: `make install` builds .venv-sam")
+    return found[-1]
+
+
+@dataclass
+class LambdaContext:
+    """Lambda's context object for tests that call a handler in-process (tests/pipeline): the
+    attributes Powertools and our handlers read. It enforces no timeout, isolates nothing and bills
+    nothing; the local stack runs handlers under the real runtime client (LambdaFunction)."""
+
+    function_name: str = "local-function"
+    invoked_function_arn: str = ""
+    timeout_s: float = 120.0
+    memory_limit_in_mb: int = 512
+    function_version: str = "$LATEST"
+    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    _started: float = field(default_factory=time.monotonic)
+
+    @property
+    def log_group_name(self) -> str:
+        return f"/aws/lambda/{self.function_name}"
+
+    @property
+    def log_stream_name(self) -> str:
+        return "local"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self.timeout_s - (time.monotonic() - self._started)) * 1000))
 
 
 def sqs_event(messages: list[dict[str, Any]], queue_arn: str) -> dict[str, Any]:
@@ -64,74 +112,150 @@ class FunctionSpec:
     memory_mb: int
 
 
+class ExecutionEnvironment:
+    """One execution environment: the emulator and, below it, the runtime client with the handler."""
+
+    def __init__(self, spec: FunctionSpec, log_path: Path) -> None:
+        runtime_api, invocations = free_ports(2)
+        env = {
+            **{key: os.environ[key] for key in _INHERITED if key in os.environ},
+            **spec.environment,
+            "AWS_LAMBDA_FUNCTION_NAME": spec.name,
+            "AWS_LAMBDA_FUNCTION_TIMEOUT": str(int(spec.timeout_s)),
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(spec.memory_mb),
+            "PYTHONPATH": str(spec.code_dir),  # the task root
+        }
+        argv = [
+            str(emulator()),
+            "--runtime-api-address", f"127.0.0.1:{runtime_api}",
+            "--runtime-interface-emulator-address", f"127.0.0.1:{invocations}",
+            sys.executable, "-m", "awslambdaric", spec.handler,
+        ]  # fmt: skip
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, cwd=spec.code_dir
+            )
+        self.url = f"http://127.0.0.1:{invocations}/2015-03-31/functions/function/invocations"
+        _RUNNING.add(self)
+        self._wait_listening(invocations)
+
+    def _wait_listening(self, port: int, timeout_s: float = 10) -> None:
+        deadline = time.monotonic() + timeout_s
+        while self.alive and time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.02)
+
+    @property
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    @property
+    def runtime_pid(self) -> int | None:
+        """The runtime client's process (the handler's), while one runs."""
+        return next(descendants(self.process.pid), None)
+
+    def stop(self) -> None:
+        if self.alive:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        _RUNNING.discard(self)
+
+
+_RUNNING: set[ExecutionEnvironment] = set()  # stopped at exit, so that a program that fails leaves none behind
+
+
+@atexit.register
+def _stop_every_environment() -> None:
+    for environment in list(_RUNNING):
+        environment.stop()
+
+
 class LambdaFunction:
     """Invoke a function as Lambda does: at most `concurrency` environments, one invocation each."""
 
     def __init__(self, spec: FunctionSpec, concurrency: int, log_dir: Path) -> None:
         self.spec = spec
-        self.log_dir = log_dir
-        self._idle: list[LineWorker] = []
-        self._all: list[LineWorker] = []
+        self.log_path = log_dir / f"{spec.name}.log"
+        self._idle: list[ExecutionEnvironment] = []
+        self._all: list[ExecutionEnvironment] = []
         self._slots = threading.BoundedSemaphore(concurrency)
         self._lock = threading.Lock()
+        self._http = urllib3.PoolManager(maxsize=max(1, concurrency))
         self.invocations = 0
-        self.billed_ms = 0  # invocation durations, each rounded up to the millisecond as Lambda bills
+
+    @property
+    def billed_ms(self) -> int:
+        """The billed durations of the REPORT lines the emulator wrote for this function's invokes."""
+        if not self.log_path.exists():
+            return 0
+        return sum(int(ms) for ms in BILLED.findall(self.log_path.read_bytes()))
 
     def invoke(self, event: dict[str, Any]) -> Invocation:
         with self._slots:
-            started = time.perf_counter()
-            worker = self._acquire()
+            environment = self._acquire()
             try:
-                answer = worker.call(event, self.spec.timeout_s)
-            except WorkerTimeout:
-                return Invocation(False, error=f"Task timed out after {self.spec.timeout_s:.2f} seconds")
-            except WorkerDied as exc:
+                answer = self._http.request(
+                    "POST",
+                    environment.url,
+                    body=json.dumps(event).encode(),
+                    timeout=urllib3.Timeout(connect=5.0, read=self.spec.timeout_s + 30),
+                    retries=False,
+                )
+            except urllib3.exceptions.HTTPError as exc:
                 return Invocation(False, error=f"Runtime exited: {exc}")
             finally:
-                self._release(worker)
-                with self._lock:
-                    self.billed_ms += math.ceil((time.perf_counter() - started) * 1000)
-        if answer["ok"]:
-            return Invocation(True, result=answer["result"])
-        return Invocation(False, error=f"{answer['errorType']}: {answer['errorMessage']}")
+                self._release(environment)
+        return read_invocation(answer.data)
 
-    def _acquire(self) -> LineWorker:
+    def _acquire(self) -> ExecutionEnvironment:
         with self._lock:
             self.invocations += 1
             if self._idle:
                 return self._idle.pop()
-        env = {
-            **self.spec.environment,
-            "AWS_LAMBDA_FUNCTION_NAME": self.spec.name,
-            "AWS_LAMBDA_FUNCTION_TIMEOUT": str(self.spec.timeout_s),
-            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(self.spec.memory_mb),
-            "_HANDLER": self.spec.handler,
-        }
-        function_arn = arn("lambda", f"function:{self.spec.name}")
-        argv = [sys.executable, str(WORKER), str(self.spec.code_dir), self.spec.handler, function_arn]
-        worker = LineWorker(argv, env, self.log_dir / f"{self.spec.name}.log").start()
+        environment = ExecutionEnvironment(self.spec, self.log_path)
         with self._lock:
-            self._all.append(worker)
-        return worker
+            self._all.append(environment)
+        return environment
 
-    def _release(self, worker: LineWorker) -> None:
+    def _release(self, environment: ExecutionEnvironment) -> None:
         with self._lock:
-            if worker.alive:  # a timed-out or crashed environment is gone; the next call starts cold
-                self._idle.append(worker)
+            if environment.alive:
+                self._idle.append(environment)
 
     def kill_environment(self) -> int | None:
-        """Kill one execution environment, a busy one if any (a crash mid-invocation); its pid."""
+        """Kill the runtime of one execution environment, a busy one if any (a crash mid-invocation); its pid."""
         with self._lock:
-            alive = [w for w in self._all if w.alive]
-            busy = [w for w in alive if w not in self._idle]
-        pids = [w.pid for w in busy or alive if w.pid is not None]
-        if not pids:
-            return None
-        os.kill(pids[0], signal.SIGKILL)
-        return pids[0]
+            alive = [e for e in self._all if e.alive]
+            busy = [e for e in alive if e not in self._idle]
+        for environment in busy or alive:
+            pid = environment.runtime_pid
+            if pid is not None:
+                os.kill(pid, signal.SIGKILL)
+                return pid
+        return None
 
     def stop(self) -> None:
         with self._lock:
-            workers, self._all, self._idle = self._all, [], []
-        for worker in workers:
-            worker.stop()
+            environments, self._all, self._idle = self._all, [], []
+        for environment in environments:
+            environment.stop()
+
+
+def read_invocation(body: bytes) -> Invocation:
+    """The emulator's answer: the handler's result, its error ({"errorType", "errorMessage", ...}),
+    or the emulator's own words (a timeout, a runtime that exited)."""
+    try:
+        result = json.loads(body)
+    except ValueError:
+        return Invocation(False, error=body.decode(errors="replace").strip() or "Runtime exited without an answer")
+    if isinstance(result, dict) and {"errorType", "errorMessage"} <= result.keys():
+        return Invocation(False, error=f"{result['errorType']}: {result['errorMessage']}")
+    return Invocation(True, result=result)

@@ -3,7 +3,8 @@
 - moto in server mode is the AWS API (S3, SQS, DynamoDB, the SageMaker control plane);
 - the bucket, queues and table are created from template.yaml (devstack.provision);
 - the model.tar.gz is uploaded and registered as the template's SageMaker model, endpoint config
-  and endpoint; a local SageMaker runtime serves the endpoint from a model container process;
+  and endpoint; a local SageMaker runtime serves the endpoint from a model container (the
+  inference image's TorchServe and toolkit, devstack.container);
 - each Lambda function runs its unchanged handler in execution-environment processes with the
   environment the template gives it, reaching the stack only through AWS_ENDPOINT_URL*;
 - Lambda's SQS trigger and the EventBridge rule are run from their translated template settings;

@@ -31,7 +31,7 @@ from typing import Any, Protocol
 
 import answers
 from devstack.account import ACCOUNT, REGION
-from devstack.process import WorkerDied
+from devstack.container import ContainerFailed
 from pipeline.logic.s3uri import S3Uri
 
 log = logging.getLogger("devstack")
@@ -190,7 +190,7 @@ class TransformRunner:
             self._transform(job, containers)
         except JobFailed as exc:
             status, reason = "Failed", str(exc)
-        except WorkerDied as exc:  # the container never became healthy
+        except ContainerFailed as exc:  # the container never became healthy
             status, reason = "Failed", f"AlgorithmError: {exc}"
         finally:
             self.running.pop(name, None)

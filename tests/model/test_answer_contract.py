@@ -1,6 +1,7 @@
-"""The model handler's real answers, read by the pipeline's own code: model/serving/inference.py under
-the inference toolkit, behind the local SageMaker runtime, through botocore and the endpoint adapter
-(BAD_INPUT_POLICY=raise), or as a transform job's output (BAD_INPUT_POLICY=record)."""
+"""The model handler's real answers, read by the pipeline's own code: model/serving/inference.py in a
+model container (TorchServe and the toolkit), behind the local SageMaker runtime, through botocore
+and the endpoint adapter (BAD_INPUT_POLICY=raise), or as a transform job's output
+(BAD_INPUT_POLICY=record)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ import boto3
 import pytest
 
 from answers import Prediction
+from devstack.container import ModelContainer
 from devstack.runtime import RuntimeServer
-from devstack.toolkit import ToolkitHost
 from pipeline.adapters.retry import Backoff
 from pipeline.adapters.sagemaker import ServerlessEndpoint
 from pipeline.logic.errors import RejectedImage
@@ -23,32 +24,19 @@ pytestmark = pytest.mark.slow  # serves a trained model
 
 
 @pytest.fixture
-def endpoint(trained: tuple[Path, dict[str, object]], monkeypatch: pytest.MonkeyPatch) -> Iterator[ServerlessEndpoint]:
+def endpoint(endpoint_container: ModelContainer) -> Iterator[ServerlessEndpoint]:
     """The handler as the serverless endpoint serves it, reached as the ingest function reaches it."""
-    monkeypatch.delenv("BAD_INPUT_POLICY", raising=False)
-    host = ToolkitHost(trained[0])
-
-    def container(body: bytes, content_type: str, accept: str) -> tuple[int, str, bytes]:
-        response = host.invoke(body, content_type, accept)
-        return response.status, response.content_type, response.body
-
-    runtime = RuntimeServer({"contract": container}).start()
+    runtime = RuntimeServer({"contract": endpoint_container.invoke}).start()
     client = boto3.client("sagemaker-runtime", endpoint_url=runtime.url)
     yield ServerlessEndpoint(client, "contract", Backoff(attempts=1))
     runtime.stop()
 
 
-@pytest.fixture
-def job_host(trained: tuple[Path, dict[str, object]], monkeypatch: pytest.MonkeyPatch) -> ToolkitHost:
-    monkeypatch.setenv("BAD_INPUT_POLICY", "record")  # as the pipeline sets it on transform jobs
-    return ToolkitHost(trained[0])
-
-
 def test_a_prediction_reads_as_the_right_breed(
-    endpoint: ServerlessEndpoint, job_host: ToolkitHost, dataset: Path
+    endpoint: ServerlessEndpoint, job_container: ModelContainer, dataset: Path
 ) -> None:
     photo = sample_image(dataset, "002")
-    for body in (endpoint.invoke(photo, "image/jpeg"), job_host.invoke(photo, "image/jpeg").body):
+    for body in (endpoint.invoke(photo, "image/jpeg"), job_container.invoke(photo, "image/jpeg").body):
         prediction = read_model_answer(body)
         assert isinstance(prediction, Prediction)
         assert (prediction.label, prediction.class_name) == ("002", "Afghan_hound")
@@ -58,7 +46,7 @@ def test_a_prediction_reads_as_the_right_breed(
 @pytest.mark.parametrize(("name", "data", "content_type", "status", "code"), BAD, ids=[b[0] for b in BAD])
 def test_bad_input_reads_as_a_rejection_with_the_handler_code(
     endpoint: ServerlessEndpoint,
-    job_host: ToolkitHost,
+    job_container: ModelContainer,
     name: str,
     data: bytes,
     content_type: str,
@@ -69,7 +57,7 @@ def test_bad_input_reads_as_a_rejection_with_the_handler_code(
     with pytest.raises(RejectedImage) as on_endpoint:
         endpoint.invoke(data, content_type)
     # In a transform job: a 200 whose body is the error record, read by the collector's parser
-    response = job_host.invoke(data, content_type)
+    response = job_container.invoke(data, content_type)
     assert response.status == 200
     with pytest.raises(RejectedImage) as in_job:
         read_model_answer(response.body)

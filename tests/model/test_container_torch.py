@@ -1,14 +1,13 @@
 """The model artifact, int8 fast path included, served under the serving container's versions.
 
 SageMaker serves the model in its PyTorch 2.6 inference image (torch 2.6.0, torchvision 0.21.0,
-sagemaker-pytorch-inference 2.0.25), while train.py runs here on a newer torch. `make install` builds
-.venv-serving with the image's versions (requirements/serving.txt); these tests serve the artifact
-train.py wrote through the toolkit there, in a process whose only model code is the artifact's
-code/, and compare every answer with the same artifact served here."""
+TorchServe 0.12, sagemaker-pytorch-inference 2.0.25), while train.py runs here on a newer torch.
+`make install` builds .venv-serving with the image's versions (requirements/serving.txt); these
+tests serve the artifact train.py wrote in a model container from there (devstack.container) and
+compare every answer with the handler's own functions run here, on this environment's torch."""
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import subprocess
@@ -16,12 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import classifier
+import inference
 import networks
 import pytest
+from sagemaker_inference.errors import GenericInferenceToolkitError
 
-from devstack.container import pack_model, unpack_model
-from devstack.toolkit import ToolkitHost
 from tests.conftest import REPO
+from tests.model.conftest import Serve
 from tests.training import CLASSES, IMAGE_SIZE, served_here
 
 pytestmark = pytest.mark.slow  # serves a trained model in a second Python
@@ -46,58 +46,53 @@ def test_the_serving_environment_has_the_containers_versions() -> None:
     assert {name: version.split("+")[0] for name, version in versions.items()} == CONTAINER_VERSIONS
 
 
-def serve_in_container_torch(model_dir: Path, requests: list[dict[str, str]], precision: str) -> tuple[list[Any], str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "BAD_INPUT_POLICY", "VIRTUAL_ENV")}
-    env.update(PYTHONPATH=str(model_dir / "code"), MODEL_PRECISION=precision)
-    result = subprocess.run(
-        [serving_python(), str(REPO / "devstack" / "toolkit.py"), str(model_dir)],
-        input="".join(json.dumps(r) + "\n" for r in requests),
-        capture_output=True,
-        text=True,
-        cwd=model_dir.parent,
-        env=env,
-        timeout=300,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return [json.loads(line) for line in result.stdout.splitlines()], result.stderr
+def serve_here(model_dir: Path, bodies: list[bytes]) -> list[tuple[int, dict[str, Any]]]:
+    """The handler's functions in this process, on this environment's torch: (status, answer) each."""
+    loaded = inference.model_fn(str(model_dir))
+    served: list[tuple[int, dict[str, Any]]] = []
+    for body in bodies:
+        try:
+            answer, _ = inference.output_fn(inference.predict_fn(inference.input_fn(body, "image/jpeg"), loaded), "")
+        except GenericInferenceToolkitError as exc:
+            served.append((exc.status_code, {}))
+            continue
+        served.append((200, json.loads(answer)))
+    return served
 
 
 @pytest.mark.parametrize("precision", ["int8", "fp32"])
 def test_the_artifact_answers_alike_under_the_containers_torch(
+    serve: Serve,
     trained: tuple[Path, dict[str, object]],
     dataset: Path,
-    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     precision: str,
 ) -> None:
-    # GIVEN the artifact as SageMaker unpacks it, and held-out photos plus one bad image
-    archive = pack_model(trained[0], tmp_path / "model.tar.gz")
-    model_dir = unpack_model(archive, tmp_path / "opt" / "ml" / "model")
+    # GIVEN held-out photos plus one bad image
+    model_dir = trained[0]
     photos = sorted((dataset / "test").glob("*/*.jpg"))
     bodies = [path.read_bytes() for path in photos] + [b"not an image"]
-    requests = [{"body_b64": base64.b64encode(b).decode(), "content_type": "image/jpeg"} for b in bodies]
 
-    # WHEN it is served under torch 2.6 and under this environment's torch
-    there, log = serve_in_container_torch(model_dir, requests, precision)
+    # WHEN the artifact is served in a model container (torch 2.6) and by the handler here
+    container = serve(MODEL_PRECISION=precision)
+    there = [container.invoke(body, "image/jpeg") for body in bodies]
     monkeypatch.setenv("MODEL_PRECISION", precision)
     monkeypatch.delenv("BAD_INPUT_POLICY", raising=False)
-    host = ToolkitHost(model_dir)
-    here = [host.invoke(body, "image/jpeg") for body in bodies]
+    here = serve_here(model_dir, bodies)
 
     # THEN torch 2.6 loaded, from the artifact's own code, the network this CPU gets for that precision
     expected = served_here(precision, files={path.name for path in model_dir.iterdir()}).precision
-    assert f"model loaded: precision={expected} device=cpu" in log
+    assert f"model loaded: precision={expected} device=cpu" in container.log_path.read_text()
     # and every answer is the same breed, with the same confidence to within rounding, from that network
     assert len(there) == len(here) == len(photos) + 1
-    for answer, reference in zip(there[:-1], here[:-1], strict=True):
-        assert answer["status"] == reference.status == 200
-        ours, theirs = json.loads(answer["body"]), json.loads(reference.body)
+    for answer, (status, theirs) in zip(there[:-1], here[:-1], strict=True):
+        assert answer.status == status == 200
+        ours = json.loads(answer.body)
         assert ours["predicted_label"] == theirs["predicted_label"]
         assert ours["confidence"] == pytest.approx(theirs["confidence"], abs=0.02)
         assert ours["model_precision"] == theirs["model_precision"] == expected
         assert ours["model_version"] == theirs["model_version"] == classifier.model_version(model_dir)
-    assert there[-1]["status"] == here[-1].status == 400
+    assert there[-1].status == here[-1][0] == 400
 
 
 LOAD_EVERY_INT8_NETWORK = """

@@ -1,14 +1,11 @@
-"""model/serving/inference.py served by the real SageMaker PyTorch inference toolkit (HandlerService)."""
+"""model/serving/inference.py served as SageMaker serves it: in a model container running the PyTorch
+inference image's serving stack (TorchServe and the toolkit, under torch 2.6; tests/model/conftest.py)."""
 
 from __future__ import annotations
 
-import base64
 import io
 import json
-import os
 import socket
-import subprocess
-import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -20,9 +17,9 @@ import torch
 from PIL import Image
 
 import answers
-from devstack.container import pack_model, unpack_model
-from devstack.toolkit import Response, ToolkitHost
-from tests.conftest import REPO
+from devstack.container import ModelContainer, Response, pack_model, unpack_model
+from devstack.provision import model_environment
+from tests.model.conftest import Serve
 from tests.pipeline import images
 
 pytestmark = pytest.mark.slow  # serves a trained model
@@ -51,22 +48,11 @@ def sample_image(dataset: Path, label: str, fmt: str = "JPEG") -> bytes:
     return buffer.getvalue()
 
 
-@pytest.fixture
-def host(trained: tuple[Path, dict[str, object]], monkeypatch: pytest.MonkeyPatch) -> ToolkitHost:
-    monkeypatch.delenv("BAD_INPUT_POLICY", raising=False)
-    return ToolkitHost(trained[0])
-
-
-@pytest.fixture
-def recording_host(trained: tuple[Path, dict[str, object]], monkeypatch: pytest.MonkeyPatch) -> ToolkitHost:
-    """As under batch transform, where the pipeline sets BAD_INPUT_POLICY=record."""
-    monkeypatch.setenv("BAD_INPUT_POLICY", "record")
-    return ToolkitHost(trained[0])
-
-
 @pytest.mark.parametrize("content_type", sorted(FORMATS))
-def test_every_image_content_type_is_classified(host: ToolkitHost, dataset: Path, content_type: str) -> None:
-    response = host.invoke(sample_image(dataset, "003", FORMATS[content_type]), content_type)
+def test_every_image_content_type_is_classified(
+    endpoint_container: ModelContainer, dataset: Path, content_type: str
+) -> None:
+    response = endpoint_container.invoke(sample_image(dataset, "003", FORMATS[content_type]), content_type)
     assert response.status == 200
     assert response.content_type == "application/json"
     answer = body(response)
@@ -78,12 +64,14 @@ def test_every_image_content_type_is_classified(host: ToolkitHost, dataset: Path
     assert 0.2 < sum(probabilities) <= 1.0001
 
 
-def test_predictions_are_right_on_held_out_images(host: ToolkitHost, dataset: Path) -> None:
+def test_predictions_are_right_on_held_out_images(endpoint_container: ModelContainer, dataset: Path) -> None:
     correct = total = 0
     for folder in sorted((dataset / "test").iterdir()):
         for path in folder.glob("*.jpg"):
             total += 1
-            correct += body(host.invoke(path.read_bytes(), "image/jpeg"))["predicted_label"] == folder.name[:3]
+            correct += (
+                body(endpoint_container.invoke(path.read_bytes(), "image/jpeg"))["predicted_label"] == folder.name[:3]
+            )
     assert correct / total >= 0.8
 
 
@@ -100,9 +88,9 @@ BAD = [
 
 @pytest.mark.parametrize(("name", "data", "content_type", "status", "code"), BAD, ids=[b[0] for b in BAD])
 def test_bad_input_is_a_client_error(
-    host: ToolkitHost, name: str, data: bytes, content_type: str, status: int, code: str
+    endpoint_container: ModelContainer, name: str, data: bytes, content_type: str, status: int, code: str
 ) -> None:
-    response = host.invoke(data, content_type)
+    response = endpoint_container.invoke(data, content_type)
     assert response.status == status
     assert body(response)["error"]["code"] == code
     assert body(response)["error"]["message"]
@@ -110,9 +98,9 @@ def test_bad_input_is_a_client_error(
 
 @pytest.mark.parametrize(("name", "data", "content_type", "status", "code"), BAD, ids=[b[0] for b in BAD])
 def test_bad_input_under_batch_transform_is_an_error_record(
-    recording_host: ToolkitHost, name: str, data: bytes, content_type: str, status: int, code: str
+    job_container: ModelContainer, name: str, data: bytes, content_type: str, status: int, code: str
 ) -> None:
-    response = recording_host.invoke(data, content_type)
+    response = job_container.invoke(data, content_type)
     assert response.status == 200  # the job goes on
     assert json.loads(response.body) == {"error": {"code": code, "message": body(response)["error"]["message"]}}
 
@@ -121,16 +109,14 @@ def multi_record_body(records: list[tuple[str, bytes]]) -> bytes:
     return b"\n".join(answers.dumps_record(record_id, image) for record_id, image in records)
 
 
-def test_a_multi_record_request_answers_one_line_per_image_in_order(
-    host: ToolkitHost, dataset: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_multi_record_request_answers_one_line_per_image_in_order(serve: Serve, dataset: Path) -> None:
     """Good and bad images mixed, over several mini-batches: each gets its own line, and a good
     image gets the answer it gets alone."""
-    monkeypatch.setattr(host.service._service._model, "batch_size", 2)  # three mini-batches
+    container = serve(BATCH_SIZE="2")  # three mini-batches
     good = [(f"incoming/{label}.jpg", sample_image(dataset, label)) for label in ("001", "002", "003", "001", "002")]
     bad = [(f"incoming/{name}.jpg", data) for name, data, content_type, *_ in BAD if content_type != "text/plain"]
     records = [good[0], bad[0], *good[1:3], *bad[1:], *good[3:]]
-    response = host.invoke(multi_record_body(records), answers.JSON_LINES, accept=answers.JSON_LINES)
+    response = container.invoke(multi_record_body(records), answers.JSON_LINES, accept=answers.JSON_LINES)
     assert response.status == 200 and response.content_type == answers.JSON_LINES
     lines = response.body.decode().split("\n")
     assert len(lines) == len(records)  # no trailing newline: SageMaker adds one per response (AssembleWith=Line)
@@ -138,7 +124,7 @@ def test_a_multi_record_request_answers_one_line_per_image_in_order(
     by_id, broken = answers.loads_lines(response.body)
     assert not broken
     for record_id, image in good:
-        alone = answers.loads(host.invoke(image, "image/jpeg").body)
+        alone = answers.loads(container.invoke(image, "image/jpeg").body)
         together = by_id[record_id]
         assert isinstance(alone, answers.Prediction) and isinstance(together, answers.Prediction)
         assert together.label == alone.label == record_id[len("incoming/") : -len(".jpg")]
@@ -169,26 +155,35 @@ def test_a_multi_record_request_is_decoded_in_decode_threads(
     assert 1 <= len(threads) <= 3 and all(name.startswith("decode") for name in threads)
 
 
-def test_a_line_that_is_not_a_record_fails_the_request(host: ToolkitHost, dataset: Path) -> None:
+def test_a_line_that_is_not_a_record_fails_the_request(endpoint_container: ModelContainer, dataset: Path) -> None:
     request = multi_record_body([("incoming/a.jpg", sample_image(dataset, "001"))]) + b"\nnot a record"
-    response = host.invoke(request, answers.JSON_LINES, accept=answers.JSON_LINES)
+    response = endpoint_container.invoke(request, answers.JSON_LINES, accept=answers.JSON_LINES)
     assert response.status == 400
     assert body(response)["error"]["code"] == "BrokenRecord"
 
 
-def test_an_unsupported_accept_is_refused(host: ToolkitHost, dataset: Path) -> None:
-    response = host.invoke(sample_image(dataset, "001"), "image/jpeg", accept="text/csv")
+def test_an_unsupported_accept_is_refused(endpoint_container: ModelContainer, dataset: Path) -> None:
+    response = endpoint_container.invoke(sample_image(dataset, "001"), "image/jpeg", accept="text/csv")
     assert response.status == 406
 
 
-def test_a_server_fault_stays_a_5xx(host: ToolkitHost, dataset: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_server_fault_is_not_bad_input(
+    trained: tuple[Path, dict[str, object]], dataset: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fault of the model itself leaves the handler as it is raised, which the toolkit answers
+    with a 500 (a retry, not a REJECTED image); only bad input becomes a 4xx."""
+    from sagemaker_inference.errors import GenericInferenceToolkitError
+
     def broken(*_: Any) -> Any:
         raise RuntimeError("CUDA error: device-side assert")
 
-    loaded = host.service._service._model  # the Classifier model_fn returned
+    monkeypatch.delenv("BAD_INPUT_POLICY", raising=False)
+    loaded = inference.model_fn(str(trained[0]))
     monkeypatch.setattr(loaded, "network", broken)
-    response = host.invoke(sample_image(dataset, "001"), "image/jpeg")
-    assert response.status == 500
+    request = inference.input_fn(sample_image(dataset, "001"), "image/jpeg")
+    with pytest.raises(RuntimeError, match="CUDA error") as raised:
+        inference.predict_fn(request, loaded)
+    assert not isinstance(raised.value, GenericInferenceToolkitError)
 
 
 def test_model_fn_needs_no_network(trained: tuple[Path, dict[str, object]], monkeypatch: pytest.MonkeyPatch) -> None:
@@ -229,28 +224,17 @@ def test_a_photo_stored_sideways_is_decoded_as_its_owner_sees_it(dataset: Path) 
 def test_the_training_artifact_is_served_as_is(
     trained: tuple[Path, dict[str, object]], tmp_path: Path, dataset: Path
 ) -> None:
-    """model.tar.gz as SageMaker builds it from SM_MODEL_DIR, unpacked as SageMaker unpacks it,
-    served by the toolkit in a process whose only model code is the artifact's code/."""
+    """model.tar.gz as SageMaker builds it from SM_MODEL_DIR, unpacked as SageMaker unpacks it and
+    served from /opt/ml/model by the artifact's own code/ (the toolkit puts it on the import path)."""
     archive = pack_model(trained[0], tmp_path / "model.tar.gz")
-    unpacked = unpack_model(archive, tmp_path / "opt" / "ml" / "model")
-    requests = [
-        {"body_b64": base64.b64encode(sample_image(dataset, "002")).decode(), "content_type": "image/jpeg"},
-        {"body_b64": base64.b64encode(b"not an image").decode(), "content_type": "application/x-image"},
-    ]
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "BAD_INPUT_POLICY")}
-    env["PYTHONPATH"] = str(unpacked / "code")
-    result = subprocess.run(
-        [sys.executable, str(REPO / "devstack" / "toolkit.py"), str(unpacked)],
-        input="\n".join(json.dumps(r) for r in requests) + "\n",
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=env,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    first, second = (json.loads(line) for line in result.stdout.splitlines())
-    assert first["status"] == 200 and json.loads(first["body"])["class_name"] == "Afghan_hound"
-    assert second["status"] == 400
-    assert str(unpacked / "code" / "inference.py") in result.stderr  # the artifact's own handler served
+    unpacked = unpack_model(archive, tmp_path / "model")
+    log = tmp_path / "container.log"
+    container = ModelContainer(unpacked, model_environment(), log).start()
+    try:
+        first = container.invoke(sample_image(dataset, "002"), "image/jpeg")
+        second = container.invoke(b"not an image", "application/x-image")
+    finally:
+        container.stop()
+    assert first.status == 200 and json.loads(first.body)["class_name"] == "Afghan_hound"
+    assert second.status == 400
+    assert "/opt/ml/model/code/inference.py" in log.read_text()  # the artifact's handler, in its traceback

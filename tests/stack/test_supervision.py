@@ -1,56 +1,99 @@
-"""Model containers are supervised as SageMaker supervises an endpoint's instances: a crashed or
-hung container costs one request, never the endpoint."""
+"""Model containers are supervised as SageMaker supervises an endpoint's instances, on top of
+TorchServe's own care of its workers: a crashed or hung container costs one request, never the
+endpoint; a dead worker costs its request a 507 and TorchServe starts another."""
 
 from __future__ import annotations
 
 import json
 import os
 import signal
-import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from devstack.container import ModelContainer
+from devstack.container import ModelContainer, Response
+from devstack.provision import model_environment
 from tests.pipeline import images
 from tests.stack.conftest import StartStack, wait_until
 
-FAKE = Path(__file__).resolve().parents[1] / "fakes" / "container_worker.py"
+pytestmark = pytest.mark.slow  # serves a trained model
+
+ONE_WORKER = {"SAGEMAKER_MODEL_SERVER_WORKERS": "1"}
 
 
 @pytest.fixture
-def container(tmp_path: Path) -> Iterator[ModelContainer]:
-    model_dir = tmp_path / "model"
-    model_dir.mkdir()
-    started = ModelContainer(
-        model_dir, {}, tmp_path / "container.log", timeout_s=2, program=(sys.executable, str(FAKE))
-    ).start()
+def container(trained: tuple[Path, dict[str, object]], tmp_path: Path) -> Iterator[ModelContainer]:
+    environment = {**model_environment(), **ONE_WORKER}
+    started = ModelContainer(trained[0], environment, tmp_path / "container.log", timeout_s=3).start()
     yield started
     started.stop()
 
 
-def starts(tmp_path: Path) -> int:
-    return len((tmp_path / "model" / "starts.log").read_text().splitlines())
+def classified(response: Response) -> bool:
+    return response.status == 200 and "class_name" in json.loads(response.body)
 
 
-def test_a_crashed_container_is_replaced_on_the_next_request(container: ModelContainer, tmp_path: Path) -> None:
-    assert container.invoke(b"dog", "image/jpeg", "")[0] == 200
-    # WHEN the container dies while serving a request
-    status, _, body = container.invoke(b"crash", "image/jpeg", "")
-    # THEN that request fails as a server error, and the next one meets a new container
-    assert status == 500 and b"failed" in body
-    assert container.invoke(b"dog", "image/jpeg", "")[0] == 200
-    assert container.replacements == 1 and starts(tmp_path) == 2
+def test_a_crashed_container_is_replaced_on_the_next_request(container: ModelContainer) -> None:
+    assert classified(container.invoke(images.jpeg(), "image/jpeg"))
+    # WHEN the container's PID 1 dies (an instance failure)
+    instance = container.instance
+    assert instance is not None and container.kill() is not None
+    assert wait_until(lambda: not instance.alive, timeout_s=10)
+    # THEN the next request meets a new container, once its workers are READY
+    assert classified(container.invoke(images.jpeg(), "image/jpeg"))
+    assert container.replacements == 1 and len(container.startup_s) == 2
 
 
-def test_a_hung_container_is_killed_after_the_invocation_timeout(container: ModelContainer, tmp_path: Path) -> None:
-    hung_pid = container.worker.pid if container.worker else None
-    status, _, body = container.invoke(b"hang", "image/jpeg", "")
-    assert status == 500 and b"no answer after 2 s" in body
-    assert hung_pid is not None and not Path(f"/proc/{hung_pid}").exists()  # killed, not left running
-    assert container.invoke(b"dog", "image/jpeg", "")[0] == 200
-    assert container.replacements == 1 and starts(tmp_path) == 2
+def test_a_hung_container_is_killed_after_the_invocation_timeout(container: ModelContainer) -> None:
+    instance = container.instance
+    assert instance is not None
+    hung = instance.pids
+    for pid in hung:  # every process of the container stops answering
+        os.kill(pid, signal.SIGSTOP)
+    response = container.invoke(images.jpeg(), "image/jpeg")
+    assert response.status == 500 and b"no answer after 3 s" in response.body
+    assert not any(Path(f"/proc/{pid}").exists() for pid in hung)  # killed, not left running
+    assert classified(container.invoke(images.jpeg(), "image/jpeg"))
+    assert container.replacements == 1
+
+
+def test_a_worker_that_dies_mid_request_costs_that_request_a_507(container: ModelContainer) -> None:
+    (worker,) = container.workers()
+    os.kill(worker["host_pid"], signal.SIGSTOP)  # the worker holds the next request ...
+    answered: list[Response] = []
+    request = threading.Thread(target=lambda: answered.append(container.invoke(images.jpeg(), "image/jpeg")))
+    request.start()
+    time.sleep(1)
+    os.kill(worker["host_pid"], signal.SIGKILL)  # ... and dies with it
+    request.join()
+    # THEN TorchServe answers that request 507, starts a new worker, and the container is not replaced
+    assert answered[0].status == 507 and json.loads(answered[0].body)["message"] == "Worker died."
+    assert wait_until(lambda: [w["status"] for w in container.workers()] == ["READY"], timeout_s=60)
+    (restarted,) = container.workers()
+    assert restarted["host_pid"] != worker["host_pid"]
+    assert classified(container.invoke(images.jpeg(), "image/jpeg"))
+    assert container.replacements == 0
+
+
+def test_a_request_over_max_request_size_is_refused_before_the_handler_runs(
+    trained: tuple[Path, dict[str, object]], tmp_path: Path
+) -> None:
+    """TorchServe's limit (TS_MAX_REQUEST_SIZE, 6,553,500 bytes unless set) answers 413 with an empty
+    body; the handler never sees the request."""
+    environment = {**model_environment(), **ONE_WORKER, "TS_MAX_REQUEST_SIZE": "100000"}
+    log = tmp_path / "container.log"
+    container = ModelContainer(trained[0], environment, log).start()
+    try:
+        assert classified(container.invoke(images.jpeg(), "image/jpeg"))
+        handled = log.read_text().count("Backend response time")
+        response = container.invoke(b"\xff" * 100_001, "image/jpeg")
+        assert (response.status, response.body) == (413, b"")
+        assert log.read_text().count("Backend response time") == handled
+    finally:
+        container.stop()
 
 
 @pytest.mark.slow  # starts the local stack
@@ -58,7 +101,7 @@ def test_the_endpoint_recovers_when_its_model_container_is_killed(start_stack: S
     stack = start_stack()
     runtime, endpoint = stack.client("sagemaker-runtime"), stack.parameters["EndpointName"]
     container = stack.endpoint_container
-    assert container is not None and container.worker is not None and container.worker.pid is not None
+    assert container is not None
 
     def classify() -> dict[str, object]:
         response = runtime.invoke_endpoint(EndpointName=endpoint, Body=images.jpeg(160, 120), ContentType="image/jpeg")
@@ -66,9 +109,9 @@ def test_the_endpoint_recovers_when_its_model_container_is_killed(start_stack: S
 
     assert "class_name" in classify()
     # WHEN the endpoint's container process is killed (an instance failure)
-    worker = container.worker
-    os.kill(worker.pid, signal.SIGKILL)
-    assert wait_until(lambda: not worker.alive, timeout_s=10)
+    instance = container.instance
+    assert instance is not None and container.kill() is not None
+    assert wait_until(lambda: not instance.alive, timeout_s=10)
     # THEN the next requests are answered by a replacement container
     for _ in range(3):
         assert "class_name" in classify()
