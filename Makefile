@@ -13,7 +13,7 @@ IMPORT_PATH := .:functions:model/serving:model/training:model/tools
 
 # Five environments: the project (.venv); the unit floor (.venv-unit); the SAM CLI and checkov, whose pins
 # clash; and the inference image's serving stack (.venv-serving: torch 2.6, TorchServe 0.12, the toolkit),
-# from which every model container runs (devstack/container.py; TorchServe needs Java 17+).
+# from which every model container runs (devstack/aws/container.py; TorchServe needs Java 17+).
 $(VENV)/.installed: requirements/dev.txt requirements/unit.txt functions/requirements.txt
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is required") if sys.version_info < (3, 11) else None'
 	$(PYTHON) -m venv $(VENV)
@@ -62,16 +62,16 @@ unit: .venv-unit/.installed
 	.venv-unit/bin/python -m pytest tests/unit -q
 
 demo: $(VENV)/.installed .venv-serving/.installed
-	PYTHONPATH=$(IMPORT_PATH) $(PY) -m devstack.demo
+	PYTHONPATH=$(IMPORT_PATH) $(PY) -m devstack.workloads.demo
 
 # The local stack, kept up until Ctrl-C (moto on :5000, the SageMaker runtime on :8080).
 # STACK_ARGS example: --model path/to/model.tar.gz --parameter InferenceMode=batch
 stack: $(VENV)/.installed .venv-serving/.installed
-	PYTHONPATH=$(IMPORT_PATH) $(PY) -m devstack.stack up $(STACK_ARGS)
+	PYTHONPATH=$(IMPORT_PATH) $(PY) -m devstack.aws.stack up $(STACK_ARGS)
 
 # Load and faults together on the local stack (10,000 images in auto mode unless SOAK_ARGS says otherwise).
 soak: $(VENV)/.installed .venv-serving/.installed
-	PYTHONPATH=$(IMPORT_PATH) $(PY) -m devstack.soak $(SOAK_ARGS)
+	PYTHONPATH=$(IMPORT_PATH) $(PY) -m devstack.workloads.soak $(SOAK_ARGS)
 
 # Query predictions, e.g. make query ARGS="breed Afghan_hound" (with the variables `make stack` prints).
 query: $(VENV)/.installed
@@ -111,11 +111,11 @@ benchmark-photos: $(VENV)/.installed
 
 IMAGES ?= 500
 pipeline-benchmark: $(VENV)/.installed .venv-serving/.installed
-	PYTHONPATH=$(IMPORT_PATH) $(PY) -m devstack.pipeline_benchmark --images $(IMAGES)
+	PYTHONPATH=$(IMPORT_PATH) $(PY) -m devstack.workloads.pipeline_benchmark --images $(IMAGES)
 
-# What 1,000 images cost on AWS in each mode, from a measured run on the local stack (devstack/cost.py).
+# What 1,000 images cost on AWS in each mode, from a measured run on the local stack (devstack/workloads/cost.py).
 cost: $(VENV)/.installed .venv-serving/.installed
-	PYTHONPATH=$(IMPORT_PATH) $(PY) -m devstack.cost $(COST_ARGS)
+	PYTHONPATH=$(IMPORT_PATH) $(PY) -m devstack.workloads.cost $(COST_ARGS)
 
 clean:
 	rm -rf .venv .venv-unit .venv-sam .venv-checkov .venv-serving .aws-sam build .devstack .pytest_cache .mypy_cache .ruff_cache

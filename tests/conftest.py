@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from devstack import moto_s3
-from devstack.account import ACCOUNT, REGION, arn
-from devstack.lambda_runtime import LambdaContext, sqs_event
-from devstack.provision import LocalStack, function_environment
+from devstack.aws import moto_s3
+from devstack.aws.account import ACCOUNT, REGION, arn
+from devstack.aws.lambda_runtime import LambdaContext, sqs_event
+from devstack.aws.provision import LocalStack, function_environment
 from tests.training import dataset, served_here, trained  # noqa: F401 - session fixtures for every test folder
 
 if TYPE_CHECKING:
@@ -60,7 +60,7 @@ def pytest_report_header() -> str:
 def moto_url() -> Iterator[str]:
     from moto.server import ThreadedMotoServer
 
-    from devstack import moto_s3, moto_sagemaker
+    from devstack.aws import moto_s3, moto_sagemaker
 
     moto_sagemaker.patch()  # SageMaker's refusals that moto lacks, as the local stack has them
     moto_s3.patch()  # S3's 403 for a missing key to a caller that may not list the bucket
@@ -138,7 +138,7 @@ def aws(
     import boto3
     import requests
 
-    from devstack.provision import provision
+    from devstack.aws.provision import provision
 
     requests.post(f"{moto_url}/moto-api/reset", timeout=10)
     moto_s3.reset()

@@ -19,7 +19,7 @@ def test_demo_gives_every_upload_an_outcome_in_both_modes() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_ENDPOINT_URL")}
     env["PYTHONPATH"] = IMPORT_PATH
     result = subprocess.run(
-        [sys.executable, "-m", "devstack.demo"],
+        [sys.executable, "-m", "devstack.workloads.demo"],
         cwd=REPO,
         env=env,
         capture_output=True,

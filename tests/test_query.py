@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import pytest
 
 from cli.query import get_args_parser, main
-from devstack.lambda_runtime import LambdaContext
+from devstack.aws.lambda_runtime import LambdaContext
 from pipeline.adapters.dynamodb import DynamoPredictions
 from pipeline.handlers.ingest import lambda_handler
 from pipeline.logic.lifecycle import Change, Event

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from cli.redrive import get_args_parser, main
-from devstack.lambda_runtime import LambdaContext
+from devstack.aws.lambda_runtime import LambdaContext
 from pipeline.adapters.dynamodb import DynamoPredictions
 from pipeline.handlers.ingest import lambda_handler
 from pipeline.logic.lifecycle import Change, Event

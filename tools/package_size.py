@@ -27,9 +27,9 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from devstack.account import REGION
-from devstack.provision import function_environment
-from devstack.template import load_template
+from devstack.aws.account import REGION
+from devstack.aws.provision import function_environment
+from devstack.aws.template import load_template
 
 REPO = Path(__file__).resolve().parents[1]
 LAMBDA_LIMIT_UNZIPPED = 250 * 1024 * 1024

@@ -27,7 +27,10 @@ Serverless endpoints are CPU-only, so these are the numbers users pay for.
 
 Then our handler as batch transform jobs call it: multi-record JSON Lines requests of 1, 8 and 32
 images (--batch-sizes), each request decoded, preprocessed, classified in one forward pass and
-answered a line per image, with the default precision.
+answered a line per image, with the default precision. Last, our handler as SageMaker serves it: in a
+model container (TorchServe and the toolkit under torch 2.6, devstack/aws/container.py) with the
+template's workers and threads, its start to first answer and its images/s one at a time, four in
+flight, and in 16-image requests (make serving-benchmark compares worker and thread settings).
 
 On a machine with a GPU (a GPU transform instance's work), after the same training: fp16 against
 fp32 on the held-out images; our handler's throughput (decode + preprocess + forward + answer) on
@@ -481,8 +484,18 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             kind: round(medians[kind] / medians["baseline"], 2) for kind in (*KINDS[1:], IMPORT_TORCH)
         }
         results["peak_rss_mib"] = {kind: max(rss for _, rss in cold[kind]) for kind in KINDS}
+    results["torchserve"] = through_torchserve(model_dir, images, args.images)
     report(results)
     return results
+
+
+def through_torchserve(model_dir: Path, images: list[bytes], count: int) -> dict[str, Any]:
+    """Our handler as SageMaker serves it: in a model container (TorchServe and the toolkit, torch 2.6)
+    with the template's settings, on every core of this machine (serving_benchmark.py measures others)."""
+    import serving_benchmark
+
+    setting = serving_benchmark.Setting.of_template()
+    return serving_benchmark.measure(model_dir, images, setting, len(os.sched_getaffinity(0)), count, 4, 16)
 
 
 def gpu_main(args: argparse.Namespace, model_dir: Path, held_out: list[bytes]) -> dict[str, Any]:
@@ -568,6 +581,13 @@ def report(results: dict[str, Any]) -> None:
         f"import torch alone {cold[IMPORT_TORCH]} s ({ratio[IMPORT_TORCH]}x baseline), the floor of every handler"
     )
     print("peak RSS of a serving process, MiB: " + ", ".join(f"{kind} {rss[kind]}" for kind in KINDS))
+    served = results["torchserve"]
+    print(
+        f"through TorchServe and the toolkit (torch 2.6, {served['setting']}, {served['workers']} workers on "
+        f"{served['cpus']} vCPUs): start to first answer {served['start_s']:.1f} s; one at a time "
+        f"{served['one_at_a_time']:.1f} img/s ({served['latency_ms']:.0f} ms), 4 in flight {served['concurrent']:.1f} "
+        f"img/s, 16-image requests {served['batch']:.1f} img/s"
+    )
 
 
 def get_args_parser() -> argparse.ArgumentParser:

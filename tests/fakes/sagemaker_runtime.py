@@ -6,6 +6,11 @@ AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME, so error parsing (ModelError with OriginalSt
 ThrottlingException) is botocore's own. The fake container answers like model/serving/inference.py: a
 prediction for a decodable image, a 4xx JSON error record (followed by a traceback, as the
 inference toolkit sends it) for a bad one. Tests script faults with `fail_next()`.
+
+It is for the fast tests of tests/pipeline only. What the real model container (devstack.aws.container)
+does and it does not: run the handler, TorchServe's 413 for a body over max_request_size and 507 for
+a worker that dies, cold starts, readiness, concurrency limited by workers. tests/model and
+tests/stack serve the real one.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from typing import Any
 from PIL import Image
 
 import answers
-from devstack.runtime import Answer, RuntimeServer, error, model_error
+from devstack.aws.sagemaker_runtime import Answer, RuntimeServer, error, model_error
 
 BREEDS = [f"{i:03d}.Breed_{i:03d}" for i in range(1, 134)]
 IMAGE_TYPES = {"image/jpeg", "image/png", "application/x-image"}

@@ -5,13 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 import answers
-from devstack.transform import TransformRunner
+from devstack.aws.transform import TransformRunner
 from tests.fakes.sagemaker_runtime import model_answer
 
 
 class FakeContainer:
     """Answers like model/serving/inference.py; with BAD_INPUT_POLICY=record a bad image is a 200 error record.
-    A request whose body is `fail_for` gets a server error, as a crashing model would."""
+    A request whose body is `fail_for` gets a server error, as a crashing model would. For the fast tests
+    of tests/pipeline: it neither starts nor runs the handler, and has none of TorchServe's limits (413,
+    507, workers); the stack tests run jobs on real model containers (devstack.aws.container)."""
 
     def __init__(self, environment: dict[str, str], fail_for: bytes | None) -> None:
         self.record_errors = environment.get("BAD_INPUT_POLICY") == "record"

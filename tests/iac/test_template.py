@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 from networks import INT8
 
-from devstack.account import REGION
-from devstack.cost import HOST_NETWORKS
-from devstack.provision import LocalNames, function_environment, references, resolve
-from devstack.template import declared_environment, load_template, translate
+from devstack.aws.account import REGION
+from devstack.aws.provision import LocalNames, function_environment, references, resolve
+from devstack.aws.template import declared_environment, load_template, translate
+from devstack.workloads.cost import HOST_NETWORKS
 from pipeline.config import BuildSettings, CollectSettings, IngestSettings
 from tests.conftest import REPO
 
@@ -620,7 +620,7 @@ def test_the_model_server_accepts_the_largest_request_a_job_sends(template: dict
     """MaxPayloadInMB counts MiB (first-deploy.md): the local runner packs requests that large, and the
     request limit the template gives TorchServe accepts them (a 413 would fail the whole job)."""
     import answers
-    from devstack.transform import TransformRunner, max_request_bytes
+    from devstack.aws.transform import TransformRunner, max_request_bytes
     from pipeline.config import batch_max_bytes
 
     # the largest image ingest sends to batch, under the longest key, fits under either reading of "MB"

@@ -1,5 +1,5 @@
 """Model containers for the handler tests: the trained artifact served by the inference image's
-serving stack (TorchServe 0.12, the toolkit, torch 2.6 from .venv-serving; devstack.container), with
+serving stack (TorchServe 0.12, the toolkit, torch 2.6 from .venv-serving; devstack.aws.container), with
 the environment template.yaml gives the SageMaker model. One container per environment and module."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from devstack.container import ModelContainer
-from devstack.provision import model_environment
+from devstack.aws.container import ModelContainer
+from devstack.aws.provision import model_environment
 
 Serve = Callable[..., ModelContainer]
 

@@ -12,8 +12,8 @@ import boto3
 import pytest
 
 from answers import Prediction
-from devstack.container import ModelContainer
-from devstack.runtime import RuntimeServer
+from devstack.aws.container import ModelContainer
+from devstack.aws.sagemaker_runtime import RuntimeServer
 from pipeline.adapters.retry import Backoff
 from pipeline.adapters.sagemaker import ServerlessEndpoint
 from pipeline.logic.errors import RejectedImage

@@ -3,7 +3,7 @@
 SageMaker serves the model in its PyTorch 2.6 inference image (torch 2.6.0, torchvision 0.21.0,
 TorchServe 0.12, sagemaker-pytorch-inference 2.0.25), while train.py runs here on a newer torch.
 `make install` builds .venv-serving with the image's versions (requirements/serving.txt); these
-tests serve the artifact train.py wrote in a model container from there (devstack.container) and
+tests serve the artifact train.py wrote in a model container from there (devstack.aws.container) and
 compare every answer with the handler's own functions run here, on this environment's torch."""
 
 from __future__ import annotations

@@ -17,8 +17,8 @@ import torch
 from PIL import Image
 
 import answers
-from devstack.container import ModelContainer, Response, pack_model, unpack_model
-from devstack.provision import model_environment
+from devstack.aws.container import ModelContainer, Response, pack_model, unpack_model
+from devstack.aws.provision import model_environment
 from tests.model.conftest import Serve
 from tests.pipeline import images
 

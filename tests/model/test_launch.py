@@ -11,7 +11,7 @@ import pytest
 import requests
 from tuning_metrics import METRIC_DEFINITIONS
 
-from devstack.account import ACCOUNT, REGION
+from devstack.aws.account import ACCOUNT, REGION
 from tests.conftest import REPO
 
 ROLE = f"arn:aws:iam::{ACCOUNT}:role/dogbreed-sagemaker"
@@ -110,7 +110,7 @@ def test_create_model_deploy_and_transform(sagemaker: Any) -> None:
 
 def test_a_network_isolated_model_runs_transform_jobs_but_no_serverless_endpoint(sagemaker: Any) -> None:
     """Serverless endpoints do not support network isolation (SageMaker's "Feature exclusions");
-    moto's SageMaker is patched to refuse it as SageMaker does (devstack/moto_sagemaker.py)."""
+    moto's SageMaker is patched to refuse it as SageMaker does (devstack/aws/moto_sagemaker.py)."""
     from botocore.exceptions import ClientError
 
     run("create-model", "--model-data", f"s3://{BUCKET}/out/model.tar.gz", "--role", ROLE, "--network-isolation")

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from devstack.lambda_runtime import LambdaContext
+from devstack.aws.lambda_runtime import LambdaContext
 from pipeline.adapters.dynamodb import DynamoJobBook
 from pipeline.handlers import build_jobs, collect, ingest
 from pipeline.logic import collect as collect_logic
@@ -206,7 +206,7 @@ def test_an_object_over_the_largest_image_is_rejected_before_the_shard(
 
 def test_a_quota_refusal_leaves_the_shard_waiting_with_the_reason(aws: Aws, context: LambdaContext) -> None:
     """moto's SageMaker answers ResourceLimitExceeded, as an account out of transform instances does."""
-    from devstack.transform import limit_jobs_in_flight
+    from devstack.aws.transform import limit_jobs_in_flight
 
     aws.upload("incoming/rex.jpg", images.jpeg())
     ingest.lambda_handler(aws.receive_event(), context)

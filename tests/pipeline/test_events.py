@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 import pytest
 
 import answers
-from devstack.lambda_runtime import LambdaContext
-from devstack.template import declared_environment, load_template
+from devstack.aws.lambda_runtime import LambdaContext
+from devstack.aws.template import declared_environment, load_template
 from pipeline.adapters.dynamodb import DynamoPredictions
 from pipeline.handlers import build_jobs, collect, ingest
 from pipeline.logic.jobs import JobFiles, QueuedShard

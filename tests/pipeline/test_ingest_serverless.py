@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from devstack import moto_s3
-from devstack.lambda_runtime import LambdaContext
+from devstack.aws import moto_s3
+from devstack.aws.lambda_runtime import LambdaContext
 from pipeline.handlers import ingest
 from pipeline.handlers.ingest import lambda_handler
 from tests.conftest import Aws
@@ -168,7 +168,7 @@ def test_bad_input_does_not_poison_the_batch(aws: Aws, context: LambdaContext) -
 @pytest.mark.parametrize("may_list", [True, False])
 def test_an_object_deleted_before_processing_is_rejected(aws: Aws, context: LambdaContext, may_list: bool) -> None:
     """S3 answers 404 to a caller that may list the bucket and 403 to one that may not
-    (devstack/moto_s3.py); a deleted upload is REJECTED either way."""
+    (devstack/aws/moto_s3.py); a deleted upload is REJECTED either way."""
     if not may_list:
         moto_s3.cannot_list("testing", [aws.bucket])
     aws.upload("incoming/gone.jpg", images.jpeg())

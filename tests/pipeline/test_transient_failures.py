@@ -9,7 +9,7 @@ import boto3
 import pytest
 from botocore.awsrequest import AWSResponse
 
-from devstack.lambda_runtime import LambdaContext
+from devstack.aws.lambda_runtime import LambdaContext
 from pipeline.adapters.dynamodb import DynamoPredictions
 from pipeline.adapters.retry import Backoff
 from pipeline.handlers import build_jobs, ingest

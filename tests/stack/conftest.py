@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from devstack.container import pack_model
-from devstack.stack import Stack, StackOptions
+from devstack.aws.container import pack_model
+from devstack.aws.stack import Stack, StackOptions
 
 FAST = {"BatchingWindowSeconds": "1", "GatherWindowSeconds": "1"}  # template parameters: tests need not wait
 
@@ -25,18 +25,25 @@ StartStack = Callable[..., Stack]
 
 @pytest.fixture
 def start_stack(model_archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[StartStack]:
-    """Start a stack with template parameter overrides; it is stopped after the test."""
+    """Start a stack with template parameter overrides; it is stopped after the test, and every AWS
+    call its functions and its SageMaker made must be allowed by their roles in template.yaml."""
     for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME"):
         monkeypatch.delenv(name, raising=False)  # the stack sets its own functions' environment
     started: list[Stack] = []
 
-    def start(visibility_timeout_s: int | None = None, transform_quota: int | None = None, **parameters: str) -> Stack:
+    def start(
+        visibility_timeout_s: int | None = None,
+        transform_quota: int | None = None,
+        model_environment: dict[str, str] | None = None,
+        **parameters: str,
+    ) -> Stack:
         options = StackOptions(
             model_archive=model_archive,
             workdir=tmp_path / "stack",
             parameters={**FAST, **parameters},
             visibility_timeout_s=visibility_timeout_s,
             transform_quota=transform_quota,
+            model_environment=model_environment or {},
         )
         started.append(Stack(options).start())
         return started[-1]
@@ -44,6 +51,9 @@ def start_stack(model_archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyP
     yield start
     for stack in started:
         stack.stop()
+    for stack in started:  # least privilege, by use: every call the test's traffic made, against its role
+        denied = stack.permissions().denied
+        assert not denied, f"calls their role in template.yaml does not allow: {[f'{r}: {c}' for r, c in denied]}"
 
 
 def upload(stack: Stack, files: dict[str, bytes]) -> dict[str, str]:

@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from devstack.account import arn
-from devstack.event_sources import EventBus, RuleTarget, SqsTrigger, failed_message_ids, matches
-from devstack.lambda_runtime import Invocation
-from devstack.provision import LocalNames, references, resolve
-from devstack.template import load_template, translate
+from devstack.aws.account import arn
+from devstack.aws.event_sources import EventBus, RuleTarget, SqsTrigger, failed_message_ids, matches
+from devstack.aws.lambda_runtime import Invocation
+from devstack.aws.provision import LocalNames, references, resolve
+from devstack.aws.template import load_template, translate
 from tests.conftest import Aws, load_event
 
 TRIGGER = SqsTrigger("IngestFunction", arn("sqs", "q"), 100, 5, True, 5)
@@ -82,7 +82,7 @@ def test_a_function_error_is_retried_twice_then_the_event_goes_to_the_dead_lette
     failing = Function(*[Invocation(False, error="ValueError: boom")] * 3)
     sqs = aws.clients["sqs"]
     dlq = aws.stack.job_events_dead_letter_queue_url
-    bus = EventBus([template_rule()], {"CollectFunction": failing}, {"CollectFunction": dlq}, sqs, (0.0, 0.0))
+    bus = EventBus([template_rule()], {"CollectFunction": failing}, {"CollectFunction": dlq}, lambda _: sqs, (0.0, 0.0))
     bus.put(job_event())
     assert len(failing.events) == 3
     (message,) = sqs.receive_message(QueueUrl=dlq, MaxNumberOfMessages=10)["Messages"]
@@ -93,6 +93,8 @@ def test_a_retry_that_succeeds_sends_nothing_to_the_dead_letter_queue(aws: Aws) 
     flaky = Function(Invocation(False, error="boom"), Invocation(True, {}))
     sqs = aws.clients["sqs"]
     dlq = aws.stack.job_events_dead_letter_queue_url
-    EventBus([template_rule()], {"CollectFunction": flaky}, {"CollectFunction": dlq}, sqs, (0.0, 0.0)).put(job_event())
+    EventBus([template_rule()], {"CollectFunction": flaky}, {"CollectFunction": dlq}, lambda _: sqs, (0.0, 0.0)).put(
+        job_event()
+    )
     assert len(flaky.events) == 2
     assert "Messages" not in sqs.receive_message(QueueUrl=dlq)

@@ -11,7 +11,7 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from devstack.faults import FaultProxy
+from devstack.aws.faults import FaultProxy
 
 NO_RETRIES = Config(retries={"total_max_attempts": 1})
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from devstack.lambda_runtime import FunctionSpec, Invocation, LambdaFunction
+from devstack.aws.lambda_runtime import FunctionSpec, Invocation, LambdaFunction
 
 HANDLER = """
 import os, time

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from devstack.provision import references, resolve
-from devstack.template import declared_environment, load_template, translate
+from devstack.aws.provision import references, resolve
+from devstack.aws.template import declared_environment, load_template, translate
 from tests.conftest import IMPORT_PATH, REPO
 from tests.stack.conftest import FAST, StartStack
 
@@ -114,7 +114,7 @@ def test_the_stack_stays_up_for_a_user_and_stops_without_leftovers(
     moto_port, runtime_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_ENDPOINT_URL")}
     env["PYTHONPATH"] = IMPORT_PATH
-    command = [sys.executable, "-m", "devstack.stack", "up", "--model", str(model_archive)]
+    command = [sys.executable, "-m", "devstack.aws.stack", "up", "--model", str(model_archive)]
     command += ["--workdir", str(tmp_path / "stack"), "--moto-port", str(moto_port)]
     command += ["--runtime-port", str(runtime_port), "--parameter", "BatchingWindowSeconds=1"]
     stack = subprocess.Popen(

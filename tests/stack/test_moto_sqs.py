@@ -1,4 +1,4 @@
-"""devstack/moto_sqs.py: moto's SQS, patched for backlogs, still keeps SQS's rules on what a
+"""devstack/aws/moto_sqs.py: moto's SQS, patched for backlogs, still keeps SQS's rules on what a
 ReceiveMessage returns: visibility timeouts, delays, retention, FIFO message groups, and the
 receive count that the redrive policy counts."""
 
@@ -13,8 +13,8 @@ import pytest
 from moto import mock_aws
 from moto.sqs.models import sqs_backends
 
-from devstack import moto_sqs
-from devstack.account import ACCOUNT, REGION
+from devstack.aws import moto_sqs
+from devstack.aws.account import ACCOUNT, REGION
 
 
 @pytest.fixture

@@ -19,7 +19,15 @@ def test_the_pipeline_benchmark_reports_both_modes_beside_the_raw_figures(model_
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_ENDPOINT_URL")}
     env["PYTHONPATH"] = IMPORT_PATH
     out = tmp_path / "bench.json"
-    command = [sys.executable, "-m", "devstack.pipeline_benchmark", "--images", "12", "--model", str(model_archive)]
+    command = [
+        sys.executable,
+        "-m",
+        "devstack.workloads.pipeline_benchmark",
+        "--images",
+        "12",
+        "--model",
+        str(model_archive),
+    ]
     result = subprocess.run(
         [*command, "--json", str(out)], cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False
     )

@@ -3,6 +3,7 @@ its container, moto as AWS, driven only by uploads to the bucket."""
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ from urllib.parse import unquote_plus
 import pytest
 
 import answers
-from devstack.stack import Stack
+from devstack.aws.stack import Stack
 from pipeline.logic.s3uri import S3Uri
 from tests.pipeline import images
 from tests.stack.conftest import StartStack, outcomes, queue_is_empty, upload, wait_until
@@ -87,6 +88,36 @@ def test_batch_mode_end_to_end(start_stack: StartStack, dataset: Path) -> None:
         assert isinstance(answer, answers.Prediction) and answer.class_name == found[key]["breed"]
     assert stack.runtime is not None and stack.runtime.answered.get("dogbreed-serverless", 0) == 0
     assert stack.runner is not None and stack.runner.records == len(good) + 1  # the truncated photo is a record too
+
+
+def large_photo(seed: int) -> bytes:
+    """A 1200 x 900 JPEG of noise: about 0.9 MB, 1.2 MB as a base64 record."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.effect_noise((1200, 900), 60 + seed).convert("RGB").save(buffer, "JPEG", quality=92)
+    return buffer.getvalue()
+
+
+def test_a_request_over_torchserves_limit_fails_its_job_and_its_images_are_retried_alone(
+    start_stack: StartStack,
+) -> None:
+    """Under TorchServe's default max_request_size (6,553,500 bytes; the template raises it to the
+    largest request SageMaker sends), a multi-record request packed to MaxPayloadInMB=10 gets a 413
+    before the handler runs, and the job fails as SageMaker's does; each image, retried alone, fits."""
+    stack = start_stack(
+        InferenceMode="batch",
+        TransformMaxPayloadMB="10",
+        BatchingWindowSeconds="5",  # the eight uploads in one shard, which is one request
+        model_environment={"TS_MAX_REQUEST_SIZE": "6553500"},
+    )
+    large = {f"incoming/large/{n}.jpg": large_photo(n) for n in range(8)}
+    assert 6_553_500 < sum(len(photo) for photo in large.values()) * 4 / 3 < 10 * 1_048_576
+    found = outcomes(stack, stack.upload(large), timeout_s=240)
+    assert {found[key]["status"] for key in large} == {"CLASSIFIED"}
+    assert stack.runner is not None
+    reasons = [e["detail"].get("FailureReason", "") for e in stack.runner.finished]
+    assert any("answered 413" in reason for reason in reasons), reasons
 
 
 def test_a_flood_goes_to_batch_transform_and_a_trickle_to_the_endpoint(start_stack: StartStack, dataset: Path) -> None:

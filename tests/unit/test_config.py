@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 
 import answers
-from devstack.provision import function_environment
+from devstack.aws.provision import function_environment
 from pipeline.config import BuildSettings, CollectSettings, IngestSettings, TransformResources
 from pipeline.logic.jobs import JobLayout
 from pipeline.logic.outcomes import Mode

@@ -1,10 +1,11 @@
-"""The cost model's arithmetic (devstack/cost.py) on known counts, and its price table."""
+"""The cost model's arithmetic (devstack/workloads/cost.py) on known counts, and its price table."""
 
 from __future__ import annotations
 
 import pytest
 
-from devstack.cost import (
+from devstack.aws.template import load_template, parameter_defaults
+from devstack.workloads.cost import (
     HOST_NETWORKS,
     Usage,
     crossover,
@@ -14,7 +15,6 @@ from devstack.cost import (
     load_prices,
     run_cost,
 )
-from devstack.template import load_template, parameter_defaults
 
 PRICES = {
     "s3_get_per_1000_requests": 0.0004,

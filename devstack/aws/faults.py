@@ -10,7 +10,7 @@ import time
 from http.server import BaseHTTPRequestHandler
 from urllib.parse import urlsplit
 
-from devstack.runtime import LocalHTTPServer
+from devstack.aws.sagemaker_runtime import LocalHTTPServer
 
 # Hop-by-hop headers are the proxy's own business (RFC 9110); the rest pass through unchanged.
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection"}

@@ -15,7 +15,7 @@ Three patches, applied in the local stack's process before moto's server starts:
 - a queue's pending message groups are read from a copy of its pending messages: moto's server
   answers requests in threads, and a ReceiveMessage that read the set while another request
   changed it failed with "Set changed size during iteration" (once in a 10,000-image flood).
-`python -m devstack.moto_sqs` measures ReceiveMessage and SendMessage against a backlog, unpatched
+`python -m devstack.aws.moto_sqs` measures ReceiveMessage and SendMessage against a backlog, unpatched
 and patched.
 """
 

@@ -1,14 +1,14 @@
 """`make cost`: what 1,000 images cost on AWS in each mode, from what the pipeline really does.
 
-    python -m devstack.cost --images 300        (make cost)
+    python -m devstack.workloads.cost --images 300        (make cost)
 
 1. A flood of --images photos goes through the local stack once per mode. Everything the pipeline
    does that AWS bills is counted: S3 GETs and PUTs, SQS requests (S3's notifications, the
    functions' sends, the event source mappings' receives and deletes), DynamoDB read and write
-   units from the items' sizes (devstack.meter, around moto), Lambda invocations and their
+   units from the items' sizes (devstack.aws.meter, around moto), Lambda invocations and their
    duration x memory, the serverless endpoint's duration x memory and data processed, and the
    transform instances' running time. The user's uploads and reads are not counted.
-2. The counts are priced with devstack/prices.json (its region, date and sources), and each job
+2. The counts are priced with devstack/workloads/prices.json (its region, date and sources), and each job
    also pays its instances' start-up (transform_startup_seconds there).
 3. For floods of 100 to 100,000 images: the cost per 1,000 images of each mode, and the flood
    size from which batch transform is the cheaper, with one job per MaxImagesPerJob images.
@@ -118,7 +118,7 @@ def instance_comparison(usage: Usage, prices: dict[str, Any]) -> dict[str, float
 
 
 def measure(archive: Path, workdir: Path, photos: list[bytes], mode: str, gather_s: int) -> Usage:
-    from devstack.stack import Stack, StackOptions
+    from devstack.aws.stack import Stack, StackOptions
 
     parameters = {"InferenceMode": mode, "GatherWindowSeconds": str(gather_s)}
     with Stack(StackOptions(archive, workdir / mode, parameters)) as stack:
@@ -155,7 +155,8 @@ def report(usages: dict[str, Usage], prices: dict[str, Any], parameters: dict[st
     per_job = job_cost(prices, instance_type, int(parameters["TransformInstanceCount"]))
     max_per_job = int(parameters["MaxImagesPerJob"])
     per_image = {mode: sum(run_cost(u, prices, instance_type).values()) / u.images for mode, u in usages.items()}
-    print(f"\nprices: {prices['region']}, recorded {prices['recorded']} (devstack/prices.json); {prices['note']}")
+    where = "devstack/workloads/prices.json"
+    print(f"\nprices: {prices['region']}, recorded {prices['recorded']} ({where}); {prices['note']}")
     print(f"measured on this machine: {', '.join(f'{u.images} images in {m} mode' for m, u in usages.items())}")
     print("\nper image, by service (dollars per 1,000 images):")
     for mode, usage in usages.items():
@@ -204,8 +205,8 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> int:
-    from devstack.pipeline_benchmark import model_and_photos
-    from devstack.template import load_template, parameter_defaults
+    from devstack.aws.template import load_template, parameter_defaults
+    from devstack.workloads.pipeline_benchmark import model_and_photos
 
     with tempfile.TemporaryDirectory(prefix="dogbreed-cost-") as tmp:
         workdir = Path(tmp)

@@ -41,10 +41,10 @@ from pathlib import Path
 from typing import Any
 
 from cli.query import Predictions
-from devstack.demo import ProgressBar
-from devstack.faults import FaultProxy
-from devstack.quickmodel import train_small_model
-from devstack.stack import Stack, StackOptions
+from devstack.aws.faults import FaultProxy
+from devstack.aws.stack import Stack, StackOptions
+from devstack.workloads.demo import ProgressBar
+from devstack.workloads.quickmodel import train_small_model
 
 FAULTS = ("delay-s3", "throttle-dynamodb", "kill-lambda", "kill-model", "throttle-endpoint", "fail-transform-request")
 AWS_ASYNC_RETRY_DELAYS_S = (60.0, 120.0)
@@ -198,6 +198,7 @@ def run(args: argparse.Namespace, progress: Callable[[int, int], None] | None = 
                 )
                 job_images = sorted(stack.runner.job_records.values(), reverse=True)
                 poisoned = {key: _summary(outcomes.get(key)) for key in stack.runner.poisoned}
+                permissions = stack.permissions().summary()
         finally:
             for proxy in proxies.values():
                 proxy.stop()
@@ -220,6 +221,7 @@ def run(args: argparse.Namespace, progress: Callable[[int, int], None] | None = 
         "fault_counts": dict(schedule.log.counts()),
         "dynamodb_requests_refused": proxies["dynamodb"].faulted,
         "s3_requests_delayed": proxies["s3"].faulted,
+        "permissions": permissions,
         "wall_s": round(time.monotonic() - started, 1),
     }
 
@@ -255,6 +257,10 @@ def report(result: dict[str, Any]) -> None:
     for key, outcome in result["poisoned_images"].items():
         print(f"  {key}: {outcome}")
     print(", ".join(f"dead-letter messages ({name}): {n}" for name, n in result["dead_letters"].items()))
+    print("AWS calls by role (checked against template.yaml; devstack.aws.iam):")
+    for role, actions in result["permissions"]["actions"].items():
+        print(f"  {role}: " + (", ".join(f"{action} x{n:,}" for action, n in actions.items()) or "none"))
+    print(f"calls no statement allows: {result['permissions']['denied'] or 'none'}")
     print(f"wall time: {result['wall_s']:.0f} s")
 
 

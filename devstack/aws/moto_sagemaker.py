@@ -6,7 +6,7 @@
   CreateEndpointConfig answers ValidationException for a ServerlessConfig variant of such a model.
   The message is ours: AWS's wording is not documented.
 
-The local stack (devstack/stack.py) and the tests' moto server (tests/conftest.py) apply it.
+The local stack (devstack/aws/stack.py) and the tests' moto server (tests/conftest.py) apply it.
 """
 
 from __future__ import annotations

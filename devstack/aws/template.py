@@ -9,9 +9,9 @@ from typing import Any
 
 import yaml
 
-from devstack.account import REGION
+from devstack.aws.account import REGION
 
-TEMPLATE_PATH = Path(__file__).resolve().parents[1] / "template.yaml"
+TEMPLATE_PATH = Path(__file__).resolve().parents[2] / "template.yaml"
 
 # samtranslator warns on exit about usage metrics it would publish to AWS; there is nothing to publish.
 logging.getLogger("samtranslator.metrics.metrics").setLevel(logging.ERROR)

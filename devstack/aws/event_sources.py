@@ -7,10 +7,12 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from devstack.lambda_runtime import Invocation, LambdaFunction, sqs_event
+from devstack.aws.account import queue_url
+from devstack.aws.lambda_runtime import Invocation, LambdaFunction, sqs_event
 
 log = logging.getLogger("devstack")
 
@@ -70,7 +72,7 @@ class SqsPoller:
         self.trigger = trigger
         self.sqs = sqs
         self.function = function
-        self.queue_url = sqs.get_queue_url(QueueName=trigger.queue_arn.rsplit(":", 1)[1])["QueueUrl"]
+        self.queue_url = queue_url(trigger.queue_arn.rsplit(":", 1)[1])
         self.batch_sizes: list[int] = []
         self._slots = threading.BoundedSemaphore(trigger.max_concurrency)
         self._stopping = threading.Event()
@@ -193,13 +195,13 @@ class EventBus:
         targets: list[RuleTarget],
         functions: dict[str, LambdaFunction],
         dead_letter_queues: dict[str, str],
-        sqs: Any,
+        sqs_as: Callable[[str], Any],
         retry_delays_s: tuple[float, ...] = ASYNC_RETRY_DELAYS_S,
     ) -> None:
         self.targets = targets
         self.functions = functions
         self.dead_letter_queues = dead_letter_queues  # function -> queue URL
-        self.sqs = sqs
+        self.sqs_as = sqs_as  # function -> an SQS client acting as its role
         self.retry_delays_s = retry_delays_s
 
     def put(self, event: dict[str, Any]) -> None:
@@ -217,4 +219,4 @@ class EventBus:
             log.warning("%s failed on an event of rule %s: %s", target.function, target.rule, invocation.error)
         queue_url = self.dead_letter_queues.get(target.function)
         if queue_url:
-            self.sqs.send_message(QueueUrl=queue_url, MessageBody=json.dumps(event))
+            self.sqs_as(target.function).send_message(QueueUrl=queue_url, MessageBody=json.dumps(event))

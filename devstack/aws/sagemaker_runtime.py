@@ -1,5 +1,5 @@
 """A local SageMaker runtime: answers InvokeEndpoint (`POST /endpoints/{name}/invocations`) by
-running model/serving/inference.py through the SageMaker PyTorch inference toolkit (devstack.toolkit).
+running model/serving/inference.py in a model container (devstack.aws.container).
 
 Errors come back as SageMaker returns them, so botocore raises what it raises on AWS: an unknown
 endpoint is a 400 ValidationError, a container 4xx/5xx is a 424 ModelError carrying
@@ -16,7 +16,8 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from devstack.account import ACCOUNT, arn
+from devstack.aws.account import ACCOUNT, arn
+from devstack.aws.iam import CallRecorder, invoke_endpoint_call, principal_of
 
 Answer = tuple[int, dict[str, str], bytes]
 # (body, content type, accept) -> (status, content type, body), as the container answers
@@ -53,8 +54,16 @@ class LocalHTTPServer(ThreadingHTTPServer):
 class RuntimeServer:
     """Serves endpoints on 127.0.0.1; `endpoints` maps an endpoint name to its container."""
 
-    def __init__(self, endpoints: dict[str, Invoke], *, max_concurrency: int = 5, port: int = 0) -> None:
+    def __init__(
+        self,
+        endpoints: dict[str, Invoke],
+        *,
+        max_concurrency: int = 5,
+        port: int = 0,
+        recorder: CallRecorder | None = None,
+    ) -> None:
         self.endpoints = endpoints
+        self.recorder = recorder  # InvokeEndpoint calls, by caller
         self.answered: dict[str, int] = {}  # endpoint -> requests that reached its container
         self.data_bytes: dict[str, int] = {}  # endpoint -> bytes in and out (SageMaker bills data processed)
         self._count = threading.Lock()
@@ -110,6 +119,8 @@ class RuntimeServer:
                 parts = self.path.strip("/").split("/")
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 if len(parts) == 3 and parts[0] == "endpoints" and parts[2] == "invocations":
+                    if runtime.recorder is not None:
+                        runtime.recorder.record([invoke_endpoint_call(principal_of(dict(self.headers)), parts[1])])
                     status, headers, payload = runtime.answer(
                         parts[1], body, self.headers.get("Content-Type", ""), self.headers.get("Accept", "")
                     )

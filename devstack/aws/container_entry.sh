@@ -1,5 +1,5 @@
 #!/bin/sh
-# PID 1 of a model container (devstack/container.py starts it under `unshare --mount --pid`): give
+# PID 1 of a model container (devstack/aws/container.py starts it under `unshare --mount --pid`): give
 # the serving stack what SageMaker gives the PyTorch inference image, then run the image's own
 # serving entry point, the toolkit's serving.main(), which writes /etc/sagemaker-ts.properties and
 # starts TorchServe on SAGEMAKER_BIND_TO_PORT.

@@ -9,7 +9,7 @@ import io
 from dataclasses import dataclass
 from pathlib import Path
 
-from devstack.container import pack_model
+from devstack.aws.container import pack_model
 
 CLASSES = 5
 FLAGS = "--pretrained none --fine-tune all --batch-size 16 --lr 0.003 --workers 0"

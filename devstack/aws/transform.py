@@ -30,8 +30,8 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import answers
-from devstack.account import ACCOUNT, REGION
-from devstack.container import ContainerFailed
+from devstack.aws.account import ACCOUNT, REGION
+from devstack.aws.container import ContainerFailed
 from pipeline.logic.s3uri import S3Uri
 
 log = logging.getLogger("devstack")

@@ -1,7 +1,7 @@
 """`make demo`: the whole system on one machine, with no AWS account and no Docker.
 
 1. generate a small labelled image set and train a model on it with model/training/train.py (seconds);
-2. start the local stack (devstack.stack) with that model.tar.gz and the template's defaults but two
+2. start the local stack (devstack.aws.stack) with that model.tar.gz and the template's defaults but two
    (InferenceMode auto: a Lambda batch of AutoBatchThreshold images or more goes to batch transform;
    the demo lowers AutoBatchThreshold to 50 and GatherWindowSeconds to 5 s, see PARAMETERS);
 3. a trickle: upload a mixed set as a user would (a few bad files, names with spaces and unicode);
@@ -28,8 +28,8 @@ from typing import Any
 from PIL import Image
 
 from cli.query import model_cell, table
-from devstack.quickmodel import train_small_model
-from devstack.stack import Stack, StackOptions, venv_command
+from devstack.aws.stack import Stack, StackOptions, venv_command
+from devstack.workloads.quickmodel import train_small_model
 
 FLOOD = 60
 TIMEOUT_S = 240

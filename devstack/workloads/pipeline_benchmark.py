@@ -1,7 +1,7 @@
 """What orchestration costs: N images through the local stack in each mode, beside the raw throughput
 of the same endpoint measured in the same run.
 
-    python -m devstack.pipeline_benchmark --images 500        (make pipeline-benchmark)
+    python -m devstack.workloads.pipeline_benchmark --images 500        (make pipeline-benchmark)
 
 For each mode a fresh stack is started; the images are uploaded at once (8 uploaders), and the run
 ends when every image has its record. Throughput is images per second from the first upload to the
@@ -32,8 +32,8 @@ from typing import Any
 
 from PIL import Image
 
-from devstack.provision import serverless_config
-from devstack.stack import Stack, StackOptions
+from devstack.aws.provision import serverless_config
+from devstack.aws.stack import Stack, StackOptions
 
 RAW_TRANSFORM_JOB = "raw-transform-"  # the name prefix of the raw transform job, kept out of the pipeline's counts
 
@@ -171,7 +171,7 @@ def model_and_photos(model: Path | None, workdir: Path, count: int) -> tuple[Pat
     production, accuracy irrelevant) and `count` distinct photos."""
     import dataset_tool
 
-    from devstack.quickmodel import train_small_model
+    from devstack.workloads.quickmodel import train_small_model
 
     if model:
         return model, make_images(dataset_tool.synthesize(workdir / "photos", per_split=(1, 1, 10)), count)

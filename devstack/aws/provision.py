@@ -10,8 +10,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from devstack.account import ACCOUNT, REGION, arn, queue_url
-from devstack.template import declared_environment, load_template, parameter_defaults
+from devstack.aws.account import ACCOUNT, REGION, arn, queue_url
+from devstack.aws.template import declared_environment, load_template, parameter_defaults
 
 
 @dataclass(frozen=True)
@@ -97,6 +97,7 @@ def references(names: LocalNames, parameters: dict[str, Any] | None = None) -> d
             "ImagesBucket": names.bucket,
             "ImagesBucket.Arn": f"arn:aws:s3:::{names.bucket}",
             "PredictionsTable": names.table,
+            "PredictionsTable.Arn": arn("dynamodb", f"table/{names.table}"),
             "ImageQueue.Arn": arn("sqs", names.queue),
             "ImageDeadLetterQueue.Arn": arn("sqs", names.dead_letter_queue),
             "JobQueue": queue_url(names.job_queue),
@@ -121,6 +122,11 @@ def references(names: LocalNames, parameters: dict[str, Any] | None = None) -> d
             refs[f"{logical_id}.Arn"] = arn("lambda", f"function:{logical_id}")
     for name, condition in template.get("Conditions", {}).items():
         refs[f"Condition::{name}"] = bool(resolve(condition, refs))
+    for logical_id, resource in template["Resources"].items():
+        if resource["Type"] == "AWS::Logs::LogGroup":  # its Arn attribute ends in :*
+            group = resolve(resource["Properties"]["LogGroupName"], refs)
+            refs[logical_id] = group
+            refs[f"{logical_id}.Arn"] = arn("logs", f"log-group:{group}:*")
     return refs
 
 

@@ -28,11 +28,11 @@ from typing import Any
 
 import urllib3
 
-from devstack.container import descendants, free_ports
+from devstack.aws.container import descendants, free_ports
 
 __all__ = ["Invocation", "LambdaContext", "LambdaFunction", "sqs_event"]
 
-SAM_PACKAGE = Path(__file__).resolve().parents[1] / ".venv-sam" / "lib"
+SAM_PACKAGE = Path(__file__).resolve().parents[2] / ".venv-sam" / "lib"
 BILLED = re.compile(rb"Billed Duration: (\d+) ms")
 # What an environment's processes get from this machine's environment: enough to start Python.
 _INHERITED = ("PATH", "LANG", "LC_ALL", "TMPDIR")

@@ -1,16 +1,16 @@
 """The whole system on one machine, as one process tree on loopback, with no AWS account and no Docker.
 
 - moto in server mode is the AWS API (S3, SQS, DynamoDB, the SageMaker control plane);
-- the bucket, queues and table are created from template.yaml (devstack.provision);
+- the bucket, queues and table are created from template.yaml (devstack.aws.provision);
 - the model.tar.gz is uploaded and registered as the template's SageMaker model, endpoint config
   and endpoint; a local SageMaker runtime serves the endpoint from a model container (the
-  inference image's TorchServe and toolkit, devstack.container);
+  inference image's TorchServe and toolkit, devstack.aws.container);
 - each Lambda function runs its unchanged handler in execution-environment processes with the
   environment the template gives it, reaching the stack only through AWS_ENDPOINT_URL*;
 - Lambda's SQS trigger and the EventBridge rule are run from their translated template settings;
 - a transform runner executes the batch transform jobs that moto only records.
 
-    python -m devstack.stack up [--model model.tar.gz] [--parameter Key=Value ...]
+    python -m devstack.aws.stack up [--model model.tar.gz] [--parameter Key=Value ...]
 
 keeps it running until Ctrl-C, for uploads with the AWS CLI or boto3 and queries with
 `python -m cli.query`. `make stack` does the same."""
@@ -36,13 +36,14 @@ import boto3
 import requests
 
 from cli.query import Predictions
-from devstack import moto_s3, moto_sagemaker, moto_sqs
-from devstack.account import ACCOUNT, CREDENTIALS, REGION
-from devstack.container import ModelContainer, unpack_model
-from devstack.event_sources import ASYNC_RETRY_DELAYS_S, EventBus, RuleTarget, SqsPoller, SqsTrigger
-from devstack.lambda_runtime import FunctionSpec, LambdaFunction
-from devstack.meter import OBSERVER, RequestMeter
-from devstack.provision import (
+from devstack.aws import moto_s3, moto_sagemaker, moto_sqs
+from devstack.aws.account import ACCOUNT, CREDENTIALS, REGION
+from devstack.aws.container import ModelContainer, unpack_model
+from devstack.aws.event_sources import ASYNC_RETRY_DELAYS_S, EventBus, RuleTarget, SqsPoller, SqsTrigger
+from devstack.aws.iam import MODEL_ROLE, CallRecorder, Verdict, check, template_policies
+from devstack.aws.lambda_runtime import FunctionSpec, LambdaFunction
+from devstack.aws.meter import OBSERVER, RequestMeter
+from devstack.aws.provision import (
     LocalNames,
     LocalStack,
     function_environment,
@@ -52,15 +53,16 @@ from devstack.provision import (
     resolve,
     serverless_config,
 )
-from devstack.runtime import RuntimeServer
-from devstack.template import TEMPLATE_PATH, load_template, parameter_defaults, translate
-from devstack.transform import TransformRunner, limit_jobs_in_flight
+from devstack.aws.sagemaker_runtime import RuntimeServer
+from devstack.aws.template import TEMPLATE_PATH, load_template, parameter_defaults, translate
+from devstack.aws.transform import TransformRunner, limit_jobs_in_flight
 from pipeline.logic.s3uri import S3Uri
 
 log = logging.getLogger("devstack")
 
 REPO = TEMPLATE_PATH.parent
 ARTIFACTS_BUCKET = "dogbreed-artifacts-local"
+ARTIFACT_KEY = "model/model.tar.gz"
 DEFAULT_CONCURRENCY = 10  # functions without a MaximumConcurrency (Lambda's account limit is 1000)
 
 
@@ -74,7 +76,7 @@ class StackOptions:
     # Local only: the template's VisibilityTimeout (12 minutes) makes a retry wait 12 minutes; tests
     # that exercise retries and the DLQ shorten it.
     visibility_timeout_s: int | None = None
-    # Extra AWS_ENDPOINT_URL_<SERVICE> variables for the functions, e.g. a fault proxy (devstack.faults).
+    # Extra AWS_ENDPOINT_URL_<SERVICE> variables for the functions, e.g. a fault proxy (devstack.aws.faults).
     function_endpoints: Mapping[str, str] = field(default_factory=dict)
     # Waits before Lambda's two retries of a failed async invocation (AWS: about 1 and 2 minutes).
     async_retry_delays_s: tuple[float, ...] = ASYNC_RETRY_DELAYS_S
@@ -82,6 +84,8 @@ class StackOptions:
     transform_startup_s: float = 0.0
     # The account's quota as jobs in flight: beyond it CreateTransformJob answers ResourceLimitExceeded.
     transform_quota: int | None = None
+    # Settings of the model's container environment other than the template's (a test of what they guard).
+    model_environment: Mapping[str, str] = field(default_factory=dict)
 
 
 class TranslatedTemplate:
@@ -128,6 +132,7 @@ class Stack:
         self.runtime: RuntimeServer | None = None
         self.endpoint_container: ModelContainer | None = None
         self.meter: RequestMeter | None = None
+        self.calls: CallRecorder | None = None  # every AWS call, by caller (devstack.aws.iam)
         self.endpoint_url = ""
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -189,7 +194,8 @@ class Stack:
         self._stoppers.append(moto.stop)
         server = moto._server  # werkzeug's server, which calls its .app per request
         assert server is not None
-        self.meter = server.app = RequestMeter(server.app)
+        self.calls = CallRecorder(server.app)
+        self.meter = server.app = RequestMeter(self.calls)
         host, port = moto.get_host_and_port()
         self.endpoint_url = f"http://{host}:{port}"
         requests.post(f"{self.endpoint_url}/moto-api/reset", timeout=10)  # moto's state is per process
@@ -211,6 +217,7 @@ class Stack:
             {self.parameters["EndpointName"]: endpoint.invoke},
             max_concurrency=serverless_config(self.names, self.parameters)["MaxConcurrency"],
             port=self.options.runtime_port,
+            recorder=self.calls,
         ).start()
         self._stoppers.append(self.runtime.stop)
 
@@ -235,13 +242,19 @@ class Stack:
             for logical_id, rule in template.of_type("AWS::Events::Rule", "EventPattern", "Targets").items()
             for target in rule["Targets"]
         ]
-        self.bus = EventBus(targets, self.functions, dead_letter_queues, sqs, self.options.async_retry_delays_s)
+        self.bus = EventBus(
+            targets,
+            self.functions,
+            dead_letter_queues,
+            lambda function: self.client("sqs", identity=function),  # Lambda sends as the function's role
+            self.options.async_retry_delays_s,
+        )
 
     def _start_transform_runner(self) -> None:
         assert self.bus is not None
         self.runner = TransformRunner(
             self.client("sagemaker"),
-            self.client("s3"),
+            self.client("s3", identity=MODEL_ROLE),  # a job reads and writes S3 as its model's role
             self.start_container,
             self.bus.put,
             parallel_jobs=max(2, int(self.parameters["MaxTransformJobsInFlight"])),
@@ -250,23 +263,24 @@ class Stack:
         self._stoppers.append(self.runner.start().stop)
 
     def _start_pollers(self, triggers: list[SqsTrigger]) -> None:
-        sqs = self.client("sqs")
         for trigger in triggers:
+            sqs = self.client("sqs", identity=trigger.function)  # the trigger reads as the function's role
             poller = SqsPoller(trigger, sqs, self.functions[trigger.function]).start()
             self.pollers.append(poller)
             self._stoppers.append(poller.stop)
 
     # -- parts -------------------------------------------------------------------------------
 
-    def client(self, service: str, *, observer: bool = False) -> Any:
+    def client(self, service: str, *, observer: bool = False, identity: str | None = None) -> Any:
         """A boto3 client for this stack (sagemaker-runtime goes to the local runtime, the rest to moto).
-        An observer's requests (a user uploading and watching) are not metered."""
+        An observer's requests (a user uploading and watching) are not metered; an identity's (a
+        function's or a role's logical id) are checked against its role (devstack.aws.iam)."""
         local_runtime = service == "sagemaker-runtime" and self.runtime is not None
         return boto3.client(
             service,
             endpoint_url=self.runtime.url if local_runtime and self.runtime else self.endpoint_url,
             region_name=REGION,
-            aws_access_key_id=OBSERVER if observer else CREDENTIALS["AWS_ACCESS_KEY_ID"],
+            aws_access_key_id=OBSERVER if observer else identity or CREDENTIALS["AWS_ACCESS_KEY_ID"],
             aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
         )
 
@@ -302,6 +316,12 @@ class Stack:
             if len(found) == len(etags) or time.monotonic() > deadline:
                 return found
             time.sleep(0.3 if len(etags) - len(found) <= 1000 else 2.0)  # reads cost moto CPU too
+
+    def permissions(self) -> Verdict:
+        """Every call of the functions and of the local SageMaker so far, against their roles in template.yaml."""
+        assert self.calls is not None
+        policies = template_policies(self.names, self.parameters, f"s3://{ARTIFACTS_BUCKET}/{ARTIFACT_KEY}")
+        return check(self.calls.calls, policies)
 
     def user_environment(self) -> dict[str, str]:
         """What the AWS CLI, boto3 and cli.query need to talk to this stack."""
@@ -343,15 +363,15 @@ class Stack:
         """What the template's Model, EndpointConfig and Endpoint create, on the local control plane."""
         s3, sagemaker = self.client("s3"), self.client("sagemaker")
         s3.create_bucket(Bucket=ARTIFACTS_BUCKET)
-        s3.upload_file(str(self.options.model_archive), ARTIFACTS_BUCKET, "model/model.tar.gz")
+        s3.upload_file(str(self.options.model_archive), ARTIFACTS_BUCKET, ARTIFACT_KEY)
         model_name, endpoint_name = self.parameters["ModelName"], self.parameters["EndpointName"]
         sagemaker.create_model(
             ModelName=model_name,
             ExecutionRoleArn=f"arn:aws:iam::{ACCOUNT}:role/dogbreed-model",
             PrimaryContainer={
                 "Image": "local/pytorch-inference",
-                "ModelDataUrl": f"s3://{ARTIFACTS_BUCKET}/model/model.tar.gz",
-                "Environment": model_environment(self.names, self.parameters),
+                "ModelDataUrl": f"s3://{ARTIFACTS_BUCKET}/{ARTIFACT_KEY}",
+                "Environment": {**model_environment(self.names, self.parameters), **self.options.model_environment},
             },
         )  # no EnableNetworkIsolation: serverless endpoints refuse it, as the template knows
         sagemaker.create_endpoint_config(
@@ -370,12 +390,13 @@ class Stack:
         """Start a container for a registered model, as SageMaker does for an endpoint or a job."""
         model = self.client("sagemaker").describe_model(ModelName=model_name)["PrimaryContainer"]
         artifact = S3Uri.parse(model["ModelDataUrl"])
-        etag = self.client("s3").head_object(Bucket=artifact.bucket, Key=artifact.key)["ETag"].strip('"')
+        s3 = self.client("s3", identity=MODEL_ROLE)  # SageMaker reads the artifact as the model's role
+        etag = s3.head_object(Bucket=artifact.bucket, Key=artifact.key)["ETag"].strip('"')
         model_dir = self.options.workdir / "models" / etag  # unpacked once per artifact content
         if not model_dir.exists():
             with tempfile.TemporaryDirectory(dir=self.options.workdir) as tmp:
                 archive = Path(tmp) / "model.tar.gz"
-                self.client("s3").download_file(artifact.bucket, artifact.key, str(archive))
+                s3.download_file(artifact.bucket, artifact.key, str(archive))
                 unpack_model(archive, Path(tmp) / "model")
                 shutil.move(Path(tmp) / "model", model_dir)
         log_path = self.logs / "sagemaker" / f"{job_name}.log"
@@ -416,7 +437,7 @@ def main(args: argparse.Namespace) -> int:
     args.workdir.mkdir(parents=True, exist_ok=True)
     model = args.model
     if model is None:
-        from devstack.quickmodel import train_small_model
+        from devstack.workloads.quickmodel import train_small_model
 
         print("no --model given: training a small one on generated images ...", flush=True)
         model = train_small_model(args.workdir / "quickmodel").archive

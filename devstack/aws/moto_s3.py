@@ -7,7 +7,7 @@ A caller is known by its access key id. The local stack gives each function its 
 id) and registers those whose role lacks an unconditioned s3:ListBucket on the bucket: a grant
 limited by s3:prefix is taken not to count, the stricter of the two readings AWS's documentation
 leaves open (first-deploy.md, S3). Other keys (a user, the tests) may list, as an admin may.
-The local stack (devstack/stack.py) and the tests' moto server (tests/conftest.py) apply it.
+The local stack (devstack/aws/stack.py) and the tests' moto server (tests/conftest.py) apply it.
 """
 
 from __future__ import annotations

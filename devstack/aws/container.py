@@ -7,7 +7,7 @@ container has: mount and PID namespaces (`unshare`) in which /etc and /opt are o
 machine's (the toolkit writes /etc/sagemaker-ts.properties), the unpacked model.tar.gz is mounted
 read-only at /opt/ml/model, /tmp is its own, and it is the only TorchServe in its PID namespace (the
 toolkit checks); ports of its own (SAGEMAKER_BIND_TO_PORT for inference and management, and
-TorchServe's metrics and gRPC ports). devstack/container_entry.sh is its PID 1.
+TorchServe's metrics and gRPC ports). devstack/aws/container_entry.sh is its PID 1.
 
 It is served and supervised as SageMaker serves and supervises an instance:
 - ready once every TorchServe worker of the model is READY (`GET /models/model`): /ping answers 200
@@ -41,7 +41,7 @@ import urllib3
 
 log = logging.getLogger("devstack")
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SERVING_PYTHON = REPO / ".venv-serving" / "bin" / "python"
 ENTRY = Path(__file__).resolve().parent / "container_entry.sh"
 # What a container's processes get from this machine's environment: enough to find Java and Python.
@@ -101,7 +101,9 @@ def descendants(pid: int) -> Iterator[int]:
 class _Instance:
     """One running container: `unshare` and, below it, the namespace's PID 1 and everything it starts."""
 
-    def __init__(self, model_dir: Path, environment: Mapping[str, str], log_path: Path, python: Path) -> None:
+    def __init__(
+        self, model_dir: Path, environment: Mapping[str, str], log_path: Path, python: Path, cpus: int | None
+    ) -> None:
         if not python.exists():
             raise ContainerFailed(f"{python} is missing: `make install` builds it from requirements/serving.txt")
         if shutil.which("java") is None:
@@ -120,7 +122,9 @@ class _Instance:
         }
         # Without root, a user namespace in which this user is root allows the same mounts.
         user = [] if os.geteuid() == 0 else ["--user", "--map-root-user"]
-        argv = ["unshare", *user, "--mount", "--pid", "--fork", "--mount-proc", "--kill-child"]
+        # An instance with fewer vCPUs than this machine: the container's processes on the first `cpus` cores.
+        pinned = ["taskset", "--cpu-list", f"0-{cpus - 1}"] if cpus else []
+        argv = [*pinned, "unshare", *user, "--mount", "--pid", "--fork", "--mount-proc", "--kill-child"]
         argv += ["/bin/sh", str(ENTRY), str(model_dir.resolve()), str(self.scratch), str(python)]
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with log_path.open("ab") as log_file:
@@ -205,8 +209,10 @@ class ModelContainer:
         timeout_s: float = 60,
         startup_timeout_s: float = 180,
         python: Path = SERVING_PYTHON,
+        cpus: int | None = None,
     ) -> None:
         self.model_dir = model_dir
+        self.cpus = cpus  # the vCPUs of the instance it stands for (default: every core of this machine)
         self.environment = dict(environment)
         self.log_path = log_path
         self.timeout_s = timeout_s
@@ -284,7 +290,7 @@ class ModelContainer:
                 log.warning("model container is gone (see %s); starting a new one", self.log_path)
                 self.instance.stop()
             started = time.perf_counter()
-            self.instance = _Instance(self.model_dir, self.environment, self.log_path, self.python)
+            self.instance = _Instance(self.model_dir, self.environment, self.log_path, self.python, self.cpus)
             self.instance.wait_ready(self._http, self.startup_timeout_s, self.log_path)
             self.startup_s.append(time.perf_counter() - started)
             return self.instance

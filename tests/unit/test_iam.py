@@ -1,0 +1,97 @@
+"""devstack.aws.iam: requests read as IAM authorizes them, and the template's statements evaluated as IAM does."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from devstack.aws.account import arn
+from devstack.aws.iam import Call, Policy, Statement, calls_of, check, role_of, template_policies
+from devstack.aws.provision import LocalNames
+
+BUCKET = "arn:aws:s3:::images"
+
+
+def auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"AWS4-HMAC-SHA256 Credential={key}/20261201/us-east-1/s3/aws4_request, ..."}
+
+
+def test_s3_requests_are_read_as_their_actions_and_resources() -> None:
+    assert calls_of("F", "GET", "/images/incoming/a b.jpg", "", {}, b"") == [
+        Call("F", "s3:GetObject", f"{BUCKET}/incoming/a b.jpg")
+    ]
+    assert calls_of("F", "HEAD", "/images/k", "", {}, b"")[0].action == "s3:GetObject"
+    listing = calls_of("F", "GET", "/images", "list-type=2&prefix=incoming%2Fa.jpg", {}, b"")
+    assert listing == [Call("F", "s3:ListBucket", BUCKET, (("s3:prefix", "incoming/a.jpg"),))]
+    copied = calls_of("F", "PUT", "/images/incoming/a.jpg", "", {"x-amz-copy-source": "images/incoming/a.jpg"}, b"")
+    assert [c.action for c in copied] == ["s3:GetObject", "s3:PutObject"]
+    # a subresource is an action of its own name: never allowed by a statement written for another
+    assert calls_of("F", "GET", "/images/k", "tagging", {}, b"")[0].action == "s3:GETObject?tagging"
+
+
+def test_dynamodb_sqs_and_sagemaker_requests_name_their_resources() -> None:
+    def target(name: str) -> dict[str, str]:
+        return {"X-Amz-Target": name}
+
+    batch = json.dumps({"RequestItems": {"t": {"Keys": []}}}).encode()
+    assert calls_of("F", "POST", "/", "", target("DynamoDB_20120810.BatchGetItem"), batch) == [
+        Call("F", "dynamodb:BatchGetItem", arn("dynamodb", "table/t"))
+    ]
+    query = json.dumps({"TableName": "t", "IndexName": "by-status"}).encode()
+    assert calls_of("F", "POST", "/", "", target("DynamoDB_20120810.Query"), query)[0].resource == arn(
+        "dynamodb", "table/t/index/by-status"
+    )
+    send = json.dumps({"QueueUrl": "https://sqs.us-east-1.amazonaws.com/123456789012/jobs"}).encode()
+    assert calls_of("F", "POST", "/", "", target("AmazonSQS.SendMessageBatch"), send) == [
+        Call("F", "sqs:SendMessage", arn("sqs", "jobs"))
+    ]
+    job = json.dumps({"TransformJobName": "Dogbreed-1", "ModelName": "My-Model"}).encode()
+    (create,) = calls_of("F", "POST", "/", "", target("SageMaker.CreateTransformJob"), job)
+    assert create.resource == arn("sagemaker", "transform-job/dogbreed-1")  # lowercased, as SageMaker's ARNs
+    assert create.context == (("sagemaker:ModelArn", arn("sagemaker", "model/my-model")),)
+
+
+POLICY = Policy(
+    "R",
+    (
+        Statement("Read", "Allow", ("s3:Get*",), (f"{BUCKET}/incoming/*",)),
+        Statement("List", "Allow", ("s3:ListBucket",), (BUCKET,), {"StringLike": {"s3:prefix": "incoming/*"}}),
+        Statement("Job", "Allow", ("sagemaker:CreateTransformJob",), (arn("sagemaker", "transform-job/dog-*"),),
+                  {"ArnEquals": {"sagemaker:ModelArn": arn("sagemaker", "model/ours")}}),
+        Statement("NoTls", "Deny", ("s3:*",), ("*",), {"Bool": {"aws:SecureTransport": "false"}}),
+    ),
+)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("call", "allowed"),
+    [
+        (Call("F", "s3:GetObject", f"{BUCKET}/incoming/a.jpg"), True),
+        (Call("F", "s3:GetObject", f"{BUCKET}/manifests/a.json"), False),
+        (Call("F", "s3:PutObject", f"{BUCKET}/incoming/a.jpg"), False),
+        (Call("F", "s3:ListBucket", BUCKET, (("s3:prefix", "incoming/a.jpg"),)), True),
+        (Call("F", "s3:ListBucket", BUCKET, (("s3:prefix", "other/"),)), False),
+        (Call("F", "s3:ListBucket", BUCKET), False),  # a key the request lacks matches no operator
+        (Call("F", "sagemaker:CreateTransformJob", arn("sagemaker", "transform-job/dog-1"),
+              (("sagemaker:ModelArn", arn("sagemaker", "model/ours")),)), True),
+        (Call("F", "sagemaker:CreateTransformJob", arn("sagemaker", "transform-job/dog-1"),
+              (("sagemaker:ModelArn", arn("sagemaker", "model/theirs")),)), False),
+        (Call("F", "s3:GetObject", f"{BUCKET}/incoming/a.jpg", (("aws:SecureTransport", "false"),)), False),
+    ],
+)  # fmt: skip
+def test_statements_are_evaluated_as_iam_does(call: Call, allowed: bool) -> None:
+    assert bool(POLICY.allowing(call)) is allowed
+
+
+def test_every_role_of_the_template_resolves_and_each_caller_acts_as_its_role() -> None:
+    policies = template_policies(LocalNames(), {}, "s3://artifacts/model/model.tar.gz")
+    assert {"IngestRole", "BuildJobsRole", "CollectRole", "ModelExecutionRole"} <= set(policies)
+    assert role_of("IngestFunction") == "IngestRole" and role_of("ModelExecutionRole") == "ModelExecutionRole"
+    assert role_of("local") is None and role_of("observer") is None
+    upload = Call("IngestFunction", "s3:GetObject", f"arn:aws:s3:::{LocalNames().bucket}/incoming/a.jpg")
+    shard = Call("IngestFunction", "s3:GetObject", f"arn:aws:s3:::{LocalNames().bucket}/batch-input/s.jsonl")
+    verdict = check({upload: 1, shard: 1}, policies)
+    assert verdict.denied == [("IngestRole", shard)]
+    assert verdict.used["IngestRole"] == {"ReadUploadedImages"}
+    assert verdict.actions["IngestRole"]["s3:GetObject"] == 2
