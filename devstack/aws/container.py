@@ -26,18 +26,18 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tarfile
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import ExitStack
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import urllib3
+
+from devstack.aws.host import descendants, free_ports
 
 log = logging.getLogger("devstack")
 
@@ -75,27 +75,6 @@ def unpack_model(archive: Path, model_dir: Path) -> Path:
     with tarfile.open(archive) as tar:
         tar.extractall(model_dir, filter="data")
     return model_dir
-
-
-def free_ports(count: int) -> list[int]:
-    with ExitStack() as stack:
-        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-
-
-def descendants(pid: int) -> Iterator[int]:
-    """The processes below `pid`, depth first (the container's toolkit, Java, its workers)."""
-    children: list[int] = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):  # a child belongs to the thread that started it
-        try:
-            children += map(int, (task / "children").read_text().split())
-        except OSError:
-            continue
-    for child in sorted(children):
-        yield child
-        yield from descendants(child)
 
 
 class _Instance:

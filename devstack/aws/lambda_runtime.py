@@ -28,7 +28,7 @@ from typing import Any
 
 import urllib3
 
-from devstack.aws.container import descendants, free_ports
+from devstack.aws.host import descendants, free_ports
 
 __all__ = ["Invocation", "LambdaContext", "LambdaFunction", "sqs_event"]
 

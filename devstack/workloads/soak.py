@@ -29,7 +29,6 @@ import argparse
 import itertools
 import json
 import logging
-import socket
 import sys
 import tempfile
 import threading
@@ -42,6 +41,7 @@ from typing import Any
 
 from cli.query import Predictions
 from devstack.aws.faults import FaultProxy
+from devstack.aws.host import free_ports
 from devstack.aws.stack import Stack, StackOptions
 from devstack.workloads.demo import ProgressBar
 from devstack.workloads.quickmodel import train_small_model
@@ -119,12 +119,6 @@ class FaultSchedule:
         return f"S3 requests delayed {self.s3_delay_s:g} s for {self.fault_s:g} s"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def photos(data_dir: Path, count: int) -> dict[str, bytes]:
     """`count` uploads, cycling through the generated dataset's photos under distinct keys."""
     pool = [p.read_bytes() for p in sorted(data_dir.rglob("*.jpg"))]
@@ -166,7 +160,7 @@ def run(args: argparse.Namespace, progress: Callable[[int, int], None] | None = 
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="dogbreed-soak-") as tmp:
         model = train_small_model(Path(tmp) / "quickmodel")
-        moto_port = free_port()
+        (moto_port,) = free_ports(1)
         proxies = {s: FaultProxy(f"http://127.0.0.1:{moto_port}").start() for s in ("dynamodb", "s3")}
         options = StackOptions(
             model_archive=model.archive,

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from devstack.aws.host import descendants, free_ports
 from devstack.aws.provision import references, resolve
 from devstack.aws.template import declared_environment, load_template, translate
 from tests.conftest import IMPORT_PATH, REPO
@@ -91,27 +92,10 @@ def test_the_local_stack_is_what_the_template_declares(start_stack: StartStack) 
     assert model["Environment"] == {k: str(v) for k, v in declared_env.items()}
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def children_of(pid: int) -> set[int]:
-    found = set()
-    for status in Path("/proc").glob("[0-9]*/status"):
-        try:
-            if f"PPid:\t{pid}\n" in status.read_text():
-                found.add(int(status.parent.name))
-        except OSError:
-            continue
-    return found
-
-
 def test_the_stack_stays_up_for_a_user_and_stops_without_leftovers(
     model_archive: Path, tmp_path: Path, dataset: Path
 ) -> None:
-    moto_port, runtime_port = free_port(), free_port()
+    moto_port, runtime_port = free_ports(2)
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_ENDPOINT_URL")}
     env["PYTHONPATH"] = IMPORT_PATH
     command = [sys.executable, "-m", "devstack.aws.stack", "up", "--model", str(model_archive)]
@@ -151,8 +135,10 @@ def test_the_stack_stays_up_for_a_user_and_stops_without_leftovers(
             time.sleep(0.5)
         assert answer[0]["status"] == "CLASSIFIED" and answer[0]["mode"] == "serverless"
 
-        started = children_of(stack.pid)
-        assert len(started) >= 2  # the endpoint's model container and an ingest execution environment
+        started = set(descendants(stack.pid))  # every process below it, TorchServe's workers included
+        # the endpoint's container (unshare, the toolkit, TorchServe, a worker) and an ingest environment
+        # (the emulator, the runtime client)
+        assert len(started) >= 6
     finally:
         stack.send_signal(signal.SIGINT)
         code = stack.wait(60)
