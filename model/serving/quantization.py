@@ -8,12 +8,12 @@ the two int8 networks of networks.py, calibrating both in one pass over the same
   final linear layer left in fp32 (it is 0.004% of the work and the logits are where rounding shows
   most). Measured against torch's default x86 recipe (7-bit activations, int8 head) on the same
   trained models, top-1 agreement with fp32 rose from 73% to 91% (133 breeds, answers near ties)
-  and from 89% to 98-99% (5 breeds); see the README's Serving performance.
+  and from 89% to 98-99% (5 breeds); see docs/model.md.
 - `int8-reduce-range` (model_int8_reduce_range.pt), for every other CPU with AVX2: the same, with
   the weights in 7 bits (reduce_range on the per-channel weight observer), so that the 16-bit sums
   of pairs of products that AVX2's and AVX-512's kernels make without VNNI cannot saturate. Of the
-  recipes weighed on the benchmark's 133-breed model on an AVX2-only CPU (README, Serving
-  performance), it agreed best with fp32: 7-bit activations instead (as torch's default x86 recipe
+  recipes weighed on the benchmark's 133-breed model on an AVX2-only CPU (docs/model.md,
+  "The recipe without VNNI"), it agreed best with fp32: 7-bit activations instead (as torch's default x86 recipe
   has them) flipped four times as many answers; the stem left in fp32, more calibration images or a min/max
   observer gained nothing.
 Each is traced and frozen as TorchScript. Serving loads one file with torch.jit.load: nothing is

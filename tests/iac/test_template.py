@@ -13,12 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from networks import INT8
 
 from devstack.aws.account import REGION
 from devstack.aws.provision import LocalNames, function_environment, references, resolve
 from devstack.aws.template import declared_environment, load_template, translate
-from devstack.workloads.cost import HOST_NETWORKS
+from devstack.workloads.cost import HOSTS
 from pipeline.config import BuildSettings, CollectSettings, IngestSettings
 from tests.conftest import REPO
 
@@ -591,7 +590,7 @@ def test_without_a_model_artifact_jobs_use_the_named_model() -> None:
 GPU_FAMILIES = {"g4dn", "g5", "g6", "g6e", "p3"}
 LEFT_OUT = {"p2": "K80 GPUs: no CUDA 12 kernels", "inf2": "Neuron chips", "trn1": "Neuron chips"}
 # Families whose every host has AVX-512 VNNI (Ice Lake and Sapphire Rapids): they serve the int8 network.
-VNNI_FAMILIES = {name for name, network in HOST_NETWORKS.items() if network == INT8.precision}
+VNNI_FAMILIES = {name.split(".")[1] for name, host in HOSTS.items() if host.vnni is True}
 
 
 def family(instance_type: str) -> str:

@@ -29,7 +29,7 @@ def test_the_ingest_settings_are_the_template_defaults() -> None:
 def test_the_job_builder_settings_are_the_template_defaults() -> None:
     settings = BuildSettings.from_env(function_environment("BuildJobsFunction"))
     assert settings.rules.jobs == JobLayout("dogbreed", "batch-input/", "manifests/", "transform-output/")
-    assert (settings.rules.max_images_per_job, settings.rules.max_jobs_in_flight) == (5000, 2)
+    assert (settings.rules.max_images_per_job, settings.rules.max_jobs_in_flight) == (20000, 2)
     assert settings.rules.max_wait == timedelta(hours=6)
     assert settings.transform == TransformResources("ml.c6i.xlarge", 1, 6)
 

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import pytest
+from networks import CpuFlags
 
 from devstack.aws.template import load_template, parameter_defaults
 from devstack.workloads.cost import (
-    HOST_NETWORKS,
+    FLOODS,
+    HOSTS,
+    MILLION,
+    VNNI_SPEEDUP,
+    Rate,
     Usage,
+    compare,
     crossover,
     flood_cost,
-    instance_comparison,
     job_cost,
     load_prices,
+    rates,
     run_cost,
 )
 
@@ -31,9 +37,16 @@ PRICES = {
 }
 
 
+M5 = Rate("ml.m5.xlarge", images_per_s=100.0, serves="int8", basis="known")
+
+
+def usage(images: int = 1000, **counts: float) -> Usage:
+    fields = dict.fromkeys(Usage.__dataclass_fields__, 0) | {"images": images} | counts
+    return Usage(**fields)  # type: ignore[arg-type]
+
+
 def test_a_run_is_priced_service_by_service() -> None:
-    usage = Usage(
-        images=1000,
+    run = usage(
         s3_get=2000,
         s3_put=10,
         sqs_requests=1_000_000,
@@ -43,16 +56,16 @@ def test_a_run_is_priced_service_by_service() -> None:
         lambda_gb_seconds=100.0,
         endpoint_gb_seconds=300.0,
         endpoint_gb_processed=0.5,
-        instance_seconds=3600.0,
+        transform_records=360_000,
         jobs=1,
     )
-    cost = run_cost(usage, PRICES, "ml.m5.xlarge")
+    cost = run_cost(run, PRICES, M5)
     assert cost["s3"] == pytest.approx(2000 * 0.0004 / 1000 + 10 * 0.005 / 1000)
     assert cost["sqs"] == pytest.approx(0.4)
     assert cost["dynamodb"] == pytest.approx(4000 * 0.625e-6 + 2000 * 0.125e-6)
     assert cost["lambda"] == pytest.approx(100 * 0.0000133334 + 0.1)
     assert cost["endpoint"] == pytest.approx(300 * 0.00002 + 0.5 * 0.016)
-    assert cost["transform"] == pytest.approx(0.36)  # one instance-hour
+    assert cost["transform"] == pytest.approx(0.36)  # 360,000 images at 100 a second: one instance-hour
 
 
 def test_each_job_pays_its_instances_start_up() -> None:
@@ -63,26 +76,90 @@ def test_each_job_pays_its_instances_start_up() -> None:
     assert flood_cost(1e-5, 0.03, 10_000, None) == pytest.approx(0.1)  # serverless: no jobs
 
 
-def test_the_crossover_is_where_a_job_pays_for_itself() -> None:
-    assert crossover(5e-6, 3e-6, 0.03) == 15_000
-    assert flood_cost(5e-6, 0, 15_000, None) >= flood_cost(3e-6, 0.03, 15_000, 15_000)
-    assert flood_cost(5e-6, 0, 14_999, None) < flood_cost(3e-6, 0.03, 14_999, 15_000)
-    assert crossover(3e-6, 5e-6, 0.03) is None  # batch never catches up
+def cheaper(serverless: float, batch: float, per_job: float, m: int, flood: int) -> bool:
+    return flood_cost(batch, per_job, flood, m) < flood_cost(serverless, 0, flood, None)
 
 
-def test_the_price_table_says_where_and_when_and_prices_the_default_instance() -> None:
+@pytest.mark.parametrize(
+    ("serverless", "batch", "per_job", "m"),
+    [
+        (5e-6, 3e-6, 0.0301, 15_100),  # a full job barely pays: the first flood cheaper throughout is far out
+        (5e-6, 3e-6, 0.03, 40_000),  # cheaper within the first job, and from there on
+        (6.5e-6, 3.5e-6, 0.017, 7_000),  # cheaper in the tail of one block, dearer at the next one's start
+        (6.5e-6, 3.5e-6, 0.017, 5_000),  # a full job saves $0.015 < $0.017: never
+        (3e-6, 5e-6, 0.03, 5_000),  # dearer per image: never
+        (1.0, 0.1, 0.5, 10),  # cheaper from the first image
+    ],
+)
+def test_the_crossover_is_the_flood_from_which_batch_stays_the_cheaper(
+    serverless: float, batch: float, per_job: float, m: int
+) -> None:
+    found = crossover(serverless, batch, per_job, m)
+    if found is None:  # no flood from which batch stays cheaper: each block of jobs starts dearer
+        assert not any(cheaper(serverless, batch, per_job, m, k * m + 1) for k in range(50))
+        return
+    assert all(cheaper(serverless, batch, per_job, m, n) for n in range(found, found + 3 * m))
+    assert found == 1 or not cheaper(serverless, batch, per_job, m, found - 1)
+
+
+def test_the_crossover_agrees_with_the_table_for_the_templates_defaults() -> None:
+    """Measured-like counts, the price table and the template's MaxImagesPerJob, instance type and
+    count: every instance type's crossover holds at each flood of the printed table, and its
+    figure per million is the table's million-image row."""
+    parameters = parameter_defaults(load_template())
+    prices = load_prices()
+    runs = {
+        "serverless": usage(300, s3_get=300, sqs_requests=900, dynamodb_write_units=600, lambda_requests=10,
+                            lambda_gb_seconds=2.0, endpoint_gb_seconds=60.0, endpoint_gb_processed=0.03),
+        "batch": usage(300, s3_get=330, s3_put=6, sqs_requests=1000, dynamodb_write_units=1500, lambda_requests=8,
+                       lambda_gb_seconds=0.7, transform_records=300, jobs=1),
+    }  # fmt: skip
+    priced = [name for name in prices["transform_instance_per_hour"] if name in HOSTS]
+    avx2 = CpuFlags(frozenset({"avx2"}), "a test")
+    comparison = compare(runs, prices, parameters, rates(50.0, 2, avx2, priced))
+    m = int(parameters["MaxImagesPerJob"])
+    assert comparison.max_images_per_job == m and comparison.default_type == parameters["TransformInstanceType"]
+    for name, batch in comparison.batch.items():
+        endpoint = comparison.serverless_per_image
+        for flood in FLOODS:
+            if batch.crossover is not None and flood >= batch.crossover:
+                assert cheaper(endpoint, batch.per_image, batch.per_job, m, flood), (name, flood)
+        if batch.crossover is None:  # never: a full job saves less than its start-up, at any multiple of M too
+            assert not cheaper(endpoint, batch.per_image, batch.per_job, m, MILLION // m * m), name
+    default = comparison.batch[comparison.default_type]
+    table = comparison.table()
+    assert table[MILLION]["batch"] * 1000 == pytest.approx(default.per_million)
+    assert table[MILLION]["serverless"] * 1000 == pytest.approx(comparison.serverless_per_image * MILLION)
+    for flood, row in table.items():  # the table's rows and the crossover say the same
+        if default.crossover is not None and flood >= default.crossover:
+            assert row["batch"] < row["serverless"], flood
+    assert list(comparison.batch) == sorted(comparison.batch, key=lambda t: comparison.batch[t].per_million)
+
+
+def test_instance_rates_scale_the_measured_one_by_vcpus_and_vnni() -> None:
+    types = ["ml.c6i.xlarge", "ml.c5.xlarge", "ml.c4.xlarge", "ml.g4dn.xlarge"]
+    avx2 = {r.instance_type: r for r in rates(50.0, 2, CpuFlags(frozenset({"avx2"}), "a test"), types)}
+    assert avx2["ml.c6i.xlarge"].images_per_s == pytest.approx(50 * 4 / 2 * VNNI_SPEEDUP)
+    assert avx2["ml.c6i.xlarge"].serves == "int8"
+    assert avx2["ml.c5.xlarge"].images_per_s == pytest.approx(100.0)  # by host: priced as the hosts without VNNI
+    assert avx2["ml.c4.xlarge"].images_per_s == pytest.approx(100.0)
+    assert avx2["ml.c4.xlarge"].serves == "int8-reduce-range"
+    assert avx2["ml.g4dn.xlarge"].serves == "fp16" and "not scaled" in avx2["ml.g4dn.xlarge"].basis
+    vnni = {
+        r.instance_type: r for r in rates(80.0, 2, CpuFlags(frozenset({"avx2", "avx512f", "avx512_vnni"}), "t"), types)
+    }
+    assert vnni["ml.c6i.xlarge"].images_per_s == pytest.approx(160.0)
+    assert vnni["ml.c5.xlarge"].images_per_s == pytest.approx(160.0 / VNNI_SPEEDUP)
+    assert vnni["ml.g4dn.xlarge"].images_per_s == avx2["ml.g4dn.xlarge"].images_per_s
+    assert all("scaled" in r.basis for r in vnni.values())
+
+
+def test_the_price_table_says_where_and_when_and_prices_a_vnni_and_a_gpu_type() -> None:
     prices = load_prices()
     assert prices["region"] and prices["recorded"] and prices["sources"]
     assert set(PRICES) <= set(prices)
     default = parameter_defaults(load_template())["TransformInstanceType"]
-    assert default in prices["transform_instance_per_hour"]
-
-
-def test_instance_types_are_compared_at_the_measured_rate() -> None:
-    usage = Usage(1000, 0, 0, 0, 0, 0, 0, 0.0, 0.0, 0.0, instance_seconds=36.0, jobs=1)  # 0.036 s an image
-    prices = {"transform_instance_per_hour": {"ml.c6i.xlarge": 0.2, "ml.m5.xlarge": 0.25, "ml.g4dn.xlarge": 0.7}}
-    compared = instance_comparison(usage, prices)
-    assert compared == pytest.approx({"ml.c6i.xlarge": 0.002, "ml.m5.xlarge": 0.0025})  # GPU types are not CPU rates
-    # every CPU type of the price table says which network its hosts serve
-    cpu_types = [t for t in load_prices()["transform_instance_per_hour"] if not t.startswith("ml.g")]
-    assert all(t.split(".")[1] in HOST_NETWORKS for t in cpu_types)
+    priced = prices["transform_instance_per_hour"]
+    assert default in priced and HOSTS[default].vnni is True
+    assert "ml.g4dn.xlarge" in priced and HOSTS["ml.g4dn.xlarge"].gpu
+    assert set(priced) <= set(HOSTS)  # every priced type says what it runs on

@@ -1,5 +1,6 @@
 """The lifecycle table (functions/pipeline/logic/lifecycle.py): its states, its rules, and the one
-place the README shows it. tests/pipeline/test_store_contract.py walks every pair against both stores."""
+place the docs show it (docs/architecture.md). tests/pipeline/test_store_contract.py walks every pair
+against both stores."""
 
 from __future__ import annotations
 
@@ -73,5 +74,5 @@ def test_a_change_records_only_what_its_event_may() -> None:
         Change(REF, Event.JOB_ANSWERED, Outcome(Status.CLASSIFIED, Mode.BATCH))
 
 
-def test_the_readme_shows_the_table_as_the_code_has_it() -> None:
-    assert lifecycle.markdown() in (ROOT / "README.md").read_text()
+def test_the_docs_show_the_table_as_the_code_has_it() -> None:
+    assert lifecycle.markdown() in (ROOT / "docs" / "architecture.md").read_text()

@@ -8,7 +8,7 @@ side, twice what the model scales to. The copy is decoded at a reduced scale whe
 (a JPEG's DCT scaling, Pillow's draft mode: a fraction of the time and memory of a full decode),
 turned upright as its EXIF orientation says (as the model handler turns every image), resized and
 saved as a JPEG. How often the model's answer for the copy agrees with its answer for the original:
-README, "Large photos" (`make benchmark-photos`).
+docs/performance.md, "Large photos" (`make benchmark-photos`).
 
 The functions import Pillow here only, and only when an image needs it: no cold start pays for it.
 """

@@ -3,7 +3,7 @@ which event may write in which state and what it records.
 
 Every writer decides with `decide`, and every store enforces the same table atomically: the
 DynamoDB adapter turns `sources(event)` into its condition expression (one clause per state), the
-in-memory store of the tests applies `state_of`. The README's lifecycle table is `markdown()`.
+in-memory store of the tests applies `state_of`. The lifecycle table of docs/architecture.md is `markdown()`.
 
 A state is always of one content (an S3 object version, by its ETag) as a writer sees it: the
 record may be of this content, of older content (to be replaced) or of newer content (this
@@ -133,7 +133,7 @@ class Change:
 
 
 def markdown() -> str:
-    """The table for the README and docs: a row per event, a column per state; each cell is what
+    """The table for the docs: a row per event, a column per state; each cell is what
     the event records there, or a dash where it writes nothing."""
     states = list(State)
     lines = [
