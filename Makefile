@@ -9,7 +9,7 @@ export SAM_CLI_TELEMETRY := 0
 # The import roots (as pyproject.toml's pytest pythonpath): the Lambda package and the model's parts.
 IMPORT_PATH := .:functions:model/serving:model/training:model/tools
 
-.PHONY: install test unit lint typecheck pytest demo stack soak query redrive launch preflight deploy package-size benchmark serving-benchmark benchmark-photos pipeline-benchmark cost clean
+.PHONY: install test unit lint typecheck pytest demo stack soak query redrive reclassify launch preflight deploy package-size benchmark serving-benchmark benchmark-photos pipeline-benchmark cost clean
 
 # Five environments: the project (.venv); the unit floor (.venv-unit); the SAM CLI and checkov, whose pins
 # clash; and the inference image's serving stack (.venv-serving: torch 2.6, TorchServe 0.12, the toolkit),
@@ -81,6 +81,11 @@ query: $(VENV)/.installed
 # make redrive ARGS="--stack dogbreed --prefix incoming/ --since 2026-12-01T00:00 --dry-run"
 redrive: $(VENV)/.installed
 	$(PY) -m cli.redrive $(ARGS)
+
+# Classify images again with the current model, by the flood path, e.g.
+# make reclassify ARGS="--stack dogbreed --model-version sha256:..." (or --local for make stack)
+reclassify: $(VENV)/.installed
+	PYTHONPATH=$(IMPORT_PATH) $(PY) -m cli.reclassify $(ARGS)
 
 # The model's SageMaker lifecycle, e.g. make launch ARGS="tune --data s3://... --role ... --bucket ..."
 launch: $(VENV)/.installed

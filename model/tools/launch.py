@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import recipe
 from tuning_metrics import METRIC_DEFINITIONS
 
 from pipeline.adapters.sagemaker import transform_job_request
@@ -34,12 +35,6 @@ ANSWERS = MODEL.parent / "functions" / "answers.py"  # the answer contract, at t
 PYTORCH_VERSION = "2.6"
 PY_VERSION = "py312"
 OBJECTIVE = "validation:accuracy"
-SEARCH_SPACE = {
-    "lr": ("continuous", 1e-4, 1e-2),  # log scale
-    "batch-size": ("categorical", [16, 32, 64]),
-    "epochs": ("categorical", [5, 10, 20]),
-    "optimizer": ("categorical", ["adam", "sgd"]),
-}
 
 
 def training_source(directory: Path) -> Path:
@@ -74,8 +69,16 @@ def _session(args: argparse.Namespace) -> Any:
 
 
 def _trainer(
-    args: argparse.Namespace, source_dir: Path, entry_script: str, hyperparameters: dict[str, Any], base_name: str
+    args: argparse.Namespace,
+    source_dir: Path,
+    entry_script: str,
+    hyperparameters: dict[str, Any],
+    base_name: str,
+    *,
+    checkpoints: bool,
 ) -> Any:
+    """A ModelTrainer for the entry script. With `checkpoints`, the job gets a checkpoint prefix of
+    its own (a managed spot restart of that job restores it; no other job ever sees it)."""
     from sagemaker.core.training.configs import (
         CheckpointConfig,
         Compute,
@@ -105,7 +108,12 @@ def _trainer(
             max_runtime_in_seconds=args.max_runtime, max_wait_time_in_seconds=2 * args.max_runtime if spot else None
         ),
         output_data_config=OutputDataConfig(s3_output_path=f"{prefix}/output"),
-        checkpoint_config=CheckpointConfig(s3_uri=f"{prefix}/checkpoints", local_path="/opt/ml/checkpoints"),
+        checkpoint_config=CheckpointConfig(
+            s3_uri=f"{prefix}/checkpoints/{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}",
+            local_path="/opt/ml/checkpoints",
+        )
+        if checkpoints
+        else None,
     )
     return trainer
 
@@ -121,15 +129,16 @@ def tune(args: argparse.Namespace) -> str:
     from sagemaker.train.tuner import HyperparameterTuner
 
     ranges: dict[str, Any] = {}
-    for name, spec in SEARCH_SPACE.items():
+    for name, spec in recipe.SEARCHED.items():
         if spec[0] == "continuous":
             ranges[name] = ContinuousParameter(spec[1], spec[2], scaling_type="Logarithmic")
         else:
             ranges[name] = CategoricalParameter(spec[1])
     with tempfile.TemporaryDirectory() as tmp:  # uploaded by tune()
-        trainer = _trainer(
-            args, training_source(Path(tmp)), "hpo.py", {"pretrained": "imagenet", "fine-tune": "head"}, "dogbreed-hpo"
-        )
+        # the recipe's fixed values, as the final training will get them (train --from-tuning-job);
+        # trials keep no checkpoints: a spot interruption restarts a trial from its start
+        static = recipe.fixed_hyperparameters(json.loads(args.hyperparameters))
+        trainer = _trainer(args, training_source(Path(tmp)), "hpo.py", static, "dogbreed-hpo", checkpoints=False)
         tuner = HyperparameterTuner(
             model_trainer=trainer,
             objective_metric_name=OBJECTIVE,
@@ -167,15 +176,35 @@ def best(args: argparse.Namespace) -> dict[str, str]:
     return hyperparameters
 
 
+def tuned_recipe(region: str, tuning_job: str) -> dict[str, str]:
+    """The hyperparameters of a tuning job's recipe with its best trial's searched values: its static
+    hyperparameters that are recipe arguments (not SageMaker's own), and the tuned ones, unchanged."""
+    client = boto3.client("sagemaker", region_name=region)
+    job = client.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=tuning_job)
+    static = job["TrainingJobDefinition"].get("StaticHyperParameters", {})
+    fixed = {k: v.strip('"') for k, v in static.items() if k in recipe.names()}
+    return {**fixed, **best(argparse.Namespace(region=region, tuning_job=tuning_job))}
+
+
 def train(args: argparse.Namespace) -> str:
-    hyperparameters: dict[str, Any] = {"pretrained": "imagenet", "fine-tune": args.fine_tune}
+    overrides = json.loads(args.hyperparameters)
     if args.from_tuning_job:
-        hyperparameters.update(best(argparse.Namespace(region=args.region, tuning_job=args.from_tuning_job)))
-    hyperparameters.update(json.loads(args.hyperparameters))
+        if overrides:
+            raise SystemExit(
+                f"--hyperparameters {sorted(overrides)} with --from-tuning-job: the final training runs the tuning "
+                "job's recipe and best values unchanged; tune again with the values you want"
+            )
+        hyperparameters = tuned_recipe(args.region, args.from_tuning_job)
+    else:
+        searched = {k: v for k, v in overrides.items() if k in recipe.SEARCHED}
+        fixed = {k: v for k, v in overrides.items() if k not in recipe.SEARCHED}
+        hyperparameters = {**recipe.fixed_hyperparameters(fixed), **{k: str(v) for k, v in searched.items()}}
     from sagemaker.core.training.configs import MetricDefinition
 
     with tempfile.TemporaryDirectory() as tmp:  # uploaded by train()
-        trainer = _trainer(args, training_source(Path(tmp)), "train.py", hyperparameters, "dogbreed-train")
+        trainer = _trainer(
+            args, training_source(Path(tmp)), "train.py", hyperparameters, "dogbreed-train", checkpoints=True
+        )
         trainer.with_tensorboard_output_config()
         trainer.with_metric_definitions(
             [MetricDefinition(name=m["Name"], regex=m["Regex"]) for m in METRIC_DEFINITIONS]
@@ -260,16 +289,18 @@ def get_args_parser() -> argparse.ArgumentParser:
     training(t, "ml.g5.xlarge")
     t.add_argument("--max-jobs", type=int, default=12)
     t.add_argument("--max-parallel-jobs", type=int, default=3)
-    t.add_argument("--spot", action="store_true")
+    t.add_argument("--spot", action="store_true", help="managed spot trials (an interrupted trial starts again)")
+    t.add_argument("--hyperparameters", default="{}", help='the recipe\'s fixed values, e.g. \'{"fine-tune": "all"}\'')
 
     b = commands.add_parser("best", help="print the best hyperparameters of a tuning job")
     b.add_argument("--tuning-job", required=True)
 
     tr = commands.add_parser("train", help="start the final training job")
     training(tr, "ml.g5.xlarge")
-    tr.add_argument("--from-tuning-job", help="take the hyperparameters of this tuning job's best trial")
-    tr.add_argument("--hyperparameters", default="{}", help="JSON overrides, e.g. '{\"epochs\": 20}'")
-    tr.add_argument("--fine-tune", choices=("head", "layer4", "all"), default="layer4")
+    tr.add_argument("--from-tuning-job", help="train the recipe of this tuning job with its best trial's values")
+    tr.add_argument(
+        "--hyperparameters", default="{}", help="recipe values, e.g. '{\"epochs\": 20}' (not with a tuning job)"
+    )
     tr.add_argument("--spot", action="store_true", help="managed spot training; resumes from checkpoints")
 
     m = commands.add_parser("create-model", help="create the SageMaker model from model.tar.gz")

@@ -1,8 +1,7 @@
-"""Training and evaluation loops shared by hpo.py and train.py (torchvision references' shape)."""
+"""Training and evaluation loops of train.py, which hpo.py runs too (torchvision references' shape)."""
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from collections.abc import Iterable, Iterator
@@ -156,31 +155,12 @@ def build_optimizer(
     raise ValueError(f"unknown optimizer {name!r}: use adam or sgd")
 
 
-# -- arguments shared by hpo.py and train.py ----------------------------------------------------
+# -- arguments --------------------------------------------------------------------------------
 
 
 def env_default(name: str, fallback: str) -> str:
     """SageMaker's container variables (SM_CHANNEL_TRAINING, SM_MODEL_DIR, ...) with a local fallback."""
     return os.environ.get(name, fallback)
-
-
-def add_training_args(parser: argparse.ArgumentParser) -> None:
-    """Hyperparameters arrive as `--name value` (both SageMaker launchers pass them so)."""
-    parser.add_argument("--data-dir", default=env_default("SM_CHANNEL_TRAINING", "data/dogImages"))
-    parser.add_argument("--lr", "--learning-rate", type=float, default=1e-3)
-    parser.add_argument("--batch-size", "--batch_size", type=int, default=32)
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
-    parser.add_argument("--weight-decay", "--weight_decay", type=float, default=1e-4)
-    parser.add_argument("--fine-tune", "--fine_tune", choices=("head", "layer4", "all"), default="layer4")
-    parser.add_argument(
-        "--pretrained",
-        default="imagenet",
-        help="'imagenet' (torchvision weights API), 'none', or the path of a local ResNet-18 state dict",
-    )
-    parser.add_argument("--image-size", "--image_size", type=int, default=224, help="crop size (256/224 resize ratio)")
-    parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1))
-    parser.add_argument("--seed", type=int, default=0)
 
 
 def pretrained_arg(value: str) -> str | None:

@@ -5,7 +5,13 @@ model.pth (best validation accuracy), model_int8.pt and model_int8_reduce_range.
 networks for CPUs with and without AVX-512 VNNI, calibrated on validation images; see
 quantization.py and networks.py), class_index.json, model_config.json and code/ with
 model/serving/ (inference.py and what it imports). Runs as one process or under torchrun (SageMaker's
-torch_distributed); resumes from --checkpoint-dir, which managed spot training restores."""
+torch_distributed). hpo.py runs the same training as a tuning trial (recipe.py: one recipe for both).
+
+Checkpoints: every epoch writes --checkpoint-dir/checkpoint.pth with the run's recipe. A checkpoint
+there is resumed only when its recipe is this run's (a managed spot job restarted by SageMaker,
+which restores the directory); one of another run is refused, never continued by accident.
+--resume PATH continues a checkpoint's run explicitly, with the recipe it records; --test-only
+evaluates saved weights on the test split, as torchvision's references do."""
 
 from __future__ import annotations
 
@@ -24,6 +30,7 @@ import dogimages
 import loops
 import networks
 import quantization
+import recipe
 import torch
 import torch.distributed as dist
 from classifier import CLASS_INDEX_FILE, CONFIG_FILE, build_resnet18, save_class_index
@@ -50,17 +57,22 @@ def _sagemaker_or_local(sagemaker_path: str, local: str) -> str:
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="ResNet-18 dog-breed final training", add_help=True)
-    loops.add_training_args(parser)
+    parser = argparse.ArgumentParser(description="ResNet-18 dog-breed training", add_help=True)
+    recipe.add_recipe_args(parser)
     parser.add_argument("--model-dir", default=loops.env_default("SM_MODEL_DIR", "artifacts/model"))
     parser.add_argument("--output-dir", default=loops.env_default("SM_OUTPUT_DATA_DIR", "artifacts/output"))
     parser.add_argument("--checkpoint-dir", default=_sagemaker_or_local("/opt/ml/checkpoints", "artifacts/checkpoints"))
     parser.add_argument(
         "--tensorboard-dir", default=_sagemaker_or_local("/opt/ml/output/tensorboard", "artifacts/tensorboard")
     )
+    parser.add_argument("--resume", metavar="PATH", help="continue this checkpoint's run, with the recipe it records")
+    parser.add_argument(
+        "--test-only",
+        action="store_true",
+        help="evaluate saved weights on the test split and stop: --resume's checkpoint, else --model-dir's model.pth",
+    )
     parser.add_argument("--profile", action="store_true", help="trace a few steps of epoch 1 with torch.profiler")
     parser.add_argument("--no-amp", dest="amp", action="store_false", help="disable mixed precision on GPU")
-    parser.add_argument("--label-smoothing", type=float, default=0.1)
     parser.add_argument(
         "--int8",
         action=argparse.BooleanOptionalAction,
@@ -73,16 +85,64 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(args: argparse.Namespace) -> dict[str, Any]:
+class CheckpointRefused(SystemExit):
+    """A checkpoint in --checkpoint-dir that belongs to another run."""
+
+
+def _recorded_recipe(path: Path) -> dict[str, Any] | None:
+    recorded = torch.load(path, map_location="cpu", weights_only=True).get("recipe")
+    return dict(recorded) if recorded is not None else None
+
+
+def _take_checkpoints_recipe(args: argparse.Namespace) -> None:
+    """--resume continues the checkpoint's own run: its recipe replaces the one in `args` (the
+    optimizer, the schedule and the epochs all come from it), and what changed is printed."""
+    path = Path(args.resume)
+    if not path.is_file():
+        raise SystemExit(f"--resume {path}: no such checkpoint")
+    recorded = _recorded_recipe(path)
+    if recorded is None:
+        raise SystemExit(f"--resume {path}: the checkpoint records no recipe (written before checkpoints did)")
+    changed = [f"{k} {recorded[k]!r} (not {v!r})" for k, v in recipe.of(args).items() if recorded.get(k) != v]
+    for name, value in recorded.items():
+        setattr(args, name.replace("-", "_"), value)
+    if changed:
+        print(f"resuming {path} with its own recipe: {', '.join(changed)}", flush=True)
+
+
+def _checkpoint_to_resume(args: argparse.Namespace, checkpoint_path: Path) -> Path | None:
+    """The checkpoint this run continues: --resume's, or the checkpoint directory's when it is this
+    run's own. Raises CheckpointRefused for a checkpoint of another run."""
+    if args.resume:
+        return Path(args.resume)
+    if not checkpoint_path.exists():
+        return None
+    recorded, ours = _recorded_recipe(checkpoint_path), recipe.of(args)
+    if recorded == ours:
+        return checkpoint_path
+    if recorded is None:
+        differences = "it records no recipe (written before checkpoints did)"
+    else:
+        changed = [f"{k} {recorded.get(k)!r} there, {v!r} here" for k, v in ours.items() if recorded.get(k) != v]
+        differences = "its recipe differs: " + "; ".join(changed)
+    raise CheckpointRefused(
+        f"{checkpoint_path} belongs to another run and is not resumed: {differences}. "
+        f"Continue that run with --resume {checkpoint_path} (with its own recipe), or start this one afresh "
+        "with another --checkpoint-dir (or delete the file)."
+    )
+
+
+def main(args: argparse.Namespace, *, tuning: bool = False) -> dict[str, Any]:
+    """Train with the recipe in `args`. A tuning trial (hpo.py) keeps no checkpoints, never reads the
+    test split and writes no artifact beyond the best weights: its metric lines are what it is for."""
+    if args.resume and not args.test_only:
+        _take_checkpoints_recipe(args)
     runtime = loops.init_runtime()
     torch.manual_seed(args.seed + runtime.rank)
     root = Path(args.data_dir)
     model_dir, checkpoint_dir = Path(args.model_dir), Path(args.checkpoint_dir)
-    if runtime.is_main:
-        for directory in (model_dir, checkpoint_dir, Path(args.output_dir)):
-            directory.mkdir(parents=True, exist_ok=True)
 
-    train_set = dogimages.image_folder(root, "train", train=True, image_size=args.image_size)
+    train_set = dogimages.image_folder(root, "train", train=args.augment == "imagenet", image_size=args.image_size)
     valid_set = dogimages.image_folder(root, "valid", train=False, image_size=args.image_size)
     loaders = {
         "train": dogimages.loader(
@@ -95,29 +155,40 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     model: nn.Module = build_resnet18(
         len(train_set.classes), pretrained=loops.pretrained_arg(args.pretrained), fine_tune=args.fine_tune
     ).to(runtime.device)
+    bare = model
+    criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
+    if args.test_only:
+        return _test_only(args, bare, criterion, runtime)
+    if runtime.is_main:
+        for directory in (model_dir, Path(args.output_dir), *(() if tuning else (checkpoint_dir,))):
+            directory.mkdir(parents=True, exist_ok=True)
     if runtime.distributed:
         model = DistributedDataParallel(
             model, device_ids=[runtime.device.index] if runtime.device.type == "cuda" else None
         )
-    bare = model.module if isinstance(model, DistributedDataParallel) else model
 
-    criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
     optimizer = loops.build_optimizer(args.optimizer, model.parameters(), args.lr, args.weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, args.epochs))
+    scheduler: torch.optim.lr_scheduler.LRScheduler = (
+        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, args.epochs))
+        if args.schedule == "cosine"
+        else torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    )
     amp = args.amp and runtime.device.type == "cuda"
     scaler = torch.amp.GradScaler(runtime.device.type, enabled=amp)
 
     start_epoch, best_accuracy = 1, -1.0
     checkpoint_path = checkpoint_dir / CHECKPOINT
-    if checkpoint_path.exists():
-        state = torch.load(checkpoint_path, map_location=runtime.device, weights_only=True)
+    resume_from = None if tuning else _checkpoint_to_resume(args, checkpoint_path)
+    if resume_from is not None:
+        state = torch.load(resume_from, map_location=runtime.device, weights_only=True)
         bare.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         start_epoch, best_accuracy = state["epoch"] + 1, state["best_accuracy"]
-        print(f"resumed from {checkpoint_path} after epoch {state['epoch']}", flush=True)
+        print(f"resumed from {resume_from} after epoch {state['epoch']}", flush=True)
 
+    validation = loops.Metrics(float("nan"), 0.0, 0)
     skipped = 0
     for epoch in range(start_epoch, args.epochs + 1):
         if runtime.distributed:
@@ -137,28 +208,54 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             if validation.accuracy > best_accuracy:
                 best_accuracy = validation.accuracy
                 torch.save(bare.state_dict(), model_dir / WEIGHTS_FILE)
-            torch.save(
-                {
+            if not tuning:
+                state = {
                     "model": bare.state_dict(),
                     "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(),
                     "scaler": scaler.state_dict(),
                     "epoch": epoch,
                     "best_accuracy": best_accuracy,
-                    "args": {k: v for k, v in vars(args).items() if isinstance(v, str | int | float | bool)},
-                },
-                checkpoint_path,
-            )
+                    "recipe": recipe.of(args),
+                }
+                torch.save(state, checkpoint_path)
         if runtime.distributed:
             dist.barrier()
 
     result: dict[str, Any] = {"best_validation_accuracy": best_accuracy, "skipped_images": skipped}
-    if runtime.is_main:
+    if tuning:
+        result["validation_accuracy"] = validation.accuracy
+    elif runtime.is_main:
         result.update(_finish(args, bare, train_set, loaders["valid"], criterion, runtime))
     if runtime.distributed:
         dist.barrier()
         dist.destroy_process_group()
     return result
+
+
+def _test_loader(args: argparse.Namespace) -> Iterable[dogimages.Batch] | None:
+    if not (Path(args.data_dir) / "test").is_dir():
+        return None
+    test_set = dogimages.image_folder(Path(args.data_dir), "test", train=False, image_size=args.image_size)
+    return dogimages.loader(test_set, batch_size=args.batch_size, train=False, workers=args.workers, distributed=False)
+
+
+def _test_only(
+    args: argparse.Namespace, model: nn.Module, criterion: nn.Module, runtime: loops.Runtime
+) -> dict[str, Any]:
+    """The test split's metrics for saved weights: --resume's checkpoint, else --model-dir's model.pth."""
+    source = Path(args.resume) if args.resume else Path(args.model_dir) / WEIGHTS_FILE
+    if not source.is_file():
+        raise SystemExit(f"--test-only: no saved weights at {source} (give --resume PATH or --model-dir)")
+    state = torch.load(source, map_location=runtime.device, weights_only=True)
+    model.load_state_dict(state["model"] if "model" in state and "optimizer" in state else state)
+    test_loader = _test_loader(args)
+    if test_loader is None:
+        raise SystemExit(f"--test-only: {Path(args.data_dir) / 'test'} does not exist")
+    test = loops.evaluate(model, test_loader, criterion, loops.Runtime(runtime.device))
+    loops.log_metrics("test", 0, test)
+    print(f"test split of {args.data_dir} with {source}: {test.samples} images, accuracy {test.accuracy:.4f}")
+    return {"test_accuracy": test.accuracy, "test_loss": test.loss, "weights": str(source)}
 
 
 def _finish(
@@ -173,12 +270,8 @@ def _finish(
     model_dir = Path(args.model_dir)
     model.load_state_dict(torch.load(model_dir / WEIGHTS_FILE, map_location=runtime.device, weights_only=True))
     result: dict[str, Any] = {}
-    test_loader = None
-    if (Path(args.data_dir) / "test").is_dir():
-        test_set = dogimages.image_folder(Path(args.data_dir), "test", train=False, image_size=args.image_size)
-        test_loader = dogimages.loader(
-            test_set, batch_size=args.batch_size, train=False, workers=args.workers, distributed=False
-        )
+    test_loader = _test_loader(args)
+    if test_loader is not None:
         single = loops.Runtime(runtime.device)  # only the main process evaluates the test split
         test = loops.evaluate(model, test_loader, criterion, single)
         loops.log_metrics("test", args.epochs, test)

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from typing import Any
 
 import boto3
+import hpo
 import launch
 import pytest
+import recipe
 import requests
+import train
 from tuning_metrics import METRIC_DEFINITIONS
 
 from devstack.aws.account import ACCOUNT, REGION
@@ -47,6 +51,10 @@ def test_tune_searches_the_specified_space_with_the_scripts_metrics(sagemaker: A
     definition = job["TrainingJobDefinition"]
     assert definition["AlgorithmSpecification"]["MetricDefinitions"] == METRIC_DEFINITIONS
     assert definition["StaticHyperParameters"]["sagemaker_program"] == "hpo.py"
+    # the recipe's fixed values go to every trial, as the final training gets them; trials keep no checkpoints
+    static = {k: v.strip('"') for k, v in definition["StaticHyperParameters"].items()}
+    assert recipe.fixed_hyperparameters().items() <= static.items() and not set(recipe.SEARCHED) & set(static)
+    assert "CheckpointConfig" not in definition
     assert "pytorch-training:2.6" in definition["AlgorithmSpecification"]["TrainingImage"]
     (channel, *_) = definition["InputDataConfig"]
     assert channel["ChannelName"] == "training"
@@ -66,13 +74,12 @@ def test_train_runs_train_py_distributed_on_spot_with_checkpoints(sagemaker: Any
     name = run("train", "--data", f"s3://{BUCKET}/datasets/dogImages/", "--role", ROLE, "--bucket", BUCKET,
                "--spot", "--instance-count", "2", "--hyperparameters", '{"epochs": 20, "lr": 0.0005}')  # fmt: skip
     job = sagemaker.describe_training_job(TrainingJobName=name)
-    assert job["HyperParameters"] == {"pretrained": "imagenet", "fine-tune": "layer4", "epochs": "20", "lr": "0.0005"}
+    assert job["HyperParameters"] == {**recipe.fixed_hyperparameters(), "epochs": "20", "lr": "0.0005"}
     assert job["EnableManagedSpotTraining"] is True
     assert job["StoppingCondition"]["MaxWaitTimeInSeconds"] >= job["StoppingCondition"]["MaxRuntimeInSeconds"]
-    assert job["CheckpointConfig"] == {
-        "S3Uri": f"s3://{BUCKET}/dogbreed-train/checkpoints",
-        "LocalPath": "/opt/ml/checkpoints",
-    }
+    # a checkpoint prefix of the job's own: a spot restart resumes it, no later training ever finds it
+    assert job["CheckpointConfig"]["LocalPath"] == "/opt/ml/checkpoints"
+    assert job["CheckpointConfig"]["S3Uri"].startswith(f"s3://{BUCKET}/dogbreed-train/checkpoints/20")
     assert job["TensorBoardOutputConfig"]["LocalPath"] == "/opt/ml/output/tensorboard"
     assert job["ResourceConfig"]["InstanceCount"] == 2
     channels = {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"] for c in job["InputDataConfig"]}
@@ -83,6 +90,41 @@ def test_train_runs_train_py_distributed_on_spot_with_checkpoints(sagemaker: Any
     shipped = {p.name for part in ("training", "serving") for p in (REPO / "model" / part).glob("*.py")}
     assert shipped <= uploaded  # model/training/ and model/serving/, side by side
     assert not uploaded & {"launch.py", "benchmark.py", "dataset_tool.py"}
+
+
+def script_args(script: Any, hyperparameters: dict[str, str]) -> argparse.Namespace:
+    """What a training container does with a job's hyperparameters: `--name value` to the entry script."""
+    argv = [item for k, v in hyperparameters.items() if not k.startswith("sagemaker_") for item in (f"--{k}", v)]
+    return script.get_args_parser().parse_args(argv)
+
+
+def test_the_final_training_runs_the_tuned_recipe_unchanged(sagemaker: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    # GIVEN a tuning job of a recipe other than the defaults, whose best trial had these searched values
+    # (moto's tuning jobs run no trials, so its BestTrainingJob has placeholder values)
+    name = run("tune", "--data", f"s3://{BUCKET}/d/", "--role", ROLE, "--bucket", BUCKET,
+               "--hyperparameters", '{"fine-tune": "all", "label-smoothing": 0.2}')  # fmt: skip
+    tuning = sagemaker.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=name)
+    static = {k: v.strip('"') for k, v in tuning["TrainingJobDefinition"]["StaticHyperParameters"].items()}
+    tuned = {"lr": "0.0031", "batch-size": "64", "epochs": "10", "optimizer": "sgd"}
+    monkeypatch.setattr(launch, "best", lambda args: tuned if args.tuning_job == name else {})
+    # WHEN the final training takes it
+    job_name = run(
+        "train", "--data", f"s3://{BUCKET}/d/", "--role", ROLE, "--bucket", BUCKET, "--from-tuning-job", name
+    )
+    final = sagemaker.describe_training_job(TrainingJobName=job_name)["HyperParameters"]
+    # THEN the best trial's arguments and the final training's define the same recipe
+    best_trial = script_args(hpo, {**static, **tuned})
+    final_args = script_args(train, final)
+    assert recipe.of(best_trial) == recipe.of(final_args)
+    assert (final_args.fine_tune, final_args.label_smoothing) == ("all", 0.2)
+    # AND another trial of that tuning job differs from it in the searched values only
+    other = script_args(hpo, {**static, "lr": "0.0042", "batch-size": "64", "epochs": "5", "optimizer": "sgd"})
+    differs = {k for k, v in recipe.of(other).items() if recipe.of(final_args)[k] != v}
+    assert differs and differs <= set(recipe.SEARCHED)
+    # AND values of another recipe cannot be slipped in beside the tuning job's
+    with pytest.raises(SystemExit, match="unchanged"):
+        run("train", "--data", f"s3://{BUCKET}/d/", "--role", ROLE, "--bucket", BUCKET, "--from-tuning-job", name,
+            "--hyperparameters", '{"fine-tune": "head"}')  # fmt: skip
 
 
 def test_create_model_deploy_and_transform(sagemaker: Any) -> None:

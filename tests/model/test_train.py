@@ -14,6 +14,7 @@ import hpo
 import launch
 import networks
 import pytest
+import recipe
 import torch
 import train
 import tuning_metrics
@@ -57,9 +58,8 @@ def test_hpo_prints_the_tuner_metrics_and_never_reads_the_test_split(
     no_test.mkdir()
     for split in ("train", "valid"):
         (no_test / split).symlink_to(dataset / split)
-    flags = "--pretrained none --fine-tune all --image-size 64 --workers 0 --lr 0.003 --batch-size 16 --epochs 5"
-    args = hpo.get_args_parser().parse_args(["--data-dir", str(no_test), *flags.split(), "--optimizer", "adam"])
-    validation = hpo.main(args)
+    args = hpo.get_args_parser().parse_args(train_args(no_test, tmp_path, "--epochs", "5", "--optimizer", "adam"))
+    result = hpo.main(args)
     out = capsys.readouterr().out
     # THEN every metric the tuner watches is printed once per epoch, in a form its regex reads
     for definition in tuning_metrics.METRIC_DEFINITIONS:
@@ -69,25 +69,102 @@ def test_hpo_prints_the_tuner_metrics_and_never_reads_the_test_split(
         values = [float(v) for v in re.findall(definition["Regex"], out)]
         assert len(values) == 5, definition
     accuracies = [float(v) for v in re.findall(r"validation_accuracy=([0-9.]+)", out)]
-    assert accuracies[-1] == pytest.approx(validation.accuracy)
-    assert validation.accuracy > CHANCE
-    assert validation.samples == 20  # per-sample averages over every validation image
+    assert accuracies[-1] == pytest.approx(result["validation_accuracy"])
+    assert result["validation_accuracy"] > CHANCE
+    assert re.findall(r"validation_samples=(\d+)", out)[-1] == "20"  # per-sample averages over every image
+    # a trial keeps no checkpoint (a trial is never resumed) and writes no artifact but its best weights
+    assert not (tmp_path / "checkpoints").exists()
+    assert sorted(p.name for p in (tmp_path / "model").iterdir()) == ["model.pth"]
 
 
-def test_training_resumes_from_its_checkpoint(
-    dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+def test_a_tuning_trial_and_the_final_training_run_one_recipe() -> None:
+    """hpo.py parses train.py's arguments, so a trial and the final training given the same
+    hyperparameters train the same way; the recipe is every argument that decides what is learnt."""
+    argv = ["--lr", "0.002", "--epochs", "7", "--fine-tune", "head", "--label-smoothing", "0.05"]
+    trial = hpo.get_args_parser().parse_args(argv)
+    final = train.get_args_parser().parse_args(argv)
+    assert recipe.of(trial) == recipe.of(final)
+    assert recipe.of(final) | {"lr": 0.001} != recipe.of(final)
+    assert set(recipe.SEARCHED) <= set(recipe.names())
+    names = set(recipe.names())
+    assert {"fine-tune", "label-smoothing", "schedule", "augment", "pretrained", "weight-decay"} <= names
+
+
+class Interrupted(Exception):
+    """A managed spot interruption, in the middle of an epoch."""
+
+
+def interrupt_epoch(monkeypatch: pytest.MonkeyPatch, epoch: int) -> None:
+    real = train.loops.train_one_epoch
+    calls = {"n": 0}
+
+    def train_one_epoch(*args: object, **kwargs: object) -> object:
+        calls["n"] += 1
+        if calls["n"] == epoch:
+            raise Interrupted(f"interrupted in epoch {epoch}")
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(train.loops, "train_one_epoch", train_one_epoch)
+
+
+def test_an_interrupted_run_resumes_from_its_own_checkpoint(
+    dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    train.main(train.get_args_parser().parse_args(train_args(dataset, tmp_path, "--epochs", "2")))
+    argv = train_args(dataset, tmp_path, "--epochs", "3", "--no-int8")
+    # GIVEN a run interrupted in its third epoch (a managed spot interruption)
+    with monkeypatch.context() as patch:
+        interrupt_epoch(patch, 3)
+        with pytest.raises(Interrupted):
+            train.main(train.get_args_parser().parse_args(argv))
     first = capsys.readouterr().out
     checkpoint = torch.load(tmp_path / "checkpoints" / "checkpoint.pth", weights_only=True)
-    assert checkpoint["epoch"] == 2
-    # WHEN the job restarts (a managed spot interruption) with the same checkpoint directory
-    train.main(train.get_args_parser().parse_args(train_args(dataset, tmp_path, "--epochs", "3")))
+    assert checkpoint["epoch"] == 2 and checkpoint["recipe"]["epochs"] == 3
+    # WHEN SageMaker restarts it with the same arguments and checkpoint directory
+    train.main(train.get_args_parser().parse_args(argv))
     second = capsys.readouterr().out
     # THEN it continues at epoch 3 instead of starting over
-    assert "epoch=1 " in first and "epoch=2 " in first
+    assert re.findall(r"^epoch=(\d+) train_loss", first, re.M) == ["1", "2"]
     assert "resumed from" in second and "after epoch 2" in second
     assert re.findall(r"^epoch=(\d+) train_loss", second, re.M) == ["3"]
+
+
+def test_a_checkpoint_of_another_run_is_refused_and_resumed_only_when_asked(
+    dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a run of 2 epochs stopped in its second, its checkpoint left in the directory
+    with monkeypatch.context() as patch:
+        interrupt_epoch(patch, 2)
+        with pytest.raises(Interrupted):
+            train.main(train.get_args_parser().parse_args(train_args(dataset, tmp_path, "--epochs", "2", "--no-int8")))
+    capsys.readouterr()
+    # WHEN a new run with another learning rate and more epochs finds that checkpoint
+    other = train_args(dataset, tmp_path, "--epochs", "3", "--no-int8", "--lr", "0.001")
+    with pytest.raises(SystemExit, match="belongs to another run") as refused:
+        train.main(train.get_args_parser().parse_args(other))
+    # THEN it refuses, saying what differs and how to go on, and trains nothing
+    message = str(refused.value)
+    assert "lr 0.003 there, 0.001 here" in message and "epochs 2 there, 3 here" in message
+    assert "--resume" in message and "train_loss" not in capsys.readouterr().out
+    # AND --resume continues that run explicitly, with its own recipe, from the epoch after its checkpoint
+    checkpoint = tmp_path / "checkpoints" / "checkpoint.pth"
+    train.main(train.get_args_parser().parse_args([*other, "--resume", str(checkpoint)]))
+    resumed = capsys.readouterr().out
+    assert "with its own recipe: lr 0.003 (not 0.001), epochs 2 (not 3)" in resumed
+    assert "after epoch 1" in resumed and re.findall(r"^epoch=(\d+) train_loss", resumed, re.M) == ["2"]
+    assert torch.load(checkpoint, weights_only=True)["recipe"]["lr"] == 0.003
+
+
+def test_test_only_evaluates_saved_weights_on_the_test_split(
+    trained: tuple[Path, dict[str, object]], dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model_dir, result = trained
+    argv = train_args(dataset, tmp_path, "--test-only", "--model-dir", str(model_dir))
+    evaluated = train.main(train.get_args_parser().parse_args(argv))
+    assert evaluated["test_accuracy"] == pytest.approx(result["test_accuracy"])  # the weights training tested
+    assert re.search(r"test_accuracy=", capsys.readouterr().out)
+    assert not (tmp_path / "checkpoints").exists()  # nothing trained, nothing written
+    with pytest.raises(SystemExit, match="no saved weights"):
+        train.main(train.get_args_parser().parse_args(train_args(dataset, tmp_path, "--test-only")))
 
 
 def test_profiling_writes_a_tensorboard_trace(dataset: Path, tmp_path: Path) -> None:

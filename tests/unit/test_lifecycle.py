@@ -55,8 +55,11 @@ def test_an_upload_is_processed_only_while_its_content_has_no_final_record_or_jo
 
 def test_nothing_overwrites_a_final_record_or_newer_content() -> None:
     for event in Event:
-        for state in (State.CLASSIFIED, State.REJECTED, State.NEWER):
+        for state in (State.REJECTED, State.NEWER):
             assert decide(state, event) is None, (state, event)
+    # a classified record is taken only by make reclassify, and only back to waiting for a job
+    taking = {event: decide(State.CLASSIFIED, event) for event in Event if decide(State.CLASSIFIED, event)}
+    assert taking == {Event.RECLASSIFY: (State.WAITING,)}
 
 
 def test_only_the_job_an_image_is_in_records_its_answer() -> None:

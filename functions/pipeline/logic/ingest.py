@@ -47,6 +47,7 @@ class IngestResult:
     outcomes: list[Outcome] = field(default_factory=list)
     duplicates: int = 0
     superseded: int = 0
+    queued: int = 0  # images in shards queued for the job builder
 
 
 class Ingest:
@@ -206,6 +207,7 @@ class Ingest:
         except TransientError as exc:
             self._transient_failure(refs, exc, result, base)
             return
+        result.queued += len(refs)
         logger.info("shard queued for a transform job", shard=str(uri), images=len(refs), bytes=len(lines))
 
     # -- recording --------------------------------------------------------------------------

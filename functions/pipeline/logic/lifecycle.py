@@ -40,6 +40,7 @@ class Event(StrEnum):
     JOB_ANSWERED = "job answered"  # collector: the job wrote its answer
     JOB_RETRIED = "job retried"  # collector: the job failed without its answer; its shard is queued again
     JOB_FAILED = "job failed"  # collector: still no answer after the last attempt, or a completed job without it
+    RECLASSIFY = "to classify again"  # make reclassify: through the current model, by the flood path
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,8 @@ _IN_THE_JOB = frozenset({State.IN_JOB})
 #   an image in a job: an answer is an answer, and the job's own answer then finds it settled.
 # - The builder takes images that wait, or sit in the job it names (one that never ran).
 # - The collector writes only images still in its own job.
+# - Reclassifying takes a classified image of this content back to waiting (again, if a run was
+#   interrupted), before its shard is queued; the flood path then records the current model's answer.
 RULES: dict[Event, Rule] = {
     Event.UPLOADED: Rule(frozenset({State.NEW, State.WAITING, State.FAILED}), ()),
     Event.ANSWERED: Rule(_BEFORE_A_JOB, _ANSWER),
@@ -68,6 +71,7 @@ RULES: dict[Event, Rule] = {
     Event.JOB_ANSWERED: Rule(_IN_THE_JOB, _ANSWER),
     Event.JOB_RETRIED: Rule(_IN_THE_JOB, (State.WAITING,)),
     Event.JOB_FAILED: Rule(_IN_THE_JOB, (State.FAILED,)),
+    Event.RECLASSIFY: Rule(frozenset({State.CLASSIFIED, State.WAITING}), (State.WAITING,)),
 }
 
 
