@@ -267,16 +267,21 @@ def template_policies(names: LocalNames, parameters: Mapping[str, Any], model_da
     }
 
 
-def role_of(principal: str) -> str | None:
-    """The role a caller acts as: a function's (its logical id is its access key), the model's, or
-    None for the stack's own and a user's calls, which are not checked."""
+def caller_roles() -> dict[str, str]:
+    """The role each caller acts as: a function's (its logical id is its access key) and the model's.
+    The stack's own and a user's calls have none and are not checked."""
     resources = load_template()["Resources"]
-    if principal == MODEL_ROLE:
-        return MODEL_ROLE
-    function = resources.get(principal)
-    if function is None or function["Type"] != "AWS::Serverless::Function":
-        return None
-    return str(function["Properties"]["Role"]["Fn::GetAtt"][0])
+    functions = {
+        logical_id: str(resource["Properties"]["Role"]["Fn::GetAtt"][0])
+        for logical_id, resource in resources.items()
+        if resource["Type"] == "AWS::Serverless::Function"
+    }
+    return {**functions, MODEL_ROLE: MODEL_ROLE}
+
+
+def role_of(principal: str) -> str | None:
+    """The role a caller acts as, or None (see caller_roles)."""
+    return caller_roles().get(principal)
 
 
 @dataclass(frozen=True)
@@ -284,13 +289,6 @@ class Verdict:
     denied: list[tuple[str, Call]]  # (role, call) that no statement of the role allows
     used: dict[str, set[str]]  # role -> the Sids of the statements that allowed some call
     actions: dict[str, Counter[str]]  # role -> calls observed, by action
-
-    def unused(self, policies: Mapping[str, Policy]) -> dict[str, list[str]]:
-        """role -> the Sids of its Allow statements that no call needed."""
-        return {
-            role: [s.sid for s in policy.statements if s.effect == "Allow" and s.sid not in self.used[role]]
-            for role, policy in policies.items()
-        }
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -305,8 +303,9 @@ def check(calls: Mapping[Call, int], policies: Mapping[str, Policy]) -> Verdict:
     denied: list[tuple[str, Call]] = []
     used: dict[str, set[str]] = {role: set() for role in policies}
     actions: dict[str, Counter[str]] = {role: Counter() for role in policies}
+    roles = caller_roles()  # read from the template once, not per call
     for call, count in calls.items():
-        role = role_of(call.principal)
+        role = roles.get(call.principal)
         if role is None:
             continue
         actions[role][call.action] += count

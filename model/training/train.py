@@ -71,6 +71,13 @@ def get_args_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="evaluate saved weights on the test split and stop: --resume's checkpoint, else --model-dir's model.pth",
     )
+    parser.add_argument(
+        "--data-path",
+        choices=("auto", "pillow", "device"),
+        default="auto",
+        help="decode and augment in the loader's workers with Pillow, or in batches on the training device "
+        "(device_data.py); auto: the device on CUDA",
+    )
     parser.add_argument("--profile", action="store_true", help="trace a few steps of epoch 1 with torch.profiler")
     parser.add_argument("--no-amp", dest="amp", action="store_false", help="disable mixed precision on GPU")
     parser.add_argument(
@@ -144,14 +151,7 @@ def main(args: argparse.Namespace, *, tuning: bool = False) -> dict[str, Any]:
 
     train_set = dogimages.image_folder(root, "train", train=args.augment == "imagenet", image_size=args.image_size)
     valid_set = dogimages.image_folder(root, "valid", train=False, image_size=args.image_size)
-    loaders = {
-        "train": dogimages.loader(
-            train_set, batch_size=args.batch_size, train=True, workers=args.workers, distributed=runtime.distributed
-        ),
-        "valid": dogimages.loader(
-            valid_set, batch_size=args.batch_size, train=False, workers=args.workers, distributed=runtime.distributed
-        ),
-    }
+    loaders = _loaders(args, train_set, valid_set, runtime)
     model: nn.Module = build_resnet18(
         len(train_set.classes), pretrained=loops.pretrained_arg(args.pretrained), fine_tune=args.fine_tune
     ).to(runtime.device)
@@ -192,7 +192,7 @@ def main(args: argparse.Namespace, *, tuning: bool = False) -> dict[str, Any]:
     skipped = 0
     for epoch in range(start_epoch, args.epochs + 1):
         if runtime.distributed:
-            loaders["train"].sampler.set_epoch(epoch)  # type: ignore[attr-defined]
+            loaders["train"].sampler.set_epoch(epoch)
         started = time.perf_counter()
         with _profiler(args, epoch == start_epoch and runtime.is_main) as profiler:
             train_metrics = loops.train_one_epoch(
@@ -226,11 +226,41 @@ def main(args: argparse.Namespace, *, tuning: bool = False) -> dict[str, Any]:
     if tuning:
         result["validation_accuracy"] = validation.accuracy
     elif runtime.is_main:
-        result.update(_finish(args, bare, train_set, loaders["valid"], criterion, runtime))
+        result.update(_finish(args, bare, train_set, criterion, runtime))
     if runtime.distributed:
         dist.barrier()
         dist.destroy_process_group()
     return result
+
+
+def _loaders(
+    args: argparse.Namespace,
+    train_set: dogimages.SafeImageFolder,
+    valid_set: dogimages.SafeImageFolder,
+    runtime: loops.Runtime,
+) -> dict[str, Any]:
+    """The training and validation batches: decoded and augmented by the loader's workers with
+    Pillow, or in batches on the training device (the default on CUDA, where the CPU's decoding
+    would decide the speed)."""
+    on_device = args.data_path == "device" or (args.data_path == "auto" and runtime.device.type == "cuda")
+    common = {"batch_size": args.batch_size, "workers": args.workers, "distributed": runtime.distributed}
+    if runtime.is_main:
+        where = f"decoded and augmented on {runtime.device}" if on_device else "decoded and augmented with Pillow"
+        print(f"data path: {'device' if on_device else 'pillow'} ({where})", flush=True)
+    if not on_device:
+        return {
+            "train": dogimages.loader(train_set, train=True, **common),
+            "valid": dogimages.loader(valid_set, train=False, **common),
+        }
+    from device_data import DeviceBatches
+
+    size, augment = args.image_size, args.augment == "imagenet"
+    return {
+        "train": DeviceBatches.of(
+            train_set, train=True, device=runtime.device, image_size=size, augment=augment, **common
+        ),
+        "valid": DeviceBatches.of(valid_set, train=False, device=runtime.device, image_size=size, **common),
+    }
 
 
 def _test_loader(args: argparse.Namespace) -> Iterable[dogimages.Batch] | None:
@@ -262,11 +292,11 @@ def _finish(
     args: argparse.Namespace,
     model: nn.Module,
     train_set: dogimages.SafeImageFolder,
-    valid_loader: Iterable[dogimages.Batch],
     criterion: nn.Module,
     runtime: loops.Runtime,
 ) -> dict[str, Any]:
-    """Test accuracy of the best weights, their int8 fast path, then the deployable model directory."""
+    """Test accuracy of the best weights, their int8 fast path, then the deployable model directory.
+    Both see the images as serving does (Pillow, on the CPU), whichever data path trained."""
     model_dir = Path(args.model_dir)
     model.load_state_dict(torch.load(model_dir / WEIGHTS_FILE, map_location=runtime.device, weights_only=True))
     result: dict[str, Any] = {}
@@ -279,6 +309,10 @@ def _finish(
     for network in networks.INT8_NETWORKS:  # never beside other weights than their own
         (model_dir / network.file).unlink(missing_ok=True)
     if args.int8:
+        valid_set = dogimages.image_folder(Path(args.data_dir), "valid", train=False, image_size=args.image_size)
+        valid_loader = dogimages.loader(
+            valid_set, batch_size=args.batch_size, train=False, workers=args.workers, distributed=False
+        )
         result.update(_write_int8(args, model, valid_loader, test_loader))
     save_class_index(dogimages.breeds(train_set), model_dir)
     (model_dir / CONFIG_FILE).write_text(json.dumps({"arch": "resnet18", "image_size": args.image_size}))

@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import classifier
 import hpo
@@ -281,3 +282,60 @@ def test_the_benchmark_command_trains_serves_and_reports_every_handler(tmp_path:
     safe = {n.precision for n in networks.INT8_NETWORKS if cpu.safe(n) is None}
     assert set(report["agreement"]) == safe and served.precision in safe
     assert all(figures["images"] == 3 * 2 for figures in report["agreement"].values())
+
+
+def encoded(*images_bytes: bytes) -> Any:
+    import device_data
+
+    return device_data.EncodedBatch(
+        [torch.frombuffer(bytearray(data), dtype=torch.uint8) for data in images_bytes],
+        torch.arange(len(images_bytes)),
+    )
+
+
+def test_the_device_path_decodes_a_batch_as_pillow_does_and_skips_what_it_cannot_read() -> None:
+    """device_data.py on the CPU, as the tests run it (on CUDA the same code decodes with nvJPEG)."""
+    import io
+
+    import device_data
+    from PIL import Image
+
+    from tests.pipeline import images
+
+    sideways = images.photo(640, 480, orientation=6)  # stored turned a quarter, EXIF says so
+    batch = encoded(images.jpeg(320, 240, (200, 40, 40)), images.truncated_jpeg(), images.png(300, 200), sideways)
+    evaluate = device_data.DeviceTransform(torch.device("cpu"), 64, train=False)
+    decoded = evaluate.decode(batch.data)
+    # the truncated JPEG is lost alone; the PNG decodes; the sideways photo comes out upright
+    assert decoded[1] is None and decoded[2] is not None
+    assert decoded[3] is not None and tuple(decoded[3].shape[1:]) == (480, 640)
+    out = evaluate(batch)
+    assert out.images.shape == (3, 3, 64, 64) and out.skipped == 1 and out.labels.tolist() == [0, 2, 3]
+    # evaluation pixels as Pillow's evaluation transform makes them, to within resampling
+    pillow = classifier.eval_transform(64)
+    expected = torch.stack(
+        [pillow(classifier.upright(Image.open(io.BytesIO(d)))) for d in (images.png(300, 200), sideways)]
+    )
+    assert (out.images[1:] - expected).abs().mean() < 0.1  # normalised units: about 6 of 255 grey levels
+    # training: random crops, flips and jitter, the same shape and normalisation
+    torch.manual_seed(0)
+    train_out = device_data.DeviceTransform(torch.device("cpu"), 64, train=True)(batch)
+    assert train_out.images.shape == (3, 3, 64, 64) and train_out.images.dtype == torch.float32
+    assert not torch.equal(train_out.images, out.images)
+
+
+def test_training_on_the_device_path_learns_as_the_pillow_path_does(
+    dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The same recipe on both data paths, on the CPU: validation curves within noise of each other."""
+    curves = {}
+    for path in ("pillow", "device"):
+        argv = train_args(dataset, tmp_path / path, "--epochs", "5", "--no-int8", "--data-path", path)
+        result = train.main(train.get_args_parser().parse_args(argv))
+        out = capsys.readouterr().out
+        assert f"data path: {path}" in out
+        curves[path] = [float(v) for v in re.findall(r"validation_accuracy=([0-9.]+)", out)]
+        assert result["test_accuracy"] >= 0.7, (path, curves[path])  # tested as serving decodes, whichever trained
+    assert len(curves["device"]) == len(curves["pillow"]) == 5
+    assert max(curves["device"]) >= 0.8 and max(curves["pillow"]) >= 0.8
+    assert abs(curves["device"][-1] - curves["pillow"][-1]) <= 0.25  # 20 validation images: 0.05 a photo
