@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import dogimages
 import torch
 from classifier import IMAGENET_MEAN, IMAGENET_STD, resize_size
 from dogimages import Batch, SafeImageFolder
@@ -142,20 +143,15 @@ class DeviceBatches:
         augment: bool = True,
     ) -> DeviceBatches:
         """The device path over a split that dogimages.image_folder found (its files and labels)."""
-        from torch.utils.data import DistributedSampler
-
-        encoded = EncodedImages(folder)
-        sampler: DistributedSampler[Any] | None = DistributedSampler(encoded, shuffle=train) if distributed else None
-        loader = DataLoader(
-            encoded,
+        encoded = dogimages.loader(
+            EncodedImages(folder),
             batch_size=batch_size,
-            shuffle=train and sampler is None,
-            sampler=sampler,
-            num_workers=workers,
+            train=train,
+            workers=workers,
+            distributed=distributed,
             collate_fn=collate_encoded,
-            persistent_workers=workers > 0,
         )
-        return cls(loader, DeviceTransform(device, image_size, train=train, augment=augment))
+        return cls(encoded, DeviceTransform(device, image_size, train=train, augment=augment))
 
     def __iter__(self) -> Iterator[Batch]:
         for batch in self.loader:

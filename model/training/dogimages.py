@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from classifier import Breed, breed_from_folder, eval_transform, train_transform, upright
 from PIL import Image
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from torchvision import datasets
 
 SPLITS = ("train", "valid", "test")
@@ -67,8 +67,15 @@ def breeds(dataset: datasets.ImageFolder) -> list[Breed]:
 
 
 def loader(
-    dataset: SafeImageFolder, *, batch_size: int, train: bool, workers: int, distributed: bool
+    dataset: Dataset[Any],
+    *,
+    batch_size: int,
+    train: bool,
+    workers: int,
+    distributed: bool,
+    collate_fn: Callable[[list[Any]], Any] = skip_bad_collate,
 ) -> DataLoader[Any]:
+    """Batches of a split: shuffled for training, sharded across processes under torchrun."""
     sampler: DistributedSampler[Any] | None = DistributedSampler(dataset, shuffle=train) if distributed else None
     return DataLoader(
         dataset,
@@ -76,7 +83,7 @@ def loader(
         shuffle=train and sampler is None,
         sampler=sampler,
         num_workers=workers,
-        collate_fn=skip_bad_collate,
+        collate_fn=collate_fn,
         pin_memory=torch.cuda.is_available(),
         persistent_workers=workers > 0,
     )
