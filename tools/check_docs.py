@@ -2,7 +2,7 @@
 a heading of it where it names one, every `make` target they name is one the Makefile has, and every
 table of template parameters gives each parameter's default as template.yaml has it.
 
-    python tools/check_docs.py        (also a test: tests/unit/test_docs.py)
+    python -m tools.check_docs        (from the repository root; also a test: tests/unit/test_docs.py)
 
 Anchors are made from headings as GitHub makes them: lowercased, punctuation other than hyphens and
 underscores dropped, spaces turned into hyphens, a repeated heading numbered (-1, -2, ...). Links to
@@ -120,18 +120,11 @@ def check_defaults(path: Path, prose: list[tuple[int, str]], defaults: dict[str,
 
 
 def template_defaults(root: Path) -> dict[str, str]:
-    """Each parameter's Default in template.yaml, read as text (no YAML parser in the unit floor's needs)."""
-    defaults: dict[str, str] = {}
-    section = name = None
-    for line in (root / "template.yaml").read_text().splitlines():
-        if re.match(r"^\S", line):
-            section = line.rstrip(":")
-        elif section == "Parameters" and (match := re.match(r"^  (\w+):\s*$", line)):
-            name = match.group(1)
-            defaults.setdefault(name, "")
-        elif section == "Parameters" and name and (match := re.match(r"^    Default:\s*(.*?)\s*$", line)):
-            defaults[name] = match.group(1).strip("\"'")
-    return defaults
+    """Each parameter's Default in the tree's template.yaml, as text ("" where it has none)."""
+    from devstack.aws.template import load_template, parameter_defaults
+
+    defaults = parameter_defaults(load_template(root / "template.yaml"))
+    return {name: "" if value is None else str(value) for name, value in defaults.items()}
 
 
 def check_file(path: Path, targets: set[str], defaults: dict[str, str] | None = None) -> list[Problem]:

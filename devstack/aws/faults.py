@@ -35,19 +35,17 @@ class FaultProxy:
         self._delay_s = 0.0
         self._lock = threading.Lock()
         self._server = LocalHTTPServer(("127.0.0.1", 0), self._handler_class())
-        self._thread = threading.Thread(target=self._server.serve_forever, name="fault-proxy", daemon=True)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return self._server.url
 
     def start(self) -> FaultProxy:
-        self._thread.start()
+        self._server.serve_in_thread("fault-proxy")
         return self
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._server.close()
 
     def throttle(self, seconds: float) -> None:
         """Refuse every request with DynamoDB's throttling error for a while."""

@@ -50,6 +50,17 @@ class LocalHTTPServer(ThreadingHTTPServer):
         if not isinstance(sys.exc_info()[1], ConnectionError):  # a client closing its keep-alive is normal
             super().handle_error(request, client_address)
 
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def serve_in_thread(self, name: str) -> None:
+        threading.Thread(target=self.serve_forever, name=name, daemon=True).start()
+
+    def close(self) -> None:
+        self.shutdown()
+        self.server_close()
+
 
 class RuntimeServer:
     """Serves endpoints on 127.0.0.1; `endpoints` maps an endpoint name to its container."""
@@ -70,19 +81,17 @@ class RuntimeServer:
         self._slots = threading.BoundedSemaphore(max_concurrency)
         self._throttled_until = 0.0
         self._server = LocalHTTPServer(("127.0.0.1", port), self._handler_class())
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return self._server.url
 
     def start(self) -> RuntimeServer:
-        self._thread.start()
+        self._server.serve_in_thread("sagemaker-runtime")
         return self
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._server.close()
 
     def throttle(self, seconds: float) -> None:
         """Answer every request with ThrottlingException for a while, as an endpoint over its quota does."""

@@ -65,6 +65,8 @@ HOSTS = {
     **{f"ml.{family}.xlarge": Host(4, vnni=False) for family in ("c4", "m4")},
     "ml.g4dn.xlarge": Host(4, vnni=None, gpu="NVIDIA T4"),
 }
+# What MODEL_PRECISION=int8 serves on hosts with VNNI (True), without (False), or either (None).
+HOST_SERVES = {True: INT8.precision, False: INT8_REDUCE_RANGE.precision, None: "by host: int8 or int8-reduce-range"}
 # A GPU instance is bound by its CPUs' decoding, not by the GPU, so its rate is not scaled from a
 # CPU's: make benchmark on an H100 host (torch 2.11, 2026-11) served 600 img/s with DECODE_THREADS=4,
 # g4dn.xlarge's vCPUs, at 32-64 images per request in fp16, while the forward pass alone did over
@@ -124,13 +126,12 @@ def rates(measured_per_s: float, cpus: int, cpu: CpuFlags, instance_types: list[
             continue
         vnni = bool(host.vnni)
         speed = (VNNI_SPEEDUP if vnni else 1.0) / (VNNI_SPEEDUP if here_vnni else 1.0)
-        serves = {True: INT8.precision, False: INT8_REDUCE_RANGE.precision, None: "by host: int8 or int8-reduce-range"}
         basis = f"scaled: {host.vcpus}/{cpus} vCPUs"
         if speed != 1:
             basis += f" x {speed:.2f} " + ("for VNNI" if speed > 1 else "without VNNI")
         if host.vnni is None:
             basis += " (the hosts without it)"
-        found.append(Rate(instance_type, measured_per_s * host.vcpus / cpus * speed, serves[host.vnni], basis))
+        found.append(Rate(instance_type, measured_per_s * host.vcpus / cpus * speed, HOST_SERVES[host.vnni], basis))
     return found
 
 

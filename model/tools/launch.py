@@ -77,8 +77,9 @@ def _trainer(
     *,
     checkpoints: bool,
 ) -> Any:
-    """A ModelTrainer for the entry script. With `checkpoints`, the job gets a checkpoint prefix of
-    its own (a managed spot restart of that job restores it; no other job ever sees it)."""
+    """A ModelTrainer for the entry script. With `checkpoints`, the job gets a checkpoint prefix
+    named by its launch time, to the second: a managed spot restart of that job restores it, and a
+    job launched later never finds it."""
     from sagemaker.core.training.configs import (
         CheckpointConfig,
         Compute,

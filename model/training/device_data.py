@@ -7,11 +7,13 @@ On a GPU the CPU's decoding and augmenting, not the GPU, decide the speed of the
 what the Pillow path does, in tensors: the image turned upright by its EXIF orientation; for
 training a random resized crop (scale 0.25-1), a horizontal flip and colour jitter (0.2); for
 evaluation the shorter side resized in the 256:224 ratio and the centre crop; then ImageNet
-normalisation. Unreadable images are skipped and counted, as on the Pillow path.
+normalisation. Unreadable images, and decompression bombs (by their header, under the same Pillow
+guard as the Pillow path), are skipped and counted.
 """
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,8 +31,10 @@ from torchvision.transforms.v2 import functional as tvf
 JPEG_MAGIC = b"\xff\xd8\xff"
 
 
-class EncodedImages(Dataset[tuple[torch.Tensor, int]]):
-    """A split's files as (encoded bytes as a uint8 tensor, label): the workers do no decoding."""
+class EncodedImages(Dataset[tuple[torch.Tensor, int] | None]):
+    """A split's files as (encoded bytes as a uint8 tensor, label). The workers decode no pixels:
+    they read each header under Pillow's decompression-bomb guard (dogimages.open_guarded), as the
+    Pillow path does, and an image whose header is unreadable or declares a bomb comes back as None."""
 
     def __init__(self, folder: SafeImageFolder) -> None:
         self.samples = folder.samples
@@ -39,19 +43,27 @@ class EncodedImages(Dataset[tuple[torch.Tensor, int]]):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int] | None:
         path, label = self.samples[index]
-        return torch.frombuffer(bytearray(Path(path).read_bytes()), dtype=torch.uint8), label
+        data = Path(path).read_bytes()
+        try:
+            with dogimages.open_guarded(io.BytesIO(data)):
+                pass
+        except dogimages.UNREADABLE:
+            return None
+        return torch.frombuffer(bytearray(data), dtype=torch.uint8), label
 
 
 @dataclass
 class EncodedBatch:
     data: list[torch.Tensor]
     labels: torch.Tensor
+    skipped: int = 0  # images dropped before decoding (unreadable headers, decompression bombs)
 
 
-def collate_encoded(items: list[tuple[torch.Tensor, int]]) -> EncodedBatch:
-    return EncodedBatch([data for data, _ in items], torch.tensor([label for _, label in items]))
+def collate_encoded(items: list[tuple[torch.Tensor, int] | None]) -> EncodedBatch:
+    good = [item for item in items if item is not None]
+    return EncodedBatch([data for data, _ in good], torch.tensor([label for _, label in good]), len(items) - len(good))
 
 
 class DeviceTransform:
@@ -69,12 +81,13 @@ class DeviceTransform:
     def __call__(self, batch: EncodedBatch) -> Batch:
         decoded = self.decode(batch.data)
         kept = [(n, image) for n, image in enumerate(decoded) if image is not None]
+        skipped = batch.skipped + len(decoded) - len(kept)
         if not kept:
-            return Batch(torch.empty(0, 3, 1, 1), torch.empty(0, dtype=torch.long), len(decoded))
+            return Batch(torch.empty(0, 3, 1, 1), torch.empty(0, dtype=torch.long), skipped)
         images = torch.stack([self.one(image) for _, image in kept])
         pixels = (images.float() / 255.0 - self.mean) / self.std
         labels = batch.labels[[n for n, _ in kept]].to(self.device)
-        return Batch(pixels, labels, len(decoded) - len(kept))
+        return Batch(pixels, labels, skipped)
 
     def decode(self, data: list[torch.Tensor]) -> list[torch.Tensor | None]:
         """Each image as 3 x H x W uint8 on the device, upright; None where it cannot be read. The

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 from classifier import Breed, breed_from_folder, eval_transform, train_transform, upright
@@ -19,9 +19,20 @@ SPLITS = ("train", "valid", "test")
 MAX_TRAINING_PIXELS = 50_000_000
 
 
-def _load_rgb(path: str) -> Image.Image:
+# What makes an image unreadable, for every data path: the file, its decoder, or Pillow's
+# decompression-bomb guard (MAX_TRAINING_PIXELS).
+UNREADABLE = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+
+
+def open_guarded(source: str | BinaryIO) -> Image.Image:
+    """Image.open (which reads the header only) under Pillow's decompression-bomb guard at
+    MAX_TRAINING_PIXELS: a header declaring a bomb raises before any pixel is decoded."""
     Image.MAX_IMAGE_PIXELS = MAX_TRAINING_PIXELS
-    with Image.open(path) as image:
+    return Image.open(source)
+
+
+def _load_rgb(path: str) -> Image.Image:
+    with open_guarded(path) as image:
         image.load()  # decode fully here, so a truncated file fails now
         return upright(image).convert("RGB")
 
@@ -33,7 +44,7 @@ class SafeImageFolder(datasets.ImageFolder):
         path, target = self.samples[index]
         try:
             image = self.loader(path)
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        except UNREADABLE:
             return None
         return self.transform(image) if self.transform else image, target
 

@@ -23,6 +23,7 @@ import json
 import shutil
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -96,37 +97,37 @@ class CheckpointRefused(SystemExit):
     """A checkpoint in --checkpoint-dir that belongs to another run."""
 
 
-def _recorded_recipe(path: Path) -> dict[str, Any] | None:
-    recorded = torch.load(path, map_location="cpu", weights_only=True).get("recipe")
-    return dict(recorded) if recorded is not None else None
+@dataclass(frozen=True)
+class Resumed:
+    path: Path
+    state: dict[str, Any]  # the checkpoint as saved (on the CPU); load_state_dict moves it to the device
 
 
-def _take_checkpoints_recipe(args: argparse.Namespace) -> None:
-    """--resume continues the checkpoint's own run: its recipe replaces the one in `args` (the
-    optimizer, the schedule and the epochs all come from it), and what changed is printed."""
-    path = Path(args.resume)
-    if not path.is_file():
-        raise SystemExit(f"--resume {path}: no such checkpoint")
-    recorded = _recorded_recipe(path)
-    if recorded is None:
-        raise SystemExit(f"--resume {path}: the checkpoint records no recipe (written before checkpoints did)")
-    changed = [f"{k} {recorded[k]!r} (not {v!r})" for k, v in recipe.of(args).items() if recorded.get(k) != v]
-    for name, value in recorded.items():
-        setattr(args, name.replace("-", "_"), value)
-    if changed:
-        print(f"resuming {path} with its own recipe: {', '.join(changed)}", flush=True)
-
-
-def _checkpoint_to_resume(args: argparse.Namespace, checkpoint_path: Path) -> Path | None:
-    """The checkpoint this run continues: --resume's, or the checkpoint directory's when it is this
-    run's own. Raises CheckpointRefused for a checkpoint of another run."""
+def _checkpoint_to_resume(args: argparse.Namespace, checkpoint_path: Path) -> Resumed | None:
+    """The checkpoint this run continues, read once: --resume's, whose recipe then replaces the one
+    in `args` (its optimizer, schedule and epochs carry it; what changed is printed), or the
+    checkpoint directory's when its recipe is this run's. Raises CheckpointRefused for a checkpoint
+    of another run."""
     if args.resume:
-        return Path(args.resume)
+        path = Path(args.resume)
+        if not path.is_file():
+            raise SystemExit(f"--resume {path}: no such checkpoint")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        recorded = state.get("recipe")
+        if recorded is None:
+            raise SystemExit(f"--resume {path}: the checkpoint records no recipe (written before checkpoints did)")
+        changed = [f"{k} {recorded[k]!r} (not {v!r})" for k, v in recipe.of(args).items() if recorded.get(k) != v]
+        for name, value in recorded.items():
+            setattr(args, name.replace("-", "_"), value)
+        if changed:
+            print(f"resuming {path} with its own recipe: {', '.join(changed)}", flush=True)
+        return Resumed(path, state)
     if not checkpoint_path.exists():
         return None
-    recorded, ours = _recorded_recipe(checkpoint_path), recipe.of(args)
+    state = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+    recorded, ours = state.get("recipe"), recipe.of(args)
     if recorded == ours:
-        return checkpoint_path
+        return Resumed(checkpoint_path, state)
     if recorded is None:
         differences = "it records no recipe (written before checkpoints did)"
     else:
@@ -142,8 +143,8 @@ def _checkpoint_to_resume(args: argparse.Namespace, checkpoint_path: Path) -> Pa
 def main(args: argparse.Namespace, *, tuning: bool = False) -> dict[str, Any]:
     """Train with the recipe in `args`. A tuning trial (hpo.py) keeps no checkpoints, never reads the
     test split and writes no artifact beyond the best weights: its metric lines are what it is for."""
-    if args.resume and not args.test_only:
-        _take_checkpoints_recipe(args)
+    checkpoint_path = Path(args.checkpoint_dir) / CHECKPOINT
+    resumed = None if tuning or args.test_only else _checkpoint_to_resume(args, checkpoint_path)
     runtime = loops.init_runtime()
     torch.manual_seed(args.seed + runtime.rank)
     root = Path(args.data_dir)
@@ -177,16 +178,14 @@ def main(args: argparse.Namespace, *, tuning: bool = False) -> dict[str, Any]:
     scaler = torch.amp.GradScaler(runtime.device.type, enabled=amp)
 
     start_epoch, best_accuracy = 1, -1.0
-    checkpoint_path = checkpoint_dir / CHECKPOINT
-    resume_from = None if tuning else _checkpoint_to_resume(args, checkpoint_path)
-    if resume_from is not None:
-        state = torch.load(resume_from, map_location=runtime.device, weights_only=True)
+    if resumed is not None:
+        state = resumed.state
         bare.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         start_epoch, best_accuracy = state["epoch"] + 1, state["best_accuracy"]
-        print(f"resumed from {resume_from} after epoch {state['epoch']}", flush=True)
+        print(f"resumed from {resumed.path} after epoch {state['epoch']}", flush=True)
 
     validation = loops.Metrics(float("nan"), 0.0, 0)
     skipped = 0

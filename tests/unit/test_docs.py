@@ -1,4 +1,4 @@
-"""The README and docs/ stay true (tools/check_docs.py): their links, anchors and make targets."""
+"""The README and docs/ stay true (tools/check_docs.py): their links, anchors, make targets and parameter defaults."""
 
 from __future__ import annotations
 
