@@ -9,7 +9,14 @@ export SAM_CLI_TELEMETRY := 0
 # The import roots (as pyproject.toml's pytest pythonpath): the Lambda package and the model's parts.
 IMPORT_PATH := .:functions:model/serving:model/training:model/tools
 
-.PHONY: install test unit lint typecheck pytest demo stack soak query redrive reclassify launch preflight deploy package-size benchmark serving-benchmark benchmark-photos pipeline-benchmark cost clean
+.PHONY: prerequisites install test unit lint typecheck pytest demo stack soak query redrive reclassify launch preflight deploy package-size benchmark serving-benchmark benchmark-photos pipeline-benchmark cost clean
+
+# What the local stack needs of this machine (Java, util-linux, namespaces), said before anything slow.
+prerequisites:
+	@$(PYTHON) devstack/prerequisites.py
+
+# What the local stack runs: the project, the serving stack, and the SAM CLI's Lambda Runtime Interface Emulator.
+LOCAL_STACK := prerequisites $(VENV)/.installed .venv-serving/.installed .venv-sam/.installed
 
 # Five environments: the project (.venv); the unit floor (.venv-unit); the SAM CLI and checkov, whose pins
 # clash; and the inference image's serving stack (.venv-serving: torch 2.6, TorchServe 0.12, the toolkit),
@@ -51,26 +58,35 @@ lint: $(VENV)/.installed
 typecheck: $(VENV)/.installed
 	$(VENV)/bin/mypy
 
-pytest: install
-	$(PY) -m pytest
+# Everything but the unit floor, which `make unit` runs from its own environment (and `make test` before this),
+# in PYTEST_WORKERS processes, each taking whole modules (longest first, tests/conftest.py): most of the
+# suite waits on stacks, containers and queues rather than computing, so 3 workers keep 2 cores busy. Torch
+# gets one thread in each (more threads than cores make its OpenMP threads wait on each other); model
+# containers and Lambda environments take their threads from the template, not from here.
+PYTEST_WORKERS ?= 3
+pytest: prerequisites install
+	OMP_NUM_THREADS=1 $(PY) -m pytest --ignore=tests/unit -n $(PYTEST_WORKERS) --dist loadscope
 
-test: lint typecheck unit pytest
+# The static checks and the unit floor run beside pytest's workers (seconds of CPU while those mostly wait);
+# each line is printed whole, and any that fails fails make test.
+test: prerequisites
+	@$(MAKE) --no-print-directory -j4 --output-sync=line lint typecheck unit pytest
 
 # The inner loop: pure logic with in-memory fakes, in seconds, from the unit floor's environment
 # (`pytest -m "not slow"` in .venv adds moto).
 unit: .venv-unit/.installed
 	.venv-unit/bin/python -m pytest tests/unit -q
 
-demo: $(VENV)/.installed .venv-serving/.installed
+demo: $(LOCAL_STACK)
 	PYTHONPATH=$(IMPORT_PATH) $(PY) -m devstack.workloads.demo
 
 # The local stack, kept up until Ctrl-C (moto on :5000, the SageMaker runtime on :8080).
 # STACK_ARGS example: --model path/to/model.tar.gz --parameter InferenceMode=batch
-stack: $(VENV)/.installed .venv-serving/.installed
-	PYTHONPATH=$(IMPORT_PATH) $(PY) -m devstack.aws.stack up $(STACK_ARGS)
+stack: $(LOCAL_STACK)
+	PYTHONPATH=$(IMPORT_PATH) $(PY) -m devstack.workloads.up $(STACK_ARGS)
 
 # Load and faults together on the local stack (10,000 images in auto mode unless SOAK_ARGS says otherwise).
-soak: $(VENV)/.installed .venv-serving/.installed
+soak: $(LOCAL_STACK)
 	PYTHONPATH=$(IMPORT_PATH) $(PY) -m devstack.workloads.soak $(SOAK_ARGS)
 
 # Query predictions, e.g. make query ARGS="breed Afghan_hound" (with the variables `make stack` prints).
@@ -98,7 +114,7 @@ preflight: $(VENV)/.installed
 # Build and deploy to your AWS account (samconfig.toml holds the defaults; --guided asks the rest).
 # sam build runs functions/Makefile, whose pip (this venv's) fetches python3.12 arm64 wheels.
 deploy: .venv-sam/.installed
-	PYTHON=$(CURDIR)/.venv-sam/bin/python .venv-sam/bin/sam build && .venv-sam/bin/sam deploy --guided
+	PYTHON="$(CURDIR)/.venv-sam/bin/python" .venv-sam/bin/sam build && .venv-sam/bin/sam deploy --guided
 
 package-size: $(VENV)/.installed
 	PYTHONPATH=$(IMPORT_PATH) $(PY) -m tools.package_size
@@ -115,12 +131,12 @@ benchmark-photos: $(VENV)/.installed
 	PYTHONPATH=$(IMPORT_PATH) $(PY) model/tools/photo_benchmark.py $(PHOTOS_ARGS)
 
 IMAGES ?= 500
-pipeline-benchmark: $(VENV)/.installed .venv-serving/.installed
+pipeline-benchmark: $(LOCAL_STACK)
 	PYTHONPATH=$(IMPORT_PATH) $(PY) -m devstack.workloads.pipeline_benchmark --images $(IMAGES)
 
 # What 1,000 images cost on AWS in each mode, from a measured run on the local stack (devstack/workloads/cost.py).
-cost: $(VENV)/.installed .venv-serving/.installed
+cost: $(LOCAL_STACK)
 	PYTHONPATH=$(IMPORT_PATH) $(PY) -m devstack.workloads.cost $(COST_ARGS)
 
 clean:
-	rm -rf .venv .venv-unit .venv-sam .venv-checkov .venv-serving .aws-sam build .devstack .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .venv .venv-unit .venv-sam .venv-checkov .venv-serving .cache .aws-sam build .devstack .pytest_cache .mypy_cache .ruff_cache

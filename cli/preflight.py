@@ -22,8 +22,7 @@ from typing import Any, Literal
 
 from botocore.exceptions import ClientError
 
-from devstack.aws.provision import resolve
-from devstack.aws.template import load_template, parameter_defaults
+from infra.template import load_template, parameter_defaults, resolve
 from pipeline.logic.s3uri import S3Uri
 
 REPO = Path(__file__).resolve().parents[1]

@@ -16,77 +16,12 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Iterator, Sequence
-from decimal import Decimal
+from collections.abc import Sequence
 from typing import Any
 
-from boto3.dynamodb.types import TypeDeserializer
+from infra.predictions import Predictions
 
 PROBLEM_STATUSES = ("REJECTED", "FAILED")
-_deserialize = TypeDeserializer().deserialize
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    return value
-
-
-def _item(raw: dict[str, Any]) -> dict[str, Any]:
-    return {key: _plain(_deserialize(value)) for key, value in raw.items()}
-
-
-class Predictions:
-    """Reads of the predictions table, through its key and its two indexes (see template.yaml)."""
-
-    def __init__(self, dynamodb: Any, table: str) -> None:
-        self.dynamodb = dynamodb
-        self.table = table
-
-    def image(self, bucket: str, key: str) -> dict[str, Any] | None:
-        raw = self.dynamodb.get_item(TableName=self.table, Key={"image_id": {"S": f"{bucket}/{key}"}}).get("Item")
-        return _item(raw) if raw else None
-
-    def images(self, bucket: str, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
-        """The records of many images by key (BatchGetItem, 100 at a time); missing ones are absent."""
-        found: dict[str, dict[str, Any]] = {}
-        for start in range(0, len(keys), 100):
-            request = {self.table: {"Keys": [{"image_id": {"S": f"{bucket}/{k}"}} for k in keys[start : start + 100]]}}
-            while request:
-                response = self.dynamodb.batch_get_item(RequestItems=request)
-                for raw in response["Responses"].get(self.table, []):
-                    item = _item(raw)
-                    found[item["key"]] = item
-                request = response.get("UnprocessedKeys") or {}
-        return found
-
-    def breed(self, breed: str, limit: int) -> list[dict[str, Any]]:
-        return list(self._newest_first("by-breed", "breed", breed, limit))
-
-    def problems(self, statuses: Sequence[str], limit: int) -> list[dict[str, Any]]:
-        found = [
-            item for status in statuses for item in self._newest_first("by-problem", "problem_status", status, limit)
-        ]
-        return sorted(found, key=lambda item: str(item["updated_at"]), reverse=True)[:limit]
-
-    def _newest_first(self, index: str, attribute: str, value: str, limit: int) -> Iterator[dict[str, Any]]:
-        pages = self.dynamodb.get_paginator("query").paginate(
-            TableName=self.table,
-            IndexName=index,
-            KeyConditionExpression="#k = :v",
-            ExpressionAttributeNames={"#k": attribute},
-            ExpressionAttributeValues={":v": {"S": value}},
-            ScanIndexForward=False,  # the index sorts by updated_at
-            PaginationConfig={"MaxItems": limit},
-        )
-        for page in pages:
-            yield from (_item(raw) for raw in page["Items"])
-
-
 COLUMNS = (
     ("image", 36),
     ("breed", 26),

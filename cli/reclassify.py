@@ -13,18 +13,21 @@ its `model_version`. Images a stopped run left waiting (PENDING, with the reason
 again, so a run is safe to repeat. The selection is a Scan of the table: it reads every item once.
 
 The settings are the deployed ingest function's environment (--stack, read with
-lambda:GetFunctionConfiguration), or the local stack's (--local: template.yaml with the local names).
+lambda:GetFunctionConfiguration), or the local stack's (--local: its functions answer the same call, and
+the bucket is IMAGES_BUCKET, which `make stack` prints).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
-from cli.query import _item, stack_outputs
+from cli.query import stack_outputs
+from infra.predictions import record
 from pipeline.adapters.dynamodb import DynamoPredictions
 from pipeline.adapters.s3 import S3Objects
 from pipeline.adapters.sagemaker import ServerlessEndpoint
@@ -38,15 +41,12 @@ CLIENTS = ("dynamodb", "s3", "sqs", "sagemaker-runtime", "cloudformation", "lamb
 
 
 def ingest_environment(args: argparse.Namespace, clients: dict[str, Any]) -> dict[str, str]:
-    """The ingest function's environment: the deployed function's, or the local stack's."""
-    if args.local:
-        from devstack.aws.provision import function_environment
-
-        return function_environment("IngestFunction")
-    resource = clients["cloudformation"].describe_stack_resource(
-        StackName=args.stack, LogicalResourceId="IngestFunction"
-    )
-    name = resource["StackResourceDetail"]["PhysicalResourceId"]
+    """The ingest function's environment, as lambda:GetFunctionConfiguration gives it: the deployed
+    stack's function, or the local stack's (which names its functions by their logical ids)."""
+    name = "IngestFunction"
+    if not args.local:
+        resource = clients["cloudformation"].describe_stack_resource(StackName=args.stack, LogicalResourceId=name)
+        name = resource["StackResourceDetail"]["PhysicalResourceId"]
     return dict(clients["lambda"].get_function_configuration(FunctionName=name)["Environment"]["Variables"])
 
 
@@ -70,7 +70,7 @@ def to_reclassify(dynamodb: Any, table: str, bucket: str, prefix: str, model_ver
     )
     for page in pages:
         for raw in page["Items"]:
-            item = _item(raw)
+            item = record(raw)
             uploaded_at = datetime.fromisoformat(str(item["uploaded_at"]).replace("Z", "+00:00"))
             yield ImageRef(item["bucket"], item["key"], item["etag"], int(item["size"]), uploaded_at)
 
@@ -79,7 +79,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--stack", help="the deployed stack (its outputs and its ingest function's settings)")
-    where.add_argument("--local", action="store_true", help="the local stack (make stack), by its local names")
+    where.add_argument("--local", action="store_true", help="the local stack (make stack and its exported variables)")
+    parser.add_argument("--bucket", default=os.environ.get("IMAGES_BUCKET"), help="with --local: the images bucket")
     parser.add_argument("--prefix", default="incoming/", help="only keys under this prefix")
     parser.add_argument("--model-version", help="only images answered by this model_version (sha256:...)")
     parser.add_argument("--dry-run", action="store_true", help="count what would be classified again, change nothing")
@@ -92,9 +93,10 @@ def main(args: argparse.Namespace, clients: dict[str, Any] | None = None) -> int
     clients = clients or {name: boto3.client(name) for name in CLIENTS}
     settings = IngestSettings.from_env(ingest_environment(args, clients))
     if args.local:
-        from devstack.aws.provision import LocalNames
-
-        bucket = LocalNames().bucket
+        if not args.bucket:
+            print("no bucket: give --bucket or set IMAGES_BUCKET (make stack prints it)", file=sys.stderr)
+            return 2
+        bucket = args.bucket
     else:
         bucket = stack_outputs(clients["cloudformation"], args.stack)["ImagesBucketName"]
     images = to_reclassify(clients["dynamodb"], settings.table_name, bucket, args.prefix, args.model_version)

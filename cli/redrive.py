@@ -26,7 +26,8 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from cli.query import Predictions, stack_outputs
+from cli.query import stack_outputs
+from infra.predictions import Predictions
 
 
 @dataclass(frozen=True)

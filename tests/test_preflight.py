@@ -14,7 +14,7 @@ from botocore.stub import Stubber
 
 from cli import preflight
 from cli.preflight import Account, Check, Plan
-from devstack.aws.template import load_template
+from infra.template import load_template
 
 REGION = "eu-west-1"
 ARTIFACTS = "my-models"

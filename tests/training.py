@@ -1,8 +1,11 @@
-"""A small synthetic dogImages tree and a model trained on it by model/training/train.py (once per session);
-the fixtures are shared through tests/conftest.py."""
+"""A small synthetic dogImages tree and a model trained on the same tree by model/training/train.py: once
+per content of the code that makes it (devstack.workloads.quickmodel.cached, under .cache/models/), and
+copied for each session; the fixtures are shared through tests/conftest.py."""
 
 from __future__ import annotations
 
+import json
+import shutil
 from collections.abc import Collection
 from pathlib import Path
 
@@ -38,20 +41,33 @@ def train_args(data: Path, out: Path, *extra: str) -> list[str]:
     ]  # fmt: skip
 
 
-@pytest.fixture(scope="session")
-def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Photo-sized JPEGs (as dogImages), 5 classes, one truncated file in train/."""
+def synthesize(out: Path) -> Path:
+    """Photo-sized JPEGs (as dogImages), 5 classes, one truncated file in train/ (deterministic)."""
     import dataset_tool
 
-    return dataset_tool.synthesize(
-        tmp_path_factory.mktemp("data") / "dogImages", classes=CLASSES, per_split=(16, 4, 4), size=(160, 120)
-    )
+    return dataset_tool.synthesize(out, classes=CLASSES, per_split=(16, 4, 4), size=(160, 120))
 
 
 @pytest.fixture(scope="session")
-def trained(dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, object]]:
-    import train  # torch: imported only by the tests that train
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return synthesize(tmp_path_factory.mktemp("data") / "dogImages")
 
-    out = tmp_path_factory.mktemp("trained")
-    result = train.main(train.get_args_parser().parse_args(train_args(dataset, out, "--epochs", "5")))
-    return out / "model", result
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, object]]:
+    """The model directory train.py leaves after 5 epochs on the dataset's tree, and its result."""
+    from devstack.workloads.quickmodel import cached
+
+    extra = ("--epochs", "5")
+
+    def build(workdir: Path) -> None:
+        import train  # torch: imported only by the tests that train
+
+        data = synthesize(workdir / "dogImages")
+        result = train.main(train.get_args_parser().parse_args(train_args(data, workdir, *extra)))
+        (workdir / "result.json").write_text(json.dumps(result))
+
+    made = cached("tests-trained", [*train_args(Path("data"), Path("out"), *extra)], build)
+    model_dir = tmp_path_factory.mktemp("trained") / "model"
+    shutil.copytree(made / "model", model_dir)  # a test may not change what later runs reuse
+    return model_dir, json.loads((made / "result.json").read_text())

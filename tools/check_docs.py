@@ -1,6 +1,7 @@
 """Docs that stay true: every relative link of the README and docs/ leads to a file that exists, and to
 a heading of it where it names one, every `make` target they name is one the Makefile has, and every
-table of template parameters gives each parameter's default as template.yaml has it.
+table of template parameters gives each parameter's default as template.yaml has it, and so does prose
+that gives a parameter's value as `Name (value)` or "Name ... default value".
 
     python -m tools.check_docs        (from the repository root; also a test: tests/unit/test_docs.py)
 
@@ -119,9 +120,37 @@ def check_defaults(path: Path, prose: list[tuple[int, str]], defaults: dict[str,
     return problems
 
 
+NUMBER = r"(\d[\d,]*(?:\.\d+)?)"
+
+
+def claims(line: str, name: str) -> list[str]:
+    """The values a line of prose gives a parameter: `MaxImagesPerJob (20,000)`, "MaxImagesPerJob images
+    (20,000)", "MaxImagesPerJob, the
+    default 20,000". Only a bare number counts, so a value in other units ("(6 hours)") or a remark in
+    brackets is not read as one."""
+    text = CODE_SPAN.sub(lambda m: m.group(2), line)
+    found = re.findall(rf"\b{name}\b(?:\s+[a-z]+)?\s*\(\s*(?:default:?\s+)?{NUMBER}(?=[),;])", text)
+    found += re.findall(rf"\b{name}\b[^.;:()|]{{0,40}}?\bdefault(?:s| is| of)?:?\s+{NUMBER}", text)
+    return [value.rstrip(",") for value in found]
+
+
+def check_claims(path: Path, prose: list[tuple[int, str]], defaults: dict[str, str]) -> list[Problem]:
+    problems = []
+    for number, line in prose:
+        for name, default in defaults.items():
+            if name not in line:
+                continue
+            problems += [
+                Problem(path, number, f"{name} ({value}): the default is {default!r}")
+                for value in claims(line, name)
+                if value.replace(",", "") != default
+            ]
+    return problems
+
+
 def template_defaults(root: Path) -> dict[str, str]:
     """Each parameter's Default in the tree's template.yaml, as text ("" where it has none)."""
-    from devstack.aws.template import load_template, parameter_defaults
+    from infra.template import load_template, parameter_defaults
 
     defaults = parameter_defaults(load_template(root / "template.yaml"))
     return {name: "" if value is None else str(value) for name, value in defaults.items()}
@@ -131,7 +160,7 @@ def check_file(path: Path, targets: set[str], defaults: dict[str, str] | None = 
     problems = []
     prose, code = split_code(path.read_text())
     if defaults is not None:
-        problems += check_defaults(path, prose, defaults)
+        problems += check_defaults(path, prose, defaults) + check_claims(path, prose, defaults)
     for number, line in prose:
         spans = [m.group(2) for m in CODE_SPAN.finditer(line)]
         for span in spans:

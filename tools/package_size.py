@@ -27,12 +27,11 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from devstack.aws.account import REGION
-from devstack.aws.provision import function_environment
-from devstack.aws.template import load_template
+from infra.template import declared_environment, load_template, parameter_defaults, resolve
 
 REPO = Path(__file__).resolve().parents[1]
 LAMBDA_LIMIT_UNZIPPED = 250 * 1024 * 1024
+REGION = "us-east-1"  # where the measured function pretends to run (AWS_REGION)
 HOST_PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
 
 # One cold start: import the handler's module in a process with no site-packages.
@@ -88,6 +87,23 @@ def init_seconds(package: Path, runtime: Path, handler: str, environment: dict[s
         )
         times.append(float(result.stdout.strip().splitlines()[-1]))
     return times
+
+
+class _Deployed(dict[str, Any]):
+    """A deployed stack's references, for a cold import that needs its variables present, not right:
+    parameters at their defaults and the template's mappings; any other name or ARN a placeholder."""
+
+    def __missing__(self, key: str) -> str:
+        return f"placeholder-{key}"
+
+
+def function_environment(logical_id: str) -> dict[str, str]:
+    """The variables template.yaml gives the function, resolved as a deployed stack would give them."""
+    template = load_template()
+    refs = _Deployed({**parameter_defaults(template), "AWS::Region": REGION})
+    refs.update({f"Mapping::{name}": mapping for name, mapping in template.get("Mappings", {}).items()})
+    resolved = {key: str(resolve(value, refs)) for key, value in declared_environment(logical_id, template).items()}
+    return {key: value for key, value in resolved.items() if value}
 
 
 def lambda_environment(logical_id: str, package: Path, runtime: str, memory_mb: int, timeout_s: int) -> dict[str, str]:

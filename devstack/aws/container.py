@@ -5,7 +5,8 @@ pinned in requirements/serving.txt) starts TorchServe 0.12 with the toolkit's ha
 .venv-serving (torch 2.6, torchvision 0.21, as in the image) and Java. Each container has what a
 container has: mount and PID namespaces (`unshare`) in which /etc and /opt are overlays of this
 machine's (the toolkit writes /etc/sagemaker-ts.properties), the unpacked model.tar.gz is mounted
-read-only at /opt/ml/model, /tmp is its own, and it is the only TorchServe in its PID namespace (the
+read-only at /opt/ml/model, /tmp is its own (the serving environment stays visible, also from a
+checkout under /tmp), and it is the only TorchServe in its PID namespace (the
 toolkit checks); ports of its own (SAGEMAKER_BIND_TO_PORT for inference and management, and
 TorchServe's metrics and gRPC ports). devstack/aws/container_entry.sh is its PID 1.
 
@@ -31,13 +32,13 @@ import tarfile
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import urllib3
 
-from devstack.aws.host import descendants, free_ports
+from devstack.aws.host import descendants, free_ports, log_tail
 
 log = logging.getLogger("devstack")
 
@@ -50,6 +51,15 @@ _INHERITED = ("LANG", "LC_ALL", "JAVA_HOME")
 
 class ContainerFailed(Exception):
     """The container could not start, or never became healthy."""
+
+
+class ContainerCannotRun(ContainerFailed):
+    """This machine cannot run a container at all (no serving environment or Java, or its entry could not
+    run a program): a fault of the local stack, not of the model (on AWS, the image always starts)."""
+
+
+# The shell's exit statuses for a command that could not be run: not executable, not found.
+_CANNOT_RUN = (126, 127)
 
 
 class Response(NamedTuple):
@@ -84,9 +94,9 @@ class _Instance:
         self, model_dir: Path, environment: Mapping[str, str], log_path: Path, python: Path, cpus: int | None
     ) -> None:
         if not python.exists():
-            raise ContainerFailed(f"{python} is missing: `make install` builds it from requirements/serving.txt")
+            raise ContainerCannotRun(f"{python} is missing: `make install` builds it from requirements/serving.txt")
         if shutil.which("java") is None:
-            raise ContainerFailed("TorchServe needs Java 17 or later on PATH")
+            raise ContainerCannotRun("TorchServe needs Java 17 or later on PATH")
         self.port, metrics, grpc_inference, grpc_management = free_ports(4)
         self.scratch = Path(tempfile.mkdtemp(prefix="container-"))
         env = {
@@ -104,7 +114,9 @@ class _Instance:
         # An instance with fewer vCPUs than this machine: the container's processes on the first `cpus` cores.
         pinned = ["taskset", "--cpu-list", f"0-{cpus - 1}"] if cpus else []
         argv = [*pinned, "unshare", *user, "--mount", "--pid", "--fork", "--mount-proc", "--kill-child"]
+        keep = Path(os.path.abspath(python)).parent.parent  # the serving environment, wherever it lies
         argv += ["/bin/sh", str(ENTRY), str(model_dir.resolve()), str(self.scratch), str(python)]
+        argv += [str(keep), str(keep.resolve())]
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with log_path.open("ab") as log_file:
             self.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, env=env)
@@ -142,7 +154,9 @@ class _Instance:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if not self.alive:
-                raise ContainerFailed(f"the model container exited with {self.process.returncode} (see {log_path})")
+                code = self.process.returncode
+                failed = ContainerCannotRun if code in _CANNOT_RUN else ContainerFailed
+                raise failed(f"the model container exited with {code} (see {log_path}):\n{log_tail(log_path)}")
             try:
                 workers = self.workers(http)
             except urllib3.exceptions.HTTPError:  # TorchServe is not listening yet
@@ -189,8 +203,10 @@ class ModelContainer:
         startup_timeout_s: float = 180,
         python: Path = SERVING_PYTHON,
         cpus: int | None = None,
+        on_fault: Callable[[Exception], None] | None = None,
     ) -> None:
         self.model_dir = model_dir
+        self.on_fault = on_fault  # told when this machine cannot run the container (ContainerCannotRun)
         self.cpus = cpus  # the vCPUs of the instance it stands for (default: every core of this machine)
         self.environment = dict(environment)
         self.log_path = log_path
@@ -208,6 +224,10 @@ class ModelContainer:
     def start(self) -> ModelContainer:
         self._running()
         return self
+
+    @property
+    def alive(self) -> bool:
+        return not self._stopped and self.instance is not None and self.instance.alive
 
     def stop(self) -> None:
         with self._lock:
@@ -269,7 +289,12 @@ class ModelContainer:
                 log.warning("model container is gone (see %s); starting a new one", self.log_path)
                 self.instance.stop()
             started = time.perf_counter()
-            self.instance = _Instance(self.model_dir, self.environment, self.log_path, self.python, self.cpus)
-            self.instance.wait_ready(self._http, self.startup_timeout_s, self.log_path)
+            try:
+                self.instance = _Instance(self.model_dir, self.environment, self.log_path, self.python, self.cpus)
+                self.instance.wait_ready(self._http, self.startup_timeout_s, self.log_path)
+            except ContainerCannotRun as exc:
+                if self.on_fault is not None:
+                    self.on_fault(exc)
+                raise
             self.startup_s.append(time.perf_counter() - started)
             return self.instance

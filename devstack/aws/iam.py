@@ -27,8 +27,8 @@ from typing import Any
 from urllib.parse import parse_qs, unquote
 
 from devstack.aws.account import arn
-from devstack.aws.provision import LocalNames, references, resolve
-from devstack.aws.template import load_template
+from devstack.aws.provision import LocalNames, references
+from infra.template import load_template, resolve
 
 _CREDENTIAL = re.compile(r"Credential=([^/]+)/")
 _DYNAMODB_TRANSACT = {"ConditionCheck": "ConditionCheckItem", "Put": "PutItem", "Update": "UpdateItem"}

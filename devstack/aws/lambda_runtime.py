@@ -14,6 +14,7 @@ import atexit
 import hashlib
 import json
 import os
+import platform
 import re
 import signal
 import socket
@@ -22,15 +23,16 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import urllib3
 
-from devstack.aws.host import descendants, free_ports
+from devstack.aws.host import descendants, free_ports, log_tail
 
-__all__ = ["Invocation", "LambdaContext", "LambdaFunction", "sqs_event"]
+__all__ = ["EnvironmentFailed", "Invocation", "LambdaContext", "LambdaFunction", "sqs_event"]
 
 SAM_PACKAGE = Path(__file__).resolve().parents[2] / ".venv-sam" / "lib"
 BILLED = re.compile(rb"Billed Duration: (\d+) ms")
@@ -38,11 +40,18 @@ BILLED = re.compile(rb"Billed Duration: (\d+) ms")
 _INHERITED = ("PATH", "LANG", "LC_ALL", "TMPDIR")
 
 
+class EnvironmentFailed(Exception):
+    """An execution environment could not start on this machine: a fault of the local stack, not of the
+    function (on AWS, Lambda always has one to give)."""
+
+
 def emulator() -> Path:
-    """The Runtime Interface Emulator inside the installed SAM CLI (.venv-sam, `make install`)."""
-    found = sorted(SAM_PACKAGE.glob("python3*/site-packages/samcli/local/rapid/aws-lambda-rie-x86_64"))
+    """The Runtime Interface Emulator inside the installed SAM CLI (.venv-sam, which the Makefile's
+    targets that run the local stack install), for this machine's architecture."""
+    binary = "aws-lambda-rie-arm64" if platform.machine() in ("aarch64", "arm64") else "aws-lambda-rie-x86_64"
+    found = sorted(SAM_PACKAGE.glob(f"python3*/site-packages/samcli/local/rapid/{binary}"))
     if not found:
-        raise FileNotFoundError(f"no aws-lambda-rie under {SAM_PACKAGE}: `make install` builds .venv-sam")
+        raise EnvironmentFailed(f"no {binary} under {SAM_PACKAGE}: `make install` builds .venv-sam")
     return found[-1]
 
 
@@ -138,16 +147,21 @@ class ExecutionEnvironment:
             )
         self.url = f"http://127.0.0.1:{invocations}/2015-03-31/functions/function/invocations"
         _RUNNING.add(self)
-        self._wait_listening(invocations)
+        self._wait_listening(invocations, log_path)
 
-    def _wait_listening(self, port: int, timeout_s: float = 10) -> None:
+    def _wait_listening(self, port: int, log_path: Path, timeout_s: float = 30) -> None:
         deadline = time.monotonic() + timeout_s
-        while self.alive and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
+            if not self.alive:
+                code = self.process.returncode
+                raise EnvironmentFailed(f"the emulator exited with {code} (see {log_path}):\n{log_tail(log_path)}")
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=1).close()
                 return
             except OSError:
                 time.sleep(0.02)
+        self.stop()
+        raise EnvironmentFailed(f"the emulator did not listen within {timeout_s:.0f} s (see {log_path})")
 
     @property
     def alive(self) -> bool:
@@ -179,10 +193,18 @@ def _stop_every_environment() -> None:
 
 
 class LambdaFunction:
-    """Invoke a function as Lambda does: at most `concurrency` environments, one invocation each."""
+    """Invoke a function as Lambda does: at most `concurrency` environments, one invocation each. An
+    environment that cannot start raises EnvironmentFailed from `invoke`, after telling `on_fault`."""
 
-    def __init__(self, spec: FunctionSpec, concurrency: int, log_dir: Path) -> None:
+    def __init__(
+        self,
+        spec: FunctionSpec,
+        concurrency: int,
+        log_dir: Path,
+        on_fault: Callable[[Exception], None] | None = None,
+    ) -> None:
         self.spec = spec
+        self.on_fault = on_fault
         self.log_path = log_dir / f"{spec.name}.log"
         self._idle: list[ExecutionEnvironment] = []
         self._all: list[ExecutionEnvironment] = []
@@ -220,7 +242,13 @@ class LambdaFunction:
             self.invocations += 1
             if self._idle:
                 return self._idle.pop()
-        environment = ExecutionEnvironment(self.spec, self.log_path)
+        try:
+            environment = ExecutionEnvironment(self.spec, self.log_path)
+        except (OSError, EnvironmentFailed) as exc:
+            failure = EnvironmentFailed(f"{self.spec.name}: no execution environment could start: {exc}")
+            if self.on_fault is not None:
+                self.on_fault(failure)
+            raise failure from exc
         with self._lock:
             self._all.append(environment)
         return environment

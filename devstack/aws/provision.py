@@ -6,12 +6,11 @@ with direct API calls instead; every setting is read from the template, never re
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from typing import Any
 
 from devstack.aws.account import ACCOUNT, REGION, arn, queue_url
-from devstack.aws.template import declared_environment, load_template, parameter_defaults
+from infra.template import declared_environment, load_template, parameter_defaults, resolve
 
 
 @dataclass(frozen=True)
@@ -35,52 +34,6 @@ class LocalStack:
     job_queue_url: str
     job_dead_letter_queue_url: str
     job_events_dead_letter_queue_url: str
-
-
-NO_VALUE = object()  # what Ref AWS::NoValue resolves to: the property it is set to is left out
-
-
-def resolve(value: Any, refs: dict[str, Any]) -> Any:
-    """Resolve Ref, Fn::GetAtt, Fn::Sub (both forms), Fn::Select, Fn::Split, Fn::FindInMap and the
-    condition functions (Fn::If, Fn::Equals, Fn::Not, Fn::And, Fn::Or) against known values; a
-    condition's value is refs["Condition::<name>"], a mapping's refs["Mapping::<name>"]. A property
-    that resolves to AWS::NoValue is left out, as CloudFormation leaves it out."""
-    if isinstance(value, dict) and len(value) == 1:
-        ((name, arg),) = value.items()
-        if name == "Ref":
-            return NO_VALUE if arg == "AWS::NoValue" else refs[arg]
-        if name == "Fn::GetAtt":
-            return refs[".".join(arg)]
-        if name == "Fn::Sub":
-            text, variables = (arg, {}) if isinstance(arg, str) else (arg[0], resolve(arg[1], refs))
-            known = {**refs, **variables}
-            return re.sub(r"\$\{([^}]+)\}", lambda m: str(known[m.group(1)]), text)
-        if name == "Fn::FindInMap":
-            mapping, top, second = (resolve(v, refs) for v in arg)
-            return refs[f"Mapping::{mapping}"][top][second]
-        if name == "Fn::Select":
-            return resolve(arg[1], refs)[int(arg[0])]
-        if name == "Fn::Split":
-            return str(resolve(arg[1], refs)).split(arg[0])
-        if name == "Fn::If":
-            condition, when_true, when_false = arg
-            return resolve(when_true if refs[f"Condition::{condition}"] else when_false, refs)
-        if name == "Condition":
-            return refs[f"Condition::{arg}"]
-        if name == "Fn::Equals":
-            return str(resolve(arg[0], refs)) == str(resolve(arg[1], refs))
-        if name == "Fn::Not":
-            return not resolve(arg[0], refs)
-        if name == "Fn::And":
-            return all(resolve(v, refs) for v in arg)
-        if name == "Fn::Or":
-            return any(resolve(v, refs) for v in arg)
-    if isinstance(value, dict):
-        resolved = {k: resolve(v, refs) for k, v in value.items()}
-        return {k: v for k, v in resolved.items() if v is not NO_VALUE}
-    if isinstance(value, list):
-        return [v for v in (resolve(item, refs) for item in value) if v is not NO_VALUE]
-    return value
 
 
 def references(names: LocalNames, parameters: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -10,21 +10,20 @@
 - Lambda's SQS trigger and the EventBridge rule are run from their translated template settings;
 - a transform runner executes the batch transform jobs that moto only records.
 
-    python -m devstack.aws.stack up [--model model.tar.gz] [--parameter Key=Value ...]
-
-keeps it running until Ctrl-C, for uploads with the AWS CLI or boto3 and queries with
-`python -m cli.query`. `make stack` does the same."""
+`make stack` (devstack.workloads.up) keeps one running until Ctrl-C, for uploads with the AWS CLI or
+boto3 and queries with `python -m cli.query`. A part that cannot run on this machine stops what waits
+on the stack at once (StackFailed)."""
 
 from __future__ import annotations
 
-import argparse
+import io
+import json
 import logging
 import shutil
-import signal
-import sys
 import tempfile
 import threading
 import time
+import zipfile
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -35,7 +34,6 @@ from typing import Any
 import boto3
 import requests
 
-from cli.query import Predictions
 from devstack.aws import moto_s3, moto_sagemaker, moto_sqs
 from devstack.aws.account import ACCOUNT, CREDENTIALS, REGION
 from devstack.aws.container import ModelContainer, unpack_model
@@ -50,15 +48,21 @@ from devstack.aws.provision import (
     model_environment,
     provision,
     references,
-    resolve,
     serverless_config,
 )
 from devstack.aws.sagemaker_runtime import RuntimeServer
-from devstack.aws.template import TEMPLATE_PATH, load_template, parameter_defaults, translate
-from devstack.aws.transform import TransformRunner, limit_jobs_in_flight
+from devstack.aws.transform import Container, TransformRunner, limit_jobs_in_flight
+from infra.predictions import Predictions
+from infra.template import TEMPLATE_PATH, load_template, parameter_defaults, resolve, translate
 from pipeline.logic.s3uri import S3Uri
 
 log = logging.getLogger("devstack")
+
+
+class StackFailed(Exception):
+    """A part of the local stack could not run on this machine (an execution environment or a model
+    container that cannot start): what waits on the stack stops at once with the reason."""
+
 
 REPO = TEMPLATE_PATH.parent
 ARTIFACTS_BUCKET = "dogbreed-artifacts-local"
@@ -134,6 +138,10 @@ class Stack:
         self.meter: RequestMeter | None = None
         self.calls: CallRecorder | None = None  # every AWS call, by caller (devstack.aws.iam)
         self.endpoint_url = ""
+        self.fault: Exception | None = None  # the first part that could not run (see check())
+        # Containers of ended transform jobs, by model directory and environment (see keep_warm()).
+        self._warm: dict[tuple[Path, tuple[tuple[str, str], ...]], list[ModelContainer]] = {}
+        self._warm_lock = threading.Lock()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -160,6 +168,16 @@ class Stack:
             except Exception:
                 log.exception("stopping %s failed", stop)
 
+    def check(self) -> None:
+        """Raise StackFailed if a part of the stack could not run; what waits on the stack calls this."""
+        if self.fault is not None:
+            raise StackFailed(f"the local stack cannot run: {self.fault}") from self.fault
+
+    def _on_fault(self, exc: Exception) -> None:
+        if self.fault is None:
+            log.error("the local stack cannot run: %s", exc)
+            self.fault = exc
+
     def _start(self) -> None:
         """What `sam deploy` and AWS would do, in order; each part is stopped in reverse order."""
         self.options.workdir.mkdir(parents=True, exist_ok=True)
@@ -168,7 +186,7 @@ class Stack:
         self._register_model()
         self._start_endpoint()
         template = TranslatedTemplate(
-            translate(load_template(), self.parameters)["Resources"], self.names, self.parameters
+            translate(load_template(), self.parameters, REGION)["Resources"], self.names, self.parameters
         )
         reserved = {
             name: int(props["ReservedConcurrentExecutions"])
@@ -224,9 +242,35 @@ class Stack:
     def _start_functions(self, template: TranslatedTemplate, concurrency: dict[str, int]) -> None:
         for logical_id, props in template.functions().items():
             spec = self._function_spec(logical_id, props)
-            function = LambdaFunction(spec, concurrency.get(logical_id, DEFAULT_CONCURRENCY), self.logs)
+            concurrent = concurrency.get(logical_id, DEFAULT_CONCURRENCY)
+            function = LambdaFunction(spec, concurrent, self.logs, on_fault=self._on_fault)
             self.functions[logical_id] = function
             self._stoppers.append(function.stop)
+            self._register_function(logical_id, spec)
+
+    def _register_function(self, logical_id: str, spec: FunctionSpec) -> None:
+        """The function on the local Lambda control plane, named by its logical id, with the environment
+        the template gives it, so that lambda:GetFunctionConfiguration answers as on AWS (make reclassify)."""
+        role = self.client("iam").create_role(
+            RoleName=f"{logical_id}Role",
+            AssumeRolePolicyDocument=json.dumps(
+                {"Statement": [{"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"},
+                                "Action": "sts:AssumeRole"}]}
+            ),
+        )["Role"]  # fmt: skip
+        code = io.BytesIO()
+        with zipfile.ZipFile(code, "w") as archive:
+            archive.writestr("README", f"runs locally from {spec.code_dir}")
+        self.client("lambda").create_function(
+            FunctionName=logical_id,
+            Runtime="python3.12",
+            Role=role["Arn"],
+            Handler=spec.handler,
+            Code={"ZipFile": code.getvalue()},
+            Timeout=int(spec.timeout_s),
+            MemorySize=spec.memory_mb,
+            Environment={"Variables": function_environment(logical_id, self.names, self.parameters)},
+        )
 
     def _start_event_bus(self, template: TranslatedTemplate) -> None:
         sqs = self.client("sqs")
@@ -259,7 +303,9 @@ class Stack:
             self.bus.put,
             parallel_jobs=max(2, int(self.parameters["MaxTransformJobsInFlight"])),
             startup_s=self.options.transform_startup_s,
+            release=self.keep_warm,
         )
+        self._stoppers.append(self._stop_warm_containers)  # after the runner, whose jobs hand theirs back
         self._stoppers.append(self.runner.start().stop)
 
     def _start_pollers(self, triggers: list[SqsTrigger]) -> None:
@@ -302,11 +348,13 @@ class Stack:
         self, etags: Mapping[str, str], timeout_s: float, progress: Callable[[int, int], None] | None = None
     ) -> dict[str, dict[str, Any]]:
         """Poll the table until each key has a final outcome (not PENDING) for the content it was
-        uploaded with, or time runs out; returns the records found."""
+        uploaded with, or time runs out; returns the records found. Raises StackFailed as soon as a
+        part of the stack cannot run."""
         predictions = Predictions(self.client("dynamodb", observer=True), self.names.table)
         found: dict[str, dict[str, Any]] = {}
         deadline = time.monotonic() + timeout_s
         while True:
+            self.check()
             missing = [key for key in etags if key not in found]
             for key, item in predictions.images(self.names.bucket, missing).items():
                 if item["etag"] == etags[key] and item["status"] != "PENDING":
@@ -399,71 +447,35 @@ class Stack:
                 s3.download_file(artifact.bucket, artifact.key, str(archive))
                 unpack_model(archive, Path(tmp) / "model")
                 shutil.move(Path(tmp) / "model", model_dir)
-        log_path = self.logs / "sagemaker" / f"{job_name}.log"
         env = {**model.get("Environment", {}), **environment}
-        return ModelContainer(model_dir, env, log_path).start()
+        with self._warm_lock:
+            warm = self._warm.get(_warm_key(model_dir, env), [])
+            while warm:
+                container = warm.pop()
+                if container.alive:
+                    return container
+                container.stop()
+        log_path = self.logs / "sagemaker" / f"{job_name}.log"
+        return ModelContainer(model_dir, env, log_path, on_fault=self._on_fault).start()
+
+    def keep_warm(self, container: Container) -> None:
+        """A transform job's container when the job ends: kept running for the next job of the same
+        model and environment, which then starts as if its instances were up at once (the local stack's
+        instances start in `transform_startup_s`, 0 unless set, and never fail to start). A container
+        that died, or of a model replaced since, is not reused; it logs on in its first job's log."""
+        if not isinstance(container, ModelContainer) or not container.alive:
+            container.stop()
+            return
+        with self._warm_lock:
+            self._warm.setdefault(_warm_key(container.model_dir, container.environment), []).append(container)
+
+    def _stop_warm_containers(self) -> None:
+        with self._warm_lock:
+            containers = [container for warm in self._warm.values() for container in warm]
+            self._warm.clear()
+        for container in containers:
+            container.stop()
 
 
-# -- command line ----------------------------------------------------------------------------
-
-
-def venv_command(name: str) -> str:
-    """A program of this Python's environment (the AWS CLI, python), as a user types it from the
-    repository root: `.venv/bin/aws` when run by make."""
-    path = Path(sys.executable).parent / name
-    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
-
-
-def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["up"], help="start the stack and keep it up until Ctrl-C")
-    parser.add_argument(
-        "--model", type=Path, help="a model.tar.gz from model/training/train.py (default: train a small one)"
-    )
-    parser.add_argument("--workdir", type=Path, default=REPO / ".devstack", help="logs and unpacked models")
-    parser.add_argument("--moto-port", type=int, default=5000)
-    parser.add_argument("--runtime-port", type=int, default=8080)
-    parser.add_argument(
-        "--parameter", action="append", default=[], metavar="KEY=VALUE", help="a template parameter override"
-    )
-    parser.add_argument("--visibility-timeout", type=int, help="shorten the queue's VisibilityTimeout (seconds)")
-    return parser
-
-
-def main(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    for noisy in ("werkzeug", "botocore", "urllib3"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    args.workdir.mkdir(parents=True, exist_ok=True)
-    model = args.model
-    if model is None:
-        from devstack.workloads.quickmodel import train_small_model
-
-        print("no --model given: training a small one on generated images ...", flush=True)
-        model = train_small_model(args.workdir / "quickmodel").archive
-    options = StackOptions(
-        model_archive=model,
-        workdir=args.workdir,
-        parameters=dict(p.split("=", 1) for p in args.parameter),
-        moto_port=args.moto_port,
-        runtime_port=args.runtime_port,
-        visibility_timeout_s=args.visibility_timeout,
-    )
-    stopping = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
-    signal.signal(signal.SIGINT, lambda *_: stopping.set())
-    with Stack(options) as stack:
-        exports = " ".join(f"{k}={v}" for k, v in stack.user_environment().items())
-        print(f"\nThe stack is up. In another shell:\n\n  export {exports}\n", flush=True)
-        print(f"  {venv_command('aws')} s3 cp my-dog.jpg 's3://{stack.names.bucket}/incoming/my dog.jpg'")
-        print(f"  {venv_command('python')} -m cli.query image 'incoming/my dog.jpg'")
-        print(f"  {venv_command('python')} -m cli.query problems\n")
-        print(f"Function and model logs: {stack.logs}/. Ctrl-C stops everything.", flush=True)
-        print("READY", flush=True)
-        stopping.wait()
-        print("stopping ...", flush=True)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(get_args_parser().parse_args()))
+def _warm_key(model_dir: Path, environment: Mapping[str, str]) -> tuple[Path, tuple[tuple[str, str], ...]]:
+    return model_dir, tuple(sorted(environment.items()))

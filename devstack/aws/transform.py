@@ -117,10 +117,13 @@ class TransformRunner:
         parallel_jobs: int = 2,
         poll_s: float = 0.5,
         startup_s: float = 0.0,
+        release: Callable[[Container], None] | None = None,
     ) -> None:
         self.sagemaker = sagemaker
         self.s3 = s3
         self.start_container = start_container
+        # What becomes of a job's containers when it ends: stopped, unless the caller keeps them warm.
+        self.release = release or (lambda container: container.stop())
         self.publish = publish
         self.poll_s = poll_s
         self.startup_s = startup_s  # each job's instances take this long to start (SageMaker: minutes)
@@ -195,7 +198,7 @@ class TransformRunner:
         finally:
             self.running.pop(name, None)
             for container in containers:
-                container.stop()
+                self.release(container)
             if containers:
                 self.instance_seconds[name] = (time.perf_counter() - running_since) * len(containers)
         set_moto_status(name, status, reason)

@@ -352,9 +352,11 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> int:
-    from devstack.aws.template import load_template, parameter_defaults
+    from devstack.aws.host import stop_on_signals
     from devstack.workloads.pipeline_benchmark import model_and_photos
+    from infra.template import load_template, parameter_defaults
 
+    stop_on_signals()
     cpus = len(os.sched_getaffinity(0))
     with tempfile.TemporaryDirectory(prefix="dogbreed-cost-") as tmp:
         workdir = Path(tmp)

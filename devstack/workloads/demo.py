@@ -11,7 +11,9 @@
    user overrides a parameter) into one batch transform job of multi-record requests, run by the
    local transform runner, and recorded by the collect function;
 5. wait with a progress bar until every upload has an outcome, print them, stop everything.
-Exit 0 only if every upload has an outcome.
+Exit 0 only if every upload has an outcome. A part of the stack that cannot run on this machine stops the
+demo at once with the reason (exit 1); Ctrl-C, SIGTERM or SIGHUP stop every process it started and
+remove its temporary folder.
 """
 
 from __future__ import annotations
@@ -28,8 +30,11 @@ from typing import Any
 from PIL import Image
 
 from cli.query import model_cell, table
-from devstack.aws.stack import Stack, StackOptions, venv_command
+from devstack.aws.container import ContainerFailed
+from devstack.aws.host import stop_on_signals
+from devstack.aws.stack import Stack, StackFailed, StackOptions
 from devstack.workloads.quickmodel import train_small_model
+from devstack.workloads.up import venv_command
 
 FLOOD = 60
 TIMEOUT_S = 240
@@ -75,11 +80,20 @@ class ProgressBar:
 def main() -> int:
     logging.basicConfig(level=logging.WARNING, format="%(name)s %(levelname)s %(message)s")
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    stop_on_signals()
+    try:
+        return run()
+    except (StackFailed, ContainerFailed) as exc:
+        print(f"\nmake demo stopped: {exc}", file=sys.stderr, flush=True)
+        return 1
+
+
+def run() -> int:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="dogbreed-demo-") as tmp:
         workdir = Path(tmp)
-        print("training a small model on generated images (model/training/train.py) ...", flush=True)
-        model = train_small_model(workdir / "quickmodel")
+        print("training a small model on generated images (model/training/train.py; kept in .cache/) ...", flush=True)
+        model = train_small_model()
         print(f"  test accuracy {model.test_accuracy:.0%}; packed as {model.archive.name}")
         print("starting the local stack (moto, model container, Lambda environments, event sources) ...")
         options = StackOptions(model_archive=model.archive, workdir=workdir / "stack", parameters=PARAMETERS)

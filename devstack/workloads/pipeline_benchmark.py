@@ -32,6 +32,7 @@ from typing import Any
 
 from PIL import Image
 
+from devstack.aws.host import stop_on_signals
 from devstack.aws.provision import serverless_config
 from devstack.aws.stack import Stack, StackOptions
 
@@ -175,11 +176,12 @@ def model_and_photos(model: Path | None, workdir: Path, count: int) -> tuple[Pat
 
     if model:
         return model, make_images(dataset_tool.synthesize(workdir / "photos", per_split=(1, 1, 10)), count)
-    trained = train_small_model(workdir / "quickmodel", image_size=224, epochs=1)
+    trained = train_small_model(image_size=224, epochs=1)
     return trained.archive, make_images(trained.data_dir, count)
 
 
 def main(args: argparse.Namespace) -> int:
+    stop_on_signals()
     with tempfile.TemporaryDirectory(prefix="dogbreed-bench-") as tmp:
         workdir = Path(tmp)
         archive, photos = model_and_photos(args.model, workdir, args.images)

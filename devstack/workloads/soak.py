@@ -39,12 +39,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cli.query import Predictions
 from devstack.aws.faults import FaultProxy
-from devstack.aws.host import free_ports
+from devstack.aws.host import free_ports, stop_on_signals
 from devstack.aws.stack import Stack, StackOptions
 from devstack.workloads.demo import ProgressBar
 from devstack.workloads.quickmodel import train_small_model
+from infra.predictions import Predictions
 
 FAULTS = ("delay-s3", "throttle-dynamodb", "kill-lambda", "kill-model", "throttle-endpoint", "fail-transform-request")
 AWS_ASYNC_RETRY_DELAYS_S = (60.0, 120.0)
@@ -159,7 +159,7 @@ def dead_letters(stack: Stack) -> dict[str, int]:
 def run(args: argparse.Namespace, progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="dogbreed-soak-") as tmp:
-        model = train_small_model(Path(tmp) / "quickmodel")
+        model = train_small_model()
         (moto_port,) = free_ports(1)
         proxies = {s: FaultProxy(f"http://127.0.0.1:{moto_port}").start() for s in ("dynamodb", "s3")}
         options = StackOptions(
@@ -284,7 +284,7 @@ def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(name)s %(levelname)s %(message)s")
     for noisy in ("werkzeug", "devstack"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
-
+    stop_on_signals()
     print(f"training a small model, starting the local stack, uploading {args.images:,} images ...", flush=True)
     result = run(args, ProgressBar())
     report(result)

@@ -44,8 +44,6 @@ import argparse
 import io
 import json
 import os
-import random
-import shutil
 import statistics
 import subprocess
 import sys
@@ -56,7 +54,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[2]
+from benchmark_inputs import (
+    CACHE,
+    CLASSES,
+    EPOCHS,
+    HELD_OUT_PER_BREED,
+    IMAGE_SIZE,
+    cpu_description,
+    held_out_images,
+    make_jpegs,
+    train_model,
+)
+
 # What a serving container has on its import path: the artifact's code/, that is model/serving/.
 
 
@@ -249,14 +258,6 @@ def fast_path(model_dir: Path) -> str:
             os.environ["MODEL_PRECISION"] = saved
 
 
-def cpu_description() -> dict[str, str]:
-    """The CPU's model name and the flags that choose the int8 network."""
-    import networks
-
-    cpu = networks.read_cpu_flags()
-    return {"model_name": cpu.model, "flags": cpu.summary}
-
-
 def multi_record_requests(images: list[bytes], size: int) -> list[bytes]:
     """JSON Lines requests of `size` images each, as the pipeline packs a transform job's input."""
     import answers
@@ -378,68 +379,15 @@ def first_prediction(kind: str, model_dir: Path, image: Path) -> None:
 # -- inputs ------------------------------------------------------------------------------------
 
 
-def train_model(args: argparse.Namespace) -> tuple[Path, list[bytes]]:
-    """train.py on generated dogImages-layout data: the model directory it leaves (model.pth,
-    model_int8.pt, ...) and the JPEGs of the test split, which neither training nor int8
-    calibration saw. Kept under --cache and reused by later runs with the same settings."""
-    import contextlib
-
-    import dataset_tool
-    import train
-
-    suffix = f"-{args.held_out_per_breed}-held-out" if args.held_out_per_breed != 2 else ""
-    workdir = args.cache / f"{args.classes}-breeds-{args.image_size}px-{args.epochs}-epochs{suffix}"
-    data, out = workdir / "dogImages", workdir / "training"
-    import networks
-
-    made = [out / "model" / network.file for network in networks.INT8_NETWORKS]
-    if (out / "output" / "metrics.json").exists() and all(path.exists() for path in made):  # written last
-        print(f"reusing the model trained in {workdir}", flush=True)
-        return out / "model", held_out_images(data / "test")
-    shutil.rmtree(workdir, ignore_errors=True)
-    per_split = (4, 2, args.held_out_per_breed)  # the test split is generated last: training sees the same images
-    dataset_tool.synthesize(data, classes=args.classes, per_split=per_split, size=(320, 240), corrupt=0)
-    flags = [f"--data-dir={data}", f"--model-dir={out}/model", f"--output-dir={out}/output"]
-    flags += [f"--checkpoint-dir={out}/checkpoints", f"--tensorboard-dir={out}/tb", "--pretrained=none"]
-    flags += ["--fine-tune=all", "--batch-size=32", "--lr=0.003", "--workers=0", f"--image-size={args.image_size}"]
-    flags += [f"--epochs={args.epochs}"]
-    with contextlib.redirect_stdout(sys.stderr):  # the per-epoch metric lines
-        result = train.main(train.get_args_parser().parse_args(flags))
-    print(
-        f"trained: {args.classes} breeds at {args.image_size} px, {args.epochs} epochs, "
-        f"test accuracy {result.get('test_accuracy', 0):.2f} (kept in {workdir})",
-        flush=True,
-    )
-    return out / "model", held_out_images(data / "test")
-
-
-def held_out_images(directory: Path) -> list[bytes]:
-    return [path.read_bytes() for path in sorted(directory.rglob("*.jpg"))]
-
-
-def make_jpegs(count: int, size: tuple[int, int], seed: int = 0) -> list[bytes]:
-    """Photo-like JPEGs (textured, quality 90) of the given size."""
-    from dataset_tool import synth_image
-    from PIL import Image
-
-    rng = random.Random(seed)
-    images = []
-    for i in range(count):
-        picture = synth_image(i % 7, 7, rng, size)
-        texture = Image.effect_noise(size, 60).convert("RGB")
-        buffer = io.BytesIO()
-        Image.blend(picture, texture, 0.2).save(buffer, "JPEG", quality=90)
-        images.append(buffer.getvalue())
-    return images
-
-
 def main(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     if args.model:
         model_dir, held_out = args.model, held_out_images(args.held_out)
     else:
-        model_dir, held_out = train_model(args)
+        model_dir, held_out = train_model(
+            args.cache, args.classes, args.image_size, args.epochs, args.held_out_per_breed
+        )
     if torch.cuda.is_available():
         return gpu_main(args, model_dir, held_out)
     results: dict[str, Any] = {
@@ -600,13 +548,16 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--gpu-batch-sizes", default="1,8,32,64", help="the same, on a GPU")
     parser.add_argument("--model", type=Path, help="a trained model directory (as train.py leaves it) to serve")
     parser.add_argument("--held-out", type=Path, help="with --model: a folder of JPEGs its training never saw")
-    parser.add_argument("--classes", type=int, default=133, help="breeds of the model trained here")
-    parser.add_argument("--image-size", type=int, default=224, help="input size of the model trained here")
-    parser.add_argument("--epochs", type=int, default=12, help="epochs of the model trained here")
+    parser.add_argument("--classes", type=int, default=CLASSES, help="breeds of the model trained here")
+    parser.add_argument("--image-size", type=int, default=IMAGE_SIZE, help="input size of the model trained here")
+    parser.add_argument("--epochs", type=int, default=EPOCHS, help="epochs of the model trained here")
     parser.add_argument(
-        "--held-out-per-breed", type=int, default=6, help="test images per breed of the model trained here"
+        "--held-out-per-breed",
+        type=int,
+        default=HELD_OUT_PER_BREED,
+        help="test images per breed of the model trained here",
     )
-    parser.add_argument("--cache", type=Path, default=REPO / ".devstack" / "benchmark", help="where it is kept")
+    parser.add_argument("--cache", type=Path, default=CACHE, help="where it is kept")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--first-prediction", nargs=3, metavar=("KIND", "MODEL_DIR", "IMAGE"), help=argparse.SUPPRESS)
     return parser

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import benchmark
+import benchmark_inputs
 import torch
 from PIL import Image
 
@@ -87,10 +88,10 @@ def downsizing_cost(photo: bytes, workdir: Path, runs: int) -> dict[str, float]:
 def main(args: argparse.Namespace) -> dict[str, Any]:
     import quantization
 
-    model_dir, held_out = benchmark.train_model(benchmark.get_args_parser().parse_args([]))
+    model_dir, held_out = benchmark_inputs.train_model()
     model = benchmark.load_ours(model_dir, "fp32")
     subjects = held_out[:: max(1, len(held_out) // args.images)][: args.images]  # spread over the breeds
-    results: dict[str, Any] = {"cpu": benchmark.cpu_description(), "torch": torch.__version__, "sizes": {}}
+    results: dict[str, Any] = {"cpu": benchmark_inputs.cpu_description(), "torch": torch.__version__, "sizes": {}}
     args.workdir.mkdir(parents=True, exist_ok=True)
     for text in args.sizes.split(","):
         width, height = (int(v) for v in text.split("x"))
@@ -131,7 +132,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--images", type=int, default=133, help="held-out images, one photo each per size")
     parser.add_argument("--sizes", default="4000x3000,8000x6000", help="photo sizes, WIDTHxHEIGHT, comma-separated")
     parser.add_argument("--runs", type=int, default=3, help="timed downsizings per size (fresh processes)")
-    parser.add_argument("--workdir", type=Path, default=benchmark.REPO / ".devstack" / "photo-benchmark")
+    parser.add_argument("--workdir", type=Path, default=benchmark_inputs.REPO / ".devstack" / "photo-benchmark")
     parser.add_argument("--json", type=Path, help="also write the results here")
     return parser
 

@@ -84,16 +84,15 @@ def settings_for(cpus: int) -> list[Setting]:
 
 def serving_model(cache: Path) -> tuple[Path, list[bytes]]:
     """benchmark.py's trained model with this checkout's serving code, and photo-sized JPEGs."""
-    import benchmark
     import train
+    from benchmark_inputs import make_jpegs, train_model
 
-    args = benchmark.get_args_parser().parse_args(["--cache", str(cache)])
-    trained, _ = benchmark.train_model(args)
+    trained, _ = train_model(cache)
     model_dir = Path(tempfile.mkdtemp(prefix="serving-benchmark-")) / "model"
     shutil.copytree(trained, model_dir)
     for name in train.SERVING_MODULES:  # the artifact's code/ as train.py would write it now
         shutil.copy2(train._module_file(name), model_dir / "code" / f"{name}.py")
-    return model_dir, benchmark.make_jpegs(64, (500, 375))
+    return model_dir, make_jpegs(64, (500, 375))
 
 
 def rate(send: Callable[[bytes], Any], bodies: list[bytes], images_per_body: int, clients: int) -> float:
@@ -173,7 +172,7 @@ def report(rows: list[dict[str, Any]], cpu: dict[str, str]) -> None:
 def main(args: argparse.Namespace) -> list[dict[str, Any]]:
     import os
 
-    from benchmark import cpu_description
+    from benchmark_inputs import cpu_description
 
     model_dir, jpegs = serving_model(args.cache)
     cores = len(os.sched_getaffinity(0))

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from devstack.aws.account import REGION
-from devstack.aws.provision import LocalNames, function_environment, references, resolve
-from devstack.aws.template import declared_environment, load_template, translate
+from devstack.aws.provision import LocalNames, function_environment, references
 from devstack.workloads.cost import HOSTS
+from infra.template import declared_environment, load_template, resolve, translate
 from pipeline.config import BuildSettings, CollectSettings, IngestSettings
 from tests.conftest import REPO
 
@@ -50,10 +50,12 @@ def translated_file(translated: dict[str, Any], tmp_path_factory: pytest.TempPat
     return path
 
 
-def tool(path: Path) -> str:
+def tool(path: Path) -> list[str]:
+    """A program of a virtual environment, run by that environment's Python: pip writes some scripts
+    (checkov's, the AWS CLI's) a `#!` line that Linux cannot run when the checkout's path has a space."""
     if not path.exists():
         pytest.fail(f"{path} is missing: run `make install` (make test does it)")
-    return str(path)
+    return [str(path.parent / "python"), str(path)]
 
 
 def run(*command: str) -> subprocess.CompletedProcess[str]:
@@ -66,20 +68,20 @@ def run(*command: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.slow  # an external linter
 def test_sam_validate_lint() -> None:
-    result = run(tool(SAM / "sam"), "validate", "--lint", "--template-file", "template.yaml")
+    result = run(*tool(SAM / "sam"), "validate", "--lint", "--template-file", "template.yaml")
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 @pytest.mark.slow  # an external linter
 def test_cfn_lint_on_the_translated_template(translated_file: Path) -> None:
-    result = run(tool(SAM / "cfn-lint"), str(translated_file))
+    result = run(*tool(SAM / "cfn-lint"), str(translated_file))
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 @pytest.mark.slow  # an external linter
 def test_checkov_on_the_translated_template_finds_nothing_unexplained(translated_file: Path) -> None:
     result = run(
-        tool(CHECKOV), "-f", str(translated_file), "--framework", "cloudformation", "--skip-download", "-o", "json"
+        *tool(CHECKOV), "-f", str(translated_file), "--framework", "cloudformation", "--skip-download", "-o", "json"
     )
     report = json.loads(result.stdout)
     failed = [f"{c['check_id']} {c['resource']}: {c['check_name']}" for c in report["results"]["failed_checks"]]
@@ -495,7 +497,7 @@ def test_sam_build_packages_the_functions_with_any_python(template: dict[str, An
     env = {k: v for k, v in os.environ.items() if k.upper().startswith(network) or k == "HOME"}
     env |= {"PATH": str(bin_dir), "PYTHON": sys.executable, "SAM_CLI_TELEMETRY": "0", "AWS_DEFAULT_REGION": REGION}
     build_dir = tmp_path / "build"
-    command = [tool(SAM / "sam"), "build", "--build-dir", str(build_dir), "--cache-dir", str(tmp_path / "cache")]
+    command = [*tool(SAM / "sam"), "build", "--build-dir", str(build_dir), "--cache-dir", str(tmp_path / "cache")]
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     architecture = template["Globals"]["Function"]["Architectures"][0]

@@ -10,7 +10,7 @@ import pytest
 
 import answers
 from devstack.aws.lambda_runtime import LambdaContext
-from devstack.aws.template import declared_environment, load_template
+from infra.template import declared_environment, load_template
 from pipeline.adapters.dynamodb import DynamoPredictions
 from pipeline.handlers import build_jobs, collect, ingest
 from pipeline.logic.jobs import JobFiles, QueuedShard

@@ -11,8 +11,8 @@ import pytest
 from devstack.aws.account import arn
 from devstack.aws.event_sources import EventBus, RuleTarget, SqsTrigger, failed_message_ids, matches
 from devstack.aws.lambda_runtime import Invocation
-from devstack.aws.provision import LocalNames, references, resolve
-from devstack.aws.template import load_template, translate
+from devstack.aws.provision import LocalNames, references
+from infra.template import load_template, resolve, translate
 from tests.conftest import Aws, load_event
 
 TRIGGER = SqsTrigger("IngestFunction", arn("sqs", "q"), 100, 5, True, 5)

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 
 from cli import reclassify
-from cli.query import Predictions
 from devstack.aws.container import pack_model
 from devstack.aws.stack import ARTIFACT_KEY, ARTIFACTS_BUCKET, Stack
+from infra.predictions import Predictions
 from tests.stack.conftest import StartStack, outcomes, upload, wait_until
 from tests.stack.test_stack import photos
 from tests.training import train_args
@@ -38,8 +38,11 @@ def test_a_model_swap_then_reclassifying_records_the_new_models_answers(
     archive = pack_model(tmp_path / "v2" / "model", tmp_path / "v2.tar.gz")
     stack.client("s3", observer=True).upload_file(str(archive), ARTIFACTS_BUCKET, ARTIFACT_KEY)
     # AND what the old model answered is classified again, by a run repeated at once (a duplicate)
-    clients = {name: stack.client(name, observer=True) for name in ("dynamodb", "s3", "sqs", "sagemaker-runtime")}
-    args = reclassify.get_args_parser().parse_args(["--local", "--model-version", old_version])
+    clients = {
+        name: stack.client(name, observer=True) for name in ("dynamodb", "s3", "sqs", "sagemaker-runtime", "lambda")
+    }
+    local = ["--local", "--bucket", stack.names.bucket]
+    args = reclassify.get_args_parser().parse_args([*local, "--model-version", old_version])
     assert reclassify.main(args, clients) == 0
     assert reclassify.main(args, clients) == 0
     # THEN every image ends classified once more, by a transform job of the new model
@@ -57,7 +60,7 @@ def test_a_model_swap_then_reclassifying_records_the_new_models_answers(
         assert (item["mode"], item["etag"]) == ("batch", first[key]["etag"]) and item["job_name"], item
     assert stack.runner is not None and sum(stack.runner.job_records.values()) >= len(keys)
     # AND nothing is left to classify again with the old version
-    dry = reclassify.get_args_parser().parse_args(["--local", "--model-version", old_version, "--dry-run"])
+    dry = reclassify.get_args_parser().parse_args([*local, "--model-version", old_version, "--dry-run"])
     selected = list(
         reclassify.to_reclassify(clients["dynamodb"], stack.names.table, stack.names.bucket, "incoming/", old_version)
     )

@@ -10,8 +10,8 @@ import pytest
 
 from devstack.aws.iam import template_policies
 from devstack.aws.provision import LocalNames
-from devstack.aws.template import TEMPLATE_PATH
 from devstack.workloads import soak
+from infra.template import TEMPLATE_PATH
 
 pytestmark = pytest.mark.slow  # trains a model and runs the local stack under faults
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -14,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from devstack.aws.container import ModelContainer, Response
+from devstack.aws.container import SERVING_PYTHON, ContainerCannotRun, ModelContainer, Response
 from devstack.aws.provision import model_environment
 from tests.pipeline import images
 from tests.stack.conftest import StartStack, wait_until
@@ -100,6 +102,43 @@ def test_a_request_over_max_request_size_is_refused_before_the_handler_runs(
         assert handled() == 2  # the two images, not the request over the limit
     finally:
         container.stop()
+
+
+def test_a_checkout_under_tmp_with_a_space_in_its_path_serves(
+    trained: tuple[Path, dict[str, object]], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The container's own /tmp does not hide a serving environment that lies under this machine's /tmp
+    (a checkout in /tmp once exited 127: python not found)."""
+    checkout = Path(tempfile.mkdtemp(prefix="dog breed checkout ", dir="/tmp"))
+    try:
+        (checkout / ".venv-serving").symlink_to(SERVING_PYTHON.parent.parent)
+        python = checkout / ".venv-serving" / "bin" / "python"
+        log = tmp_path_factory.mktemp("logs") / "container.log"
+        container = ModelContainer(trained[0], {**model_environment(), **ONE_WORKER}, log, python=python).start()
+        try:
+            assert classified(container.invoke(images.jpeg(), "image/jpeg"))
+        finally:
+            container.stop()
+    finally:
+        shutil.rmtree(checkout)
+
+
+def test_a_container_this_machine_cannot_run_is_a_fault_of_the_stack(
+    trained: tuple[Path, dict[str, object]], tmp_path: Path
+) -> None:
+    """Not a model that fails (which SageMaker reports as the job's or endpoint's failure): the entry
+    cannot run the serving Python at all (exit 126), and the stack is told at once."""
+    python = tmp_path / "bin" / "python"
+    python.parent.mkdir()
+    python.write_text("not a program")  # present, but not executable
+    faults: list[Exception] = []
+    container = ModelContainer(
+        trained[0], model_environment(), tmp_path / "c.log", python=python, on_fault=faults.append
+    )
+    with pytest.raises(ContainerCannotRun, match="exited with 126") as raised:
+        container.start()
+    assert faults == [raised.value]
+    assert "Permission denied" in str(raised.value)  # the log's last lines travel with the reason
 
 
 @pytest.mark.slow  # starts the local stack

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 from networks import CpuFlags
 
-from devstack.aws.template import load_template, parameter_defaults
 from devstack.workloads.cost import (
     FLOODS,
     HOSTS,
@@ -21,6 +20,7 @@ from devstack.workloads.cost import (
     rates,
     run_cost,
 )
+from infra.template import load_template, parameter_defaults
 
 PRICES = {
     "s3_get_per_1000_requests": 0.0004,

@@ -58,3 +58,23 @@ def test_a_parameter_table_must_give_the_templates_defaults(tmp_path: Path) -> N
         "4: parameter Size: the default is '5000', not '20,000'",
         "5: parameter Colour: template.yaml has no such parameter",
     ]
+
+
+def test_prose_that_gives_a_parameters_value_must_give_its_default(tmp_path: Path) -> None:
+    (tmp_path / "Makefile").write_text("test:\n")
+    (tmp_path / "template.yaml").write_text(
+        "Parameters:\n  MaxImagesPerJob:\n    Type: Number\n    Default: 20000\n"
+        "  MaxBatchWaitMinutes:\n    Type: Number\n    Default: 360\nResources: {}\n"
+    )
+    (tmp_path / "README.md").write_text(
+        "Jobs of at most `MaxImagesPerJob` images (5,000), records each.\n"  # stale
+        "`MaxImagesPerJob` (20,000) and MaxImagesPerJob (20000; see below) are right.\n"
+        "With MaxImagesPerJob at its default 5,000 jobs start twice as often.\n"  # stale
+        "`MaxBatchWaitMinutes` (6 hours) is in other units; `MaxImagesPerJob` (see the cost model) is a remark.\n"
+        "```\nMaxImagesPerJob (1)   # code is not prose\n```\n"
+    )
+    problems = [f"{p.line}: {p.message}" for p in check(tmp_path)]
+    assert problems == [
+        "1: MaxImagesPerJob (5,000): the default is '20000'",
+        "3: MaxImagesPerJob (5,000): the default is '20000'",
+    ]

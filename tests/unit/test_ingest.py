@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 import answers
-from devstack.aws.template import load_template
+from infra.template import load_template
 from pipeline.config import batch_max_bytes
 from pipeline.logic import ingest as ingest_logic
 from pipeline.logic.downsize import downsize

@@ -158,7 +158,7 @@ class TransformJobs:
             )
         except AwsError as exc:
             if exc.code == "ResourceInUse" or "already exists" in str(exc) or "must be unique" in str(exc):
-                return  # a retried batch: the job with this name is already running
+                return  # a retried request (botocore's) whose first attempt created the job: it runs
             if exc.code in NO_CAPACITY_CODES:
                 raise NoCapacity(f"{exc.code}: {exc}") from exc
             raise

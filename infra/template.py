@@ -1,17 +1,18 @@
-"""Read template.yaml, the one definition of the stack's resources and settings."""
+"""Read template.yaml, the one definition of the stack's resources and settings: load it (with
+CloudFormation's short tags), its parameters' defaults, the environment it declares for a function,
+its intrinsic functions resolved against known values, and its SAM translation."""
 
 from __future__ import annotations
 
 import copy
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from devstack.aws.account import REGION
-
-TEMPLATE_PATH = Path(__file__).resolve().parents[2] / "template.yaml"
+TEMPLATE_PATH = Path(__file__).resolve().parents[1] / "template.yaml"
 
 # samtranslator warns on exit about usage metrics it would publish to AWS; there is nothing to publish.
 logging.getLogger("samtranslator.metrics.metrics").setLevel(logging.ERROR)
@@ -67,8 +68,11 @@ class _NoManagedPolicies:
         return {}
 
 
-def translate(template: dict[str, Any], parameters: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The plain CloudFormation that `sam deploy` would create, translated offline (in the local region)."""
+def translate(
+    template: dict[str, Any], parameters: dict[str, Any] | None = None, region: str = "us-east-1"
+) -> dict[str, Any]:
+    """The plain CloudFormation that `sam deploy` would create, translated offline (ARNs in `region`:
+    the local stack's by default)."""
     import boto3
     from samtranslator.parser.parser import Parser
     from samtranslator.translator.translator import Translator
@@ -79,7 +83,7 @@ def translate(template: dict[str, Any], parameters: dict[str, Any] | None = None
     for resource in fragment["Resources"].values():
         if resource["Type"] == "AWS::Serverless::Function" and "CodeUri" in resource.get("Properties", {}):
             resource["Properties"]["CodeUri"] = "s3://local-artifacts/functions.zip"
-    translator = Translator(None, Parser(), boto_session=boto3.Session(region_name=REGION))
+    translator = Translator(None, Parser(), boto_session=boto3.Session(region_name=region))
     translated: dict[str, Any] = translator.translate(
         fragment,
         parameter_values=dict(parameters or {}),
@@ -87,3 +91,49 @@ def translate(template: dict[str, Any], parameters: dict[str, Any] | None = None
         get_managed_policy_map=_NoManagedPolicies().load,
     )
     return translated
+
+
+NO_VALUE = object()  # what Ref AWS::NoValue resolves to: the property it is set to is left out
+
+
+def resolve(value: Any, refs: dict[str, Any]) -> Any:
+    """Resolve Ref, Fn::GetAtt, Fn::Sub (both forms), Fn::Select, Fn::Split, Fn::FindInMap and the
+    condition functions (Fn::If, Fn::Equals, Fn::Not, Fn::And, Fn::Or) against known values; a
+    condition's value is refs["Condition::<name>"], a mapping's refs["Mapping::<name>"]. A property
+    that resolves to AWS::NoValue is left out, as CloudFormation leaves it out."""
+    if isinstance(value, dict) and len(value) == 1:
+        ((name, arg),) = value.items()
+        if name == "Ref":
+            return NO_VALUE if arg == "AWS::NoValue" else refs[arg]
+        if name == "Fn::GetAtt":
+            return refs[".".join(arg)]
+        if name == "Fn::Sub":
+            text, variables = (arg, {}) if isinstance(arg, str) else (arg[0], resolve(arg[1], refs))
+            known = {**refs, **variables}
+            return re.sub(r"\$\{([^}]+)\}", lambda m: str(known[m.group(1)]), text)
+        if name == "Fn::FindInMap":
+            mapping, top, second = (resolve(v, refs) for v in arg)
+            return refs[f"Mapping::{mapping}"][top][second]
+        if name == "Fn::Select":
+            return resolve(arg[1], refs)[int(arg[0])]
+        if name == "Fn::Split":
+            return str(resolve(arg[1], refs)).split(arg[0])
+        if name == "Fn::If":
+            condition, when_true, when_false = arg
+            return resolve(when_true if refs[f"Condition::{condition}"] else when_false, refs)
+        if name == "Condition":
+            return refs[f"Condition::{arg}"]
+        if name == "Fn::Equals":
+            return str(resolve(arg[0], refs)) == str(resolve(arg[1], refs))
+        if name == "Fn::Not":
+            return not resolve(arg[0], refs)
+        if name == "Fn::And":
+            return all(resolve(v, refs) for v in arg)
+        if name == "Fn::Or":
+            return any(resolve(v, refs) for v in arg)
+    if isinstance(value, dict):
+        resolved = {k: resolve(v, refs) for k, v in value.items()}
+        return {k: v for k, v in resolved.items() if v is not NO_VALUE}
+    if isinstance(value, list):
+        return [v for v in (resolve(item, refs) for item in value) if v is not NO_VALUE]
+    return value
