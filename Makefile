@@ -58,11 +58,11 @@ lint: $(VENV)/.installed
 typecheck: $(VENV)/.installed
 	$(VENV)/bin/mypy
 
-# Everything but the unit floor, which `make unit` runs from its own environment (and `make test` before this),
-# in PYTEST_WORKERS processes, each taking whole modules (longest first, tests/conftest.py): most of the
-# suite waits on stacks, containers and queues rather than computing, so 3 workers keep 2 cores busy. Torch
-# gets one thread in each (more threads than cores make its OpenMP threads wait on each other); model
-# containers and Lambda environments take their threads from the template, not from here.
+# Everything but the unit floor, which `make unit` runs from its own environment (and `make test` beside this),
+# in PYTEST_WORKERS processes, each taking whole modules (those with slow tests first, tests/conftest.py):
+# much of the suite waits on stacks, containers and queues rather than computing, so 3 workers finish sooner
+# than one on 2 cores (docs/testing.md). Torch gets one thread in each, so that three workers do not run six
+# threads on two cores; model containers and Lambda environments take their threads from the template.
 PYTEST_WORKERS ?= 3
 pytest: prerequisites install
 	OMP_NUM_THREADS=1 $(PY) -m pytest --ignore=tests/unit -n $(PYTEST_WORKERS) --dist loadscope

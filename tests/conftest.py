@@ -196,7 +196,7 @@ def load_event(name: str) -> dict[str, Any]:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The modules that start stacks, containers or trainings (marked slow) first: `make pytest` hands
-    whole modules to parallel workers in this order (pytest-xdist's loadscope), so the longest start
-    first and no worker is left with one at the end while the others wait."""
+    whole modules to parallel workers in this order (pytest-xdist's loadscope), so the long ones start
+    early rather than leaving one worker busy at the end while the others wait."""
     slow = {item.nodeid.split("::")[0] for item in items if item.get_closest_marker("slow")}
     items.sort(key=lambda item: item.nodeid.split("::")[0] not in slow)  # stable: each module's order kept

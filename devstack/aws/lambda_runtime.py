@@ -154,6 +154,7 @@ class ExecutionEnvironment:
         while time.monotonic() < deadline:
             if not self.alive:
                 code = self.process.returncode
+                self.stop()
                 raise EnvironmentFailed(f"the emulator exited with {code} (see {log_path}):\n{log_tail(log_path)}")
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=1).close()

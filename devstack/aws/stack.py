@@ -460,9 +460,9 @@ class Stack:
 
     def keep_warm(self, container: Container) -> None:
         """A transform job's container when the job ends: kept running for the next job of the same
-        model and environment, which then starts as if its instances were up at once (the local stack's
-        instances start in `transform_startup_s`, 0 unless set, and never fail to start). A container
-        that died, or of a model replaced since, is not reused; it logs on in its first job's log."""
+        model and environment, which then starts as if its instances were up at once (the runner still
+        waits `transform_startup_s` before each job, 0 unless set). A container that died is not reused,
+        nor one of a model replaced since (another artifact, another key); it logs on in its first job's log."""
         if not isinstance(container, ModelContainer) or not container.alive:
             container.stop()
             return

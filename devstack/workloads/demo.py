@@ -92,7 +92,8 @@ def run() -> int:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="dogbreed-demo-") as tmp:
         workdir = Path(tmp)
-        print("training a small model on generated images (model/training/train.py; kept in .cache/) ...", flush=True)
+        print("a small model trained on generated images by model/training/train.py (once per content of the")
+        print("  code, kept in .cache/models/) ...", flush=True)
         model = train_small_model()
         print(f"  test accuracy {model.test_accuracy:.0%}; packed as {model.archive.name}")
         print("starting the local stack (moto, model container, Lambda environments, event sources) ...")

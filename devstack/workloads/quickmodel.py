@@ -3,7 +3,8 @@ packed as the model.tar.gz SageMaker would make of it. The demo, `make stack` an
 real model is given.
 
 Each model is trained once per content of the code that makes it (model/, the answer contract, this
-torch) and recipe, and kept under .cache/models/ beside the virtual environments: a later run with the
+torch), this CPU (its kernels decide the weights' last digits, and the test accuracy recorded with
+them) and recipe, and kept under .cache/models/ beside the virtual environments: a later run with the
 same code reuses it, and a change to the code trains anew. `make clean` removes the cache."""
 
 from __future__ import annotations
@@ -40,10 +41,12 @@ class QuickModel:
 
 
 def code_digest() -> str:
-    """A digest of the code a trained model depends on, and of the torch that trains it."""
+    """A digest of the code a trained model depends on, and of the torch and the CPU that train it."""
+    import networks
     import torch
 
-    digest = hashlib.sha256(torch.__version__.encode())
+    cpu = networks.read_cpu_flags()
+    digest = hashlib.sha256(f"{torch.__version__} {cpu.model} {cpu.summary}".encode())
     for part in MADE_BY:
         root = REPO / part
         for path in sorted([root] if root.is_file() else root.rglob("*.py")):
