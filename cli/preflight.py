@@ -30,6 +30,9 @@ LAMBDA_CONCURRENCY_QUOTA = "L-B99A9384"  # Lambda's "Concurrent executions"
 BUILDER_CONCURRENCY = 2  # the job builder's event source: MaximumConcurrency, the fewest SQS allows
 COLLECTOR_CONCURRENCY = 1  # one collection per finished job
 FAILED_STACK_STATES = ("ROLLBACK_COMPLETE", "ROLLBACK_FAILED", "DELETE_FAILED", "CREATE_FAILED")
+# Serverless Inference is offered in "all AWS commercial Regions where SageMaker is available (except
+# the AWS China Regions)" (SageMaker developer guide, serverless-endpoints); template.yaml's Rules agree.
+NO_SERVERLESS_INFERENCE = ("cn-north-1", "cn-northwest-1")
 
 Status = Literal["ok", "warn", "FAIL"]
 
@@ -62,7 +65,7 @@ class Plan:
         return [
             str(resolve(resource["Properties"]["LogGroupName"], refs))
             for resource in template["Resources"].values()
-            if resource["Type"] == "AWS::Logs::LogGroup"
+            if resource["Type"] == "AWS::Logs::LogGroup" and (self.creates_model or "Condition" not in resource)
         ]
 
 
@@ -101,6 +104,14 @@ class Account:
 
     def object_readable(self, uri: S3Uri) -> bool:
         return self._exists(lambda: self.clients["s3"].head_object(Bucket=uri.bucket, Key=uri.key))
+
+    def object_kms_key(self, uri: S3Uri) -> str | None:
+        """The KMS key an SSE-KMS object is encrypted under (its ARN), or None."""
+        head = self.clients["s3"].head_object(Bucket=uri.bucket, Key=uri.key)
+        return str(head["SSEKMSKeyId"]) if head.get("ServerSideEncryption") == "aws:kms" else None
+
+    def key_is_aws_managed(self, key: str) -> bool:
+        return bool(self.clients["kms"].describe_key(KeyId=key)["KeyMetadata"]["KeyManager"] == "AWS")
 
     def endpoint_exists(self, name: str) -> bool:
         return self._exists(lambda: self.clients["sagemaker"].describe_endpoint(EndpointName=name))
@@ -181,6 +192,40 @@ def check_model(plan: Plan, account: Account) -> Check:
     if not account.object_readable(uri):
         return Check("model", "FAIL", f"{uri} does not exist, or these credentials cannot read it")
     return Check("model", "ok", f"{uri} is in {region}")
+
+
+def check_model_key(plan: Plan, account: Account) -> Check:
+    """SageMaker reads the artifact as the model's role, which needs kms:Decrypt on a customer managed
+    key (SageMaker developer guide, "SageMaker roles"); these credentials' reading it proves nothing."""
+    if not plan.creates_model:
+        return Check("model key", "ok", "the stack creates no model")
+    uri = S3Uri.parse(plan.parameters["ModelDataUrl"])
+    try:
+        key = account.object_kms_key(uri)
+    except ClientError as exc:
+        return Check("model key", "warn", f"cannot read how {uri} is encrypted: {exc.response['Error']['Code']}")
+    if key is None:
+        return Check("model key", "ok", f"{uri} is not under a KMS key")
+    if account.key_is_aws_managed(key):
+        return Check("model key", "ok", f"{uri} is under the AWS managed key {key}, which the account's roles may use")
+    if plan.parameters["ModelKmsKeyArn"] != key:
+        return Check(
+            "model key",
+            "FAIL",
+            f"{uri} is encrypted with the KMS key {key}: set ModelKmsKeyArn={key} so the model role may decrypt it "
+            "(and let the account use it in the key's policy), or SageMaker cannot read the model",
+        )
+    return Check("model key", "ok", f"{uri} is under {key}, which ModelKmsKeyArn grants the model role")
+
+
+def check_region(plan: Plan) -> Check:
+    if plan.region in NO_SERVERLESS_INFERENCE and plan.parameters["InferenceMode"] != "batch":
+        return Check(
+            "region",
+            "FAIL",
+            f"SageMaker Serverless Inference is not offered in {plan.region}: deploy with InferenceMode=batch",
+        )
+    return Check("region", "ok", f"{plan.region} offers what InferenceMode={plan.parameters['InferenceMode']} uses")
 
 
 def check_names(plan: Plan, account: Account, template: dict[str, Any], new_stack: bool) -> Check:
@@ -275,7 +320,9 @@ def run_checks(plan: Plan, account: Account, template: dict[str, Any]) -> list[C
     return [
         check_stack(plan, status),
         check_parameters(plan),
+        check_region(plan),
         check_model(plan, account),
+        check_model_key(plan, account),
         check_names(plan, account, template, new_stack=status is None),
         check_lambda_concurrency(plan, account),
         check_transform_quota(plan, quotas),
@@ -340,7 +387,7 @@ def main(argv: list[str] | None = None, session: Any = None) -> int:
     session = session or boto3.session.Session()
     template = load_template()
     plan = plan_from(args, template, session.region_name)
-    services = ("cloudformation", "lambda", "service-quotas", "s3", "sagemaker", "logs")
+    services = ("cloudformation", "lambda", "service-quotas", "s3", "sagemaker", "logs", "kms")
     account = Account({name: session.client(name, region_name=plan.region) for name in services})
     checks = run_checks(plan, account, template)
     print(report(plan, checks))

@@ -51,7 +51,7 @@ def moto_clients(moto_url: str) -> dict[str, Any]:
     requests.post(f"{moto_url}/moto-api/reset", timeout=10)
     clients = {
         name: boto3.client(name, region_name=REGION, endpoint_url=moto_url)
-        for name in ("cloudformation", "s3", "sagemaker", "logs")
+        for name in ("cloudformation", "s3", "sagemaker", "logs", "kms")
     }
     clients["s3"].create_bucket(Bucket=ARTIFACTS, CreateBucketConfiguration={"LocationConstraint": REGION})
     clients["s3"].put_object(Bucket=ARTIFACTS, Key="model.tar.gz", Body=b"model")
@@ -86,7 +86,9 @@ def test_a_ready_account_passes_every_check(moto_clients: dict[str, Any]) -> Non
         [
             "stack",
             "parameters",
+            "region",
             "model",
+            "model key",
             "names",
             "lambda concurrency",
             "transform instances",
@@ -210,3 +212,22 @@ def test_the_command_reads_saved_parameters_prints_what_to_request_and_fails(
     assert out.startswith(f"preflight: stack dogs in {REGION}")
     assert "FAIL  transform instances" in out
     assert "  - Amazon SageMaker, ml.c6i.xlarge for transform job usage: 2" in out
+
+
+def test_an_artifact_under_a_customer_managed_key_needs_model_kms_key_arn(moto_clients: dict[str, Any]) -> None:
+    """The deployer may read it; the model role may not, without kms:Decrypt on its key."""
+    key = moto_clients["kms"].create_key(Description="artifacts")["KeyMetadata"]["Arn"]
+    moto_clients["s3"].put_object(
+        Bucket=ARTIFACTS, Key="model.tar.gz", Body=b"model", ServerSideEncryption="aws:kms", SSEKMSKeyId=key
+    )
+    check = verdicts(preflight.run_checks(plan(), account(moto_clients), load_template()))["model key"]
+    assert check.status == "FAIL" and f"ModelKmsKeyArn={key}" in check.detail
+    granted = verdicts(preflight.run_checks(plan(ModelKmsKeyArn=key), account(moto_clients), load_template()))
+    assert granted["model key"].status == "ok"
+
+
+@pytest.mark.parametrize(("region", "mode", "status"), [("cn-north-1", "auto", "FAIL"), ("cn-north-1", "batch", "ok"),
+                                                         ("eu-west-1", "serverless", "ok")])  # fmt: skip
+def test_serverless_inference_is_refused_where_aws_does_not_offer_it(region: str, mode: str, status: str) -> None:
+    check = preflight.check_region(Plan("dogbreed", region, {**plan().parameters, "InferenceMode": mode}))
+    assert check.status == status

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from devstack.aws.account import queue_url
+from devstack.aws.account import ACCOUNT, REGION, queue_url
 from devstack.aws.lambda_runtime import Invocation, LambdaFunction, sqs_event
 
 log = logging.getLogger("devstack")
@@ -154,11 +156,50 @@ class SqsPoller:
 
 @dataclass(frozen=True)
 class RuleTarget:
-    """An AWS::Events::Rule on the default bus with a Lambda function as its target."""
+    """An AWS::Events::Rule on the default bus with a Lambda function as its target. A schedule's rule
+    matches the events of its own schedule (scheduled_event)."""
 
     rule: str
     pattern: dict[str, Any]
     function: str
+    every_s: float | None = None  # a schedule's rate
+
+    @classmethod
+    def of_rule(cls, logical_id: str, properties: dict[str, Any], function: str) -> RuleTarget:
+        expression = properties.get("ScheduleExpression")
+        if expression is None:
+            return cls(logical_id, properties["EventPattern"], function)
+        pattern = {"source": ["aws.events"], "detail-type": ["Scheduled Event"], "resources": [logical_id]}
+        return cls(logical_id, pattern, function, every_s=rate_seconds(expression))
+
+
+def rate_seconds(expression: str) -> float:
+    """The period of an EventBridge `rate(value unit)` expression (cron expressions are not used here)."""
+    match = re.fullmatch(r"rate\((\d+) (minute|minutes|hour|hours|day|days)\)", expression)
+    if match is None:
+        raise NotImplementedError(f"schedule {expression!r} is not supported locally")
+    unit = {"minute": 60, "hour": 3600, "day": 86400}[match[2].rstrip("s")]
+    return int(match[1]) * unit
+
+
+def bus_event(source: str, detail_type: str, resources: list[str], detail: dict[str, Any]) -> dict[str, Any]:
+    """An event as the default bus delivers it: EventBridge's envelope around a service's detail."""
+    return {
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": detail_type,
+        "source": source,
+        "account": ACCOUNT,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "region": REGION,
+        "resources": resources,
+        "detail": detail,
+    }
+
+
+def scheduled_event(rule: str) -> dict[str, Any]:
+    """The event a schedule sends its target (EventBridge user guide, scheduled events)."""
+    return bus_event("aws.events", "Scheduled Event", [rule], {})
 
 
 def matches(pattern: dict[str, Any], event: dict[str, Any]) -> bool:
@@ -203,11 +244,44 @@ class EventBus:
         self.dead_letter_queues = dead_letter_queues  # function -> queue URL
         self.sqs_as = sqs_as  # function -> an SQS client acting as its role
         self.retry_delays_s = retry_delays_s
+        # A fault: events this says True to are never delivered ("in some rare cases an event might not be
+        # delivered", EventBridge user guide, "Event delivery from AWS services").
+        self.lose: Callable[[dict[str, Any]], bool] = lambda event: False
+        self._stopping = threading.Event()
+        self._schedules = [
+            threading.Thread(target=self._schedule, args=(target,), name=f"schedule-{target.rule}", daemon=True)
+            for target in targets
+            if target.every_s is not None
+        ]
+
+    def start(self) -> EventBus:
+        for thread in self._schedules:
+            thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()
+        for thread in self._schedules:
+            thread.join(timeout=5)
 
     def put(self, event: dict[str, Any]) -> None:
+        if self.lose(event):
+            log.warning("event lost, as a fault: %s %s", event.get("detail-type"), event.get("detail", {}))
+            return
         for target in self.targets:
             if matches(target.pattern, event):
                 self._invoke_async(target, event)
+
+    def fire_schedules(self) -> None:
+        """Every schedule's event now, as if its time had come."""
+        for target in self.targets:
+            if target.every_s is not None:
+                self.put(scheduled_event(target.rule))
+
+    def _schedule(self, target: RuleTarget) -> None:
+        assert target.every_s is not None
+        while not self._stopping.wait(target.every_s):
+            self.put(scheduled_event(target.rule))
 
     def _invoke_async(self, target: RuleTarget, event: dict[str, Any]) -> None:
         function = self.functions[target.function]

@@ -20,9 +20,14 @@ def free_ports(count: int) -> list[int]:
 
 
 def descendants(pid: int) -> Iterator[int]:
-    """The processes below `pid`, depth first (the container's toolkit, Java, its workers)."""
+    """The processes below `pid`, depth first (the container's toolkit, Java, its workers); one that
+    exits while they are read is left out with its children."""
     children: list[int] = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):  # a child belongs to the thread that started it
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())  # a child belongs to the thread that started it
+    except OSError:
+        return
+    for task in tasks:
         try:
             children += map(int, (task / "children").read_text().split())
         except OSError:

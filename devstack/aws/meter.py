@@ -1,8 +1,13 @@
 """Count the AWS requests the local stack serves, as AWS bills them: a WSGI layer around moto.
 
 S3 by tier (GET and HEAD; PUT, POST, COPY and LIST), SQS requests in 64 KB chunks, DynamoDB read and
-write request units from the items' sizes, and every other service's calls by operation. Requests
-signed with the access key OBSERVER (a user uploading and watching) are not counted."""
+write request units from the items' sizes (a write also costs its size again in each global secondary
+index the item is in: DynamoDB developer guide, "Global secondary indexes", provisioned throughput
+considerations), and every other service's calls by operation. Requests signed with the access key
+OBSERVER (a user uploading and watching) are not counted.
+
+Not counted: the second index write when a write moves an item from one index key to another (a
+delete and a put), and an UpdateItem's size (each is counted one unit: ours update small items)."""
 
 from __future__ import annotations
 
@@ -40,9 +45,22 @@ def _value_size(value: dict[str, Any]) -> int:
     return len(json.dumps(content))  # sets: close enough for a cost estimate
 
 
+def index_hash_keys(template: dict[str, Any]) -> list[str]:
+    """The hash key of each global secondary index of the predictions table that projects every
+    attribute: a write of an item that has it is written to that index too."""
+    table = template["Resources"]["PredictionsTable"]["Properties"]
+    return [
+        next(key["AttributeName"] for key in index["KeySchema"] if key["KeyType"] == "HASH")
+        for index in table.get("GlobalSecondaryIndexes", [])
+        if index["Projection"]["ProjectionType"] == "ALL"
+    ]
+
+
 class RequestMeter:
-    def __init__(self, app: WsgiApp) -> None:
+    def __init__(self, app: WsgiApp, index_keys: Iterable[str] = ()) -> None:
+        """`index_keys`: the hash key of each global secondary index that projects all attributes."""
         self.app = app
+        self.index_keys = tuple(index_keys)
         self.counts: Counter[str] = Counter()
         self._lock = threading.Lock()
 
@@ -53,7 +71,7 @@ class RequestMeter:
             body = environ["wsgi.input"].read(length)
             environ["wsgi.input"] = io.BytesIO(body)
         if f"Credential={OBSERVER}/" not in environ.get("HTTP_AUTHORIZATION", ""):
-            usage = self.usage(environ, body)
+            usage = self.usage(environ, body, self.index_keys)
             with self._lock:
                 self.counts.update(usage)
         return self.app(environ, start_response)
@@ -65,7 +83,7 @@ class RequestMeter:
         return counts
 
     @staticmethod
-    def usage(environ: dict[str, Any], body: bytes) -> Counter[str]:
+    def usage(environ: dict[str, Any], body: bytes, index_keys: Iterable[str] = ()) -> Counter[str]:
         path = environ.get("PATH_INFO", "")
         if path.startswith("/moto-api"):
             return Counter()
@@ -78,14 +96,18 @@ class RequestMeter:
         if service.startswith("AmazonSQS"):
             return Counter({"sqs:request": max(1, math.ceil(len(body) / SQS_CHUNK))})
         if service.startswith("DynamoDB"):
-            return Counter({f"dynamodb:{operation}": 1, **_capacity_units(operation, body)})
+            return Counter({f"dynamodb:{operation}": 1, **_capacity_units(operation, body, index_keys)})
         return Counter({f"{service.lower()}:{operation}": 1})
 
 
-def _capacity_units(operation: str, body: bytes) -> dict[str, int]:
+def _capacity_units(operation: str, body: bytes, index_keys: Iterable[str]) -> dict[str, int]:
     request = json.loads(body or b"{}")
     if operation == "PutItem":
-        return {"dynamodb:WRU": max(1, math.ceil(item_size(request.get("Item", {})) / 1024))}
+        item = request.get("Item", {})
+        units = max(1, math.ceil(item_size(item) / 1024))
+        return {"dynamodb:WRU": units * (1 + sum(key in item for key in index_keys))}
+    if operation == "UpdateItem":
+        return {"dynamodb:WRU": 1}
     if operation == "BatchGetItem":  # strongly consistent: one unit per item up to 4 KB (ours are smaller)
         return {"dynamodb:RRU": sum(len(table["Keys"]) for table in request.get("RequestItems", {}).values())}
     if operation in ("GetItem", "Query", "Scan"):

@@ -40,7 +40,7 @@ from devstack.aws.container import ModelContainer, unpack_model
 from devstack.aws.event_sources import ASYNC_RETRY_DELAYS_S, EventBus, RuleTarget, SqsPoller, SqsTrigger
 from devstack.aws.iam import MODEL_ROLE, CallRecorder, Verdict, check, template_policies
 from devstack.aws.lambda_runtime import FunctionSpec, LambdaFunction
-from devstack.aws.meter import OBSERVER, RequestMeter
+from devstack.aws.meter import OBSERVER, RequestMeter, index_hash_keys
 from devstack.aws.provision import (
     LocalNames,
     LocalStack,
@@ -213,7 +213,7 @@ class Stack:
         server = moto._server  # werkzeug's server, which calls its .app per request
         assert server is not None
         self.calls = CallRecorder(server.app)
-        self.meter = server.app = RequestMeter(self.calls)
+        self.meter = server.app = RequestMeter(self.calls, index_keys=index_hash_keys(load_template()))
         host, port = moto.get_host_and_port()
         self.endpoint_url = f"http://{host}:{port}"
         requests.post(f"{self.endpoint_url}/moto-api/reset", timeout=10)  # moto's state is per process
@@ -281,9 +281,10 @@ class Stack:
             for logical_id, props in template.functions().items()
             if "DeadLetterConfig" in props
         }
+        rules = template.of_type("AWS::Events::Rule", "EventPattern", "ScheduleExpression", "Targets")
         targets = [
-            RuleTarget(logical_id, rule["EventPattern"], target["Arn"].rsplit(":", 1)[1])
-            for logical_id, rule in template.of_type("AWS::Events::Rule", "EventPattern", "Targets").items()
+            RuleTarget.of_rule(logical_id, rule, target["Arn"].rsplit(":", 1)[1])
+            for logical_id, rule in rules.items()
             for target in rule["Targets"]
         ]
         self.bus = EventBus(
@@ -292,7 +293,8 @@ class Stack:
             dead_letter_queues,
             lambda function: self.client("sqs", identity=function),  # Lambda sends as the function's role
             self.options.async_retry_delays_s,
-        )
+        ).start()
+        self._stoppers.append(self.bus.stop)
 
     def _start_transform_runner(self) -> None:
         assert self.bus is not None

@@ -23,15 +23,15 @@ import json
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Protocol
 
 import answers
 from devstack.aws.account import ACCOUNT, REGION
 from devstack.aws.container import ContainerFailed
+from devstack.aws.event_sources import bus_event
 from pipeline.logic.s3uri import S3Uri
 
 log = logging.getLogger("devstack")
@@ -333,14 +333,4 @@ class TransformRunner:
         for stamp in ("CreationTime", "TransformStartTime", "TransformEndTime", "LastModifiedTime"):
             if isinstance(detail.get(stamp), datetime):
                 detail[stamp] = int(detail[stamp].timestamp() * 1000)  # epoch milliseconds, as real events carry
-        return {
-            "version": "0",
-            "id": str(uuid.uuid4()),
-            "detail-type": "SageMaker Transform Job State Change",
-            "source": "aws.sagemaker",
-            "account": ACCOUNT,
-            "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "region": REGION,
-            "resources": [job["TransformJobArn"]],
-            "detail": detail,
-        }
+        return bus_event("aws.sagemaker", "SageMaker Transform Job State Change", [job["TransformJobArn"]], detail)

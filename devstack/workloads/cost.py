@@ -13,10 +13,11 @@
    multi-record requests. Each transform instance type's throughput is scaled from it (RATES says
    how, and which figure is not scaled from it), and its instance time priced.
 3. The counts are priced with devstack/workloads/prices.json (its region, date and sources); each
-   job also pays its instances' start-up (transform_startup_seconds there).
+   job also pays its instances' start-up (transform_startup_seconds there). DynamoDB's writes
+   include the by-breed and by-problem indexes' (devstack/aws/meter.py).
 4. For each instance type: dollars per million images and the flood from which batch transform is
    the cheaper, with one job per MaxImagesPerJob images; then the table of floods for the template's
-   instance type.
+   instance type; then what the stack costs a month while idle.
 
 Durations measured here are this machine's: the serverless endpoint's time per image is priced as
 this machine's time, and the instance rates are scaled from it; the report says which is which.
@@ -36,6 +37,8 @@ from pathlib import Path
 from typing import Any
 
 from networks import INT8, INT8_REDUCE_RANGE, CpuFlags, choose, read_cpu_flags
+
+from infra.template import load_template, parameter_defaults
 
 PRICES = Path(__file__).with_name("prices.json")
 FLOODS = (100, 1_000, 10_000, 100_000, 1_000_000)
@@ -150,6 +153,16 @@ def run_cost(usage: Usage, prices: dict[str, Any], rate: Rate) -> dict[str, floa
         "endpoint": usage.endpoint_gb_seconds * prices["serverless_inference_per_gb_second"]
         + usage.endpoint_gb_processed * prices["serverless_inference_per_gb_processed"],
         "transform": usage.transform_records / rate.images_per_s * instance_per_s,
+    }
+
+
+def idle_cost(template: dict[str, Any], prices: dict[str, Any]) -> dict[str, float]:
+    """What the stack costs a month with no image, by what bills for merely existing."""
+    kinds = [resource["Type"] for resource in template["Resources"].values()]
+    return {
+        "KMS key": kinds.count("AWS::KMS::Key") * prices["kms_key_per_month"],
+        "alarms": kinds.count("AWS::CloudWatch::Alarm") * prices["cloudwatch_alarm_per_month"],
+        "dashboard": kinds.count("AWS::CloudWatch::Dashboard") * prices["cloudwatch_dashboard_per_month"],
     }
 
 
@@ -339,6 +352,9 @@ def report(
         print("batch transform is never the cheaper: it costs more per image than the endpoint")
     if fewest:
         print(f"a job pays for its start-up from {fewest:,} images (MaxImagesPerJob must be larger)")
+    idle = idle_cost(load_template(), prices)
+    parts = ", ".join(f"{name} ${value:.2f}" for name, value in idle.items())
+    print(f"\nidle, with no image: ${sum(idle.values()):.2f} a month ({parts}; {prices['idle_note']})")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -354,7 +370,6 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(args: argparse.Namespace) -> int:
     from devstack.aws.host import stop_on_signals
     from devstack.workloads.pipeline_benchmark import model_and_photos
-    from infra.template import load_template, parameter_defaults
 
     stop_on_signals()
     cpus = len(os.sched_getaffinity(0))

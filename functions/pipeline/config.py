@@ -114,8 +114,14 @@ class CollectSettings:
     table_name: str
     job_queue_url: str  # where a failed job's images go back, each alone in a shard
     shard_prefix: str
+    late_job: timedelta  # the sweep collects a job whose end is not collected this long after it
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> CollectSettings:
         env = _Environment(environ)
-        return cls(env.text("TABLE_NAME"), env.text("JOB_QUEUE_URL"), env.text("SHARD_PREFIX"))
+        return cls(
+            env.text("TABLE_NAME"),
+            env.text("JOB_QUEUE_URL"),
+            env.text("SHARD_PREFIX"),
+            timedelta(seconds=env.number("LATE_JOB_SECONDS")),
+        )

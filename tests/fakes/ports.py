@@ -17,9 +17,11 @@ from datetime import datetime
 
 import answers
 from pipeline.logic.errors import NoCapacity, ObjectChanged, RejectedImage, TransientError
+from pipeline.logic.jobs import JobEvent
 from pipeline.logic.lifecycle import Change, StoredImage
 from pipeline.logic.outcomes import ImageRef, Outcome
-from pipeline.logic.ports import JOB_IN_FLIGHT, JobItem, Lease, ObjectData, may_take_lease
+from pipeline.logic.ports import JOB_IN_FLIGHT, JOB_NOT_STARTED, JobItem, Lease, ObjectData, may_take_lease
+from pipeline.logic.s3uri import S3Uri
 from tests.fakes.sagemaker_runtime import model_answer
 
 
@@ -68,6 +70,10 @@ class MemoryObjects(Faults):
         self.check()
         self.objects[bucket, key] = data
 
+    def put_many(self, files: Sequence[tuple[str, str, bytes, str]]) -> None:
+        for file in files:
+            self.put_bytes(*file)
+
     def list_keys(self, bucket: str, prefix: str) -> list[str]:
         self.check()
         return sorted(k for b, k in self.objects if b == bucket and k.startswith(prefix))
@@ -75,6 +81,9 @@ class MemoryObjects(Faults):
     def get_if_exists(self, bucket: str, key: str) -> bytes | None:
         self.check()
         return self.objects.get((bucket, key))
+
+    def get_many(self, uris: Sequence[S3Uri]) -> list[bytes | None]:
+        return [self.get_if_exists(uri.bucket, uri.key) for uri in uris]
 
 
 @dataclass(frozen=True)
@@ -168,6 +177,7 @@ class Job:
     name: str
     manifest_uri: str
     output_uri: str
+    ended_at: datetime | None = None
 
 
 class MemoryTransformJobs(Faults):
@@ -185,6 +195,22 @@ class MemoryTransformJobs(Faults):
             return None
         return self.finished.get(name, "InProgress")
 
+    def describe(self, name: str) -> JobEvent | None:
+        self.check()
+        job = self.jobs.get(name)
+        if job is None:
+            return None
+        detail = {
+            "TransformJobName": name,
+            "TransformJobStatus": self.finished.get(name, "InProgress"),
+            "FailureReason": "AlgorithmError: the model container answered 500" if name in self.finished else None,
+            "ModelName": "dogbreed-resnet18",
+            "TransformInput": {"DataSource": {"S3DataSource": {"S3Uri": job.manifest_uri}}},
+            "TransformOutput": {"S3OutputPath": job.output_uri},
+            "TransformEndTime": job.ended_at,
+        }
+        return JobEvent.from_detail(detail)
+
     def start(self, name: str, manifest_uri: str, output_uri: str) -> None:
         self.check()
         if name in self.jobs:
@@ -193,8 +219,10 @@ class MemoryTransformJobs(Faults):
             raise NoCapacity("ResourceLimitExceeded: the account's transform instance quota is used up")
         self.jobs[name] = Job(name, manifest_uri, output_uri)
 
-    def finish(self, *names: str, status: str = "Completed") -> None:
-        self.finished.update(dict.fromkeys(names or self.jobs, status))
+    def finish(self, *names: str, status: str = "Completed", at: datetime | None = None) -> None:
+        for name in names or list(self.jobs):
+            self.finished[name] = status
+            self.jobs[name].ended_at = at
 
 
 class MemoryJobBook(Faults):
@@ -204,11 +232,13 @@ class MemoryJobBook(Faults):
         super().__init__()
         self.items: dict[str, JobItem] = {}
         self.flying: set[str] = set()
+        self.not_collected: set[str] = set()
 
     def open(self, job: JobItem, now: datetime) -> None:
         self.check()
         self.items[job.name] = job
         self.flying.add(job.name)
+        self.not_collected.add(job.name)
 
     def update(self, name: str, status: str, now: datetime, reason: str = "", *, expected: str | None = None) -> bool:
         self.check()
@@ -221,6 +251,8 @@ class MemoryJobBook(Faults):
             return False
         if status not in JOB_IN_FLIGHT:
             self.flying.discard(name)
+        if status == JOB_NOT_STARTED:
+            self.not_collected.discard(name)
         return True
 
     def get_many(self, names: Iterable[str]) -> dict[str, JobItem]:
@@ -231,6 +263,14 @@ class MemoryJobBook(Faults):
         self.check()
         return sorted(self.flying)
 
+    def uncollected(self) -> list[str]:
+        self.check()
+        return sorted(self.not_collected)
+
+    def collected(self, name: str) -> None:
+        self.check()
+        self.not_collected.discard(name)
+
 
 class MemoryJobQueue(Faults):
     def __init__(self) -> None:
@@ -240,3 +280,7 @@ class MemoryJobQueue(Faults):
     def send(self, body: str) -> None:
         self.check()
         self.messages.append(body)
+
+    def send_many(self, bodies: Sequence[str]) -> None:
+        self.check()
+        self.messages += bodies

@@ -11,6 +11,7 @@ import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from unittest.mock import ANY
 
 import pytest
 
@@ -113,7 +114,12 @@ def statements(translated: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]
             documents = [props["PolicyDocument"]]
         for document in documents:
             for statement in document["Statement"]:
-                yield name, statement
+                if "Fn::If" in statement:  # a statement only under a condition: each branch that is one
+                    for branch in statement["Fn::If"][1:]:
+                        if branch != {"Ref": "AWS::NoValue"}:
+                            yield name, branch
+                else:
+                    yield name, statement
 
 
 def as_list(value: Any) -> list[Any]:
@@ -205,7 +211,10 @@ def test_collector_role_reads_a_jobs_files_and_queues_only_retried_shards(transl
     # a failed job's images go back to the job queue, each alone in a new shard, and nowhere else
     assert literal(collect["WriteRetriedShards"]["Resource"]) == "${ImagesBucket.Arn}/batch-input/*"
     assert collect["QueueRetriedShards"]["Resource"] == {"Fn::GetAtt": ["JobQueue", "Arn"]}
-    assert not any("sagemaker:" in a for s in collect.values() for a in as_list(s["Action"]))
+    # and it only looks up its own jobs (the sweep)
+    sagemaker = [(sid, a) for sid, s in collect.items() for a in as_list(s["Action"]) if a.startswith("sagemaker:")]
+    assert sagemaker == [("LookUpOurTransformJobs", "sagemaker:DescribeTransformJob")]
+    assert literal(collect["LookUpOurTransformJobs"]["Resource"]).endswith(":transform-job/${TransformJobPrefix}-*")
 
 
 def test_sagemaker_names_are_lowercase(template: dict[str, Any]) -> None:
@@ -248,9 +257,10 @@ def test_table_is_encrypted_with_point_in_time_recovery(template: dict[str, Any]
 def test_alarms_watch_every_dead_letter_queue_and_failed_or_waiting_images(template: dict[str, Any]) -> None:
     alarms = [r["Properties"] for r in template["Resources"].values() if r["Type"] == "AWS::CloudWatch::Alarm"]
     watched = {a["Dimensions"][0]["Value"]["Fn::GetAtt"][0] for a in alarms if a["Namespace"] == "AWS/SQS"}
-    assert watched == {"ImageDeadLetterQueue", "JobDeadLetterQueue", "JobEventsDeadLetterQueue"}
+    dead_letter_queues = {"ImageDeadLetterQueue", "JobDeadLetterQueue", "JobEventsDeadLetterQueue"}
+    assert watched == dead_letter_queues | {"ImageQueue", "JobQueue"}  # and the age of what waits
     ours = {a["MetricName"]: a for a in alarms if a["Namespace"] == "DogBreedPipeline"}
-    assert set(ours) == {"ImagesFailed", "ImagesWaitingForCapacity"}
+    assert set(ours) == {"ImagesFailed", "ImagesWaitingForCapacity", "JobsCollectedBySweep"}
     for alarm in ours.values():  # the dimension every metric of the functions carries (Powertools' service)
         assert alarm["Dimensions"] == [{"Name": "service", "Value": "dogbreed"}]
     assert all(a["AlarmActions"] == [{"Ref": "AlarmTopic"}] for a in alarms)
@@ -291,7 +301,7 @@ def test_the_dashboard_shows_only_metrics_that_exist(template: dict[str, Any]) -
         resolve(template["Resources"]["Dashboard"]["Properties"]["DashboardBody"], references(LocalNames()))
     )
     titles = [w["properties"]["title"] for w in body["widgets"]]
-    assert len(titles) == 6
+    assert len(titles) == 8
     named: dict[str, set[str]] = {}
     for widget in body["widgets"]:
         previous: list[Any] = []
@@ -306,6 +316,7 @@ def test_the_dashboard_shows_only_metrics_that_exist(template: dict[str, Any]) -
     assert {"ImagesByMode", "InferenceLatency", "TransformJobsInFlight"} <= named["DogBreedPipeline"]
     assert named["AWS/SQS"] == {"ApproximateNumberOfMessagesVisible", "ApproximateAgeOfOldestMessage"}
     assert {"Invocations", "Invocation5XXErrors", "ModelSetupTime"} <= named["AWS/SageMaker"]
+    assert named["AWS/Lambda"] == {"Errors"}
 
 
 # -- timing and delivery -------------------------------------------------------------------
@@ -414,8 +425,22 @@ def test_collector_sees_only_our_finished_jobs(template: dict[str, Any]) -> None
 
 
 def test_model_resources_exist_only_with_a_model_artifact(template: dict[str, Any]) -> None:
-    for name in ("Model", "EndpointConfig", "Endpoint", "ModelExecutionRole"):
+    for name in ("Model", "TransformModel", "ModelExecutionRole"):
         assert template["Resources"][name]["Condition"] == "CreateModel"
+    # the endpoint, where Serverless Inference is offered (not the China Regions: the Rules take batch mode only)
+    for name in ("EndpointConfig", "Endpoint", "EndpointLogGroup"):
+        assert template["Resources"][name]["Condition"] == "CreateEndpoint"
+    for region, endpoint in (("us-east-1", True), ("cn-north-1", False), ("cn-northwest-1", False)):
+        refs = {**references(LocalNames(), {"ModelDataUrl": "s3://bucket/model.tar.gz"}), "AWS::Region": region}
+        for name, condition in template["Conditions"].items():
+            refs[f"Condition::{name}"] = bool(resolve(condition, refs))
+        assert refs["Condition::CreateEndpoint"] is endpoint and refs["Condition::CreateModel"] is True
+    (rule,) = template["Rules"].values()
+    batch_only = {"Assert": {"Fn::Equals": [{"Ref": "InferenceMode"}, "batch"]}, "AssertDescription": ANY}
+    assert rule["Assertions"] == [batch_only]
+    # SageMaker creates the endpoint's log group, with no retention, unless it exists: the stack's comes first
+    assert template["Resources"]["Endpoint"]["DependsOn"] == "EndpointLogGroup"
+    assert template["Resources"]["EndpointLogGroup"]["Properties"]["RetentionInDays"] == 30
     # serverless endpoints do not support network isolation (SageMaker's "Feature exclusions"); jobs keep it
     assert "EnableNetworkIsolation" not in template["Resources"]["Model"]["Properties"]
     assert template["Resources"]["TransformModel"]["Properties"]["EnableNetworkIsolation"] is True

@@ -82,7 +82,7 @@ def test_a_batch_is_queued_as_a_shard_then_built_into_a_multi_record_job(aws: Aw
     # AND the job is an item of the table, counted in flight
     book = DynamoJobBook(aws.clients["dynamodb"], aws.stack.names.table)
     item = book.get_many([job])[job]
-    assert (item.status, item.images, item.attempt, len(item.shards)) == ("InProgress", 3, 1, 1)
+    assert (item.status, item.images, item.attempt, item.shards) == ("InProgress", 3, 1, 1)
     assert book.in_flight() == [job]
 
 

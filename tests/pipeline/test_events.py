@@ -11,11 +11,12 @@ import pytest
 import answers
 from devstack.aws.lambda_runtime import LambdaContext
 from infra.template import declared_environment, load_template
-from pipeline.adapters.dynamodb import DynamoPredictions
+from pipeline.adapters.dynamodb import DynamoJobBook, DynamoPredictions
 from pipeline.handlers import build_jobs, collect, ingest
 from pipeline.logic.jobs import JobFiles, QueuedShard
 from pipeline.logic.lifecycle import Change, Event
 from pipeline.logic.outcomes import ImageRef, Mode, Outcome, Status
+from pipeline.logic.ports import JobItem
 from pipeline.logic.s3uri import S3Uri
 from tests.conftest import EVENTS, Aws, load_event
 from tests.fakes.sagemaker_runtime import fake_prediction
@@ -113,6 +114,20 @@ def check_failed(aws: Aws) -> None:
         assert "ClientError: See job logs" in aws.item(key)["reason"]  # type: ignore[index]
 
 
+def check_sweep(aws: Aws) -> None:
+    """A job whose end event never came: SageMaker says it completed, so the sweep collects it."""
+    detail = load_event("collect_transform_completed.json")["detail"]
+    pending_job(aws, "collect_transform_completed.json", {"dog.jpg": "dog.jpg"}, {"dog.jpg": fake_prediction(b"dog")})
+    request = {key: detail[key] for key in ("TransformJobName", "ModelName", "TransformInput", "TransformOutput")}
+    aws.clients["sagemaker"].create_transform_job(**request, TransformResources=detail["TransformResources"])
+    DynamoJobBook(aws.clients["dynamodb"], aws.stack.names.table).open(
+        JobItem(detail["TransformJobName"], "InProgress", holder="builder", shards=1, images=1), datetime.now(UTC)
+    )
+    response = collect.lambda_handler(load_event("collect_sweep.json"), LambdaContext())
+    assert response == {"checked": 1, "collected": [detail["TransformJobName"]], "recorded": 1}
+    assert status(aws, "incoming/dog.jpg") == ("CLASSIFIED", None)
+
+
 def check_build_jobs(aws: Aws) -> None:
     event = load_event("build_jobs_shards.json")
     shard = QueuedShard.from_message("m", event["Records"][0]["body"])
@@ -133,6 +148,7 @@ CASES: dict[str, Callable[[Aws], None]] = {
     "build_jobs_shards.json": check_build_jobs,
     "collect_transform_completed.json": check_completed,
     "collect_transform_failed.json": check_failed,
+    "collect_sweep.json": check_sweep,
 }
 
 

@@ -134,7 +134,7 @@ def book(request: pytest.FixtureRequest) -> JobBook:
 
 
 def test_a_job_counts_in_flight_from_its_opening_until_it_ends(book: JobBook) -> None:
-    job = JobItem("dogbreed-1", JOB_STARTING, "holder-a", shards=("s3://b/batch-input/1.jsonl",), images=3, attempt=2)
+    job = JobItem("dogbreed-1", JOB_STARTING, "holder-a", shards=1, images=3, attempt=2)
     book.open(job, NOW)
     book.open(JobItem("dogbreed-2", JOB_STARTING, "holder-a"), NOW)
     assert book.in_flight() == ["dogbreed-1", "dogbreed-2"]

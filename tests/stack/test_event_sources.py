@@ -45,7 +45,11 @@ def test_without_report_batch_item_failures_only_an_error_fails_the_batch() -> N
 
 
 def template_rule() -> RuleTarget:
-    (rule,) = [r for r in translate(load_template())["Resources"].values() if r["Type"] == "AWS::Events::Rule"]
+    (rule,) = [
+        r
+        for r in translate(load_template())["Resources"].values()
+        if r["Type"] == "AWS::Events::Rule" and "EventPattern" in r["Properties"]
+    ]
     return RuleTarget("rule", resolve(rule["Properties"]["EventPattern"], references(LocalNames())), "CollectFunction")
 
 
@@ -56,16 +60,20 @@ def job_event(name: str = "dogbreed-20261121101200-ab12", status: str = "Complet
 
 
 @pytest.mark.parametrize(
-    ("name", "status", "delivered"),
+    ("name", "status", "bucket", "delivered"),
     [
-        ("dogbreed-20261121101200-ab12", "Completed", True),
-        ("dogbreed-20261121101200-ab12", "Failed", True),
-        ("dogbreed-20261121101200-ab12", "InProgress", False),
-        ("someone-elses-job", "Completed", False),
+        ("dogbreed-20261121101200-ab12", "Completed", LocalNames().bucket, True),
+        ("dogbreed-20261121101200-ab12", "Failed", LocalNames().bucket, True),
+        ("dogbreed-20261121101200-ab12", "InProgress", LocalNames().bucket, False),
+        ("someone-elses-job", "Completed", LocalNames().bucket, False),
+        ("dogbreed-20261121101200-ab12", "Completed", "another-stacks-bucket", False),  # a second stack's job
     ],
 )
-def test_the_template_rule_takes_only_our_finished_jobs(name: str, status: str, delivered: bool) -> None:
-    assert matches(template_rule().pattern, job_event(name, status)) is delivered
+def test_the_template_rule_takes_only_our_finished_jobs(name: str, status: str, bucket: str, delivered: bool) -> None:
+    event = job_event(name, status)
+    output = event["detail"]["TransformOutput"]
+    output["S3OutputPath"] = output["S3OutputPath"].replace(LocalNames().bucket, bucket)
+    assert matches(template_rule().pattern, event) is delivered
 
 
 class Function:

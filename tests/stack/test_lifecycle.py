@@ -86,10 +86,14 @@ def test_the_local_stack_is_what_the_template_declares(start_stack: StartStack) 
     assert stack.functions["IngestFunction"].spec.environment["INFERENCE_MODE"] == stack.parameters["InferenceMode"]
     assert "INFERENCE_MODE" not in stack.functions["CollectFunction"].spec.environment
 
-    (rule,) = [r for r in translate(load_template())["Resources"].values() if r["Type"] == "AWS::Events::Rule"]
-    (target,) = stack.bus.targets
+    (rule,) = [
+        r
+        for r in translate(load_template())["Resources"].values()
+        if r["Type"] == "AWS::Events::Rule" and "EventPattern" in r["Properties"]
+    ]
+    target, schedule = sorted(stack.bus.targets, key=lambda t: t.every_s is not None)
     assert target.pattern == resolve(rule["Properties"]["EventPattern"], refs)
-    assert target.function == "CollectFunction"
+    assert (target.function, schedule.function, schedule.every_s) == ("CollectFunction", "CollectFunction", 600)
 
     model = stack.client("sagemaker").describe_model(ModelName=stack.parameters["ModelName"])["PrimaryContainer"]
     declared_env = resolve(template["Model"]["Properties"]["PrimaryContainer"]["Environment"], refs)

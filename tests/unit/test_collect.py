@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 import answers
-from pipeline.logic.collect import MAX_JOB_ATTEMPTS, Collect, JobEvent
+from pipeline.logic.collect import (
+    CHUNK_BYTES,
+    CHUNK_IMAGES,
+    MAX_JOB_ATTEMPTS,
+    RETRY_GROUP_BYTES,
+    RETRY_GROUP_IMAGES,
+    SHARDS_AT_ONCE,
+    Collect,
+    retry_groups,
+    shard_chunks,
+)
+from pipeline.logic.deadline import Deadline
 from pipeline.logic.errors import TransientError
-from pipeline.logic.jobs import JobFiles, JobLayout, QueuedShard
+from pipeline.logic.jobs import JobEvent, JobFiles, JobLayout, QueuedShard
 from pipeline.logic.lifecycle import Change, Event
 from pipeline.logic.outcomes import ImageRef, Mode, Outcome, Status
 from pipeline.logic.ports import JobItem
@@ -295,14 +308,72 @@ def test_the_collector_ends_the_jobs_item_before_it_queues_any_image_again(
     book.open(JobItem(job.files.name, "InProgress", holder="builder"), T0)
     job.answer("incoming/a.jpg", fake_prediction(b"a"))
     seen_when_queued: list[str] = []  # the job item's status each time an image is queued again
-    send = queue.send
+    send_many = queue.send_many
 
-    def send_and_look(body: str) -> None:
-        seen_when_queued.append(book.items[job.files.name].status)
-        send(body)
+    def send_and_look(bodies: Sequence[str]) -> None:
+        seen_when_queued.extend(book.items[job.files.name].status for _ in bodies)
+        send_many(bodies)
 
-    queue.send = send_and_look  # type: ignore[method-assign]
+    queue.send_many = send_and_look  # type: ignore[method-assign]
     collect.run(job.event(job_status, reason or None))
     assert book.in_flight() == [] and book.items[job.files.name].status == job_status
     assert book.items[job.files.name].failure_reason == reason
     assert seen_when_queued == ([job_status] if job_status == "Failed" else [])
+
+
+def test_a_large_failed_job_is_queued_again_a_group_at_a_time_each_group_recorded(
+    collect: Collect,
+    objects: MemoryObjects,
+    store: MemoryPredictions,
+    queue: MemoryJobQueue,
+    book: MemoryJobBook,
+    clock: Clock,
+) -> None:
+    """A job that fails before answering anything leaves every image unanswered: the collector
+    queues them again a group at a time, records each group as it is queued, and stops at its
+    deadline; the next collection (the sweep) goes on where it stopped, queueing nothing twice."""
+    keys = [f"incoming/{n:03}.jpg" for n in range(2 * RETRY_GROUP_IMAGES + 50)]
+    job = Job(objects, store, keys)
+    book.open(JobItem(job.files.name, "InProgress", holder="builder"), T0)
+    calls: list[int] = []
+    send_many = queue.send_many
+
+    def send_and_take_time(bodies: Sequence[str]) -> None:
+        calls.append(len(bodies))
+        send_many(bodies)
+        clock.advance(60)  # each group takes a minute: the deadline passes after the first
+
+    queue.send_many = send_and_take_time  # type: ignore[method-assign]
+    deadline = Deadline(ends_at=T0 + timedelta(minutes=5), stop_at=T0 + timedelta(seconds=30))
+    collect.run(job.event("Failed", "AlgorithmError: the model container never became healthy"), deadline)
+    assert calls == [RETRY_GROUP_IMAGES]  # one group, then out of time
+    waiting_alone = [k for k in keys if store.records[f"{BUCKET}/{k}"].outcome.job_name is None]
+    assert waiting_alone == keys[:RETRY_GROUP_IMAGES]  # the queued group is recorded, the rest still in the job
+    assert book.uncollected() == [job.files.name] and book.in_flight() == []  # ended, not yet collected
+    collect.run(job.event("Failed", "AlgorithmError: the model container never became healthy"))  # the next collection
+    assert calls == [RETRY_GROUP_IMAGES, RETRY_GROUP_IMAGES, 50]
+    assert sorted(QueuedShard.from_json(json.loads(m)).images[0].key for m in queue.messages) == keys
+    assert book.uncollected() == []
+
+
+def test_retry_groups_are_bounded_by_images_and_bytes() -> None:
+    refs = [_ref(f"incoming/{n}.jpg") for n in range(5)]
+    lines = {ref.key: b"x" * (RETRY_GROUP_BYTES // 2) for ref in refs}
+    assert [len(group) for group in retry_groups(refs, lines)] == [2, 2, 1]
+    small = {ref.key: b"x" for ref in refs}
+    many = [_ref(f"incoming/{n}.jpg") for n in range(RETRY_GROUP_IMAGES + 1)]
+    assert [len(g) for g in retry_groups(many, small | {r.key: b"x" for r in many})] == [RETRY_GROUP_IMAGES, 1]
+
+
+def test_shards_are_read_in_chunks_bounded_by_count_images_and_a_failed_jobs_bytes() -> None:
+    def shard(n: int, images: int, size: int) -> tuple[QueuedShard, list[ImageRef]]:
+        refs = [ImageRef(BUCKET, f"incoming/{n}-{i}.jpg", "e", size, T0) for i in range(images)]
+        return QueuedShard(S3Uri(BUCKET, f"{SHARD_PREFIX}{n}.jsonl"), tuple(refs)), refs
+
+    one_image = [shard(n, 1, 1000) for n in range(SHARDS_AT_ONCE + 1)]
+    assert [len(c) for c in shard_chunks(one_image, failed=False)] == [SHARDS_AT_ONCE, 1]
+    full = [shard(n, CHUNK_IMAGES // 2, 1000) for n in range(3)]
+    assert [len(c) for c in shard_chunks(full, failed=False)] == [2, 1]
+    large = [shard(n, 3, CHUNK_BYTES // 4) for n in range(3)]  # each shard about 4/3 x 3/4 of CHUNK_BYTES
+    assert [len(c) for c in shard_chunks(large, failed=False)] == [3]  # a completed job's shards are not read
+    assert [len(c) for c in shard_chunks(large, failed=True)] == [1, 1, 1]

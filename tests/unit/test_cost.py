@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import pytest
 from networks import CpuFlags
 
+from devstack.aws.meter import RequestMeter, index_hash_keys
 from devstack.workloads.cost import (
     FLOODS,
     HOSTS,
@@ -15,6 +19,7 @@ from devstack.workloads.cost import (
     compare,
     crossover,
     flood_cost,
+    idle_cost,
     job_cost,
     load_prices,
     rates,
@@ -163,3 +168,25 @@ def test_the_price_table_says_where_and_when_and_prices_a_vnni_and_a_gpu_type() 
     assert default in priced and HOSTS[default].vnni is True
     assert "ml.g4dn.xlarge" in priced and HOSTS["ml.g4dn.xlarge"].gpu
     assert set(priced) <= set(HOSTS)  # every priced type says what it runs on
+
+
+def test_the_idle_cost_counts_what_the_template_creates_that_bills_by_the_month() -> None:
+    template = load_template()
+    alarms = sum(r["Type"] == "AWS::CloudWatch::Alarm" for r in template["Resources"].values())
+    idle = idle_cost(template, load_prices())
+    assert idle == {"KMS key": 1.0, "alarms": pytest.approx(alarms * 0.1), "dashboard": 3.0}
+    assert alarms >= 12  # every stall has its alarm (tests/iac/test_alarms.py)
+
+
+def test_a_write_costs_its_size_again_in_each_index_the_item_is_in() -> None:
+    environ = {"HTTP_X_AMZ_TARGET": "DynamoDB_20120810.PutItem", "PATH_INFO": "/"}
+    keys = index_hash_keys(load_template())
+    assert set(keys) == {"breed", "problem_status"}
+
+    def units(item: dict[str, Any]) -> int:
+        return RequestMeter.usage(environ, json.dumps({"Item": item}).encode(), keys)["dynamodb:WRU"]
+
+    pending = {"image_id": {"S": "b/incoming/a.jpg"}, "status": {"S": "PENDING"}}
+    assert units(pending) == 1
+    assert units({**pending, "breed": {"S": "Beagle"}}) == 2  # the table and by-breed
+    assert units({**pending, "problem_status": {"S": "FAILED"}, "reason": {"S": "r" * 1500}}) == 4  # 2 KB twice

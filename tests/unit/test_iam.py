@@ -95,3 +95,29 @@ def test_every_role_of_the_template_resolves_and_each_caller_acts_as_its_role() 
     assert verdict.denied == [("IngestRole", shard)]
     assert verdict.used["IngestRole"] == {"ReadUploadedImages"}
     assert verdict.actions["IngestRole"]["s3:GetObject"] == 2
+
+
+@pytest.mark.parametrize("function", ["IngestFunction", "CollectFunction"])
+def test_a_function_may_list_every_prefix_it_reads_to_tell_missing_from_denied(function: str) -> None:
+    """S3 answers a read of a missing key 403 to a caller without s3:ListBucket (S3 API reference,
+    GetObject), and the adapter lists the key to tell a deleted upload or an expired shard from a
+    refusal: each prefix a role reads, it must list. The collector once could not, and a job event
+    replayed after the lifecycle rule expired its shards failed into the DLQ again."""
+    names = LocalNames()
+    policies = template_policies(names, {}, "s3://artifacts/model/model.tar.gz")
+    role = role_of(function)
+    assert role is not None
+    bucket = f"arn:aws:s3:::{names.bucket}"
+    read = [
+        resource.removeprefix(f"{bucket}/").removesuffix("*")
+        for statement in policies[role].statements
+        if statement.effect == "Allow" and "s3:GetObject" in statement.actions
+        for resource in statement.resources
+        if resource.startswith(f"{bucket}/")
+    ]
+    assert read, f"{role} reads nothing in the images bucket"
+    for prefix in read:
+        key = f"{prefix}20261205T000000-gone.jsonl"
+        get = Call(function, "s3:GetObject", f"{bucket}/{key}")
+        listing = Call(function, "s3:ListBucket", bucket, (("s3:prefix", key),))
+        assert check({get: 1, listing: 1}, policies).denied == [], prefix

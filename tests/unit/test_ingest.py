@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import re
 import tracemalloc
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pytest
 from PIL import Image
@@ -14,6 +14,7 @@ import answers
 from infra.template import load_template
 from pipeline.config import batch_max_bytes
 from pipeline.logic import ingest as ingest_logic
+from pipeline.logic.deadline import Deadline
 from pipeline.logic.downsize import downsize
 from pipeline.logic.errors import TransientError
 from pipeline.logic.ingest import Ingest, IngestResult, IngestRules
@@ -370,3 +371,39 @@ def test_a_batch_of_100_images_of_4_4_mb_is_queued_in_bounded_memory(clock: Cloc
     # one shard's lines and their join, plus the image in hand and its line
     assert peak < 2 * ingest_logic.SHARD_MAX_BYTES + 3 * image_size
     assert peak < memory_mb * 2**20 / 3
+
+
+# -- the invocation's deadline -------------------------------------------------------------------
+
+
+class SlowReads(MemoryObjects):
+    """Each read takes `seconds` of the clock: photos that take long to fetch and downsize."""
+
+    def __init__(self, clock: Clock, seconds: float) -> None:
+        super().__init__()
+        self.clock, self.seconds = clock, seconds
+
+    def read(self, bucket: str, key: str, etag: str, *, first_bytes: int | None = None) -> ObjectData:
+        self.clock.advance(self.seconds)
+        return super().read(bucket, key, etag, first_bytes=first_bytes)
+
+
+@pytest.mark.parametrize("mode", [Mode.BATCH, Mode.SERVERLESS])
+def test_past_its_deadline_a_batch_records_what_it_did_and_hands_the_rest_back(clock: Clock, mode: Mode) -> None:
+    """Lambda kills a function at its timeout: before that, the shard in hand is queued (batch
+    mode) and the images not started go back to the queue, so a slow batch never loses its work
+    nor repeats it forever. Those delivered most often go first."""
+    world = World(mode, clock, objects=SlowReads(clock, seconds=10))
+    refs = [world.upload(f"incoming/{n}.jpg", images.jpeg(color=(n, 0, 0))) for n in range(10)]
+    refs[7] = replace(refs[7], receive_count=3)  # handed back twice before
+    deadline = Deadline.of_invocation(clock(), remaining_ms=120_000)  # work stops at 90 s: 9 reads of 10 s
+    result = world.ingest.run(refs, deadline)
+    done = [ref for ref in refs if ref.message_id not in result.failed_message_ids]
+    assert len(done) == 9 and refs[7] in done and result.handed_back == 1
+    if mode is Mode.BATCH:
+        ((shard, _),) = world.shards()  # queued before the deadline, with every image read
+        assert {ref.key for ref in shard.images} == {ref.key for ref in done}
+    else:
+        assert all(world.outcome(ref).status is Status.CLASSIFIED for ref in done)  # type: ignore[union-attr]
+    left = [ref for ref in refs if ref not in done]
+    assert world.ingest.run([replace(ref, receive_count=2) for ref in left]).handed_back == 0

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -12,11 +11,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
 from pipeline.adapters.aws_errors import AwsError, aws_call
+from pipeline.adapters.concurrent import concurrently
 from pipeline.adapters.retry import Backoff
 from pipeline.logic.errors import TransientError
 from pipeline.logic.lifecycle import Change, State, StoredImage, sources
 from pipeline.logic.outcomes import ImageRef, Outcome, Status
-from pipeline.logic.ports import JOB_IN_FLIGHT, JobItem
+from pipeline.logic.ports import JOB_IN_FLIGHT, JOB_NOT_STARTED, JobItem
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -26,7 +26,6 @@ _serialize = TypeSerializer().serialize
 _deserialize = TypeDeserializer().deserialize
 
 BATCH_GET_LIMIT = 100
-WRITE_THREADS = 16
 T = TypeVar("T")
 
 # What each lifecycle state is, as a condition on the item a write replaces. A write's condition is the
@@ -115,7 +114,8 @@ def _to_dynamo(value: Any) -> Any:
     return value
 
 
-def _marshal(item: dict[str, Any]) -> dict[str, Any]:
+def marshal(item: dict[str, Any]) -> dict[str, Any]:
+    """An item of plain values in DynamoDB's wire form."""
     return {k: _serialize(_to_dynamo(v)) for k, v in item.items()}
 
 
@@ -173,9 +173,9 @@ class DynamoPredictions:
         return found
 
     def write(self, changes: Sequence[Change], now: datetime) -> list[bool]:
-        """Conditional writes cannot be batched; they run WRITE_THREADS at a time (boto3 clients are
-        thread-safe), so a job of thousands of images is recorded in seconds."""
-        return _concurrently(lambda change: self._write(change, now), changes)
+        """Conditional writes cannot be batched; they run concurrently (adapters.concurrent), so a job
+        of thousands of images is recorded in seconds."""
+        return concurrently(lambda change: self._write(change, now), changes)
 
     def _write(self, change: Change, now: datetime) -> bool:
         condition, values = write_condition(change)
@@ -186,10 +186,10 @@ class DynamoPredictions:
             self.client,
             f"writing {item['image_id']} to the predictions table",
             TableName=self.table_name,
-            Item=_marshal(item),
+            Item=marshal(item),
             ConditionExpression=condition,
             **({"ExpressionAttributeNames": {"#status": "status"}} if "#status" in condition else {}),
-            ExpressionAttributeValues=_marshal(values),
+            ExpressionAttributeValues=marshal(values),
         )
 
 
@@ -221,20 +221,23 @@ class DynamoLease:
             self.client,
             "writing the job builder's lease",
             TableName=self.table_name,
-            Item=_marshal(item),
+            Item=marshal(item),
             ConditionExpression=condition,
-            ExpressionAttributeValues=_marshal(values),
+            ExpressionAttributeValues=marshal(values),
         )
 
 
 class DynamoJobBook:
-    """The pipeline's transform jobs, as items of the predictions table: `#job/<name>` each, and
-    `#jobs/in-flight`, the set of the names that count against MaxTransformJobsInFlight. The builder
-    adds a name under its lease; the collector (or the builder, for a job that never started)
-    removes it, an atomic set update either way. Keys no image id can take, in no index."""
+    """The pipeline's transform jobs, as items of the predictions table: `#job/<name>` each;
+    `#jobs/in-flight`, the set of the names that count against MaxTransformJobsInFlight; and
+    `#jobs/uncollected`, the set of those whose images are not all dealt with (logic/sweep.py). The
+    builder adds a name to both under its lease; the collector takes it out of the first when the job
+    ends and of the second when it has collected it (the builder, of both, for a job that never
+    started); an atomic set update each. Keys no image id can take, in no index."""
 
     JOB_KEY = "#job/"
     IN_FLIGHT_KEY = "#jobs/in-flight"
+    UNCOLLECTED_KEY = "#jobs/uncollected"
 
     def __init__(self, client: DynamoDBClient, table_name: str, backoff: Backoff | None = None) -> None:
         self.client = client
@@ -242,20 +245,24 @@ class DynamoJobBook:
         self.backoff = backoff or Backoff()
 
     def open(self, job: JobItem, now: datetime) -> None:
-        item = {
+        with aws_call(f"writing transform job {job.name}"):
+            self.client.put_item(TableName=self.table_name, Item=marshal(self.item(job, now)))
+        self._name_set(self.UNCOLLECTED_KEY, "ADD", job.name)
+        self._name_set(self.IN_FLIGHT_KEY, "ADD", job.name)
+
+    def item(self, job: JobItem, now: datetime) -> dict[str, Any]:
+        """A job's item as written when it opens (the collector adds failure_reason)."""
+        return {
             "image_id": self.JOB_KEY + job.name,
             "job_name": job.name,
             "job_status": job.status,
             "holder": job.holder,
-            "shards": list(job.shards),
+            "shards": job.shards,
             "images": job.images,
             "attempt": job.attempt,
             "created_at": timestamp(now),
             "updated_at": timestamp(now),
         }
-        with aws_call(f"writing transform job {job.name}"):
-            self.client.put_item(TableName=self.table_name, Item=_marshal(item))
-        self._in_flight("ADD", job.name)
 
     def update(self, name: str, status: str, now: datetime, reason: str = "", *, expected: str | None = None) -> bool:
         values = {":status": status, ":now": timestamp(now), ":reason": reason}
@@ -270,7 +277,7 @@ class DynamoJobBook:
                     Key={"image_id": {"S": self.JOB_KEY + name}},
                     UpdateExpression="SET job_status = :status, updated_at = :now, failure_reason = :reason",
                     ConditionExpression=condition,
-                    ExpressionAttributeValues=_marshal(values),
+                    ExpressionAttributeValues=marshal(values),
                 )
         except AwsError as exc:
             if exc.code != "ConditionalCheckFailedException":
@@ -278,7 +285,9 @@ class DynamoJobBook:
             if expected is not None:
                 return False
         if status not in JOB_IN_FLIGHT:
-            self._in_flight("DELETE", name)
+            self._name_set(self.IN_FLIGHT_KEY, "DELETE", name)
+        if status == JOB_NOT_STARTED:
+            self.collected(name)
         return True
 
     def get_many(self, names: Iterable[str]) -> dict[str, JobItem]:
@@ -288,7 +297,7 @@ class DynamoJobBook:
                 name=item["job_name"],
                 status=item["job_status"],
                 holder=item["holder"],
-                shards=tuple(item.get("shards", ())),
+                shards=_shard_count(item.get("shards", 0)),
                 images=int(item.get("images", 0)),
                 attempt=int(item.get("attempt", 1)),
                 failure_reason=item.get("failure_reason", ""),
@@ -297,17 +306,26 @@ class DynamoJobBook:
         }
 
     def in_flight(self) -> list[str]:
-        with aws_call("reading the transform jobs in flight"):
+        return self._names(self.IN_FLIGHT_KEY)
+
+    def uncollected(self) -> list[str]:
+        return self._names(self.UNCOLLECTED_KEY)
+
+    def collected(self, name: str) -> None:
+        self._name_set(self.UNCOLLECTED_KEY, "DELETE", name)
+
+    def _names(self, key: str) -> list[str]:
+        with aws_call(f"reading {key}"):
             item = self.client.get_item(
-                TableName=self.table_name, Key={"image_id": {"S": self.IN_FLIGHT_KEY}}, ConsistentRead=True
+                TableName=self.table_name, Key={"image_id": {"S": key}}, ConsistentRead=True
             ).get("Item", {})
         return sorted(_deserialize(item["names"])) if "names" in item else []
 
-    def _in_flight(self, verb: str, name: str) -> None:
-        with aws_call(f"counting transform job {name} in flight"):
+    def _name_set(self, key: str, verb: str, name: str) -> None:
+        with aws_call(f"updating {key} for transform job {name}"):
             self.client.update_item(
                 TableName=self.table_name,
-                Key={"image_id": {"S": self.IN_FLIGHT_KEY}},
+                Key={"image_id": {"S": key}},
                 UpdateExpression=f"{verb} #names :name",
                 ExpressionAttributeNames={"#names": "names"},
                 ExpressionAttributeValues={":name": {"SS": [name]}},
@@ -331,8 +349,6 @@ class _Unprocessed(Exception):
     pass
 
 
-def _concurrently(write: Callable[[T], bool], items: Sequence[T]) -> list[bool]:
-    if len(items) <= 1:
-        return [write(item) for item in items]
-    with ThreadPoolExecutor(min(WRITE_THREADS, len(items))) as pool:
-        return list(pool.map(write, items))
+def _shard_count(value: Any) -> int:
+    """A job item's shards: a count, or (in items written before the count) the list of their URIs."""
+    return len(value) if isinstance(value, (list, set)) else int(value)

@@ -1,4 +1,4 @@
-"""S3 access for the pipeline: read an exact object version, write a JSON file, read a small object.
+"""S3 access for the pipeline: read an exact object version, write files (several at once), read a small object.
 
 A missing key reads as 404 only to a caller S3 lets list the bucket; to others it is 403, like a
 refusal. The roles' ListBucket grants are limited by s3:prefix, and whether S3 counts those for this
@@ -7,11 +7,14 @@ is not documented, so a 403 is settled by listing the key itself: absent means m
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from pipeline.adapters.aws_errors import ACCESS_DENIED, NOT_FOUND, PRECONDITION_FAILED, AwsError, aws_call
+from pipeline.adapters.concurrent import concurrently
 from pipeline.logic.errors import ObjectChanged, RejectedImage
 from pipeline.logic.ports import ObjectData
+from pipeline.logic.s3uri import S3Uri
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -52,6 +55,9 @@ class S3Objects:
         with aws_call(f"writing s3://{bucket}/{key}"):
             self.client.put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type)
 
+    def put_many(self, files: Sequence[tuple[str, str, bytes, str]]) -> None:
+        concurrently(lambda file: self.put_bytes(*file), files)
+
     def get_if_exists(self, bucket: str, key: str) -> bytes | None:
         try:
             with aws_call(f"reading s3://{bucket}/{key}"):
@@ -60,6 +66,9 @@ class S3Objects:
             if self._missing(bucket, key, exc):
                 return None
             raise
+
+    def get_many(self, uris: Sequence[S3Uri]) -> list[bytes | None]:
+        return concurrently(lambda uri: self.get_if_exists(uri.bucket, uri.key), uris)
 
     def list_keys(self, bucket: str, prefix: str) -> list[str]:
         keys: list[str] = []

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import answers
 from pipeline.adapters.aws_errors import AwsError, aws_call, is_retryable
 from pipeline.adapters.retry import Backoff
 from pipeline.logic.errors import NoCapacity, RejectedImage
+from pipeline.logic.jobs import JobEvent
 
 T = TypeVar("T")
 
@@ -94,26 +95,11 @@ def transform_job_request(
 NO_CAPACITY_CODES = frozenset({"ResourceLimitExceeded", "ThrottlingException", "LimitExceededException"})
 
 
-class TransformJobs:
-    """Start and look up the pipeline's batch transform jobs, each reading a manifest."""
+class TransformJobLookup:
+    """Look up the pipeline's batch transform jobs."""
 
-    def __init__(
-        self,
-        client: SageMakerClient,
-        *,
-        model_name: str,
-        instance_type: str,
-        instance_count: int,
-        max_payload_mb: int,
-        job_prefix: str,
-        backoff: Backoff | None = None,
-    ) -> None:
+    def __init__(self, client: SageMakerClient, backoff: Backoff | None = None) -> None:
         self.client = client
-        self.job_prefix = job_prefix
-        self.model_name = model_name
-        self.instance_type = instance_type
-        self.instance_count = instance_count
-        self.max_payload_mb = max_payload_mb
         self.backoff = backoff or Backoff()
 
     def _call(self, what: str, operation: str, fn: Callable[[], T]) -> T:
@@ -128,8 +114,17 @@ class TransformJobs:
 
     def status(self, name: str) -> str | None:
         """The job's TransformJobStatus, or None if SageMaker has no such job."""
+        job = self._describe(name)
+        return None if job is None else job["TransformJobStatus"]
+
+    def describe(self, name: str) -> JobEvent | None:
+        """The job as its state change event gives it (the event's detail is this answer)."""
+        job = self._describe(name)
+        return None if job is None else JobEvent.from_detail(job)
+
+    def _describe(self, name: str) -> Mapping[str, Any] | None:
         try:
-            job = self._call(
+            return self._call(
                 f"describing transform job {name}",
                 "describe_transform_job",
                 lambda: self.client.describe_transform_job(TransformJobName=name),
@@ -138,7 +133,28 @@ class TransformJobs:
             if exc.code in ("ValidationException", "ResourceNotFound"):
                 return None
             raise
-        return job["TransformJobStatus"]
+
+
+class TransformJobs(TransformJobLookup):
+    """Start and look up the pipeline's batch transform jobs, each reading a manifest."""
+
+    def __init__(
+        self,
+        client: SageMakerClient,
+        *,
+        model_name: str,
+        instance_type: str,
+        instance_count: int,
+        max_payload_mb: int,
+        job_prefix: str,
+        backoff: Backoff | None = None,
+    ) -> None:
+        super().__init__(client, backoff)
+        self.job_prefix = job_prefix
+        self.model_name = model_name
+        self.instance_type = instance_type
+        self.instance_count = instance_count
+        self.max_payload_mb = max_payload_mb
 
     def start(self, name: str, manifest_uri: str, output_uri: str) -> None:
         request = transform_job_request(

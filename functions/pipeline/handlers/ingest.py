@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
@@ -18,6 +19,7 @@ from pipeline.adapters.sagemaker import ServerlessEndpoint
 from pipeline.adapters.sqs import SqsJobQueue
 from pipeline.config import IngestSettings
 from pipeline.handlers.observe import emit_outcome_metrics
+from pipeline.logic.deadline import Deadline
 from pipeline.logic.ingest import Ingest
 from pipeline.logic.notifications import parse_message
 from pipeline.logic.outcomes import ImageRef
@@ -42,10 +44,12 @@ def build_ingest() -> Ingest:
 @logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return handle(event, build_ingest())
+    return handle(
+        event, build_ingest(), Deadline.of_invocation(datetime.now(UTC), context.get_remaining_time_in_millis())
+    )
 
 
-def handle(event: dict[str, Any], ingest: Ingest) -> dict[str, Any]:
+def handle(event: dict[str, Any], ingest: Ingest, deadline: Deadline | None = None) -> dict[str, Any]:
     """Parse every message (a bad one fails alone), classify the batch, report partial failures."""
     images: list[ImageRef] = []
 
@@ -57,7 +61,7 @@ def handle(event: dict[str, Any], ingest: Ingest) -> dict[str, Any]:
         processor.process()
     response = processor.response()
 
-    result = ingest.run(images)
+    result = ingest.run(images, deadline)
     emit_outcome_metrics(metrics, result.outcomes)
     metrics.add_metric(name="DuplicatesSkipped", unit=MetricUnit.Count, value=result.duplicates)
     failed = {str(item["itemIdentifier"]) for item in response["batchItemFailures"]} | result.failed_message_ids
@@ -68,6 +72,7 @@ def handle(event: dict[str, Any], ingest: Ingest) -> dict[str, Any]:
         outcomes=len(result.outcomes),
         duplicates=result.duplicates,
         superseded=result.superseded,
+        handed_back=result.handed_back,
         failed_messages=len(failed),
     )
     return {"batchItemFailures": [{"itemIdentifier": message_id} for message_id in sorted(failed)]}

@@ -223,7 +223,7 @@ class BuildJobs:
             job.name,
             JOB_STARTING,
             holder,
-            shards=tuple(str(shard.uri) for shard in shards),
+            shards=len(shards),
             images=len(refs),
             attempt=max(shard.attempt for shard in shards),
         )

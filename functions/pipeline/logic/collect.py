@@ -15,15 +15,16 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
 
 from aws_lambda_powertools import Logger
 
 import answers
+from pipeline.logic.deadline import Deadline
 from pipeline.logic.errors import TransientError
-from pipeline.logic.jobs import JobFiles, QueuedShard, index_of, shard_uri
+from pipeline.logic.ingest import SHARD_MAX_BYTES
+from pipeline.logic.jobs import TERMINAL_JOB_STATES, JobEvent, JobFiles, QueuedShard, index_of, shard_uri
 from pipeline.logic.lifecycle import Change, Event, StoredImage, decide, state_of
 from pipeline.logic.outcomes import ImageRef, Mode, Outcome, Status
 from pipeline.logic.ports import JobBook, JobQueue, ObjectStore, PredictionStore
@@ -31,36 +32,71 @@ from pipeline.logic.s3uri import S3Uri
 
 logger = Logger(child=True)
 
-TERMINAL_JOB_STATES = ("Completed", "Failed", "Stopped")
 # A shard's tries in transform jobs: once as ingested, then (if its job failed or was stopped without
 # its answers) each unanswered image alone, twice. Still unanswered after that, an image is FAILED.
 MAX_JOB_ATTEMPTS = 3
+# A failed job's images are queued again a group at a time (retry_groups): files written at once, ten
+# messages a call. tests/unit/test_limits.py checks a group's worst time against the collector's timeout.
+RETRY_GROUP_IMAGES = 100
+RETRY_GROUP_BYTES = 32_000_000
+# A chunk, the collector's piece of work between two looks at its deadline: at most SHARDS_AT_ONCE
+# shards read at once (a job of retried images has one shard per image) of CHUNK_IMAGES images, and
+# at most CHUNK_BYTES of a failed job's shard files in memory (one shard at least).
+SHARDS_AT_ONCE = 64
+CHUNK_IMAGES = 2_000
+CHUNK_BYTES = 64_000_000
 
 
-@dataclass(frozen=True)
-class JobEvent:
-    """The parts of a "SageMaker Transform Job State Change" event the collector uses."""
+def shard_bytes(shard: QueuedShard) -> int:
+    """At most how large a shard's file is: each line is an image's bytes (or its smaller, downsized
+    copy) in base64, its key and some JSON; a shard is cut at SHARD_MAX_BYTES."""
+    lines = sum(answers.record_size(ref.size, ref.key) for ref in shard.images)
+    return min(lines, SHARD_MAX_BYTES)
 
-    name: str
-    status: str
-    failure_reason: str
-    manifest_uri: str
-    output_uri: str
-    model_name: str
 
-    @classmethod
-    def from_detail(cls, detail: Mapping[str, Any]) -> JobEvent:
-        try:
-            return cls(
-                name=detail["TransformJobName"],
-                status=detail["TransformJobStatus"],
-                failure_reason=detail.get("FailureReason") or "no reason given",
-                manifest_uri=detail["TransformInput"]["DataSource"]["S3DataSource"]["S3Uri"],
-                output_uri=detail["TransformOutput"]["S3OutputPath"],
-                model_name=detail.get("ModelName", ""),
-            )
-        except (KeyError, TypeError) as exc:
-            raise ValueError(f"the transform job event lacks {exc}") from exc
+def shard_chunks(
+    waiting: list[tuple[QueuedShard, list[ImageRef]]], *, failed: bool
+) -> list[list[tuple[QueuedShard, list[ImageRef]]]]:
+    """The shards in chunks (see SHARDS_AT_ONCE). A failed job's shard files are read to queue their
+    images again, so its chunks are bounded by their bytes too."""
+    found: list[list[tuple[QueuedShard, list[ImageRef]]]] = []
+    size = images = 0
+    for shard, refs in waiting:
+        grows = shard_bytes(shard) if failed else 0
+        if (
+            not found
+            or len(found[-1]) >= SHARDS_AT_ONCE
+            or images + len(refs) > CHUNK_IMAGES
+            or size + grows > CHUNK_BYTES
+        ):
+            found.append([])
+            size = images = 0
+        found[-1].append((shard, refs))
+        size, images = size + grows, images + len(refs)
+    return found
+
+
+def retry_groups(refs: list[ImageRef], lines: Mapping[str, bytes]) -> list[list[ImageRef]]:
+    """The images to queue again, in groups of at most RETRY_GROUP_IMAGES images and
+    RETRY_GROUP_BYTES of record lines: a piece of the collector's work between two looks at its deadline."""
+    groups: list[list[ImageRef]] = []
+    size = 0
+    for ref in refs:
+        if not groups or len(groups[-1]) >= RETRY_GROUP_IMAGES or size + len(lines[ref.key]) > RETRY_GROUP_BYTES:
+            groups.append([])
+            size = 0
+        groups[-1].append(ref)
+        size += len(lines[ref.key])
+    return groups
+
+
+@dataclass
+class _Chunk:
+    """What a chunk of shards leaves to do: final records, and images to queue again alone."""
+
+    changes: list[Change] = field(default_factory=list)
+    retries: list[tuple[ImageRef, int]] = field(default_factory=list)  # (image, its next attempt)
+    lines: dict[str, bytes] = field(default_factory=dict)  # the retried images' record lines, by key
 
 
 class Collect:
@@ -80,10 +116,15 @@ class Collect:
         self.shard_prefix = shard_prefix
         self.clock = clock
 
-    def run(self, job: JobEvent) -> list[Outcome]:
+    def run(self, job: JobEvent, deadline: Deadline | None = None) -> list[Outcome]:
+        """Record every image of the job, SHARDS_AT_ONCE shards at a time (their files read at
+        once, their records written as each chunk is done). Past the deadline it stops between two
+        pieces of work and leaves the job uncollected: the sweep (sweep.py) runs it again, and what
+        was recorded is not done twice (the lifecycle table skips images no longer in this job)."""
         if job.status not in TERMINAL_JOB_STATES:
             logger.info("job not finished; nothing to collect", job_name=job.name, status=job.status)
             return []
+        deadline = deadline or Deadline.never()
         manifest = S3Uri.parse(job.manifest_uri)
         index = index_of(manifest)
         index_body = self.objects.get_if_exists(index.bucket, index.key)
@@ -94,33 +135,74 @@ class Collect:
         # the job ended, or it would leave the image to a job that answers nothing more.
         self.jobs.update(job.name, job.status, self.clock(), job.failure_reason if job.status != "Completed" else "")
         stored = self.store.get_many(ref.image_id for shard in shards for ref in shard.images)
+        waiting = [
+            (shard, refs)
+            for shard in shards
+            if (refs := [r for r in shard.images if self._in_job(stored.get(r.image_id), r, job)])
+        ]
+        listing: dict[str, list[str]] = {}  # the job's output folder, listed at most once
+        outcomes: list[Outcome] = []
+        done = 0
+        for number, chunk in enumerate(shard_chunks(waiting, failed=job.status != "Completed")):
+            if number and deadline.passed(self.clock()):
+                logger.warning(
+                    "out of time: the next sweep collects the rest",
+                    job_name=job.name,
+                    shards_left=len(waiting) - done,
+                )
+                return outcomes
+            todo = self._read_chunk(job, files, chunk, listing)
+            outcomes += self._write(todo.changes)
+            if not self._retry_alone(job, todo, deadline):
+                return outcomes
+            done += len(chunk)
+        self.jobs.collected(job.name)
+        return outcomes
 
-        listed: list[str] | None = None  # the job's output folder, listed at most once
-        changes: list[Change] = []
+    def _read_chunk(
+        self,
+        job: JobEvent,
+        files: JobFiles,
+        chunk: list[tuple[QueuedShard, list[ImageRef]]],
+        listing: dict[str, list[str]],
+    ) -> _Chunk:
+        """The chunk's outputs (and a failed job's shards) read at once; each image's record, or its retry."""
+        outputs = self.objects.get_many([files.output_for(shard.uri.key) for shard, _ in chunk])
+        todo = _Chunk()
+        retried: list[QueuedShard] = []
         base = Outcome(Status.PENDING, Mode.BATCH, job_name=job.name, model_name=job.model_name or None)
-        for shard in shards:
-            waiting = [r for r in shard.images if self._in_job(stored.get(r.image_id), r, job)]
-            if not waiting:
-                continue
-            output = files.output_for(shard.uri.key)
-            body = self.objects.get_if_exists(output.bucket, output.key)
+        for (shard, waiting), body in zip(chunk, outputs, strict=True):
             if body is None and job.status == "Completed":
-                listed = self.objects.list_keys(files.output.bucket, files.output.key) if listed is None else listed
-                body = self._listed_output(listed, output, job)
+                if "keys" not in listing:
+                    listing["keys"] = self.objects.list_keys(files.output.bucket, files.output.key)
+                body = self._listed_output(listing["keys"], files.output_for(shard.uri.key), job)
             found, broken = answers.loads_lines(body) if body is not None else ({}, [])
             if broken:
-                logger.warning("unreadable output lines", job_name=job.name, output=str(output), lines=broken[:5])
-            unanswered = [ref for ref in waiting if ref.key not in found]
-            if unanswered and job.status != "Completed" and shard.attempt < MAX_JOB_ATTEMPTS:
-                changes += self._retry_alone(job, shard, unanswered)
+                logger.warning("unreadable output lines", job_name=job.name, shard=str(shard.uri), lines=broken[:5])
+            if job.status != "Completed" and shard.attempt < MAX_JOB_ATTEMPTS:
+                todo.retries += [(ref, shard.attempt + 1) for ref in waiting if ref.key not in found]
+                retried.append(shard)
                 waiting = [ref for ref in waiting if ref.key in found]
             for ref in waiting:
                 outcome = self._outcome(job, shard, body, found.get(ref.key), broken, base)
                 event = Event.JOB_FAILED if outcome.status is Status.FAILED else Event.JOB_ANSWERED
-                changes.append(Change(ref, event, outcome, job=job.name))
-        written = self.store.write(changes, self.clock())  # many writes at once: jobs are large
+                todo.changes.append(Change(ref, event, outcome, job=job.name))
+        if todo.retries:
+            bodies = self.objects.get_many([shard.uri for shard in retried])
+            for body in bodies:
+                for line in (body or b"").splitlines():
+                    if line.strip():
+                        todo.lines[answers.loads_record(line)[0]] = line
+            for ref, _ in todo.retries:  # its shard is gone (the lifecycle rule): nothing to retry from
+                if ref.key not in todo.lines:
+                    todo.changes.append(Change(ref, Event.JOB_FAILED, self._gone(job, ref), job=job.name))
+            todo.retries = [(ref, attempt) for ref, attempt in todo.retries if ref.key in todo.lines]
+        return todo
+
+    def _write(self, changes: list[Change]) -> list[Outcome]:
+        """The changes (many at once: jobs are large); the final outcomes written."""
         outcomes = []
-        for change, done in zip(changes, written, strict=True):
+        for change, done in zip(changes, self.store.write(changes, self.clock()), strict=True):
             outcome = change.outcome
             logger.info(
                 "image outcome",
@@ -133,48 +215,56 @@ class Collect:
                 outcomes.append(outcome)
         return outcomes
 
-    def _retry_alone(self, job: JobEvent, shard: QueuedShard, unanswered: list[ImageRef]) -> list[Change]:
-        """Queue each unanswered image of a failed job's shard again, alone in a shard of its own:
+    def _retry_alone(self, job: JobEvent, todo: _Chunk, deadline: Deadline) -> bool:
+        """Queue each unanswered image of a failed job again, alone in a shard of its own:
         SageMaker fails a job for one input file it cannot process and still processes the others,
-        so alone, one bad image fails only itself. Queued before its record says so: a collector that
-        stops in between runs again (EventBridge retries) and queues it once more, which the job
-        builder takes once."""
-        body = self.objects.get_if_exists(shard.uri.bucket, shard.uri.key)
-        lines = {answers.loads_record(line)[0]: line for line in body.splitlines() if line.strip()} if body else {}
-        attempt = shard.attempt + 1
+        so alone, one bad image fails only itself. A group of images at a time: their files written
+        at once, their messages sent ten to a call, then their records. Queued before its record
+        says so: a collector that stops in between runs again (EventBridge retries, or the sweep)
+        and queues it once more, which the job builder takes once. Past the deadline the rest wait
+        for the next collection; True if none is left."""
         why = f"transform job {job.name} {job.status.lower()}: {job.failure_reason}"
-        waiting = Outcome(
-            Status.PENDING,
-            Mode.BATCH,
-            model_name=job.model_name or None,
-            reason=f"waiting for a batch transform job: {why}; retried alone (attempt {attempt} of {MAX_JOB_ATTEMPTS})",
-        )
-        changes = []
-        for ref in unanswered:
-            line = lines.get(ref.key)
-            if line is None:
-                failed = Outcome(
-                    Status.FAILED,
-                    Mode.BATCH,
-                    job_name=job.name,
-                    model_name=job.model_name or None,
-                    reason=f"{why}; its shard {shard.uri} is gone, so it cannot be retried: run make redrive",
-                    error_code=f"Job{job.status}",
+        attempts = {ref.image_id: attempt for ref, attempt in todo.retries}
+        refs = [ref for ref, _ in todo.retries]
+        queued = 0
+        for group in retry_groups(refs, todo.lines):
+            if queued and deadline.passed(self.clock()):
+                break
+            files, messages, changes = [], [], []
+            for ref in group:
+                attempt = attempts[ref.image_id]
+                uri = shard_uri(self.shard_prefix, ref.bucket, started=self.clock(), nonce=uuid.uuid4().hex)
+                files.append((uri.bucket, uri.key, todo.lines[ref.key] + b"\n", answers.JSON_LINES))
+                messages.append(QueuedShard(uri, (ref,), attempt=attempt).message_body())
+                reason = (
+                    f"waiting for a batch transform job: {why}; retried alone (attempt {attempt} of {MAX_JOB_ATTEMPTS})"
                 )
-                changes.append(Change(ref, Event.JOB_FAILED, failed, job=job.name))
-                continue
-            uri = shard_uri(self.shard_prefix, ref.bucket, started=self.clock(), nonce=uuid.uuid4().hex)
-            self.objects.put_bytes(uri.bucket, uri.key, line + b"\n", answers.JSON_LINES)
-            self.queue.send(QueuedShard(uri, (ref,), attempt=attempt).message_body())
-            changes.append(Change(ref, Event.JOB_RETRIED, waiting, job=job.name))
-        logger.warning(
-            "images of a failed job queued again, each alone",
+                waiting = Outcome(Status.PENDING, Mode.BATCH, model_name=job.model_name or None, reason=reason)
+                changes.append(Change(ref, Event.JOB_RETRIED, waiting, job=job.name))
+            self.objects.put_many(files)
+            self.queue.send_many(messages)
+            self._write(changes)
+            queued += len(group)
+        if refs:
+            logger.warning(
+                "images of a failed job queued again, each alone",
+                job_name=job.name,
+                images=queued,
+                left_for_the_next_collection=len(refs) - queued,
+            )
+        return queued == len(refs)
+
+    @staticmethod
+    def _gone(job: JobEvent, ref: ImageRef) -> Outcome:
+        return Outcome(
+            Status.FAILED,
+            Mode.BATCH,
             job_name=job.name,
-            shard=str(shard.uri),
-            images=len(unanswered),
-            attempt=attempt,
+            model_name=job.model_name or None,
+            reason=f"transform job {job.name} {job.status.lower()}: {job.failure_reason}; its shard is gone, "
+            "so it cannot be retried: run make redrive",
+            error_code=f"Job{job.status}",
         )
-        return changes
 
     def _listed_output(self, listed: list[str], expected: S3Uri, job: JobEvent) -> bytes | None:
         name = expected.key.rsplit("/", 1)[-1]

@@ -14,6 +14,7 @@ from typing import Any
 from aws_lambda_powertools import Logger
 
 import answers
+from pipeline.logic.deadline import Deadline
 from pipeline.logic.downsize import LARGEST_IMAGE_BYTES, downsize
 from pipeline.logic.errors import ObjectChanged, RejectedImage, TransientError
 from pipeline.logic.images import HEADER_BYTES, inspect_image
@@ -48,6 +49,7 @@ class IngestResult:
     duplicates: int = 0
     superseded: int = 0
     queued: int = 0  # images in shards queued for the job builder
+    handed_back: int = 0  # images left for the next delivery, out of time
 
 
 class Ingest:
@@ -67,15 +69,28 @@ class Ingest:
         self.queue = queue
         self.clock = clock
 
-    def run(self, images: list[ImageRef]) -> IngestResult:
+    def run(self, images: list[ImageRef], deadline: Deadline | None = None) -> IngestResult:
+        """Past the deadline the images not yet started go back to the queue (their messages are
+        reported failed) and come again; those delivered most often go first, so each delivery
+        gets further."""
         result = IngestResult()
         fresh = self._without_duplicates(images, result)
+        fresh.sort(key=lambda ref: -ref.receive_count)
         serverless, batch = self.rules.routing.route(fresh)
-        for ref in serverless:
+        deadline = deadline or Deadline.never()
+        for number, ref in enumerate(serverless):
+            if number and deadline.passed(self.clock()):
+                self._hand_back(serverless[number:] + batch, result)
+                return result
             self._classify_one(ref, result)
         if batch:
-            self._queue_for_jobs(batch, result)
+            self._queue_for_jobs(batch, result, deadline)
         return result
+
+    def _hand_back(self, images: list[ImageRef], result: IngestResult) -> None:
+        result.failed_message_ids.update(ref.message_id for ref in images)
+        result.handed_back += len(images)
+        logger.warning("out of time: images handed back to the queue", images=len(images))
 
     def _without_duplicates(self, images: list[ImageRef], result: IngestResult) -> list[ImageRef]:
         """The images the lifecycle table lets an upload event process (not final, newer, or in a
@@ -146,15 +161,19 @@ class Ingest:
 
     # -- batch transform --------------------------------------------------------------------
 
-    def _queue_for_jobs(self, images: list[ImageRef], result: IngestResult) -> None:
+    def _queue_for_jobs(self, images: list[ImageRef], result: IngestResult, deadline: Deadline) -> None:
         """Check each image and stream the good ones into shards, queueing each shard for the job
         builder as it fills (the builder writes their first record: PENDING in a job, or waiting).
         At most one shard and the image in hand are in memory. One bad image never enters a shard,
-        so it never fails a job."""
+        so it never fails a job. Past the deadline the shard is queued and the rest handed back."""
         base = Outcome(Status.PENDING, Mode.BATCH, model_name=self.rules.model_name)
         shard: list[tuple[ImageRef, bytes]] = []  # (image, its record line)
         size = message = 0
-        for ref in self._newest_of_each_key(images, result):
+        todo = self._newest_of_each_key(images, result)
+        for number, ref in enumerate(todo):
+            if number and deadline.passed(self.clock()):
+                self._hand_back(todo[number:], result)
+                break
             try:
                 data, _ = self._read_checked(ref, Mode.BATCH)
             except RejectedImage as exc:
@@ -193,7 +212,7 @@ class Ingest:
                 if older.uploaded_at > ref.uploaded_at:
                     continue
             newest[ref.bucket, ref.key] = ref
-        return sorted(newest.values(), key=lambda ref: ref.bucket)
+        return sorted(newest.values(), key=lambda ref: (-ref.receive_count, ref.bucket))
 
     def _queue_shard(self, items: list[tuple[ImageRef, bytes]], result: IngestResult, base: Outcome) -> None:
         refs = [ref for ref, _ in items]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -23,6 +23,7 @@ from pipeline.logic.errors import MalformedMessage
 from pipeline.logic.outcomes import ImageRef
 from pipeline.logic.s3uri import S3Uri
 
+TERMINAL_JOB_STATES = ("Completed", "Failed", "Stopped")
 MAX_JOB_NAME = 63
 _JOB_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 _DIGEST_CHARS = 16
@@ -102,6 +103,44 @@ class QueuedShard:
             raise MalformedMessage(f"message {message_id} does not announce a shard: {exc!r}") from exc
         images = tuple(replace(ref, message_id=message_id, receive_count=receive_count) for ref in shard.images)
         return replace(shard, images=images, message_id=message_id, receive_count=receive_count)
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    """The parts of a "SageMaker Transform Job State Change" event the collector uses. The event's
+    detail is DescribeTransformJob's answer, so a job looked up reads the same way."""
+
+    name: str
+    status: str
+    failure_reason: str
+    manifest_uri: str
+    output_uri: str
+    model_name: str
+    ended_at: datetime | None = None  # TransformEndTime, once it ended
+
+    @classmethod
+    def from_detail(cls, detail: Mapping[str, Any]) -> JobEvent:
+        try:
+            return cls(
+                name=detail["TransformJobName"],
+                status=detail["TransformJobStatus"],
+                failure_reason=detail.get("FailureReason") or "no reason given",
+                manifest_uri=detail["TransformInput"]["DataSource"]["S3DataSource"]["S3Uri"],
+                output_uri=detail["TransformOutput"]["S3OutputPath"],
+                model_name=detail.get("ModelName", ""),
+                ended_at=_moment(detail.get("TransformEndTime")),
+            )
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"the transform job event lacks {exc}") from exc
+
+
+def _moment(value: object) -> datetime | None:
+    """A time as SageMaker's events (milliseconds since the epoch) or boto3 (datetime) give it."""
+    if value is None or isinstance(value, datetime):
+        return value
+    if isinstance(value, int | float):
+        return datetime.fromtimestamp(value / 1000, UTC)
+    return datetime.fromisoformat(str(value))
 
 
 @dataclass(frozen=True)

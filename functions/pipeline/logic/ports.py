@@ -8,7 +8,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from pipeline.logic.jobs import JobEvent
 from pipeline.logic.lifecycle import Change, StoredImage
+from pipeline.logic.s3uri import S3Uri
 
 
 @dataclass(frozen=True)
@@ -28,7 +30,15 @@ class ObjectStore(Protocol):
 
     def put_bytes(self, bucket: str, key: str, data: bytes, content_type: str) -> None: ...
 
+    def put_many(self, files: Sequence[tuple[str, str, bytes, str]]) -> None:
+        """Each (bucket, key, data, content type), several at once."""
+        ...
+
     def get_if_exists(self, bucket: str, key: str) -> bytes | None: ...
+
+    def get_many(self, uris: Sequence[S3Uri]) -> list[bytes | None]:
+        """Each object's bytes (None for one that does not exist), several read at once."""
+        ...
 
     def list_keys(self, bucket: str, prefix: str) -> list[str]:
         """Every key under the prefix."""
@@ -85,7 +95,7 @@ class JobItem:
     name: str
     status: str
     holder: str  # the job builder's lease holder that wrote it
-    shards: tuple[str, ...] = ()  # the shards' URIs
+    shards: int = 0  # how many: not their names, so that the item's size is bounded (tests/unit/test_limits.py)
     images: int = 0
     attempt: int = 1  # the highest attempt of its shards
     failure_reason: str = ""
@@ -109,12 +119,26 @@ class JobBook(Protocol):
         """The names of the jobs that count in flight (strongly consistent)."""
         ...
 
+    def uncollected(self) -> list[str]:
+        """The names of the jobs opened and not yet collected (nor refused by SageMaker)."""
+        ...
+
+    def collected(self, name: str) -> None:
+        """Every image of the job has been dealt with: nothing more to collect."""
+        ...
+
 
 class Endpoint(Protocol):
     name: str
 
     def invoke(self, body: bytes, content_type: str) -> bytes:
         """The model's answer. Raises RejectedImage (a 4xx from the model) or TransientError."""
+        ...
+
+
+class TransformJobLookup(Protocol):
+    def describe(self, name: str) -> JobEvent | None:
+        """The job as its state change event would give it, or None if there is no such job."""
         ...
 
 
@@ -132,4 +156,8 @@ class TransformJobs(Protocol):
 class JobQueue(Protocol):
     def send(self, body: str) -> None:
         """Put one message on the queue that the job builder drains."""
+        ...
+
+    def send_many(self, bodies: Sequence[str]) -> None:
+        """Put the messages on the queue, ten to a call and several calls at once."""
         ...

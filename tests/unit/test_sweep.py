@@ -1,0 +1,100 @@
+"""The sweep (functions/pipeline/logic/sweep.py): a job whose end event never came, or whose
+collection ran out of time, is collected from what SageMaker says of it."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from pipeline.logic.collect import Collect
+from pipeline.logic.lifecycle import Change, Event
+from pipeline.logic.outcomes import Mode, Outcome, Status
+from pipeline.logic.ports import JobItem
+from pipeline.logic.sweep import Sweep
+from tests.fakes.ports import MemoryJobBook, MemoryJobQueue, MemoryObjects, MemoryPredictions, MemoryTransformJobs
+from tests.fakes.sagemaker_runtime import fake_prediction
+from tests.unit.conftest import BUCKET, T0, Clock
+from tests.unit.test_collect import SHARD_PREFIX, Job
+
+LATE = timedelta(minutes=10)
+
+
+class World:
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.objects, self.store, self.queue = MemoryObjects(), MemoryPredictions(), MemoryJobQueue()
+        self.book, self.transforms = MemoryJobBook(), MemoryTransformJobs()
+        collect = Collect(self.objects, self.store, self.queue, SHARD_PREFIX, self.book, clock=clock)
+        self.sweep = Sweep(collect, self.book, self.transforms, LATE, clock=clock)
+
+    def job(self, *keys: str) -> Job:
+        """A job the builder started: its files, its images PENDING in it, its item in flight."""
+        job = Job(self.objects, self.store, list(keys))
+        self.book.open(JobItem(job.files.name, "InProgress", holder="builder"), T0)
+        self.transforms.start(job.files.name, str(job.files.manifest), str(job.files.output))
+        return job
+
+    def status(self, key: str) -> Status:
+        return self.store.records[f"{BUCKET}/{key}"].outcome.status
+
+
+@pytest.fixture
+def world(clock: Clock) -> World:
+    return World(clock)
+
+
+def test_a_job_whose_end_event_never_came_is_collected_once_it_is_late(world: World, clock: Clock) -> None:
+    job = world.job("incoming/a.jpg")
+    job.answer("incoming/a.jpg", fake_prediction(b"a"))
+    world.transforms.finish(job.files.name, at=T0)
+    clock.advance(LATE.total_seconds() - 1)
+    assert world.sweep.run().collected == []  # its event may still come
+    assert world.status("incoming/a.jpg") is Status.PENDING and world.book.in_flight() == [job.files.name]
+    clock.advance(1)
+    result = world.sweep.run()
+    assert result.collected == [job.files.name] and len(result.outcomes) == 1
+    assert world.status("incoming/a.jpg") is Status.CLASSIFIED
+    assert world.book.in_flight() == [] and world.book.uncollected() == []  # its slot is free again
+    assert world.sweep.run().checked == 0  # nothing left to ask about
+
+
+def test_a_failed_job_whose_event_was_lost_has_its_images_queued_again(world: World, clock: Clock) -> None:
+    job = world.job("incoming/a.jpg", "incoming/b.jpg")
+    world.transforms.finish(job.files.name, status="Failed", at=T0)
+    clock.advance(LATE.total_seconds())
+    assert world.sweep.run().collected == [job.files.name]
+    assert len(world.queue.messages) == 2  # each alone, as the event's collection would have
+    assert world.status("incoming/a.jpg") is Status.PENDING
+
+
+def test_running_jobs_are_left_and_unknown_ones_dropped(world: World, clock: Clock) -> None:
+    running = world.job("incoming/a.jpg")
+    world.book.open(JobItem("dogbreed-never-started", "InProgress", holder="builder"), T0)
+    clock.advance(3600)
+    result = world.sweep.run()
+    assert result.checked == 2 and result.collected == []
+    assert world.book.uncollected() == [running.files.name]  # asked again next time
+    assert world.status("incoming/a.jpg") is Status.PENDING
+
+
+def test_a_job_collected_already_is_not_recorded_twice(world: World, clock: Clock) -> None:
+    job = world.job("incoming/a.jpg")
+    job.answer("incoming/a.jpg", fake_prediction(b"a"))
+    world.transforms.finish(job.files.name, at=T0)
+    # the event came, but the collector stopped before marking the job collected
+    world.store.write(
+        [
+            Change(
+                job.shards[0].images[0],
+                Event.JOB_ANSWERED,
+                Outcome(Status.CLASSIFIED, Mode.BATCH, job_name=job.files.name, prediction=fake_prediction(b"a")),
+                job=job.files.name,
+            )
+        ],
+        T0,
+    )
+    clock.advance(LATE.total_seconds())
+    result = world.sweep.run()
+    assert result.collected == [job.files.name] and result.outcomes == []
+    assert world.book.uncollected() == []
