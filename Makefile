@@ -9,7 +9,7 @@ export SAM_CLI_TELEMETRY := 0
 # The import roots (as pyproject.toml's pytest pythonpath): the Lambda package and the model's parts.
 IMPORT_PATH := .:functions:model/serving:model/training:model/tools
 
-.PHONY: prerequisites install test unit lint typecheck pytest demo stack soak query redrive reclassify launch preflight deploy package-size benchmark serving-benchmark benchmark-photos pipeline-benchmark cost clean
+.PHONY: prerequisites install test unit lint typecheck pytest demo e2e stack soak query redrive reclassify launch preflight deploy package-size benchmark serving-benchmark benchmark-photos pipeline-benchmark cost clean
 
 # What the local stack needs of this machine (Java, util-linux, namespaces), said before anything slow.
 prerequisites:
@@ -82,6 +82,14 @@ demo: $(LOCAL_STACK)
 
 # The local stack, kept up until Ctrl-C (moto on :5000, the SageMaker runtime on :8080).
 # STACK_ARGS example: --model path/to/model.tar.gz --parameter InferenceMode=batch
+# The acceptance run for any stack (cli/e2e.py): make e2e STACK=<deployed stack name>, or the local stack.
+e2e: $(if $(STACK),$(VENV)/.installed,$(LOCAL_STACK))
+ifdef STACK
+	PYTHONPATH=$(IMPORT_PATH) $(PY) -m cli.e2e --stack $(STACK)
+else
+	PYTHONPATH=$(IMPORT_PATH) $(PY) -m devstack.workloads.e2e
+endif
+
 stack: $(LOCAL_STACK)
 	PYTHONPATH=$(IMPORT_PATH) $(PY) -m devstack.workloads.up $(STACK_ARGS)
 

@@ -5,10 +5,11 @@ soak --as-aws`), so the functions' deadlines are exercised, not only computed (i
 
 It takes the Linux cgroup cpu controller: version 1's cpu.cfs_quota_us, or version 2's cpu.max, in a
 group of its own under a folder this machine lets it write. Where there is none (no root, no
-delegated cgroup), `available()` says why and the processes run unlimited."""
+delegated cgroup), `why_unavailable()` says why and the processes run unlimited."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from pathlib import Path
@@ -39,7 +40,7 @@ def _read(path: Path) -> str:
         return ""
 
 
-def available() -> str | None:
+def why_unavailable() -> str | None:
     """None if CPU shares can be applied here, else why not."""
     return None if _parent() is not None else "no writable cgroup cpu controller (cgroup v1 cpu, or v2 with cpu)"
 
@@ -50,7 +51,7 @@ class CpuShare:
     def __init__(self, name: str, memory_mb: int) -> None:
         found = _parent()
         if found is None:
-            raise OSError(available())
+            raise OSError(why_unavailable())
         root, self.version = found
         self.share = vcpus(memory_mb)
         self.path = root / GROUP / f"{name}-{os.getpid()}-{id(self):x}"
@@ -64,10 +65,8 @@ class CpuShare:
 
     def add(self, pid: int) -> None:
         """Move a process (and the children it starts from now on) into the group."""
-        try:
+        with contextlib.suppress(ProcessLookupError):  # it has ended
             (self.path / "cgroup.procs").write_text(str(pid))
-        except ProcessLookupError:
-            pass  # it has ended
 
     def pids(self) -> list[int]:
         return [int(pid) for pid in _read(self.path / "cgroup.procs").split()]
@@ -85,3 +84,5 @@ class CpuShare:
             self.path.rmdir()
         except OSError as exc:
             log.warning("cannot remove the cgroup %s: %s", self.path, exc)
+        with contextlib.suppress(OSError):  # the last group takes the shared folder with it
+            self.path.parent.rmdir()

@@ -78,6 +78,8 @@ class SqsPoller:
         self.batch_sizes: list[int] = []
         self._slots = threading.BoundedSemaphore(trigger.max_concurrency)
         self._stopping = threading.Event()
+        self.running = threading.Event()  # cleared: the mapping is disabled, and receives nothing
+        self.running.set()
         self._thread = threading.Thread(target=self._poll, name=f"sqs-poller-{trigger.function}", daemon=True)
         self._deliveries: list[threading.Thread] = []
 
@@ -94,7 +96,7 @@ class SqsPoller:
 
     def _poll(self) -> None:
         while not self._stopping.is_set():
-            if not self._slots.acquire(timeout=0.5):
+            if not self.running.wait(timeout=0.5) or not self._slots.acquire(timeout=0.5):
                 continue
             try:
                 batch = self._gather()
@@ -165,12 +167,15 @@ class RuleTarget:
     every_s: float | None = None  # a schedule's rate
 
     @classmethod
-    def of_rule(cls, logical_id: str, properties: dict[str, Any], function: str) -> RuleTarget:
+    def of_rule(
+        cls, logical_id: str, properties: dict[str, Any], function: str, every_s: float | None = None
+    ) -> RuleTarget:
+        """A rule's target; a schedule's runs at its rate, or every `every_s` if given."""
         expression = properties.get("ScheduleExpression")
         if expression is None:
             return cls(logical_id, properties["EventPattern"], function)
         pattern = {"source": ["aws.events"], "detail-type": ["Scheduled Event"], "resources": [logical_id]}
-        return cls(logical_id, pattern, function, every_s=rate_seconds(expression))
+        return cls(logical_id, pattern, function, every_s=every_s or rate_seconds(expression))
 
 
 def rate_seconds(expression: str) -> float:
@@ -247,6 +252,7 @@ class EventBus:
         # A fault: events this says True to are never delivered ("in some rare cases an event might not be
         # delivered", EventBridge user guide, "Event delivery from AWS services").
         self.lose: Callable[[dict[str, Any]], bool] = lambda event: False
+        self.lost: list[dict[str, Any]] = []
         self._stopping = threading.Event()
         self._schedules = [
             threading.Thread(target=self._schedule, args=(target,), name=f"schedule-{target.rule}", daemon=True)
@@ -266,11 +272,24 @@ class EventBus:
 
     def put(self, event: dict[str, Any]) -> None:
         if self.lose(event):
+            self.lost.append(event)
             log.warning("event lost, as a fault: %s %s", event.get("detail-type"), event.get("detail", {}))
             return
         for target in self.targets:
             if matches(target.pattern, event):
                 self._invoke_async(target, event)
+
+    def lose_next(self, detail_type: str) -> None:
+        """A fault: the next event of this detail-type is never delivered."""
+        armed = [True]
+
+        def once(event: dict[str, Any]) -> bool:
+            if armed[0] and event.get("detail-type") == detail_type:
+                armed[0] = False
+                return True
+            return False
+
+        self.lose = once
 
     def fire_schedules(self) -> None:
         """Every schedule's event now, as if its time had come."""

@@ -1,6 +1,7 @@
 """Faults for the local stack, injected where AWS would show them: an HTTP proxy in front of moto
 for one service, through which the functions reach it (an AWS_ENDPOINT_URL_<SERVICE> variable, so
-the code under test does not change), answering as the service does when it throttles, or late."""
+the code under test does not change), answering as the service does when it throttles, or late;
+and always as late as the service is (`latency_s` a request: LATENCY_S, AWS's published figures)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from http.server import BaseHTTPRequestHandler
 from urllib.parse import urlsplit
 
 from devstack.aws.sagemaker_runtime import LocalHTTPServer
+from infra import limits
 
 # Hop-by-hop headers are the proxy's own business (RFC 9110); the rest pass through unchanged.
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection"}
@@ -24,8 +26,12 @@ DYNAMODB_THROTTLED = (
 )
 
 
+# What one request to each service takes in the Region, from infra/limits.py (its sources there).
+LATENCY_S = {"s3": limits.S3_SMALL_REQUEST_S, "sqs": limits.SQS_REQUEST_S, "dynamodb": limits.DYNAMODB_REQUEST_S}
+
+
 class FaultProxy:
-    def __init__(self, target: str) -> None:
+    def __init__(self, target: str, latency_s: float = 0.0) -> None:
         parts = urlsplit(target)
         self.target = (parts.hostname or "127.0.0.1", parts.port or 80)
         self.requests = 0
@@ -33,6 +39,7 @@ class FaultProxy:
         self._throttled_until = 0.0
         self._delayed_until = 0.0
         self._delay_s = 0.0
+        self.latency_s = latency_s
         self._lock = threading.Lock()
         self._server = LocalHTTPServer(("127.0.0.1", 0), self._handler_class())
 
@@ -67,6 +74,8 @@ class FaultProxy:
             return DYNAMODB_THROTTLED
         if now < self._delayed_until:
             time.sleep(self._delay_s)
+        if self.latency_s:
+            time.sleep(self.latency_s)
         return None
 
     def _forward(

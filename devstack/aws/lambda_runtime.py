@@ -13,6 +13,7 @@ from __future__ import annotations
 import atexit
 import hashlib
 import json
+import logging
 import os
 import platform
 import re
@@ -30,12 +31,16 @@ from typing import Any
 
 import urllib3
 
+from devstack.aws.cpu_share import CpuShare, why_unavailable
 from devstack.aws.host import descendants, free_ports, log_tail
+
+log = logging.getLogger("devstack")
 
 __all__ = ["EnvironmentFailed", "Invocation", "LambdaContext", "LambdaFunction", "sqs_event"]
 
 SAM_PACKAGE = Path(__file__).resolve().parents[2] / ".venv-sam" / "lib"
 BILLED = re.compile(rb"Billed Duration: (\d+) ms")
+DURATION = re.compile(rb"\tDuration: ([\d.]+) ms")
 # What an environment's processes get from this machine's environment: enough to start Python.
 _INHERITED = ("PATH", "LANG", "LC_ALL", "TMPDIR")
 
@@ -124,7 +129,9 @@ class FunctionSpec:
 class ExecutionEnvironment:
     """One execution environment: the emulator and, below it, the runtime client with the handler."""
 
-    def __init__(self, spec: FunctionSpec, log_path: Path) -> None:
+    def __init__(self, spec: FunctionSpec, log_path: Path, cpu_share: bool = False) -> None:
+        """With `cpu_share`, the environment gets the share of a CPU Lambda gives its memory size
+        (devstack.aws.cpu_share) where this machine allows it."""
         runtime_api, invocations = free_ports(2)
         env = {
             **{key: os.environ[key] for key in _INHERITED if key in os.environ},
@@ -147,6 +154,10 @@ class ExecutionEnvironment:
             )
         self.url = f"http://127.0.0.1:{invocations}/2015-03-31/functions/function/invocations"
         _RUNNING.add(self)
+        self.cpu: CpuShare | None = None
+        if cpu_share:
+            self.cpu = CpuShare(spec.name, spec.memory_mb)
+            self.cpu.add(self.process.pid)  # the runtime it starts on the first invoke is its child
         self._wait_listening(invocations, log_path)
 
     def _wait_listening(self, port: int, log_path: Path, timeout_s: float = 30) -> None:
@@ -181,6 +192,9 @@ class ExecutionEnvironment:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        if self.cpu is not None:
+            self.cpu.remove()
+            self.cpu = None
         _RUNNING.discard(self)
 
 
@@ -203,9 +217,11 @@ class LambdaFunction:
         concurrency: int,
         log_dir: Path,
         on_fault: Callable[[Exception], None] | None = None,
+        cpu_share: bool = False,
     ) -> None:
         self.spec = spec
         self.on_fault = on_fault
+        self.cpu_share = cpu_share and cpu_share_available(spec.name)
         self.log_path = log_dir / f"{spec.name}.log"
         self._idle: list[ExecutionEnvironment] = []
         self._all: list[ExecutionEnvironment] = []
@@ -220,6 +236,13 @@ class LambdaFunction:
         if not self.log_path.exists():
             return 0
         return sum(int(ms) for ms in BILLED.findall(self.log_path.read_bytes()))
+
+    @property
+    def longest_ms(self) -> float:
+        """The longest invoke of this function, from the emulator's REPORT lines."""
+        if not self.log_path.exists():
+            return 0.0
+        return max((float(ms) for ms in DURATION.findall(self.log_path.read_bytes())), default=0.0)
 
     def invoke(self, event: dict[str, Any]) -> Invocation:
         with self._slots:
@@ -244,7 +267,7 @@ class LambdaFunction:
             if self._idle:
                 return self._idle.pop()
         try:
-            environment = ExecutionEnvironment(self.spec, self.log_path)
+            environment = ExecutionEnvironment(self.spec, self.log_path, self.cpu_share)
         except (OSError, EnvironmentFailed) as exc:
             failure = EnvironmentFailed(f"{self.spec.name}: no execution environment could start: {exc}")
             if self.on_fault is not None:
@@ -288,3 +311,11 @@ def read_invocation(body: bytes) -> Invocation:
     if isinstance(result, dict) and {"errorType", "errorMessage"} <= result.keys():
         return Invocation(False, error=f"{result['errorType']}: {result['errorMessage']}")
     return Invocation(True, result=result)
+
+
+def cpu_share_available(name: str) -> bool:
+    """Whether CPU shares apply here; if not, said once in the log."""
+    why = why_unavailable()
+    if why is not None:
+        log.warning("%s runs with the machine's CPUs, not its memory's share: %s", name, why)
+    return why is None

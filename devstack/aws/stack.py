@@ -90,6 +90,11 @@ class StackOptions:
     transform_quota: int | None = None
     # Settings of the model's container environment other than the template's (a test of what they guard).
     model_environment: Mapping[str, str] = field(default_factory=dict)
+    # Each function's execution environments held to the share of a CPU its MemorySize buys on AWS
+    # (devstack.aws.cpu_share), so that time budgets are exercised as on AWS.
+    lambda_cpu_share: bool = False
+    # Local only: every schedule's period (the template's rate(10 minutes)), for runs that wait on one.
+    schedule_every_s: float | None = None
 
 
 class TranslatedTemplate:
@@ -243,7 +248,9 @@ class Stack:
         for logical_id, props in template.functions().items():
             spec = self._function_spec(logical_id, props)
             concurrent = concurrency.get(logical_id, DEFAULT_CONCURRENCY)
-            function = LambdaFunction(spec, concurrent, self.logs, on_fault=self._on_fault)
+            function = LambdaFunction(
+                spec, concurrent, self.logs, on_fault=self._on_fault, cpu_share=self.options.lambda_cpu_share
+            )
             self.functions[logical_id] = function
             self._stoppers.append(function.stop)
             self._register_function(logical_id, spec)
@@ -283,7 +290,7 @@ class Stack:
         }
         rules = template.of_type("AWS::Events::Rule", "EventPattern", "ScheduleExpression", "Targets")
         targets = [
-            RuleTarget.of_rule(logical_id, rule, target["Arn"].rsplit(":", 1)[1])
+            RuleTarget.of_rule(logical_id, rule, target["Arn"].rsplit(":", 1)[1], self.options.schedule_every_s)
             for logical_id, rule in rules.items()
             for target in rule["Targets"]
         ]

@@ -135,6 +135,8 @@ class TransformRunner:
         self.instance_seconds: dict[str, float] = {}  # job name -> its instances' running time, start-up excluded
         self.poisoned: list[str] = []  # record ids whose every request fails (poison_next_request)
         self._poison_armed = False
+        self.failed_unanswered: list[str] = []  # jobs failed before answering anything (fail_next_job)
+        self._fail_armed = False
         self._count = threading.Lock()
         self._seen: set[str] = set()
         self._pool = ThreadPoolExecutor(parallel_jobs, thread_name_prefix="transform-job")
@@ -148,8 +150,13 @@ class TransformRunner:
         return self
 
     def stop(self) -> None:
+        """Start no more jobs, and end the running ones now: their containers are stopped, so their
+        requests fail at once (as StopTransformJob ends a job) instead of running to the end."""
         self._stopping.set()
         self._thread.join()
+        for containers in list(self.running.values()):
+            for container in containers:
+                container.stop()
         self._pool.shutdown(wait=True, cancel_futures=True)
 
     def _job_names(self) -> Iterator[str]:
@@ -185,6 +192,10 @@ class TransformRunner:
         try:
             time.sleep(self.startup_s)
             running_since = time.perf_counter()
+            if self._fail_armed:
+                self._fail_armed = False
+                self.failed_unanswered.append(name)
+                raise ContainerFailed("the model container did not pass /ping (a fault: fail_next_job)")
             count = int(job["TransformResources"].get("InstanceCount", 1))
             for number in range(count):
                 job_env = dict(job.get("Environment", {}))
@@ -282,6 +293,11 @@ class TransformRunner:
         if current:
             batches.append((b"\n".join(current), len(current)))
         return batches
+
+    def fail_next_job(self) -> None:
+        """A fault: the next job fails before answering anything, as when its container never
+        becomes healthy: no output at all, every image unanswered."""
+        self._fail_armed = True
 
     def poison_next_request(self) -> None:
         """A fault: the first record of the next multi-record request becomes poison, and every

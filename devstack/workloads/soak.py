@@ -3,6 +3,8 @@
     make soak                                   # 10,000 images, auto mode
     make soak SOAK_ARGS="--images 2000 --threads 4 --fault-every 20 --upload-seconds 120"
     make soak SOAK_ARGS="--mode batch --faults none"          # a flood alone: jobs and images per job
+    make soak SOAK_ARGS="--full-scale --faults fail-job"        # MaxImagesPerJob images, as slow as AWS
+    make soak SOAK_ARGS="--full-scale --faults lose-job-event"
 
 Trains a small model, starts the local stack with the template's defaults, and uploads photos from
 several threads while a fault schedule runs, cycling through the faults of FAULTS (each at least
@@ -16,7 +18,17 @@ time. Exit 0 only if no image is left without an outcome.
 
 fail-transform-request poisons the first image of the next transform request: every request that
 holds it fails with a 500, so its job fails; its neighbours must be CLASSIFIED in a later job and
-it alone FAILED with the job's reason.
+it alone FAILED with the job's reason. fail-job fails the next transform job before it answers
+anything (its container never healthy): every image is queued again alone, built again and
+collected. lose-job-event loses the next job's end event: the sweep must collect it.
+
+--as-aws makes the local stack as slow as AWS where a time budget depends on it: every S3, SQS and
+DynamoDB request of the functions takes AWS's published latency (devstack.aws.faults.LATENCY_S), and
+each Lambda environment gets the share of a CPU its MemorySize buys (devstack.aws.cpu_share). The
+report then gives each function's longest run against its timeout. --full-scale is a batch flood of
+MaxImagesPerJob images (the template's default), --as-aws, each fault armed once, one second in; the job
+builder's trigger waits until the flood is ingested (locally the ingest function is a few environments
+on a few cores; on AWS many run at once), so the flood is one job.
 
 Local settings, said in the output: both queues' visibility timeouts are shortened (the template's 12
 and 30 minutes suit the functions' timeouts on AWS; here a failed batch comes back sooner), and Lambda's async
@@ -39,14 +51,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from devstack.aws.faults import FaultProxy
+from devstack.aws.faults import LATENCY_S, FaultProxy
 from devstack.aws.host import free_ports, stop_on_signals
 from devstack.aws.stack import Stack, StackOptions
 from devstack.workloads.demo import ProgressBar
 from devstack.workloads.quickmodel import train_small_model
+from infra.limits import vcpus
 from infra.predictions import Predictions
+from infra.template import load_template, parameter_defaults
 
-FAULTS = ("delay-s3", "throttle-dynamodb", "kill-lambda", "kill-model", "throttle-endpoint", "fail-transform-request")
+FAULTS = (
+    "delay-s3",
+    "throttle-dynamodb",
+    "kill-lambda",
+    "kill-model",
+    "throttle-endpoint",
+    "fail-transform-request",
+    "fail-job",
+    "lose-job-event",
+)
+DEFAULT_FAULTS = FAULTS[:6]  # the last two are the full-scale scenarios'
+SWEEP_EVERY_S = 60.0  # locally: the sweep's schedule (10 minutes on AWS)
+LATE_JOB_S = 300  # locally: LateJobSeconds (600 on AWS), at least the collector's timeout
 AWS_ASYNC_RETRY_DELAYS_S = (60.0, 120.0)
 
 
@@ -72,8 +98,10 @@ class FaultSchedule:
         every_s: float,
         fault_s: float,
         s3_delay_s: float,
+        once: bool = False,
     ) -> None:
-        self.stack, self.proxies, self.faults = stack, proxies, faults
+        """`once`: each fault applied once, not again while uploads last."""
+        self.stack, self.proxies, self.faults, self.once = stack, proxies, faults, once
         self.every_s, self.fault_s, self.s3_delay_s = every_s, fault_s, s3_delay_s
         self.log = FaultLog()
         self.uploads_done = threading.Event()
@@ -91,7 +119,8 @@ class FaultSchedule:
 
     def _run(self) -> None:
         for n, fault in enumerate(itertools.cycle(self.faults)):
-            if self._stop.wait(self.every_s) or (self.uploads_done.is_set() and n >= len(self.faults)):
+            done = n >= len(self.faults) and (self.once or self.uploads_done.is_set())
+            if self._stop.wait(self.every_s) or done:
                 return
             self.log.add(self.started, fault, self.apply(fault))
 
@@ -104,6 +133,14 @@ class FaultSchedule:
             containers = [self.stack.endpoint_container, *(c for instances in jobs for c in instances)]
             pids = [pid for c in containers if c is not None and (pid := c.kill()) is not None]
             return f"model container pids {pids}"
+        if fault == "fail-job":
+            assert self.stack.runner is not None
+            self.stack.runner.fail_next_job()
+            return "the next transform job fails before it answers anything"
+        if fault == "lose-job-event":
+            assert self.stack.bus is not None
+            self.stack.bus.lose_next("SageMaker Transform Job State Change")
+            return "the next transform job's end event is lost"
         if fault == "fail-transform-request":
             assert self.stack.runner is not None
             self.stack.runner.poison_next_request()
@@ -138,6 +175,20 @@ def upload(stack: Stack, files: dict[str, bytes], threads: int, over_s: float) -
     return etags
 
 
+def wait_until_ingested(stack: Stack) -> None:
+    """Until the upload queue is empty: every upload ingested (its shard queued, or its outcome recorded)."""
+    assert stack.resources is not None
+    while not all(n == 0 for n in queue_counts(stack, stack.resources.queue_url).values()):
+        stack.check()
+        time.sleep(2)
+
+
+def queue_counts(stack: Stack, url: str) -> dict[str, int]:
+    names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    attributes = stack.client("sqs").get_queue_attributes(QueueUrl=url, AttributeNames=names)["Attributes"]
+    return {name: int(attributes[name]) for name in names}
+
+
 def dead_letters(stack: Stack) -> dict[str, int]:
     assert stack.resources is not None
     sqs = stack.client("sqs")
@@ -161,23 +212,37 @@ def run(args: argparse.Namespace, progress: Callable[[int, int], None] | None = 
     with tempfile.TemporaryDirectory(prefix="dogbreed-soak-") as tmp:
         model = train_small_model()
         (moto_port,) = free_ports(1)
-        proxies = {s: FaultProxy(f"http://127.0.0.1:{moto_port}").start() for s in ("dynamodb", "s3")}
+        proxies = {
+            service: FaultProxy(f"http://127.0.0.1:{moto_port}", LATENCY_S[service] if args.as_aws else 0.0).start()
+            for service in ("dynamodb", "s3", "sqs")
+        }
+        parameters = {"InferenceMode": args.mode, "LateJobSeconds": str(LATE_JOB_S)}
         options = StackOptions(
             model_archive=model.archive,
             workdir=Path(tmp) / "stack",
-            parameters={"InferenceMode": args.mode, **dict(p.split("=", 1) for p in args.parameter)},
+            parameters={**parameters, **dict(p.split("=", 1) for p in args.parameter)},
             moto_port=moto_port,
             visibility_timeout_s=args.visibility_timeout,
             function_endpoints={f"AWS_ENDPOINT_URL_{s.upper()}": p.url for s, p in proxies.items()},
             async_retry_delays_s=AWS_ASYNC_RETRY_DELAYS_S,
+            lambda_cpu_share=args.as_aws,
+            schedule_every_s=SWEEP_EVERY_S,
         )
         try:
             with Stack(options) as stack:
                 faults = tuple(f for f in args.faults.split(",") if f in FAULTS)
-                schedule = FaultSchedule(stack, proxies, faults, args.fault_every, args.fault_seconds, args.s3_delay)
+                schedule = FaultSchedule(
+                    stack, proxies, faults, args.fault_every, args.fault_seconds, args.s3_delay, once=args.full_scale
+                )
                 schedule.start()
+                builder = next(p for p in stack.pollers if p.trigger.function == "BuildJobsFunction")
+                if args.full_scale:  # the whole flood in the builder's first batch, as AWS's many ingest functions do
+                    builder.running.clear()
                 uploads = upload(stack, photos(model.data_dir, args.images), args.threads, args.upload_seconds)
                 schedule.uploads_done.set()
+                if args.full_scale:
+                    wait_until_ingested(stack)
+                    builder.running.set()
                 outcomes = stack.wait_for_outcomes(uploads, args.timeout, progress)
                 schedule.stop()
                 left = [key for key in uploads if key not in outcomes][:10]  # what the first images left say
@@ -193,6 +258,14 @@ def run(args: argparse.Namespace, progress: Callable[[int, int], None] | None = 
                 job_images = sorted(stack.runner.job_records.values(), reverse=True)
                 poisoned = {key: _summary(outcomes.get(key)) for key in stack.runner.poisoned}
                 permissions = stack.permissions().summary()
+                longest = {
+                    name: {"longest_s": round(f.longest_ms / 1000, 1), "timeout_s": f.spec.timeout_s,
+                           "memory_mb": f.spec.memory_mb, "cpu_share": f.cpu_share}
+                    for name, f in stack.functions.items()
+                }  # fmt: skip
+                collector_log = stack.functions["CollectFunction"].log_path
+                collector_said = collector_log.read_text(errors="replace") if collector_log.exists() else ""
+                lost_events = len(stack.bus.lost) if stack.bus else 0
         finally:
             for proxy in proxies.values():
                 proxy.stop()
@@ -216,6 +289,12 @@ def run(args: argparse.Namespace, progress: Callable[[int, int], None] | None = 
         "dynamodb_requests_refused": proxies["dynamodb"].faulted,
         "s3_requests_delayed": proxies["s3"].faulted,
         "permissions": permissions,
+        "as_aws": args.as_aws,
+        "functions": longest,
+        "jobs_collected_by_the_sweep": collector_said.count("a job's end was not collected in time"),
+        "collections_out_of_time": collector_said.count("out of time: the next sweep collects the rest"),
+        "job_events_lost": lost_events,
+        "jobs_failed_unanswered": len(stack.runner.failed_unanswered),
         "wall_s": round(time.monotonic() - started, 1),
     }
 
@@ -228,7 +307,8 @@ def _summary(record: dict[str, Any] | None) -> dict[str, Any] | None:
 def report(result: dict[str, Any]) -> None:
     print(
         f"\nsoak: {result['images']:,} images, {result['mode']} mode, {result['threads']} upload threads; "
-        f"queue visibility timeouts {result['visibility_timeout_s']} s (shortened locally; 720 and 1,800 s on AWS)"
+        f"queue visibility timeouts {result['visibility_timeout_s']} s (shortened locally; 720 and 1,800 s on AWS); "
+        f"the sweep every {SWEEP_EVERY_S:.0f} s, LateJobSeconds {LATE_JOB_S} (10 minutes and 600 s on AWS)"
     )
     print("faults:")
     for fault in result["faults"]:
@@ -255,6 +335,21 @@ def report(result: dict[str, Any]) -> None:
     for role, actions in result["permissions"]["actions"].items():
         print(f"  {role}: " + (", ".join(f"{action} x{n:,}" for action, n in actions.items()) or "none"))
     print(f"calls no statement allows: {result['permissions']['denied'] or 'none'}")
+    print(
+        f"jobs failed before answering: {result['jobs_failed_unanswered']}; job events lost: "
+        f"{result['job_events_lost']}; jobs the sweep collected: {result['jobs_collected_by_the_sweep']}; "
+        f"collections that stopped at their deadline: {result['collections_out_of_time']}"
+    )
+    latency = ", ".join(f"{s} {v * 1000:.0f} ms" for s, v in LATENCY_S.items())
+    pace = f"as AWS: {latency} a request" if result["as_aws"] else "unthrottled"
+    print(f"each function's longest run against its timeout ({pace}):")
+    for name, f in result["functions"].items():
+        share = f"{vcpus(f['memory_mb']):.2f} of a CPU" if f["cpu_share"] else "the machine's CPUs"
+        used = f["longest_s"] / f["timeout_s"]
+        print(
+            f"  {name:<18} {f['longest_s']:>6.1f} s of {f['timeout_s']:.0f} s ({used:.0%}), "
+            f"{f['memory_mb']} MB: {share}"
+        )
     print(f"wall time: {result['wall_s']:.0f} s")
 
 
@@ -264,7 +359,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--mode", choices=("auto", "serverless", "batch"), default="auto")
     parser.add_argument("--threads", type=int, default=4, help="upload threads")
     parser.add_argument("--upload-seconds", type=float, default=0, help="spread the uploads over this long")
-    parser.add_argument("--faults", default=",".join(FAULTS), help="comma-separated, of: " + ", ".join(FAULTS))
+    parser.add_argument("--faults", default=",".join(DEFAULT_FAULTS), help="comma-separated, of: " + ", ".join(FAULTS))
+    parser.add_argument("--as-aws", action="store_true", help="AWS's request latencies and Lambda's CPU shares")
+    parser.add_argument(
+        "--full-scale",
+        action="store_true",
+        help="a batch flood of MaxImagesPerJob images, --as-aws, faults armed at once (pick them with --faults)",
+    )
     parser.add_argument(
         "--fault-every",
         type=float,
@@ -281,6 +382,10 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.full_scale:
+        args.mode, args.as_aws, args.fault_every = "batch", True, 1.0
+        if args.images == get_args_parser().get_default("images"):
+            args.images = parameter_defaults(load_template())["MaxImagesPerJob"]
     logging.basicConfig(level=logging.WARNING, format="%(name)s %(levelname)s %(message)s")
     for noisy in ("werkzeug", "devstack"):
         logging.getLogger(noisy).setLevel(logging.ERROR)

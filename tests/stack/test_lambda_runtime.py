@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from devstack.aws.cpu_share import why_unavailable
 from devstack.aws.lambda_runtime import FunctionSpec, Invocation, LambdaFunction
 
 HANDLER = """
@@ -82,3 +83,29 @@ def test_every_invoke_is_billed_from_the_report_lines(function: LambdaFunction) 
     assert function.invocations == 3
     assert 600 <= function.billed_ms < 2000  # each invoke rounded up to the millisecond
     assert function.log_path.read_text().count("REPORT RequestId:") == 3
+
+
+def test_an_environment_gets_the_share_of_a_cpu_its_memory_buys(tmp_path: Path) -> None:
+    """Lambda gives a function CPU in proportion to its memory (one vCPU at 1,769 MB): 512 MB, about
+    0.29 of one. Where this machine has no writable cgroup cpu controller the function says so and
+    runs unlimited."""
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "app.py").write_text(HANDLER)
+    spec = FunctionSpec("GreeterFunction", "app.handler", code, {"GREETING": "woof"}, timeout_s=5, memory_mb=512)
+    function = LambdaFunction(spec, concurrency=1, log_dir=tmp_path / "logs", cpu_share=True)
+    try:
+        answer = function.invoke({})
+        assert answer.ok
+        if why_unavailable() is not None:
+            assert not function.cpu_share
+            return
+        (environment,) = function._all
+        assert environment.cpu is not None
+        assert environment.cpu.quota() == pytest.approx(512 / 1769, abs=0.01)
+        assert answer.result["pid"] in environment.cpu.pids()  # the handler's runtime, started on the invoke
+        group = environment.cpu.path
+    finally:
+        function.stop()
+    assert not group.exists()  # removed with the environment
+    assert function.longest_ms > 0  # from the REPORT lines

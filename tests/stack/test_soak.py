@@ -44,7 +44,7 @@ def batch_soak() -> dict[str, Any]:
 def test_a_short_soak_with_every_fault_loses_nothing(auto_soak: dict[str, Any]) -> None:
     result = auto_soak
     # THEN each fault ran, met traffic, and no image is left without an outcome
-    assert set(result["fault_counts"]) == set(soak.FAULTS)
+    assert set(result["fault_counts"]) == set(soak.DEFAULT_FAULTS)
     assert result["dynamodb_requests_refused"] > 0 and result["s3_requests_delayed"] > 0
     assert result["without_outcome"] == 0
     assert sum(result["outcomes"].values()) == 60

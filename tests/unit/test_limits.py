@@ -161,3 +161,9 @@ def test_the_index_of_the_largest_job_fits_the_collectors_memory() -> None:
     (each image's reference) is held in memory once: a few MB."""
     index_bytes = DEFAULTS["MaxImagesPerJob"] * ref_json_size(longest_ref())
     assert index_bytes < function("CollectFunction")["memory_mb"] * 1_000_000 / 10
+
+
+def test_the_sweep_takes_a_job_over_only_after_its_collector_would_have_ended() -> None:
+    """A collection runs at most the collector's timeout: a sweep that took a job over sooner would
+    collect it beside its own event's collector (harmless, but twice the work)."""
+    assert DEFAULTS["LateJobSeconds"] >= function("CollectFunction")["timeout_s"]

@@ -78,6 +78,17 @@ def test_running_jobs_are_left_and_unknown_ones_dropped(world: World, clock: Clo
     assert world.status("incoming/a.jpg") is Status.PENDING
 
 
+def test_a_job_its_builder_is_still_starting_is_left_to_the_builder(world: World, clock: Clock) -> None:
+    """The builder writes a job's item before CreateTransformJob: a sweep in between finds a job
+    SageMaker does not know yet, and must not drop it (its end event may be the one lost)."""
+    world.book.open(JobItem("dogbreed-being-started", "Starting", holder="builder"), T0)
+    clock.advance(3600)
+    assert world.sweep.run().checked == 1
+    assert world.book.uncollected() == ["dogbreed-being-started"]
+    world.book.update("dogbreed-being-started", "NotStarted", T0, expected="Starting")  # the builder settles it
+    assert world.book.uncollected() == []
+
+
 def test_a_job_collected_already_is_not_recorded_twice(world: World, clock: Clock) -> None:
     job = world.job("incoming/a.jpg")
     job.answer("incoming/a.jpg", fake_prediction(b"a"))

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from aws_lambda_powertools import Logger
 
@@ -46,6 +47,9 @@ SHARDS_AT_ONCE = 64
 CHUNK_IMAGES = 2_000
 CHUNK_BYTES = 64_000_000
 
+T = TypeVar("T")
+Waiting = tuple[QueuedShard, list[ImageRef]]  # a shard, and its images still in the job
+
 
 def shard_bytes(shard: QueuedShard) -> int:
     """At most how large a shard's file is: each line is an image's bytes (or its smaller, downsized
@@ -54,40 +58,35 @@ def shard_bytes(shard: QueuedShard) -> int:
     return min(lines, SHARD_MAX_BYTES)
 
 
-def shard_chunks(
-    waiting: list[tuple[QueuedShard, list[ImageRef]]], *, failed: bool
-) -> list[list[tuple[QueuedShard, list[ImageRef]]]]:
+def bounded(items: Sequence[T], *limits: tuple[Callable[[T], int], int]) -> list[list[T]]:
+    """The items in order, in groups within every (measure, most) limit; a group has one item at least."""
+    groups: list[list[T]] = []
+    totals = [0] * len(limits)
+    for item in items:
+        sizes = [measure(item) for measure, _ in limits]
+        if not groups or any(t + s > most for t, s, (_, most) in zip(totals, sizes, limits, strict=True)):
+            groups.append([])
+            totals = [0] * len(limits)
+        groups[-1].append(item)
+        totals = [t + s for t, s in zip(totals, sizes, strict=True)]
+    return groups
+
+
+def shard_chunks(waiting: list[Waiting], *, failed: bool) -> list[list[Waiting]]:
     """The shards in chunks (see SHARDS_AT_ONCE). A failed job's shard files are read to queue their
     images again, so its chunks are bounded by their bytes too."""
-    found: list[list[tuple[QueuedShard, list[ImageRef]]]] = []
-    size = images = 0
-    for shard, refs in waiting:
-        grows = shard_bytes(shard) if failed else 0
-        if (
-            not found
-            or len(found[-1]) >= SHARDS_AT_ONCE
-            or images + len(refs) > CHUNK_IMAGES
-            or size + grows > CHUNK_BYTES
-        ):
-            found.append([])
-            size = images = 0
-        found[-1].append((shard, refs))
-        size, images = size + grows, images + len(refs)
-    return found
+    return bounded(
+        waiting,
+        (lambda _: 1, SHARDS_AT_ONCE),
+        (lambda shard_refs: len(shard_refs[1]), CHUNK_IMAGES),
+        (lambda shard_refs: shard_bytes(shard_refs[0]) if failed else 0, CHUNK_BYTES),
+    )
 
 
 def retry_groups(refs: list[ImageRef], lines: Mapping[str, bytes]) -> list[list[ImageRef]]:
     """The images to queue again, in groups of at most RETRY_GROUP_IMAGES images and
     RETRY_GROUP_BYTES of record lines: a piece of the collector's work between two looks at its deadline."""
-    groups: list[list[ImageRef]] = []
-    size = 0
-    for ref in refs:
-        if not groups or len(groups[-1]) >= RETRY_GROUP_IMAGES or size + len(lines[ref.key]) > RETRY_GROUP_BYTES:
-            groups.append([])
-            size = 0
-        groups[-1].append(ref)
-        size += len(lines[ref.key])
-    return groups
+    return bounded(refs, (lambda _: 1, RETRY_GROUP_IMAGES), (lambda ref: len(lines[ref.key]), RETRY_GROUP_BYTES))
 
 
 @dataclass
@@ -163,7 +162,7 @@ class Collect:
         self,
         job: JobEvent,
         files: JobFiles,
-        chunk: list[tuple[QueuedShard, list[ImageRef]]],
+        chunk: list[Waiting],
         listing: dict[str, list[str]],
     ) -> _Chunk:
         """The chunk's outputs (and a failed job's shards) read at once; each image's record, or its retry."""

@@ -21,7 +21,7 @@ from pipeline.logic.collect import Collect
 from pipeline.logic.deadline import Deadline
 from pipeline.logic.jobs import TERMINAL_JOB_STATES
 from pipeline.logic.outcomes import Outcome
-from pipeline.logic.ports import JobBook, TransformJobLookup
+from pipeline.logic.ports import JOB_STARTING, JobBook, TransformJobLookup
 
 logger = Logger(child=True)
 
@@ -52,14 +52,17 @@ class Sweep:
         deadline = deadline or Deadline.never()
         result = SweepResult()
         names = self.jobs.uncollected()
+        starting = {job.name for job in self.jobs.get_many(names).values() if job.status == JOB_STARTING}
         for number, name in enumerate(names):
             if number and deadline.passed(self.clock()):
                 logger.warning("out of time: the next sweep goes on", jobs_left=len(names) - number)
                 break
             result.checked += 1
             job = self.transforms.describe(name)
-            if job is None:  # SageMaker has no such job: it never started, and nothing waits on it
-                self.jobs.collected(name)
+            if job is None:
+                if name in starting:  # its builder is still starting it, or will settle it (build.py)
+                    continue
+                self.jobs.collected(name)  # it never started, and nothing waits on it
                 logger.warning("an uncollected job SageMaker does not know is dropped", job_name=name)
                 continue
             if job.status not in TERMINAL_JOB_STATES:
