@@ -139,6 +139,9 @@ class Collect:
             for shard in shards
             if (refs := [r for r in shard.images if self._in_job(stored.get(r.image_id), r, job)])
         ]
+        left = sum(len(shard.images) for shard in shards) - sum(len(refs) for _, refs in waiting)
+        if left:  # collected already (a continued collection), or newer content, or in a newer job
+            logger.info("images no longer wait on this job", job_name=job.name, images=left)
         listing: dict[str, list[str]] = {}  # the job's output folder, listed at most once
         outcomes: list[Outcome] = []
         done = 0
@@ -275,10 +278,7 @@ class Collect:
 
     @staticmethod
     def _in_job(image: StoredImage | None, ref: ImageRef, job: JobEvent) -> bool:
-        if decide(state_of(image, ref, job.name), Event.JOB_ANSWERED) is None:
-            logger.info("image no longer waits on this job", image_id=ref.image_id, job_name=job.name)
-            return False
-        return True
+        return decide(state_of(image, ref, job.name), Event.JOB_ANSWERED) is not None
 
     @staticmethod
     def _outcome(
