@@ -38,7 +38,7 @@ from typing import Any, NamedTuple
 
 import urllib3
 
-from devstack.aws.host import descendants, free_ports, log_tail
+from devstack.aws.host import PORT_TRIES, descendants, free_ports, log_size, log_tail, lost_port_race
 
 log = logging.getLogger("devstack")
 
@@ -118,6 +118,7 @@ class _Instance:
         argv += ["/bin/sh", str(ENTRY), str(model_dir.resolve()), str(self.scratch), str(python)]
         argv += [str(keep), str(keep.resolve())]
         log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.log_path, self.log_offset = log_path, log_size(log_path)
         with log_path.open("ab") as log_file:
             self.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, env=env)
         self.url = f"http://127.0.0.1:{self.port}"
@@ -126,6 +127,11 @@ class _Instance:
     @property
     def alive(self) -> bool:
         return self.process.poll() is None
+
+    @property
+    def lost_port_race(self) -> bool:
+        """Exited because another program took a port free_ports() gave it."""
+        return not self.alive and lost_port_race(self.log_path, self.log_offset)
 
     @property
     def pids(self) -> list[int]:
@@ -290,11 +296,26 @@ class ModelContainer:
                 self.instance.stop()
             started = time.perf_counter()
             try:
-                self.instance = _Instance(self.model_dir, self.environment, self.log_path, self.python, self.cpus)
-                self.instance.wait_ready(self._http, self.startup_timeout_s, self.log_path)
+                self.instance = self._start_instance()
             except ContainerCannotRun as exc:
                 if self.on_fault is not None:
                     self.on_fault(exc)
                 raise
             self.startup_s.append(time.perf_counter() - started)
             return self.instance
+
+    def _start_instance(self) -> _Instance:
+        """A container whose workers are READY, started again on other ports if one it was given was taken."""
+        tries = 1
+        while True:
+            instance = _Instance(self.model_dir, self.environment, self.log_path, self.python, self.cpus)
+            self.instance = instance
+            try:
+                instance.wait_ready(self._http, self.startup_timeout_s, self.log_path)
+                return instance
+            except ContainerFailed:
+                if not instance.lost_port_race or tries == PORT_TRIES:
+                    raise
+            log.warning("a port given to the model container was taken; starting it on others (see %s)", self.log_path)
+            instance.stop()
+            tries += 1

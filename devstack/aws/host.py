@@ -3,20 +3,99 @@ and the signals that stop a command built on them."""
 
 from __future__ import annotations
 
+import os
+import random
 import signal
 import socket
 import sys
 from collections.abc import Iterator
-from contextlib import ExitStack
 from pathlib import Path
+
+# Tries to start a server whose port another program took after free_ports() chose it.
+PORT_TRIES = 3
 
 
 def free_ports(count: int) -> list[int]:
-    with ExitStack() as stack:
-        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
+    """`count` distinct ports that nothing listens on, chosen below the kernel's ephemeral range.
+
+    The ports are free when chosen and taken seconds later, when the container or emulator given
+    them binds. A port from the ephemeral range (what bind(0) hands out) could be taken in between
+    as the source port of any outgoing connection, and the local stack opens thousands; a port below
+    that range can only be taken by a program that chooses ports as this does. The rare loser of that
+    race starts again (`lost_port_race`, PORT_TRIES)."""
+    start, stop = _outside_ephemeral_range()
+    chosen: list[int] = []
+    while len(chosen) < count:
+        port = random.randrange(start, stop)
+        if port not in chosen and _bindable(port):
+            chosen.append(port)
+    return chosen
+
+
+def lost_port_race(log_path: Path, offset: int) -> bool:
+    """Whether the server whose log was `log_path` from byte `offset` on exited because a port it was
+    given was taken ("Address already in use", in Java's and Go's words alike)."""
+    try:
+        with log_path.open("rb") as log:
+            log.seek(offset)
+            text = log.read().decode(errors="replace")
+    except OSError:
+        return False
+    return "address already in use" in text.lower()
+
+
+def listens(pid: int, port: int) -> bool:
+    """Whether process `pid` itself listens on `port`: a connection that succeeds may reach another
+    program that took the port (the kernel's TCP tables, matched with the process's sockets)."""
+    sockets = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()  # sl, local address:port (hex), remote, state (0A: LISTEN), ..., inode
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                sockets.add(f"socket:[{fields[9]}]")
+    try:
+        descriptors = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for descriptor in descriptors:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{descriptor}") in sockets:
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def log_size(path: Path) -> int:
+    """Where the next process appending to `path` starts writing."""
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _outside_ephemeral_range() -> tuple[int, int]:
+    """The ports to choose from (start, stop): below the ephemeral range, or above it where a machine
+    set it low."""
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        low, high = 32_768, 60_999  # Linux's default
+    return (10_000, low) if low >= 11_000 else (high + 1, 65_536)
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            # TorchServe binds every address: a port taken on any of them is taken (bound, never listened on)
+            sock.bind(("0.0.0.0", port))  # noqa: S104
+        except OSError:
+            return False
+    return True
 
 
 def descendants(pid: int) -> Iterator[int]:

@@ -18,7 +18,6 @@ import os
 import platform
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -32,7 +31,7 @@ from typing import Any
 import urllib3
 
 from devstack.aws.cpu_share import CpuShare, why_unavailable
-from devstack.aws.host import descendants, free_ports, log_tail
+from devstack.aws.host import PORT_TRIES, descendants, free_ports, listens, log_size, log_tail, lost_port_race
 
 log = logging.getLogger("devstack")
 
@@ -167,11 +166,9 @@ class ExecutionEnvironment:
                 code = self.process.returncode
                 self.stop()
                 raise EnvironmentFailed(f"the emulator exited with {code} (see {log_path}):\n{log_tail(log_path)}")
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            if listens(self.process.pid, port):
                 return
-            except OSError:
-                time.sleep(0.02)
+            time.sleep(0.02)
         self.stop()
         raise EnvironmentFailed(f"the emulator did not listen within {timeout_s:.0f} s (see {log_path})")
 
@@ -267,7 +264,7 @@ class LambdaFunction:
             if self._idle:
                 return self._idle.pop()
         try:
-            environment = ExecutionEnvironment(self.spec, self.log_path, self.cpu_share)
+            environment = self._start_environment()
         except (OSError, EnvironmentFailed) as exc:
             failure = EnvironmentFailed(f"{self.spec.name}: no execution environment could start: {exc}")
             if self.on_fault is not None:
@@ -276,6 +273,19 @@ class LambdaFunction:
         with self._lock:
             self._all.append(environment)
         return environment
+
+    def _start_environment(self) -> ExecutionEnvironment:
+        """An environment, started again on other ports if one it was given was taken."""
+        tries = 1
+        while True:
+            offset = log_size(self.log_path)
+            try:
+                return ExecutionEnvironment(self.spec, self.log_path, self.cpu_share)
+            except EnvironmentFailed:
+                if tries == PORT_TRIES or not lost_port_race(self.log_path, offset):
+                    raise
+            log.warning("%s: a port given to the emulator was taken; starting it on others", self.spec.name)
+            tries += 1
 
     def _release(self, environment: ExecutionEnvironment) -> None:
         with self._lock:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -54,6 +56,37 @@ def start_stack(model_archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyP
     for stack in started:  # least privilege, by use: every call the test's traffic made, against its role
         denied = stack.permissions().denied
         assert not denied, f"calls their role in template.yaml does not allow: {[f'{r}: {c}' for r, c in denied]}"
+
+
+TakePort = Callable[[ModuleType, int], list[int]]
+
+
+@pytest.fixture
+def take_port(monkeypatch: pytest.MonkeyPatch) -> Iterator[TakePort]:
+    """`take_port(module, which)`: the `which`th port of the module's next free_ports() call is taken,
+    as another program may take it between the choice and the server's bind; returns the ports taken."""
+    taken: list[socket.socket] = []
+
+    def take(module: ModuleType, which: int) -> list[int]:
+        choose: Callable[[int], list[int]] = module.free_ports
+        ports: list[int] = []
+
+        def free_ports(count: int) -> list[int]:
+            chosen = choose(count)
+            if not ports:
+                thief = socket.socket()
+                thief.bind(("127.0.0.1", chosen[which]))
+                thief.listen()
+                taken.append(thief)
+                ports.append(chosen[which])
+            return chosen
+
+        monkeypatch.setattr(module, "free_ports", free_ports)
+        return ports
+
+    yield take
+    for thief in taken:
+        thief.close()
 
 
 def upload(stack: Stack, files: dict[str, bytes]) -> dict[str, str]:

@@ -10,8 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from devstack.aws import lambda_runtime
 from devstack.aws.cpu_share import why_unavailable
+from devstack.aws.host import free_ports
 from devstack.aws.lambda_runtime import FunctionSpec, Invocation, LambdaFunction
+from tests.stack.conftest import TakePort
 
 HANDLER = """
 import os, time
@@ -49,6 +52,22 @@ def test_the_handler_runs_with_the_functions_environment_and_context(function: L
     assert first.result["memory"] == "256"  # a string, as the runtime client gives it
     assert 0 < first.result["remaining_ms"] <= 2000
     assert first.result["pid"] == second.result["pid"]  # a warm environment is reused
+
+
+def test_ports_are_chosen_where_no_outgoing_connection_can_take_them() -> None:
+    low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    ports = free_ports(200)
+    assert len(set(ports)) == 200
+    assert not [port for port in ports if low <= port <= high]  # a connection's source port is from there
+
+
+@pytest.mark.parametrize("which", [0, 1], ids=["runtime API", "invocations"])
+def test_an_emulator_whose_port_was_taken_starts_again_on_others(
+    function: LambdaFunction, take_port: TakePort, which: int
+) -> None:
+    taken = take_port(lambda_runtime, which)
+    assert function.invoke({}).ok
+    assert taken and "address already in use" in function.log_path.read_text().lower()
 
 
 def test_an_error_is_the_functions_error(function: LambdaFunction) -> None:

@@ -16,10 +16,11 @@ from pathlib import Path
 
 import pytest
 
+from devstack.aws import container as containers
 from devstack.aws.container import SERVING_PYTHON, ContainerCannotRun, ModelContainer, Response
 from devstack.aws.provision import model_environment
 from tests.pipeline import images
-from tests.stack.conftest import StartStack, wait_until
+from tests.stack.conftest import StartStack, TakePort, wait_until
 
 pytestmark = pytest.mark.slow  # serves a trained model
 
@@ -47,6 +48,20 @@ def test_a_crashed_container_is_replaced_on_the_next_request(container: ModelCon
     # THEN the next request meets a new container, once its workers are READY
     assert classified(container.invoke(images.jpeg(), "image/jpeg"))
     assert container.replacements == 1 and len(container.startup_s) == 2
+
+
+@pytest.mark.parametrize("which", [0, 1], ids=["inference", "metrics"])
+def test_a_container_whose_port_was_taken_starts_again_on_others(
+    trained: tuple[Path, dict[str, object]], tmp_path: Path, take_port: TakePort, which: int
+) -> None:
+    taken = take_port(containers, which)  # between free_ports() and TorchServe's bind
+    started = ModelContainer(trained[0], {**model_environment(), **ONE_WORKER}, tmp_path / "container.log").start()
+    try:
+        assert classified(started.invoke(images.jpeg(), "image/jpeg"))
+        assert taken and (tmp_path / "container.log").read_text().count("Address already in use") == 1
+        assert started.replacements == 0 and len(started.startup_s) == 1  # a start that took two tries
+    finally:
+        started.stop()
 
 
 def test_a_hung_container_is_killed_after_the_invocation_timeout(container: ModelContainer) -> None:
