@@ -59,13 +59,14 @@ typecheck: $(VENV)/.installed
 	$(VENV)/bin/mypy
 
 # Everything but the unit floor, which `make unit` runs from its own environment (and `make test` beside this),
-# in PYTEST_WORKERS processes, each taking whole modules (those with slow tests first, tests/conftest.py):
-# much of the suite waits on stacks, containers and queues rather than computing, so 3 workers finish sooner
-# than one on 2 cores (docs/testing.md). Torch gets one thread in each, so that three workers do not run six
-# threads on two cores; model containers and Lambda environments take their threads from the template.
-PYTEST_WORKERS ?= 3
+# in PYTEST_WORKERS processes, each taking whole modules in the order tests/conftest.py gives (the longest
+# first; xdist's own reordering, by number of tests, is turned off): much of the suite waits on stacks,
+# containers and queues rather than computing, so 4 workers finish sooner than fewer on 2 cores
+# (docs/testing.md). Torch gets one thread in each, so that the workers do not run twice as many threads as
+# there are cores; model containers and Lambda environments take their threads from the template.
+PYTEST_WORKERS ?= 4
 pytest: prerequisites install
-	OMP_NUM_THREADS=1 $(PY) -m pytest --ignore=tests/unit -n $(PYTEST_WORKERS) --dist loadscope
+	OMP_NUM_THREADS=1 $(PY) -m pytest --ignore=tests/unit -n $(PYTEST_WORKERS) --dist loadscope --no-loadscope-reorder
 
 # The static checks and the unit floor run beside pytest's workers (seconds of CPU while those mostly wait);
 # each line is printed whole, and any that fails fails make test.

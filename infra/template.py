@@ -43,10 +43,18 @@ def _construct(loader: yaml.SafeLoader, tag_suffix: str, node: yaml.Node) -> dic
 _CfnLoader.add_multi_constructor("!", _construct)
 
 
+_PARSED: dict[tuple[str, int, int], dict[str, Any]] = {}  # (path, mtime, size) -> the template as parsed
+
+
 def load_template(path: Path = TEMPLATE_PATH) -> dict[str, Any]:
-    with path.open() as handle:
-        loaded: dict[str, Any] = yaml.load(handle, Loader=_CfnLoader)  # noqa: S506 - a SafeLoader subclass
-        return loaded
+    """The template, the caller's own copy to change; parsed once per content of the file (a local
+    stack reads it some twenty times as it starts)."""
+    status = path.stat()
+    key = (str(path.resolve()), status.st_mtime_ns, status.st_size)
+    if key not in _PARSED:
+        with path.open() as handle:
+            _PARSED[key] = yaml.load(handle, Loader=_CfnLoader)  # noqa: S506 - a SafeLoader subclass
+    return copy.deepcopy(_PARSED[key])
 
 
 def parameter_defaults(template: dict[str, Any]) -> dict[str, Any]:
