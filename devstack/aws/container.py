@@ -46,7 +46,9 @@ REPO = Path(__file__).resolve().parents[2]
 SERVING_PYTHON = REPO / ".venv-serving" / "bin" / "python"
 ENTRY = Path(__file__).resolve().parent / "container_entry.sh"
 # What a container's processes get from this machine's environment: enough to find Java and Python.
-_INHERITED = ("LANG", "LC_ALL", "JAVA_HOME")
+# From this machine's environment: its locale, its Java, and options for that Java (`make pytest` has the
+# JVM compile with C1 only, which starts TorchServe's front end with about 1.2 CPU-seconds less).
+_INHERITED = ("LANG", "LC_ALL", "JAVA_HOME", "JAVA_TOOL_OPTIONS")
 
 
 class ContainerFailed(Exception):

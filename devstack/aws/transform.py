@@ -5,7 +5,8 @@ job. The runner finds each new job and runs it as SageMaker does:
   prefix) are partitioned between them by object;
 - SplitType=None sends each object whole; SplitType=Line splits it into records, and
   BatchStrategy=MultiRecord packs as many whole records as fit in MaxPayloadInMB into one request
-  (SingleRecord sends one each); up to MaxConcurrentTransforms requests per instance at once;
+  (SingleRecord sends one each); up to MaxConcurrentTransforms requests per instance at once, from
+  as many of its objects as keep them busy;
 - AssembleWith=Line writes the answers of an object in input order, a newline after each, to
   `<S3OutputPath>/<relative key>.out`;
 - a failed request (after InvocationsMaxRetries) leaves its input file without output and fails
@@ -245,26 +246,34 @@ class TransformRunner:
                 run.result()  # the first instance to fail fails the job
 
     def _run_instance(self, job: dict[str, Any], container: Container, objects: list[tuple[str, str, str]]) -> None:
+        """One instance's share of the objects: up to MaxConcurrentTransforms requests at once, from as
+        many objects as keep them busy (a file of one record is one request); each file's answers are
+        written, in its records' order, once it is done."""
         output = S3Uri.parse(job["TransformOutput"]["S3OutputPath"].rstrip("/") + "/")
         newline = job["TransformOutput"].get("AssembleWith", "None") == "Line"
         concurrency = int(job.get("MaxConcurrentTransforms") or 1)
         failures: list[JobFailed] = []
-        with ThreadPoolExecutor(concurrency, thread_name_prefix="transform-request") as requests:
-            for bucket, key, relative in objects:
+
+        def transform(bucket: str, key: str, relative: str) -> None:
+            try:
                 try:
-                    try:
-                        body = self.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-                    except Exception as exc:
-                        raise JobFailed(f"ClientError: cannot read s3://{bucket}/{key}: {exc}") from exc
-                    batches = self._requests(job, body, f"s3://{bucket}/{key}")
-                    answers = list(
-                        requests.map(self._invoke, [job] * len(batches), [container] * len(batches), batches)
-                    )
-                except JobFailed as exc:  # no output for this file; the job goes on with the others, then fails
-                    failures.append(exc)
-                    continue
-                assembled = b"".join(answer + b"\n" if newline else answer for answer in answers)
-                self.s3.put_object(Bucket=output.bucket, Key=f"{output.key}{relative}.out", Body=assembled)
+                    body = self.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+                except Exception as exc:
+                    raise JobFailed(f"ClientError: cannot read s3://{bucket}/{key}: {exc}") from exc
+                batches = self._requests(job, body, f"s3://{bucket}/{key}")
+                answers = list(requests.map(self._invoke, [job] * len(batches), [container] * len(batches), batches))
+            except JobFailed as exc:  # no output for this file; the job goes on with the others, then fails
+                failures.append(exc)
+                return
+            assembled = b"".join(answer + b"\n" if newline else answer for answer in answers)
+            self.s3.put_object(Bucket=output.bucket, Key=f"{output.key}{relative}.out", Body=assembled)
+
+        with (
+            ThreadPoolExecutor(concurrency, thread_name_prefix="transform-request") as requests,
+            ThreadPoolExecutor(concurrency, thread_name_prefix="transform-file") as files,
+        ):
+            for done in [files.submit(transform, *entry) for entry in objects]:
+                done.result()
         if failures:
             raise failures[0]
 

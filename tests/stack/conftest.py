@@ -15,6 +15,7 @@ from devstack.aws.container import pack_model
 from devstack.aws.stack import Stack, StackOptions
 
 FAST = {"BatchingWindowSeconds": "1", "GatherWindowSeconds": "1"}  # template parameters: tests need not wait
+ONE_WORKER = {"SAGEMAKER_MODEL_SERVER_WORKERS": "1"}
 
 
 @pytest.fixture(scope="session")
@@ -37,15 +38,21 @@ def start_stack(model_archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyP
         visibility_timeout_s: int | None = None,
         transform_quota: int | None = None,
         model_environment: dict[str, str] | None = None,
+        as_deployed: bool = False,
         **parameters: str,
     ) -> Stack:
+        # Unless `as_deployed`, the stack's model containers start one TorchServe worker, not one per
+        # core: a worker's start (torch imported, the model loaded) is CPU that a test of the pipeline
+        # does not need. The deployed setting also runs in make demo, make e2e, the soak and the
+        # pipeline benchmark.
+        workers = {} if as_deployed else ONE_WORKER
         options = StackOptions(
             model_archive=model_archive,
             workdir=tmp_path / "stack",
             parameters={**FAST, **parameters},
             visibility_timeout_s=visibility_timeout_s,
             transform_quota=transform_quota,
-            model_environment=model_environment or {},
+            model_environment={**workers, **(model_environment or {})},
         )
         started.append(Stack(options).start())
         return started[-1]

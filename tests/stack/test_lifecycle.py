@@ -29,7 +29,7 @@ pytestmark = pytest.mark.slow  # starts the local stack
 
 
 def test_the_local_stack_is_what_the_template_declares(start_stack: StartStack) -> None:
-    stack = start_stack(MaxReceiveCount="3", BatchSize="40")  # overrides flow through, as with sam deploy
+    stack = start_stack(as_deployed=True, MaxReceiveCount="3", BatchSize="40")  # overrides flow through
     assert stack.resources is not None and stack.runtime is not None and stack.bus is not None
     template = load_template()["Resources"]
     refs = references(stack.names, stack.parameters)

@@ -20,11 +20,9 @@ from devstack.aws import container as containers
 from devstack.aws.container import SERVING_PYTHON, ContainerCannotRun, ModelContainer, Response
 from devstack.aws.provision import model_environment
 from tests.pipeline import images
-from tests.stack.conftest import StartStack, TakePort, wait_until
+from tests.stack.conftest import ONE_WORKER, StartStack, TakePort, wait_until
 
 pytestmark = pytest.mark.slow  # serves a trained model
-
-ONE_WORKER = {"SAGEMAKER_MODEL_SERVER_WORKERS": "1"}
 
 
 @pytest.fixture
