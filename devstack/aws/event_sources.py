@@ -249,6 +249,7 @@ class EventBus:
         self.dead_letter_queues = dead_letter_queues  # function -> queue URL
         self.sqs_as = sqs_as  # function -> an SQS client acting as its role
         self.retry_delays_s = retry_delays_s
+        self.received: list[dict[str, Any]] = []  # every event put on the bus, matched by a rule or not
         # A fault: events this says True to are never delivered ("in some rare cases an event might not be
         # delivered", EventBridge user guide, "Event delivery from AWS services").
         self.lose: Callable[[dict[str, Any]], bool] = lambda event: False
@@ -271,6 +272,7 @@ class EventBus:
             thread.join(timeout=5)
 
     def put(self, event: dict[str, Any]) -> None:
+        self.received.append(event)
         if self.lose(event):
             self.lost.append(event)
             log.warning("event lost, as a fault: %s %s", event.get("detail-type"), event.get("detail", {}))

@@ -25,6 +25,21 @@ class LocalNames:
     job_dead_letter_queue: str = "dogbreed-jobs-dlq"
     job_events_dead_letter_queue: str = "dogbreed-job-events-dlq"
 
+    @classmethod
+    def for_stack(cls, stack: str) -> LocalNames:
+        """The names of another stack in the same local account ("local" is the default one's)."""
+        if stack == "local":
+            return cls()
+        return cls(
+            bucket=f"dogbreed-images-{stack}",
+            table=f"dogbreed-predictions-{stack}",
+            queue=f"dogbreed-uploads-{stack}",
+            dead_letter_queue=f"dogbreed-uploads-dlq-{stack}",
+            job_queue=f"dogbreed-jobs-{stack}",
+            job_dead_letter_queue=f"dogbreed-jobs-dlq-{stack}",
+            job_events_dead_letter_queue=f"dogbreed-job-events-dlq-{stack}",
+        )
+
 
 @dataclass(frozen=True)
 class LocalStack:

@@ -95,6 +95,25 @@ class StackOptions:
     lambda_cpu_share: bool = False
     # Local only: every schedule's period (the template's rate(10 minutes)), for runs that wait on one.
     schedule_every_s: float | None = None
+    # Another stack in the same local account: its name (its resources' names, LocalNames.for_stack) and
+    # the account it shares with the others (give the template parameters that name account-wide
+    # resources, ModelName and EndpointName, values of its own, as `sam deploy` of a second stack needs).
+    name: str = "local"
+    account: SharedAccount | None = None
+
+
+class SharedAccount:
+    """Stacks side by side in the local account. moto's state is one per process, as an account's is
+    one: the first stack to start resets it, the others find it as it is. SageMaker's job events go to
+    the account's default bus, where every stack's rules see every event, as on AWS."""
+
+    def __init__(self) -> None:
+        self.stacks = 0  # started in this account
+        self.buses: list[EventBus] = []
+
+    def put(self, event: dict[str, Any]) -> None:
+        for bus in list(self.buses):
+            bus.put(event)
 
 
 class TranslatedTemplate:
@@ -129,7 +148,8 @@ class TranslatedTemplate:
 class Stack:
     def __init__(self, options: StackOptions) -> None:
         self.options = options
-        self.names = LocalNames()
+        self.names = LocalNames.for_stack(options.name)
+        self.artifact_key = ARTIFACT_KEY if options.name == "local" else f"{options.name}/{ARTIFACT_KEY}"
         self.parameters: dict[str, Any] = {**parameter_defaults(load_template()), **options.parameters}
         self.logs = options.workdir / "logs"
         self._stoppers: list[Any] = []
@@ -210,7 +230,12 @@ class Stack:
         moto_sqs.patch()  # receives and sends that do not rescan a flood's backlog per message
         moto_sagemaker.patch()  # SageMaker's refusals that moto lacks
         moto_s3.patch()  # a missing key is 403 to a function whose role may not list the bucket
-        moto_s3.reset()
+        account = self.options.account
+        fresh = account is None or account.stacks == 0
+        if account is not None:
+            account.stacks += 1
+        if fresh:
+            moto_s3.reset()
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's HTTP server logs every request
         moto = ThreadedMotoServer(ip_address="127.0.0.1", port=self.options.moto_port, verbose=False)
         moto.start()
@@ -221,7 +246,8 @@ class Stack:
         self.meter = server.app = RequestMeter(self.calls, index_keys=index_hash_keys(load_template()))
         host, port = moto.get_host_and_port()
         self.endpoint_url = f"http://{host}:{port}"
-        requests.post(f"{self.endpoint_url}/moto-api/reset", timeout=10)  # moto's state is per process
+        if fresh:
+            requests.post(f"{self.endpoint_url}/moto-api/reset", timeout=10)  # moto's state is per process
 
     def _provision(self) -> None:
         self.resources = provision(self.clients(), self.names, self.parameters)
@@ -258,8 +284,10 @@ class Stack:
     def _register_function(self, logical_id: str, spec: FunctionSpec) -> None:
         """The function on the local Lambda control plane, named by its logical id, with the environment
         the template gives it, so that lambda:GetFunctionConfiguration answers as on AWS (make reclassify)."""
+        # CloudFormation names them after the stack; the default local stack by their logical ids
+        name = logical_id if self.options.name == "local" else f"{self.options.name}-{logical_id}"
         role = self.client("iam").create_role(
-            RoleName=f"{logical_id}Role",
+            RoleName=f"{name}Role",
             AssumeRolePolicyDocument=json.dumps(
                 {"Statement": [{"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"},
                                 "Action": "sts:AssumeRole"}]}
@@ -269,7 +297,7 @@ class Stack:
         with zipfile.ZipFile(code, "w") as archive:
             archive.writestr("README", f"runs locally from {spec.code_dir}")
         self.client("lambda").create_function(
-            FunctionName=logical_id,
+            FunctionName=name,
             Runtime="python3.12",
             Role=role["Arn"],
             Handler=spec.handler,
@@ -302,6 +330,10 @@ class Stack:
             self.options.async_retry_delays_s,
         ).start()
         self._stoppers.append(self.bus.stop)
+        account = self.options.account
+        if account is not None:
+            account.buses.append(self.bus)
+            self._stoppers.append(lambda: account.buses.remove(self.bus))
 
     def _start_transform_runner(self) -> None:
         assert self.bus is not None
@@ -309,10 +341,11 @@ class Stack:
             self.client("sagemaker"),
             self.client("s3", identity=MODEL_ROLE),  # a job reads and writes S3 as its model's role
             self.start_container,
-            self.bus.put,
+            self.bus.put if self.options.account is None else self.options.account.put,
             parallel_jobs=max(2, int(self.parameters["MaxTransformJobsInFlight"])),
             startup_s=self.options.transform_startup_s,
             release=self.keep_warm,
+            models=None if self.options.account is None else {self.parameters["ModelName"]},
         )
         self._stoppers.append(self._stop_warm_containers)  # after the runner, whose jobs hand theirs back
         self._stoppers.append(self.runner.start().stop)
@@ -377,7 +410,7 @@ class Stack:
     def permissions(self) -> Verdict:
         """Every call of the functions and of the local SageMaker so far, against their roles in template.yaml."""
         assert self.calls is not None
-        policies = template_policies(self.names, self.parameters, f"s3://{ARTIFACTS_BUCKET}/{ARTIFACT_KEY}")
+        policies = template_policies(self.names, self.parameters, f"s3://{ARTIFACTS_BUCKET}/{self.artifact_key}")
         return check(self.calls.calls, policies)
 
     def user_environment(self) -> dict[str, str]:
@@ -419,15 +452,16 @@ class Stack:
     def _register_model(self) -> None:
         """What the template's Model, EndpointConfig and Endpoint create, on the local control plane."""
         s3, sagemaker = self.client("s3"), self.client("sagemaker")
-        s3.create_bucket(Bucket=ARTIFACTS_BUCKET)
-        s3.upload_file(str(self.options.model_archive), ARTIFACTS_BUCKET, ARTIFACT_KEY)
+        if self.options.account is None or self.options.account.stacks == 1:
+            s3.create_bucket(Bucket=ARTIFACTS_BUCKET)  # the account's, shared by its stacks
+        s3.upload_file(str(self.options.model_archive), ARTIFACTS_BUCKET, self.artifact_key)
         model_name, endpoint_name = self.parameters["ModelName"], self.parameters["EndpointName"]
         sagemaker.create_model(
             ModelName=model_name,
             ExecutionRoleArn=f"arn:aws:iam::{ACCOUNT}:role/dogbreed-model",
             PrimaryContainer={
                 "Image": "local/pytorch-inference",
-                "ModelDataUrl": f"s3://{ARTIFACTS_BUCKET}/{ARTIFACT_KEY}",
+                "ModelDataUrl": f"s3://{ARTIFACTS_BUCKET}/{self.artifact_key}",
                 "Environment": {**model_environment(self.names, self.parameters), **self.options.model_environment},
             },
         )  # no EnableNetworkIsolation: serverless endpoints refuse it, as the template knows

@@ -24,7 +24,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 from typing import Any, Protocol
@@ -119,8 +119,12 @@ class TransformRunner:
         poll_s: float = 0.5,
         startup_s: float = 0.0,
         release: Callable[[Container], None] | None = None,
+        models: Collection[str] | None = None,
     ) -> None:
         self.sagemaker = sagemaker
+        # SageMaker runs every job of the account; a local stack runs those of its own models (None:
+        # every job), whose containers it starts, beside another stack in the same account.
+        self.models = models
         self.s3 = s3
         self.start_container = start_container
         # What becomes of a job's containers when it ends: stopped, unless the caller keeps them warm.
@@ -174,7 +178,18 @@ class TransformRunner:
                 continue
             for name in new:
                 self._seen.add(name)
-                self._running.append(self._pool.submit(self._run, name))
+                if self._ours(name):
+                    self._running.append(self._pool.submit(self._run, name))
+
+    def _ours(self, name: str) -> bool:
+        if self.models is None:
+            return True
+        try:
+            return self.sagemaker.describe_transform_job(TransformJobName=name)["ModelName"] in self.models
+        except Exception:
+            log.exception("describing transform job %s failed", name)
+            self._seen.discard(name)  # asked again on the next look
+            return False
 
     def _run(self, name: str) -> None:
         try:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from devstack.aws.container import pack_model
-from devstack.aws.stack import Stack, StackOptions
+from devstack.aws.stack import SharedAccount, Stack, StackOptions
 
 FAST = {"BatchingWindowSeconds": "1", "GatherWindowSeconds": "1"}  # template parameters: tests need not wait
 ONE_WORKER = {"SAGEMAKER_MODEL_SERVER_WORKERS": "1"}
@@ -39,6 +39,8 @@ def start_stack(model_archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyP
         transform_quota: int | None = None,
         model_environment: dict[str, str] | None = None,
         as_deployed: bool = False,
+        name: str = "local",
+        account: SharedAccount | None = None,
         **parameters: str,
     ) -> Stack:
         # Unless `as_deployed`, the stack's model containers start one TorchServe worker, not one per
@@ -48,11 +50,13 @@ def start_stack(model_archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyP
         workers = {} if as_deployed else ONE_WORKER
         options = StackOptions(
             model_archive=model_archive,
-            workdir=tmp_path / "stack",
+            workdir=tmp_path / ("stack" if name == "local" else f"stack-{name}"),
             parameters={**FAST, **parameters},
             visibility_timeout_s=visibility_timeout_s,
             transform_quota=transform_quota,
             model_environment={**workers, **(model_environment or {})},
+            name=name,
+            account=account,
         )
         started.append(Stack(options).start())
         return started[-1]
