@@ -33,6 +33,7 @@ from typing import Any
 
 import boto3
 import requests
+from botocore.config import Config
 
 from devstack.aws import moto_s3, moto_sagemaker, moto_sqs
 from devstack.aws.account import ACCOUNT, CREDENTIALS, REGION
@@ -370,6 +371,8 @@ class Stack:
             region_name=REGION,
             aws_access_key_id=OBSERVER if observer else identity or CREDENTIALS["AWS_ACCESS_KEY_ID"],
             aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+            # shared by many threads: a transform instance's MaxConcurrentTransforms files, uploads
+            config=Config(max_pool_connections=64),
         )
 
     def clients(self) -> dict[str, Any]:

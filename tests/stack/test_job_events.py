@@ -5,9 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from devstack.aws.stack import SharedAccount, Stack
 from tests.pipeline import images
 from tests.stack.conftest import StartStack, outcomes, queue_is_empty, upload, wait_until
+
+pytestmark = pytest.mark.slow  # starts the local stack
 
 JOB_EVENT = "SageMaker Transform Job State Change"
 
