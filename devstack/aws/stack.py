@@ -455,8 +455,7 @@ class Stack:
     def _register_model(self) -> None:
         """What the template's Model, EndpointConfig and Endpoint create, on the local control plane."""
         s3, sagemaker = self.client("s3"), self.client("sagemaker")
-        if self.options.account is None or self.options.account.stacks == 1:
-            s3.create_bucket(Bucket=ARTIFACTS_BUCKET)  # the account's, shared by its stacks
+        s3.create_bucket(Bucket=ARTIFACTS_BUCKET)  # the account's: us-east-1 answers 200 to its owner again
         s3.upload_file(str(self.options.model_archive), ARTIFACTS_BUCKET, self.artifact_key)
         model_name, endpoint_name = self.parameters["ModelName"], self.parameters["EndpointName"]
         sagemaker.create_model(
