@@ -47,8 +47,8 @@ _PARSED: dict[tuple[str, int, int], dict[str, Any]] = {}  # (path, mtime, size) 
 
 
 def load_template(path: Path = TEMPLATE_PATH) -> dict[str, Any]:
-    """The template, the caller's own copy to change; parsed once per content of the file (a local
-    stack reads it some twenty times as it starts)."""
+    """The template, the caller's own copy to change; parsed again only when the file's modification
+    time or size changes (a local stack reads it some twenty times as it starts)."""
     status = path.stat()
     key = (str(path.resolve()), status.st_mtime_ns, status.st_size)
     if key not in _PARSED:

@@ -204,8 +204,8 @@ LONGEST_MODULES = (
     "tests/stack/test_lifecycle.py",  # 128 s
     "tests/stack/test_soak.py",  # 119 s
     "tests/stack/test_pipeline_benchmark.py",  # 96 s
-    "tests/stack/test_job_events.py",  # about 60 s (two tests of 21 s and 40 s, measured apart)
     "tests/iac/test_template.py",  # 70 s
+    "tests/stack/test_job_events.py",  # about 60 s (two tests of 21 s and 40 s, measured apart)
 )
 
 

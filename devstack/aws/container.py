@@ -38,14 +38,13 @@ from typing import Any, NamedTuple
 
 import urllib3
 
-from devstack.aws.host import PORT_TRIES, descendants, free_ports, log_size, log_tail, lost_port_race
+from devstack.aws.host import descendants, free_ports, log_tail, started_again_on_lost_ports
 
 log = logging.getLogger("devstack")
 
 REPO = Path(__file__).resolve().parents[2]
 SERVING_PYTHON = REPO / ".venv-serving" / "bin" / "python"
 ENTRY = Path(__file__).resolve().parent / "container_entry.sh"
-# What a container's processes get from this machine's environment: enough to find Java and Python.
 # From this machine's environment: its locale, its Java, and options for that Java (`make pytest` has the
 # JVM compile with C1 only, which starts TorchServe's front end with about 1.2 CPU-seconds less).
 _INHERITED = ("LANG", "LC_ALL", "JAVA_HOME", "JAVA_TOOL_OPTIONS")
@@ -120,7 +119,6 @@ class _Instance:
         argv += ["/bin/sh", str(ENTRY), str(model_dir.resolve()), str(self.scratch), str(python)]
         argv += [str(keep), str(keep.resolve())]
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        self.log_path, self.log_offset = log_path, log_size(log_path)
         with log_path.open("ab") as log_file:
             self.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, env=env)
         self.url = f"http://127.0.0.1:{self.port}"
@@ -129,11 +127,6 @@ class _Instance:
     @property
     def alive(self) -> bool:
         return self.process.poll() is None
-
-    @property
-    def lost_port_race(self) -> bool:
-        """Exited because another program took a port free_ports() gave it."""
-        return not self.alive and lost_port_race(self.log_path, self.log_offset)
 
     @property
     def pids(self) -> list[int]:
@@ -298,7 +291,7 @@ class ModelContainer:
                 self.instance.stop()
             started = time.perf_counter()
             try:
-                self.instance = self._start_instance()
+                self.instance = started_again_on_lost_ports(self._start_instance, self.log_path, "a model container")
             except ContainerCannotRun as exc:
                 if self.on_fault is not None:
                     self.on_fault(exc)
@@ -307,17 +300,12 @@ class ModelContainer:
             return self.instance
 
     def _start_instance(self) -> _Instance:
-        """A container whose workers are READY, started again on other ports if one it was given was taken."""
-        tries = 1
-        while True:
-            instance = _Instance(self.model_dir, self.environment, self.log_path, self.python, self.cpus)
-            self.instance = instance
-            try:
-                instance.wait_ready(self._http, self.startup_timeout_s, self.log_path)
-                return instance
-            except ContainerFailed:
-                if not instance.lost_port_race or tries == PORT_TRIES:
-                    raise
-            log.warning("a port given to the model container was taken; starting it on others (see %s)", self.log_path)
+        """A container whose workers are READY; one that exited instead is stopped (its scratch removed)."""
+        instance = _Instance(self.model_dir, self.environment, self.log_path, self.python, self.cpus)
+        self.instance = instance
+        try:
+            instance.wait_ready(self._http, self.startup_timeout_s, self.log_path)
+        except ContainerFailed:
             instance.stop()
-            tries += 1
+            raise
+        return instance

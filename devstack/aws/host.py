@@ -3,13 +3,18 @@ and the signals that stop a command built on them."""
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import signal
 import socket
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
+
+log = logging.getLogger("devstack")
+T = TypeVar("T")
 
 # Tries to start a server whose port another program took after free_ports() chose it.
 PORT_TRIES = 3
@@ -22,7 +27,7 @@ def free_ports(count: int) -> list[int]:
     them binds. A port from the ephemeral range (what bind(0) hands out) could be taken in between
     as the source port of any outgoing connection, and the local stack opens thousands; a port below
     that range can only be taken by a program that chooses ports as this does. The rare loser of that
-    race starts again (`lost_port_race`, PORT_TRIES)."""
+    race starts again (`started_again_on_lost_ports`)."""
     start, stop = _outside_ephemeral_range()
     chosen: list[int] = []
     while len(chosen) < count:
@@ -32,13 +37,27 @@ def free_ports(count: int) -> list[int]:
     return chosen
 
 
-def lost_port_race(log_path: Path, offset: int) -> bool:
-    """Whether the server whose log was `log_path` from byte `offset` on exited because a port it was
-    given was taken ("Address already in use", in Java's and Go's words alike)."""
+def started_again_on_lost_ports(start: Callable[[], T], log_path: Path, what: str) -> T:
+    """`start()`, called again (up to PORT_TRIES times in all) while what it started exited because a
+    port free_ports() gave it was taken: "address already in use", in Java's and Go's words alike, in
+    what it wrote to `log_path` (the log it appends to). `start` cleans up after a failed start."""
+    tries = 1
+    while True:
+        offset = log_size(log_path)
+        try:
+            return start()
+        except Exception:
+            if tries == PORT_TRIES or not _lost_port_race(log_path, offset):
+                raise
+        log.warning("a port given to %s was taken; starting it on others (see %s)", what, log_path)
+        tries += 1
+
+
+def _lost_port_race(log_path: Path, offset: int) -> bool:
     try:
-        with log_path.open("rb") as log:
-            log.seek(offset)
-            text = log.read().decode(errors="replace")
+        with log_path.open("rb") as log_file:
+            log_file.seek(offset)
+            text = log_file.read().decode(errors="replace")
     except OSError:
         return False
     return "address already in use" in text.lower()

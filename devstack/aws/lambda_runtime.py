@@ -31,7 +31,7 @@ from typing import Any
 import urllib3
 
 from devstack.aws.cpu_share import CpuShare, why_unavailable
-from devstack.aws.host import PORT_TRIES, descendants, free_ports, listens, log_size, log_tail, lost_port_race
+from devstack.aws.host import descendants, free_ports, listens, log_tail, started_again_on_lost_ports
 
 log = logging.getLogger("devstack")
 
@@ -264,7 +264,9 @@ class LambdaFunction:
             if self._idle:
                 return self._idle.pop()
         try:
-            environment = self._start_environment()
+            environment = started_again_on_lost_ports(
+                lambda: ExecutionEnvironment(self.spec, self.log_path, self.cpu_share), self.log_path, self.spec.name
+            )
         except (OSError, EnvironmentFailed) as exc:
             failure = EnvironmentFailed(f"{self.spec.name}: no execution environment could start: {exc}")
             if self.on_fault is not None:
@@ -273,19 +275,6 @@ class LambdaFunction:
         with self._lock:
             self._all.append(environment)
         return environment
-
-    def _start_environment(self) -> ExecutionEnvironment:
-        """An environment, started again on other ports if one it was given was taken."""
-        tries = 1
-        while True:
-            offset = log_size(self.log_path)
-            try:
-                return ExecutionEnvironment(self.spec, self.log_path, self.cpu_share)
-            except EnvironmentFailed:
-                if tries == PORT_TRIES or not lost_port_race(self.log_path, offset):
-                    raise
-            log.warning("%s: a port given to the emulator was taken; starting it on others", self.spec.name)
-            tries += 1
 
     def _release(self, environment: ExecutionEnvironment) -> None:
         with self._lock:
@@ -324,7 +313,7 @@ def read_invocation(body: bytes) -> Invocation:
 
 
 def cpu_share_available(name: str) -> bool:
-    """Whether CPU shares apply here; if not, said once in the log."""
+    """Whether CPU shares apply here; if not, a warning names the function and says why."""
     why = why_unavailable()
     if why is not None:
         log.warning("%s runs with the machine's CPUs, not its memory's share: %s", name, why)
