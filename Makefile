@@ -9,7 +9,7 @@ export SAM_CLI_TELEMETRY := 0
 # The import roots (as pyproject.toml's pytest pythonpath): the Lambda package and the model's parts.
 IMPORT_PATH := .:functions:model/serving:model/training:model/tools
 
-.PHONY: prerequisites install test unit lint typecheck pytest demo e2e stack soak query redrive reclassify launch preflight deploy package-size benchmark serving-benchmark benchmark-photos pipeline-benchmark cost clean
+.PHONY: prerequisites install test unit lint typecheck pytest demo e2e stack soak query label export redrive reclassify launch preflight deploy package-size benchmark serving-benchmark benchmark-photos pipeline-benchmark cost clean
 
 # What the local stack needs of this machine (Java, util-linux, namespaces), said before anything slow.
 prerequisites:
@@ -102,7 +102,15 @@ soak: $(LOCAL_STACK)
 
 # Query predictions, e.g. make query ARGS="breed Afghan_hound" (with the variables `make stack` prints).
 query: $(VENV)/.installed
-	$(PY) -m cli.query $(ARGS)
+	PYTHONPATH=$(IMPORT_PATH) $(PY) -m cli.query $(ARGS)
+
+# The review loop (docs/operations.md, Review): make query ARGS="review", then
+# make label ARGS="'incoming/my dog.jpg' --breed French_bulldog", then make export ARGS="--to data/reviewed".
+label: $(VENV)/.installed
+	PYTHONPATH=$(IMPORT_PATH) $(PY) -m cli.label $(ARGS)
+
+export: $(VENV)/.installed
+	PYTHONPATH=$(IMPORT_PATH) $(PY) -m cli.export $(ARGS)
 
 # Try FAILED images again (copied onto themselves, so S3 notifies them anew), e.g.
 # make redrive ARGS="--stack dogbreed --prefix incoming/ --since 2026-12-01T00:00 --dry-run"

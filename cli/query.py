@@ -1,4 +1,5 @@
-"""Query the predictions table: one image, one breed (newest first), or everything rejected or failed.
+"""Query the predictions table: one image, one breed (newest first), everything rejected or failed, or
+the review queue (answers under the confidence threshold, least confident first).
 
 The same command works against AWS and the local stack: boto3 finds the local stack through the
 AWS_ENDPOINT_URL that `make stack` prints, and AWS through your usual credentials.
@@ -6,6 +7,7 @@ AWS_ENDPOINT_URL that `make stack` prints, and AWS through your usual credential
     python -m cli.query image 'incoming/my dog.jpg'
     python -m cli.query breed Labrador_retriever --limit 20
     python -m cli.query problems --status REJECTED --output json
+    python -m cli.query review --limit 20             # then: python -m cli.label KEY --breed ... | --accept
 
 The table and bucket come from --table/--bucket, else PREDICTIONS_TABLE/IMAGES_BUCKET, else the
 outputs of the CloudFormation stack named by --stack."""
@@ -19,7 +21,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from infra.predictions import Predictions
+from infra.predictions import Predictions, plain
+from pipeline.adapters.review import ReviewStore
 
 PROBLEM_STATUSES = ("REJECTED", "FAILED")
 COLUMNS = (
@@ -41,29 +44,70 @@ def model_cell(item: dict[str, Any]) -> str:
     return f"{precision}@{digits[:8]}" if precision and digits else precision or digits[:8]
 
 
+REVIEW_COLUMNS = (("image", 36), ("breed", 26), ("conf.", 6), ("thr.", 5), ("etag", 12), ("top 5", 0))
+
+
+def review_cell(item: dict[str, Any]) -> str:
+    """Whether the answer waits for a person's review (under its threshold)."""
+    return f"needs review (under {float(item['threshold']):.2f})" if "review" in item else ""
+
+
+def human_cell(item: dict[str, Any]) -> str:
+    """A person's answer for the record's content: "reviewed: <breed> (<who>)", or what it was for."""
+    human = item.get("human")
+    if not human:
+        return ""
+    if human.get("etag") != item.get("etag"):
+        return f"(label of earlier content: {human['breed']})"
+    return f"reviewed: {human['breed']} by {str(human['labelled_by']).rsplit('/', 1)[-1]}"
+
+
+def _fixed(columns: Sequence[tuple[str, int]], rows: Sequence[Sequence[str]]) -> str:
+    def line(values: Sequence[str]) -> str:
+        return "  ".join(
+            (v if width == 0 else (v.rjust(width) if name in ("conf.", "thr.") else v[:width].ljust(width)))
+            for (name, width), v in zip(columns, values, strict=True)
+        ).rstrip()
+
+    return "\n".join([line([name for name, _ in columns]), *(line(row) for row in rows)])
+
+
+def _confidence(item: dict[str, Any], key: str = "confidence") -> str:
+    return f"{float(item[key]):.2f}" if key in item else ""
+
+
 def table(items: Sequence[dict[str, Any]]) -> str:
     """A fixed-width table, one row per image."""
-
-    def cells(item: dict[str, Any]) -> list[str]:
-        confidence = f"{float(item['confidence']):.2f}" if "confidence" in item else ""
-        return [
+    rows = [
+        [
             str(item.get("key", "")),
             str(item.get("breed", "")),
-            confidence,
+            _confidence(item),
             str(item.get("status", "")),
             str(item.get("mode", "")),
             model_cell(item),
             str(item.get("updated_at", ""))[:19].replace("T", " "),
-            str(item.get("reason", ""))[:70],
+            "; ".join(part for part in (review_cell(item), human_cell(item), str(item.get("reason", ""))[:70]) if part),
         ]
+        for item in items
+    ]
+    return _fixed(COLUMNS, rows)
 
-    def line(values: Sequence[str]) -> str:
-        return "  ".join(
-            (v if width == 0 else (v.rjust(width) if name == "conf." else v[:width].ljust(width)))
-            for (name, width), v in zip(COLUMNS, values, strict=True)
-        ).rstrip()
 
-    return "\n".join([line([name for name, _ in COLUMNS]), *(line(cells(item)) for item in items)])
+def review_table(items: Sequence[dict[str, Any]]) -> str:
+    """The review queue: one row per image, with its top 5."""
+    rows = [
+        [
+            str(item.get("key", "")),
+            str(item.get("breed", "")),
+            _confidence(item),
+            _confidence(item, "threshold"),
+            str(item.get("etag", ""))[:12],
+            ", ".join(f"{c['label']}.{c['breed']} {float(c['probability']):.2f}" for c in item.get("top5", [])),
+        ]
+        for item in items
+    ]
+    return _fixed(REVIEW_COLUMNS, rows)
 
 
 def stack_outputs(cloudformation: Any, stack: str) -> dict[str, str]:
@@ -85,6 +129,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     breed.add_argument("breed", help="a class name as the model names it, e.g. Labrador_retriever")
     problems = commands.add_parser("problems", help="rejected and failed images, newest first")
     problems.add_argument("--status", choices=PROBLEM_STATUSES, help="only this status")
+    commands.add_parser("review", help="answers under the confidence threshold, least confident first")
     return parser
 
 
@@ -112,7 +157,17 @@ def main(args: argparse.Namespace, dynamodb: Any = None, cloudformation: Any = N
             print(f"s3://{bucket}/{key} has no record (not uploaded under the input prefix, or not yet seen)",
                   file=sys.stderr)  # fmt: skip
             return 1
+        labels = ReviewStore(predictions.dynamodb, args.table).labels([item["image_id"]])
+        if item["image_id"] in labels:
+            item["human"] = plain(labels[item["image_id"]])
         items = [item]
+    elif args.command == "review":
+        items = [plain(item) for item in ReviewStore(predictions.dynamodb, args.table).queue(args.limit)]
+        print(json.dumps(items, indent=2, ensure_ascii=False) if args.output == "json" else review_table(items))
+        if args.output == "table":
+            print(f"{len(items)} to review; label one with: python -m cli.label KEY --breed NAME (or --accept)",
+                  file=sys.stderr)  # fmt: skip
+        return 0
     elif args.command == "breed":
         items = predictions.breed(args.breed, args.limit)
     else:

@@ -6,7 +6,8 @@ into the model artifact's code/ beside inference.py, and launch.py into a traini
 
     a prediction      {"predicted_label": "069", "class_name": "French_bulldog", "confidence": 0.91,
                        "top5": [{"label": "069", "class_name": "French_bulldog", "probability": 0.91}, ...],
-                       "model_precision": "int8", "model_version": "sha256:3f2a9c0e1b7d4a65"}
+                       "model_precision": "int8", "model_version": "sha256:3f2a9c0e1b7d4a65",
+                       "threshold": 0.62, "expected_under_threshold": 0.18}
     an error record   {"error": {"code": "InvalidImage", "message": "cannot decode the image: ..."}}
 
 Batch transform jobs send many images per request as JSON Lines (application/jsonlines): each
@@ -17,6 +18,11 @@ is one error-record line; it never fails the request or the job.
 A prediction names the network that made it: `model_precision` (networks.py: fp32, fp16, int8 or
 int8-reduce-range) and `model_version` (the digest of the trained weights, model.pth). Both are
 optional for readers, so the answers of a model artifact from before they existed still read.
+
+`confidence` is calibrated where the artifact carries a temperature (calibration.py). `threshold` is
+the confidence under which the answer needs a person's review (the stack's ConfidenceThreshold, else
+the artifact's recommendation) and `expected_under_threshold` the share of validation images under it;
+both are absent where the model has neither, and then nothing is marked for review.
 
 Standard library only: this module runs in the model container and in the Lambda functions.
 """
@@ -44,6 +50,8 @@ class Prediction:
     top5: tuple[Candidate, ...]
     model_precision: str | None = None  # "int8", "int8-reduce-range", "fp16", "fp32"
     model_version: str | None = None  # "sha256:<16 hex digits of model.pth>"
+    threshold: float | None = None  # an answer under it needs review (calibration.py)
+    expected_under_threshold: float | None = None  # the share of validation images under it
 
     @property
     def label(self) -> str:
@@ -67,6 +75,8 @@ class ErrorRecord:
 
 
 Answer = Prediction | ErrorRecord
+SERVED_BY = ("model_precision", "model_version")  # optional strings
+REVIEW = ("threshold", "expected_under_threshold")  # optional numbers in [0, 1]
 
 
 class BrokenAnswer(ValueError):
@@ -82,7 +92,7 @@ def to_json(answer: Answer) -> dict[str, Any]:
         "confidence": answer.confidence,
         "top5": [{"label": c.label, "class_name": c.class_name, "probability": c.probability} for c in answer.top5],
     }
-    for key in ("model_precision", "model_version"):
+    for key in (*SERVED_BY, *REVIEW):
         if (value := getattr(answer, key)) is not None:
             doc[key] = value
     return doc
@@ -155,10 +165,17 @@ def from_json(doc: object) -> Answer:
         raise BrokenAnswer(f"the answer lacks a field of the contract: {exc!r}") from exc
     if not top5 or (top5[0].label, top5[0].class_name) != (doc.get("predicted_label"), doc.get("class_name")):
         raise BrokenAnswer("the answer's predicted_label and class_name are not its first candidate")
-    served = {key: doc.get(key) for key in ("model_precision", "model_version")}
+    served = {key: doc.get(key) for key in SERVED_BY}
     if any(value is not None and not isinstance(value, str) for value in served.values()):
         raise BrokenAnswer(f"the answer's model_precision and model_version are not strings: {served}")
-    return Prediction(top5, **served)
+    review = {key: doc.get(key) for key in REVIEW}
+    if any(
+        value is not None and (isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1)
+        for value in review.values()
+    ):
+        raise BrokenAnswer(f"the answer's threshold and expected_under_threshold are not numbers in [0, 1]: {review}")
+    threshold, expected = (None if v is None else float(v) for v in review.values())
+    return Prediction(top5, served["model_precision"], served["model_version"], threshold, expected)
 
 
 def loads(body: bytes | str) -> Answer:

@@ -27,6 +27,11 @@ LAMBDA_MB_PER_VCPU = 1769
 SAGEMAKER_FAILURE_REASON_CHARS = 1024
 # S3 user guide, "Naming Amazon S3 objects": a key is at most 1,024 bytes of UTF-8.
 S3_KEY_BYTES = 1024
+# DynamoDB developer guide, "Service, account, and table quotas": a partition takes at most 1,000 write
+# units a second (a write of up to 1 KB is one unit), a global secondary index's partitions too; a
+# hotter partition throttles the writes to the table.
+DYNAMODB_PARTITION_WRITE_UNITS_PER_S = 1000
+DYNAMODB_WRITE_UNIT_BYTES = 1024
 
 # -- latencies of one call, for budgets (seconds) ----------------------------------------------------
 # S3 performance guidelines, "Timeouts and retries for latency-sensitive applications": small requests

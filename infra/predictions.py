@@ -13,19 +13,20 @@ from boto3.dynamodb.types import TypeDeserializer
 _deserialize = TypeDeserializer().deserialize
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
+    """A deserialized value (numbers as Decimal) as plain Python values (numbers as int or float)."""
     if isinstance(value, Decimal):
         return int(value) if value == value.to_integral_value() else float(value)
     if isinstance(value, list):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: plain(v) for k, v in value.items()}
     return value
 
 
 def record(raw: dict[str, Any]) -> dict[str, Any]:
     """An item as DynamoDB's low-level API returns it, as plain Python values (numbers as int or float)."""
-    return {key: _plain(_deserialize(value)) for key, value in raw.items()}
+    return {key: plain(_deserialize(value)) for key, value in raw.items()}
 
 
 class Predictions:

@@ -8,11 +8,15 @@ for the operations the stack uses (an operation it does not know is an action of
 new call is never silently allowed). A read of a missing S3 key answered 404 also needed
 s3:ListBucket on the bucket (S3 API reference, GetObject, "Permissions"), and is recorded as both.
 
-`Policy` evaluates a role's inline statements as IAM does for the forms the template uses: Allow
-and Deny, Action with wildcards, Resource patterns with * and ?, and the condition operators
-StringEquals, StringLike, ArnEquals, ArnLike and Bool (a key the request lacks matches no operator);
-an explicit Deny wins. Reference: IAM User Guide, "Policy evaluation logic" and "IAM JSON policy
-elements: Condition operators"."""
+`Policy` evaluates a role's inline statements (or a managed policy's, for a person's role: the
+reviewer's) as IAM does for the forms the template uses: Allow and Deny, Action with wildcards,
+Resource patterns with * and ?, and the condition operators StringEquals, StringLike, ArnEquals,
+ArnLike and Bool (a key the request lacks matches no operator), and ForAllValues: before one of
+them for a key with many values (every value must match; a request without the key matches, as in
+IAM); an explicit Deny wins. A DynamoDB item write sets dynamodb:LeadingKeys (its partition key)
+and dynamodb:Attributes (the attributes it names: the item's, or its expressions' and the key).
+Reference: IAM User Guide, "Policy evaluation logic" and "IAM JSON policy elements: Condition
+operators"; DynamoDB developer guide, "Using IAM policy conditions for fine-grained access control"."""
 
 from __future__ import annotations
 
@@ -56,6 +60,8 @@ def principal_of(headers: Mapping[str, str]) -> str:
 def calls_of(principal: str, method: str, path: str, query: str, headers: Mapping[str, str], body: bytes) -> list[Call]:
     """The calls one request to moto makes, as IAM sees them."""
     target = headers.get("X-Amz-Target", "")
+    if not target and method == "POST" and b"Action=GetCallerIdentity" in body:
+        return []  # STS: "No permissions are required to perform this operation" (STS API reference)
     if not target:
         return _s3_calls(principal, method, path, query, headers)
     service, operation = target.split(".", 1)
@@ -100,6 +106,30 @@ def _s3_calls(principal: str, method: str, path: str, query: str, headers: Mappi
     return [Call(principal, f"s3:{method}Object", obj)]
 
 
+_EXPRESSION_WORDS = frozenset(
+    {"SET", "REMOVE", "ADD", "DELETE", "AND", "OR", "NOT", "BETWEEN", "IN", "attribute_exists",
+     "attribute_not_exists", "attribute_type", "begins_with", "contains", "size", "if_not_exists", "list_append"}
+)  # fmt: skip
+_EXPRESSION_NAME = re.compile(r"(?<![:#\w])([A-Za-z_][A-Za-z0-9_]*)|#(\w+)")
+
+
+def _item_context(detail: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    """dynamodb:LeadingKeys and dynamodb:Attributes of one item write (PutItem, UpdateItem)."""
+    key = detail.get("Key") or detail.get("Item") or {}
+    leading = [next(iter(value.values())) for name, value in key.items() if name == "image_id"]
+    names = set(detail.get("Item", {})) | set(detail.get("Key", {}))
+    aliases = detail.get("ExpressionAttributeNames", {})
+    for field_name in ("UpdateExpression", "ConditionExpression"):
+        for bare, alias in _EXPRESSION_NAME.findall(detail.get(field_name, "")):
+            if alias:
+                names.add(aliases.get(f"#{alias}", alias))
+            elif bare not in _EXPRESSION_WORDS:
+                names.add(bare)
+    return tuple(("dynamodb:LeadingKeys", str(v)) for v in leading) + tuple(
+        ("dynamodb:Attributes", name) for name in sorted(names)
+    )
+
+
 def _dynamodb_calls(principal: str, operation: str, request: dict[str, Any]) -> list[Call]:
     def table(name: str, index: str | None = None) -> str:
         return arn("dynamodb", f"table/{name}" + (f"/index/{index}" if index else ""))
@@ -111,9 +141,12 @@ def _dynamodb_calls(principal: str, operation: str, request: dict[str, Any]) -> 
         for item in request.get("TransactItems", []):
             ((kind, detail),) = item.items()
             action = _DYNAMODB_TRANSACT.get(kind, f"{kind}Item" if kind in ("Get", "Delete") else kind)
-            calls.append(Call(principal, f"dynamodb:{action}", table(detail["TableName"])))
+            context = _item_context(detail) if action in ("PutItem", "UpdateItem") else ()
+            calls.append(Call(principal, f"dynamodb:{action}", table(detail["TableName"]), context))
         return calls
-    return [Call(principal, f"dynamodb:{operation}", table(request.get("TableName", ""), request.get("IndexName")))]
+    context = _item_context(request) if operation in ("PutItem", "UpdateItem") else ()
+    resource = table(request.get("TableName", ""), request.get("IndexName"))
+    return [Call(principal, f"dynamodb:{operation}", resource, context)]
 
 
 def _sagemaker_call(principal: str, operation: str, request: dict[str, Any]) -> Call:
@@ -209,13 +242,17 @@ class Statement:
             return False
         if not any(_matches(resource, call.resource) for resource in self.resources):
             return False
-        context = dict(call.context)
         for operator, keys in self.condition.items():
-            if operator not in _OPERATORS:
+            qualifier, _, name = operator.rpartition(":")
+            if name not in _OPERATORS or qualifier not in ("", "ForAllValues"):
                 raise ValueError(f"statement {self.sid}: condition operator {operator} is not evaluated here")
-            test = _OPERATORS[operator]
+            test = _OPERATORS[name]
             for key, expected in keys.items():
-                if key not in context or not any(test(str(e), context[key]) for e in _as_list(expected)):
+                values = [value for k, value in call.context if k == key]
+                if qualifier:  # every value the request sets matches; none set matches too (IAM's rule)
+                    if not all(any(test(str(e), value) for e in _as_list(expected)) for value in values):
+                        return False
+                elif not values or not any(test(str(e), values[0]) for e in _as_list(expected)):
                     return False
         return True
 
@@ -229,6 +266,10 @@ class Policy:
 
     @classmethod
     def of_role(cls, role: str, properties: Mapping[str, Any]) -> Policy:
+        """A role's inline policies, or a managed policy's document (properties with PolicyDocument)."""
+        documents = [p["PolicyDocument"] for p in properties.get("Policies", [])]
+        if "PolicyDocument" in properties:
+            documents.append(properties["PolicyDocument"])
         statements = [
             Statement(
                 sid=str(s.get("Sid", "")),
@@ -237,8 +278,8 @@ class Policy:
                 resources=tuple(str(r) for r in _as_list(s["Resource"])),
                 condition=s.get("Condition", {}),
             )
-            for policy in properties.get("Policies", [])
-            for s in policy["PolicyDocument"]["Statement"]
+            for document in documents
+            for s in document["Statement"]
         ]
         return cls(role, tuple(statements))
 
@@ -256,7 +297,8 @@ def template_policies(names: LocalNames, parameters: Mapping[str, Any], model_da
     """Every role of template.yaml, resolved for the local stack; the model's role as the stack
     would create it for `model_data_url`."""
     template = load_template()
-    roles = [(i, r) for i, r in template["Resources"].items() if r["Type"] == "AWS::IAM::Role"]
+    kinds = ("AWS::IAM::Role", "AWS::IAM::ManagedPolicy")
+    roles = [(i, r) for i, r in template["Resources"].items() if r["Type"] in kinds]
     refs = references(names, dict(parameters))
     model_refs = references(names, {**parameters, "ModelDataUrl": model_data_url})
     return {
@@ -268,15 +310,17 @@ def template_policies(names: LocalNames, parameters: Mapping[str, Any], model_da
 
 
 def caller_roles() -> dict[str, str]:
-    """The role each caller acts as: a function's (its logical id is its access key) and the model's.
-    The stack's own and a user's calls have none and are not checked."""
+    """The role each caller acts as: a function's (its logical id is its access key), the model's, and
+    a managed policy's for a person given it (its logical id as the access key: the reviewer). The
+    stack's own and an observer's calls have none and are not checked."""
     resources = load_template()["Resources"]
     functions = {
         logical_id: str(resource["Properties"]["Role"]["Fn::GetAtt"][0])
         for logical_id, resource in resources.items()
         if resource["Type"] == "AWS::Serverless::Function"
     }
-    return {**functions, MODEL_ROLE: MODEL_ROLE}
+    people = {i: i for i, resource in resources.items() if resource["Type"] == "AWS::IAM::ManagedPolicy"}
+    return {**functions, **people, MODEL_ROLE: MODEL_ROLE}
 
 
 def role_of(principal: str) -> str | None:

@@ -156,12 +156,19 @@ def run_cost(usage: Usage, prices: dict[str, Any], rate: Rate) -> dict[str, floa
     }
 
 
+def alarm_metrics(template: dict[str, Any]) -> int:
+    """Alarm metrics, as CloudWatch bills alarms: one for a metric's alarm, one for each metric a metric
+    math alarm reads (CloudWatch pricing: "per alarm metric")."""
+    alarms = [r["Properties"] for r in template["Resources"].values() if r["Type"] == "AWS::CloudWatch::Alarm"]
+    return sum(max(1, sum("MetricStat" in query for query in alarm.get("Metrics", []))) for alarm in alarms)
+
+
 def idle_cost(template: dict[str, Any], prices: dict[str, Any]) -> dict[str, float]:
     """What the stack costs a month with no image, by what bills for merely existing."""
     kinds = [resource["Type"] for resource in template["Resources"].values()]
     return {
         "KMS key": kinds.count("AWS::KMS::Key") * prices["kms_key_per_month"],
-        "alarms": kinds.count("AWS::CloudWatch::Alarm") * prices["cloudwatch_alarm_per_month"],
+        "alarms": alarm_metrics(template) * prices["cloudwatch_alarm_per_month"],
         "dashboard": kinds.count("AWS::CloudWatch::Dashboard") * prices["cloudwatch_dashboard_per_month"],
     }
 

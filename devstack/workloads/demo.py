@@ -4,13 +4,15 @@
 2. start the local stack (devstack.aws.stack) with that model.tar.gz and the template's defaults but two
    (InferenceMode auto: a Lambda batch of AutoBatchThreshold images or more goes to batch transform;
    the demo lowers AutoBatchThreshold to 50 and GatherWindowSeconds to 5 s, see PARAMETERS);
-3. a trickle: upload a mixed set as a user would (a few bad files, names with spaces and unicode);
-   the event source mapping hands them to the ingest function in a small batch: serverless endpoint;
+3. a trickle: upload a mixed set as a user would (a few bad files, names with spaces and unicode, and
+   photos of two breeds at once, which the model is unsure of); the event source mapping hands them to
+   the ingest function in a small batch: serverless endpoint;
 4. a flood: upload many images at once; they arrive in one large batch, packed into a shard for
    the job builder, which gathers shards over GatherWindowSeconds (shortened to 5 s here, as a
    user overrides a parameter) into one batch transform job of multi-record requests, run by the
    local transform runner, and recorded by the collect function;
-5. wait with a progress bar until every upload has an outcome, print them, stop everything.
+5. wait with a progress bar until every upload has an outcome, print them and the review queue (the
+   answers under the confidence threshold the model's artifact recommends), stop everything.
 Exit 0 only if every upload has an outcome. A part of the stack that cannot run on this machine stops the
 demo at once with the reason (exit 1); Ctrl-C, SIGTERM or SIGHUP stop every process it started and
 remove its temporary folder.
@@ -19,6 +21,7 @@ remove its temporary folder.
 from __future__ import annotations
 
 import io
+import itertools
 import logging
 import sys
 import tempfile
@@ -29,12 +32,14 @@ from typing import Any
 
 from PIL import Image
 
-from cli.query import model_cell, table
+from cli.query import model_cell, review_table, table
 from devstack.aws.container import ContainerFailed
 from devstack.aws.host import stop_on_signals
 from devstack.aws.stack import Stack, StackFailed, StackOptions
 from devstack.workloads.quickmodel import train_small_model
 from devstack.workloads.up import venv_command
+from infra.predictions import plain
+from pipeline.adapters.review import ReviewStore
 
 FLOOD = 60
 TIMEOUT_S = 240
@@ -43,9 +48,44 @@ TIMEOUT_S = 240
 PARAMETERS = {"AutoBatchThreshold": "50", "GatherWindowSeconds": "5"}
 
 
-def trickle(data: Path) -> dict[str, bytes]:
-    """Photos of each breed under various names, and a few bad files."""
-    files: dict[str, bytes] = {}
+def unsure_photos(model_dir: Path, data: Path, count: int = 2) -> dict[str, bytes]:
+    """Photos of two breeds at once: two breeds' test photos mixed where the model's answer turns from
+    one breed to the other (found by bisection), where it is least sure. Lossless (PNG), so the model
+    container sees the pixels this process saw. A model trained on a few generated images is sure of
+    almost anything else, even noise."""
+    import inference  # torch, from the model's own code
+
+    model = inference.model_fn(str(model_dir))
+
+    def answer(image: Image.Image) -> Any:
+        return inference.predict_fn(inference.input_fn(_png(image), "image/png"), model)
+
+    folders = sorted((data / "test").iterdir())
+    made: dict[str, bytes] = {}
+    for first, second in itertools.pairwise(folders):
+        a, b = (Image.open(sorted(folder.glob("*.jpg"))[0]).convert("RGB") for folder in (first, second))
+        b = b.resize(a.size)
+        low, high = 0.0, 1.0  # the mix at `low` is answered as a's breed, at `high` as another
+        if answer(a).label == answer(b).label:
+            continue
+        for _ in range(14):
+            middle = (low + high) / 2
+            low, high = (middle, high) if answer(Image.blend(a, b, middle)).label == answer(a).label else (low, middle)
+        made[f"incoming/{first.name[4:]} or {second.name[4:]}.png"] = _png(Image.blend(a, b, (low + high) / 2))
+        if len(made) == count:
+            break
+    return made
+
+
+def _png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def trickle(data: Path, unsure: dict[str, bytes]) -> dict[str, bytes]:
+    """Photos of each breed under various names, photos the model is unsure of, and a few bad files."""
+    files: dict[str, bytes] = dict(unsure)
     for folder in sorted((data / "test").iterdir()):
         for n, path in enumerate(sorted(folder.glob("*.jpg"))[:2]):
             files[f"incoming/{folder.name[4:].replace('_', ' ')} {n + 1}.jpg"] = path.read_bytes()
@@ -96,6 +136,7 @@ def run() -> int:
         print("  code, kept in .cache/models/) ...", flush=True)
         model = train_small_model()
         print(f"  test accuracy {model.test_accuracy:.0%}; packed as {model.archive.name}")
+        unsure = unsure_photos(model.model_dir, model.data_dir)
         print("starting the local stack (moto, model container, Lambda environments, event sources) ...")
         options = StackOptions(model_archive=model.archive, workdir=workdir / "stack", parameters=PARAMETERS)
         with Stack(options) as stack:
@@ -103,7 +144,7 @@ def run() -> int:
             outcomes: dict[str, dict[str, Any]] = {}
             uploads: dict[str, str] = {}
             for title, files in (
-                ("a trickle: a few images, some bad", trickle(model.data_dir)),
+                ("a trickle: a few images, some bad, some unsure", trickle(model.data_dir, unsure)),
                 (f"a flood: {FLOOD + 1} images at once", flood(model.data_dir, FLOOD)),
             ):
                 print(f"\n{title}: uploading {len(files)} objects to s3://{bucket}/incoming/")
@@ -111,12 +152,14 @@ def run() -> int:
                 uploads.update(etags)
                 outcomes.update(stack.wait_for_outcomes(etags, TIMEOUT_S, ProgressBar()))
                 print()
+            queue = [plain(item) for item in ReviewStore(stack.client("dynamodb", observer=True), stack.names.table)
+                     .queue(limit=20)]  # fmt: skip
             logs = stack.logs
             jobs = stack.runner.finished if stack.runner else []
             job_records = dict(stack.runner.job_records) if stack.runner else {}
         print(f"stack stopped; logs were in {logs} (removed with the demo's temporary folder)")
 
-    return summarize(uploads, outcomes, jobs, job_records, time.monotonic() - started)
+    return summarize(uploads, outcomes, jobs, job_records, queue, time.monotonic() - started)
 
 
 def summarize(
@@ -124,6 +167,7 @@ def summarize(
     outcomes: dict[str, dict[str, Any]],
     jobs: list[dict[str, Any]],
     job_records: dict[str, int],
+    queue: list[dict[str, Any]],
     elapsed_s: float,
 ) -> int:
     trickle_rows = [outcomes[k] for k in uploads if k in outcomes and not k.startswith("incoming/flood/")]
@@ -148,6 +192,10 @@ def summarize(
     )
     for key in missing:
         print(f"  NO OUTCOME: {key}")
+    thresholds = sorted({float(o["threshold"]) for o in outcomes.values() if "threshold" in o})
+    shown = ", ".join(f"{t:.2f}" for t in thresholds) or "none (the model recommends none)"
+    print(f"\nThe review queue: answers under the confidence threshold ({shown}, the artifact's), least sure first:\n")
+    print(review_table(queue))
     print(f"demo took {elapsed_s:.0f} s\n")
     print("To run the stack yourself and query it:")
     print("  make stack                                   # keeps it up; prints the variables to export")
@@ -156,6 +204,7 @@ def summarize(
     print(f"  {python} -m cli.query image 'incoming/my dog.jpg'")
     print(f"  {python} -m cli.query breed Afghan_hound --limit 5")
     print(f"  {python} -m cli.query problems --output json")
+    print(f"  {python} -m cli.query review                 # then: {python} -m cli.label KEY --breed NAME")
     return 1 if missing else 0
 
 

@@ -6,8 +6,9 @@ reads). Answer (application/json): one answer of answers.py, a prediction
     {"predicted_label": "069", "class_name": "French_bulldog", "confidence": 0.91,
      "top5": [{"label": "069", "class_name": "French_bulldog", "probability": 0.91}, ...]}
 
-or, for bad input, an error record {"error": {"code": "...", "message": "..."}}. Bad input is told
-apart from a server fault:
+(`confidence` calibrated where the artifact carries a temperature, and with the review `threshold`;
+see answers.py and calibration.py) or, for bad input, an error record {"error": {"code": "...",
+"message": "..."}}. Bad input is told apart from a server fault:
 - BAD_INPUT_POLICY=raise (default, the endpoint): HTTP 4xx with the error record as its body;
   SageMaker returns it as a ModelError with that OriginalStatusCode. A server fault stays a 5xx.
 - BAD_INPUT_POLICY=record (set by the pipeline on transform jobs): HTTP 200 with the error record,
@@ -44,6 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import calibration
 import networks
 import quantization
 import torch
@@ -104,6 +106,9 @@ class Classifier:
     batch_size: int = DEFAULT_BATCH_SIZE
     precision: str = "fp32"  # networks.Choice.precision: fp32, fp16 (halved), int8 or int8-reduce-range
     version: str | None = None  # model_version(): which trained weights
+    temperature: float = 1.0  # calibration.py: the logits are divided by it
+    threshold: float | None = None  # review_threshold(): an answer under it needs review
+    expected_under: float | None = None  # the share of validation images under the threshold
 
     @property
     def input_dtype(self) -> torch.dtype:
@@ -147,14 +152,18 @@ def model_fn(model_dir: str) -> Classifier:
         if choice.precision == "fp16":
             network = network.half()  # BatchNorm is folded into the convolutions: nothing is left in fp32
     version = model_version(directory)
+    calibrated = calibration.load(directory)
+    threshold = review_threshold(os.environ.get("CONFIDENCE_THRESHOLD", ""), calibrated)
     decode_threads = max(1, int(os.environ.get("DECODE_THREADS", torch.get_num_threads())))
     logger.info(
-        "model loaded: precision=%s device=%s classes=%d version=%s network=%s",
+        "model loaded: precision=%s device=%s classes=%d version=%s network=%s temperature=%s threshold=%s",
         choice.precision,
         device,
         len(breeds),
         version,
         choice.file,
+        calibrated.temperature,
+        threshold,
     )
     return Classifier(
         network=network,
@@ -168,8 +177,25 @@ def model_fn(model_dir: str) -> Classifier:
         batch_size=max(1, int(os.environ.get("BATCH_SIZE", DEFAULT_BATCH_SIZE))),
         precision=choice.precision,
         version=version,
+        temperature=calibrated.temperature,
+        threshold=threshold,
+        expected_under=None if threshold is None else calibrated.expected_under(threshold),
         decoder=ThreadPoolExecutor(decode_threads, thread_name_prefix="decode"),
     )
+
+
+def review_threshold(configured: str, calibrated: calibration.Calibration) -> float | None:
+    """The confidence under which an answer needs review: CONFIDENCE_THRESHOLD (the stack's
+    ConfidenceThreshold) where set, else the artifact's recommendation, else none."""
+    if not configured.strip():
+        return calibrated.recommended_threshold
+    try:
+        threshold = float(configured)
+    except ValueError:
+        threshold = -1.0
+    if not 0 <= threshold <= 1:  # 0: no answer is under it
+        raise ValueError(f"CONFIDENCE_THRESHOLD must be a number in [0, 1] or empty, not {configured!r}")
+    return threshold
 
 
 def serving_choice(directory: Path, device: torch.device) -> networks.Choice:
@@ -254,7 +280,8 @@ def _classify(batch: torch.Tensor, model: Classifier) -> list[answers.Prediction
     # The int8 network is frozen TorchScript: the graph executor's profiling and re-optimisation
     # add about 0.1 s to a worker's first answer and nothing to later ones, so they stay off.
     with torch.inference_mode(), torch.jit.optimized_execution(False):  # type: ignore[attr-defined]
-        probabilities = torch.softmax(model.network(network_inputs(batch, model)).float(), dim=1)
+        logits = model.network(network_inputs(batch, model)).float()
+        probabilities = torch.softmax(logits / model.temperature, dim=1)
         top = torch.topk(probabilities, k=min(TOP_K, len(model.breeds)), dim=1)
     return [
         answers.Prediction(
@@ -264,6 +291,8 @@ def _classify(batch: torch.Tensor, model: Classifier) -> list[answers.Prediction
             ),
             model_precision=model.precision,
             model_version=model.version,
+            threshold=model.threshold,
+            expected_under_threshold=model.expected_under,
         )
         for values, indices in zip(top.values.tolist(), top.indices.tolist(), strict=True)
     ]

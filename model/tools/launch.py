@@ -122,7 +122,10 @@ def _trainer(
 def _channels(args: argparse.Namespace) -> list[Any]:
     from sagemaker.core.training.configs import InputData
 
-    return [InputData(channel_name="training", data_source=args.data)]
+    channels = [InputData(channel_name="training", data_source=args.data)]
+    if getattr(args, "extra_data", None):  # train.py reads it as SM_CHANNEL_EXTRA (--extra-train)
+        channels.append(InputData(channel_name="extra", data_source=args.extra_data))
+    return channels
 
 
 def tune(args: argparse.Namespace) -> str:
@@ -303,6 +306,10 @@ def get_args_parser() -> argparse.ArgumentParser:
         "--hyperparameters", default="{}", help="recipe values, e.g. '{\"epochs\": 20}' (not with a tuning job)"
     )
     tr.add_argument("--spot", action="store_true", help="managed spot training; resumes from checkpoints")
+    tr.add_argument(
+        "--extra-data",
+        help="s3:// prefix of reviewed images (cli.export --to s3://...), added to the training split only",
+    )
 
     m = commands.add_parser("create-model", help="create the SageMaker model from model.tar.gz")
     m.add_argument("--model-data", required=True)

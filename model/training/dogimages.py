@@ -4,6 +4,7 @@ Corrupt or truncated images are skipped and counted, so one bad file never crash
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,6 +72,30 @@ def image_folder(root: Path, split: str, *, train: bool, image_size: int) -> Saf
         raise FileNotFoundError(f"{directory} does not exist: expected the dogImages layout {SPLITS}")
     transform: Callable[[Any], Any] = train_transform(image_size) if train else eval_transform(image_size)
     return SafeImageFolder(str(directory), transform=transform, loader=_load_rgb)
+
+
+def add_extra(train_set: SafeImageFolder, root: Path) -> dict[str, int]:
+    """Add the images of another set in the dogImages layout (cli.export's reviewed images: its train/,
+    or breed folders at `root` itself) to the training split, under the training split's class
+    numbers. Returns the images added per breed folder. Raises SystemExit for a breed the training
+    split does not have: the model could not learn it."""
+    directory = root / "train" if (root / "train").is_dir() else root
+    if not directory.is_dir():
+        raise SystemExit(f"--extra-train {root}: no such folder")
+    try:
+        extra = datasets.ImageFolder(str(directory), loader=_load_rgb, allow_empty=True)
+    except FileNotFoundError as exc:
+        raise SystemExit(f"--extra-train {root}: not the dogImages layout: {exc}") from exc
+    unknown = sorted(set(extra.classes) - set(train_set.class_to_idx))
+    if unknown:
+        raise SystemExit(
+            f"--extra-train {root}: breeds the training split does not have: {', '.join(unknown)} "
+            "(folders are named as the training split's, NNN.Breed_name)"
+        )
+    added = [(path, train_set.class_to_idx[extra.classes[target]]) for path, target in extra.samples]
+    train_set.samples.extend(added)
+    train_set.targets.extend(target for _, target in added)
+    return dict(Counter(extra.classes[target] for _, target in extra.samples))
 
 
 def breeds(dataset: datasets.ImageFolder) -> list[Breed]:

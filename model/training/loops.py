@@ -135,6 +135,21 @@ def train_one_epoch(
 
 
 @torch.inference_mode()
+def predict(model: nn.Module, loader: Iterable[Batch], runtime: Runtime) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fp32 logits of every readable image of a split, and its labels (on the CPU)."""
+    model.eval()
+    tally = _Tally()
+    logits: list[torch.Tensor] = []
+    labels: list[torch.Tensor] = []
+    for images, targets in tally.batches(loader, runtime):
+        logits.append(model(images).float().cpu())
+        labels.append(targets.cpu())
+    if not logits:
+        return torch.empty(0, 0), torch.empty(0, dtype=torch.long)
+    return torch.cat(logits), torch.cat(labels)
+
+
+@torch.inference_mode()
 def evaluate(model: nn.Module, loader: Iterable[Batch], criterion: nn.Module, runtime: Runtime) -> Metrics:
     model.eval()
     tally = _Tally()

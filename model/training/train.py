@@ -1,9 +1,10 @@
 """Final training of the ResNet-18 dog-breed classifier with the tuned hyperparameters.
 
 Leaves a deployable model in --model-dir (SM_MODEL_DIR, tarred by SageMaker into model.tar.gz):
-model.pth (best validation accuracy), model_int8.pt and model_int8_reduce_range.pt (its int8
-networks for CPUs with and without AVX-512 VNNI, calibrated on validation images; see
-quantization.py and networks.py), class_index.json, model_config.json and code/ with
+model.pth (best validation accuracy), calibration.json (the temperature fitted on the validation
+split and the review threshold it recommends; see calibration.py), model_int8.pt and
+model_int8_reduce_range.pt (its int8 networks for CPUs with and without AVX-512 VNNI, calibrated
+on validation images; see quantization.py and networks.py), class_index.json, model_config.json and code/ with
 model/serving/ (inference.py and what it imports). Runs as one process or under torchrun (SageMaker's
 torch_distributed). hpo.py runs the same training as a tuning trial (recipe.py: one recipe for both).
 
@@ -11,7 +12,10 @@ Checkpoints: every epoch writes --checkpoint-dir/checkpoint.pth with the run's r
 there is resumed only when its recipe is this run's (a managed spot job restarted by SageMaker,
 which restores the directory); one of another run is refused, never continued by accident.
 --resume PATH continues a checkpoint's run explicitly, with the recipe it records; --test-only
-evaluates saved weights on the test split, as torchvision's references do."""
+evaluates saved weights on the test split, as torchvision's references do.
+
+--extra-train adds a set in the dogImages layout to the training split only (never to validation or
+test): the images people reviewed, as cli.export writes them."""
 
 from __future__ import annotations
 
@@ -27,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import calibration
 import dogimages
 import loops
 import networks
@@ -42,7 +47,7 @@ from torch.nn.parallel import DistributedDataParallel
 # What the inference container needs under code/: the handler and the modules it imports (all of
 # model/serving/, and the answer contract from functions/). Each is copied from where Python finds
 # it: the repository's folders here, one flat folder in a training job's source bundle.
-SERVING_MODULES = ("inference", "classifier", "answers", "networks", "quantization")
+SERVING_MODULES = ("inference", "classifier", "answers", "networks", "quantization", "calibration")
 CHECKPOINT = "checkpoint.pth"
 
 
@@ -78,6 +83,18 @@ def get_args_parser() -> argparse.ArgumentParser:
         default="auto",
         help="decode and augment in the loader's workers with Pillow, or in batches on the training device "
         "(device_data.py); auto: the device on CUDA",
+    )
+    parser.add_argument(
+        "--extra-train",
+        default=loops.env_default("SM_CHANNEL_EXTRA", ""),
+        metavar="DIR",
+        help="add these images (the dogImages layout, e.g. cli.export's reviewed images) to the training split",
+    )
+    parser.add_argument(
+        "--target-accuracy",
+        type=float,
+        default=calibration.TARGET_ACCURACY,
+        help="the accuracy of accepted answers the recommended review threshold keeps, on validation",
     )
     parser.add_argument("--profile", action="store_true", help="trace a few steps of epoch 1 with torch.profiler")
     parser.add_argument("--no-amp", dest="amp", action="store_false", help="disable mixed precision on GPU")
@@ -151,6 +168,10 @@ def main(args: argparse.Namespace, *, tuning: bool = False) -> dict[str, Any]:
     model_dir, checkpoint_dir = Path(args.model_dir), Path(args.checkpoint_dir)
 
     train_set = dogimages.image_folder(root, "train", train=args.augment == "imagenet", image_size=args.image_size)
+    extra = dogimages.add_extra(train_set, Path(args.extra_train)) if args.extra_train and not args.test_only else {}
+    if extra and runtime.is_main:
+        per_breed = ", ".join(f"{breed}: {count}" for breed, count in sorted(extra.items()))
+        print(f"extra training images from {args.extra_train}: {sum(extra.values())} ({per_breed})", flush=True)
     valid_set = dogimages.image_folder(root, "valid", train=False, image_size=args.image_size)
     loaders = _loaders(args, train_set, valid_set, runtime)
     model: nn.Module = build_resnet18(
@@ -222,6 +243,8 @@ def main(args: argparse.Namespace, *, tuning: bool = False) -> dict[str, Any]:
             dist.barrier()
 
     result: dict[str, Any] = {"best_validation_accuracy": best_accuracy, "skipped_images": skipped}
+    if extra:
+        result["extra_train_images"] = sum(extra.values())
     if tuning:
         result["validation_accuracy"] = validation.accuracy
     elif runtime.is_main:
@@ -307,11 +330,12 @@ def _finish(
         result["test_accuracy"] = test.accuracy
     for network in networks.INT8_NETWORKS:  # never beside other weights than their own
         (model_dir / network.file).unlink(missing_ok=True)
+    valid_set = dogimages.image_folder(Path(args.data_dir), "valid", train=False, image_size=args.image_size)
+    valid_loader = dogimages.loader(
+        valid_set, batch_size=args.batch_size, train=False, workers=args.workers, distributed=False
+    )
+    result.update(_calibrate(args, model, valid_loader, test_loader, runtime))
     if args.int8:
-        valid_set = dogimages.image_folder(Path(args.data_dir), "valid", train=False, image_size=args.image_size)
-        valid_loader = dogimages.loader(
-            valid_set, batch_size=args.batch_size, train=False, workers=args.workers, distributed=False
-        )
         result.update(_write_int8(args, model, valid_loader, test_loader))
     save_class_index(dogimages.breeds(train_set), model_dir)
     (model_dir / CONFIG_FILE).write_text(json.dumps({"arch": "resnet18", "image_size": args.image_size}))
@@ -324,6 +348,60 @@ def _finish(
     written = [name for name in shipped if (model_dir / name).exists()]
     print(f"model written to {model_dir}: {', '.join(written)}, {CLASS_INDEX_FILE}, {CONFIG_FILE}, code/", flush=True)
     return result
+
+
+def _calibrate(
+    args: argparse.Namespace,
+    model: nn.Module,
+    valid_loader: Iterable[dogimages.Batch],
+    test_loader: Iterable[dogimages.Batch] | None,
+    runtime: loops.Runtime,
+) -> dict[str, Any]:
+    """Fit the temperature and the review threshold on the validation split (calibration.json), then
+    print what they do on the test split (the validation split where there is none): the expected
+    calibration error before and after, and the coverage table."""
+    single = loops.Runtime(runtime.device)
+    logits, labels = loops.predict(model, valid_loader, single)
+    if not len(labels):
+        print("calibration: the validation split has no readable image; serving uses temperature 1", flush=True)
+        return {}
+    fitted = calibration.calibrate(logits, labels, args.target_accuracy)
+    calibration.save(fitted, Path(args.model_dir))
+    split = "test"
+    if test_loader is not None:
+        logits, labels = loops.predict(model, test_loader, single)
+    if test_loader is None or not len(labels):
+        split = "validation"
+        logits, labels = loops.predict(model, valid_loader, single)
+    truth = labels.tolist()
+    before, predicted = calibration.confidences(logits)
+    after, _ = calibration.confidences(logits, fitted.temperature)
+    correct = [p == t for p, t in zip(predicted, truth, strict=True)]
+    ece_before = calibration.expected_calibration_error(before, correct)
+    ece_after = calibration.expected_calibration_error(after, correct)
+    print(
+        f"calibration: temperature {fitted.temperature:.3f} (fitted on validation); expected calibration error "
+        f"on the {split} split ({len(truth)} images) {ece_before:.4f} before, {ece_after:.4f} after",
+        flush=True,
+    )
+    print(f"coverage on the {split} split (calibrated confidence at or above the threshold):", flush=True)
+    print(calibration.coverage_table(after, correct), flush=True)
+    threshold = fitted.recommended_threshold
+    print(
+        f"recommended review threshold: {threshold:.2f} (the lowest keeping accepted answers "
+        f"{fitted.target_accuracy:.0%} accurate on validation; {fitted.expected_under(threshold or 0):.1%} "
+        "of validation images under it)",
+        flush=True,
+    )
+    return {
+        "calibration": {
+            "temperature": fitted.temperature,
+            "recommended_threshold": threshold,
+            "split": split,
+            "ece_before": round(ece_before, 6),
+            "ece_after": round(ece_after, 6),
+        }
+    }
 
 
 def _write_int8(

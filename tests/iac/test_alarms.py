@@ -3,11 +3,15 @@ the parameters and settings it depends on (template.yaml writes the derivation b
 
 from __future__ import annotations
 
+import ast
 from typing import Any
 
 import pytest
 
-from infra.template import load_template, parameter_defaults
+import answers
+from infra.template import load_template, parameter_defaults, resolve
+from pipeline.handlers.observe import ASSESSED, EXPECTED, UNDER, confidence_metrics
+from pipeline.logic.outcomes import Mode, Outcome, Status
 
 TEMPLATE = load_template()
 RESOURCES = TEMPLATE["Resources"]
@@ -39,6 +43,7 @@ FAILURE_MODES: dict[str, tuple[str, str, str, str | None]] = {
 }  # fmt: skip
 # Alarms that may take longer than an hour, and why that is right.
 SLOWER = {
+    "ConfidenceDriftAlarm": "no stall: drift in what users upload shows over a day of answers, not a minute",
     "JobQueueAgeAlarm": "a backstop: shards may wait for capacity up to MaxBatchWaitMinutes",
     "ImagesWaitingAlarm": "waiting for capacity is not a stall until it lasts; the images say why they wait",
 }
@@ -95,3 +100,90 @@ def test_the_dashboard_shows_each_function_and_queue_alarmed() -> None:
     for function in ("IngestFunction", "BuildJobsFunction", "CollectFunction"):
         assert {"Ref": function} in names.values()
     assert "Errors" in text and "JobsCollectedBySweep" in text and "ApproximateAgeOfOldestMessage" in text
+
+
+# -- drift: the share of answers under the review threshold, against what validation predicts ------------
+
+
+def metric_math(expression: str, values: dict[str, float]) -> float:
+    """CloudWatch metric math, as much of it as the drift alarm uses: numbers, ids, + - * /, the
+    comparisons, AND and OR, and IF(condition, then, else) (CloudWatch user guide, "Metric math syntax
+    and functions")."""
+    tree = ast.parse(expression.replace(" AND ", " and ").replace(" OR ", " or "), mode="eval")
+
+    def value(node: ast.AST) -> Any:
+        if isinstance(node, ast.Expression):
+            return value(node.body)
+        if isinstance(node, ast.Constant) and isinstance(node.value, int | float):
+            return node.value
+        if isinstance(node, ast.Name):
+            return values[node.id]
+        if isinstance(node, ast.BinOp):
+            left, right = value(node.left), value(node.right)
+            return {ast.Add: left + right, ast.Sub: left - right, ast.Mult: left * right}.get(
+                type(node.op), left / right if isinstance(node.op, ast.Div) else None)  # fmt: skip
+        if isinstance(node, ast.Compare) and len(node.ops) == 1:
+            left, right = value(node.left), value(node.comparators[0])
+            return {ast.GtE: left >= right, ast.Gt: left > right, ast.LtE: left <= right, ast.Lt: left < right}[
+                type(node.ops[0])]  # fmt: skip
+        if isinstance(node, ast.BoolOp):
+            results = [value(v) for v in node.values]
+            return all(results) if isinstance(node.op, ast.And) else any(results)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "IF":
+            condition, then, otherwise = node.args
+            return value(then) if value(condition) else value(otherwise)
+        raise AssertionError(f"not metric math this test knows: {ast.dump(node)}")
+
+    return float(value(tree))
+
+
+def day_of_answers(confidences: list[float], threshold: float, expected_share: float) -> list[Outcome]:
+    """A day's classified outcomes with these confidences, each answered by a model whose validation
+    split put `expected_share` of its images under `threshold`."""
+    candidates = [(answers.Candidate("069", "French_bulldog", c),) for c in confidences]
+    return [
+        Outcome(Status.CLASSIFIED, Mode.BATCH, answers.Prediction(top5, threshold=threshold,
+                                                                  expected_under_threshold=expected_share))
+        for top5 in candidates
+    ]  # fmt: skip
+
+
+def drift_alarm_fires(outcomes: list[Outcome]) -> bool:
+    """The alarm's state after a day of these outcomes: the metrics the functions emit, summed over its
+    one-day period as CloudWatch sums them, through its expression and threshold."""
+    properties = alarm("ConfidenceDriftAlarm")
+    day = confidence_metrics(outcomes)  # one invocation's sums; a day's are the same sums
+    by_name = {ASSESSED: day[ASSESSED], UNDER: day[UNDER], EXPECTED: day[EXPECTED]}
+    values: dict[str, float] = {}
+    (returned,) = [query for query in properties["Metrics"] if query.get("ReturnData", True)]
+    for query in properties["Metrics"]:
+        if "MetricStat" in query:
+            stat = query["MetricStat"]
+            assert (stat["Period"], stat["Stat"], stat["Metric"]["Namespace"]) == (86400, "Sum", "DogBreedPipeline")
+            values[query["Id"]] = by_name[stat["Metric"]["MetricName"]]
+    expression = resolve(returned["Expression"], {**DEFAULTS})
+    assert properties["ComparisonOperator"] == "GreaterThanThreshold" and properties["EvaluationPeriods"] == 1
+    return metric_math(expression, values) > properties["Threshold"]
+
+
+def test_a_day_of_unsure_answers_fires_the_drift_alarm_and_a_day_like_validation_does_not() -> None:
+    threshold, expected = 0.6, 0.1  # validation put 10% of its images under 0.6
+    like_validation = [0.3] * 10 + [0.9] * 90  # 10% under
+    assert not drift_alarm_fires(day_of_answers(like_validation, threshold, expected))
+    noisy = [0.3] * 18 + [0.9] * 82  # 18%: under DriftFactor (2) times 10%
+    assert not drift_alarm_fires(day_of_answers(noisy, threshold, expected))
+    drifted = [0.3] * 45 + [0.9] * 155  # 22.5% under the threshold: more than twice what validation predicts
+    assert drift_alarm_fires(day_of_answers(drifted, threshold, expected))
+    # too few answers to judge (DriftMinAnswers), and answers of a model without validation figures
+    assert not drift_alarm_fires(day_of_answers([0.3] * (DEFAULTS["DriftMinAnswers"] - 1), threshold, expected))
+    untracked = [Outcome(Status.CLASSIFIED, Mode.BATCH, answers.Prediction(
+        (answers.Candidate("069", "French_bulldog", 0.1),), threshold=0.6))] * 500  # fmt: skip
+    assert not drift_alarm_fires(untracked)
+    properties = alarm("ConfidenceDriftAlarm")
+    assert properties["AlarmActions"] == [{"Ref": "AlarmTopic"}] and properties["TreatMissingData"] == "notBreaching"
+
+
+def test_the_dashboard_shows_the_confidence_and_the_share_under_the_threshold() -> None:
+    text = RESOURCES["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"][0]
+    for metric in ("AnswersUnderThreshold", "ExpectedUnderThreshold", "ConfidenceTotal", "ImagesClassified"):
+        assert f'"{metric}"' in text

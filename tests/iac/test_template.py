@@ -256,10 +256,10 @@ def test_table_is_encrypted_with_point_in_time_recovery(template: dict[str, Any]
 
 def test_alarms_watch_every_dead_letter_queue_and_failed_or_waiting_images(template: dict[str, Any]) -> None:
     alarms = [r["Properties"] for r in template["Resources"].values() if r["Type"] == "AWS::CloudWatch::Alarm"]
-    watched = {a["Dimensions"][0]["Value"]["Fn::GetAtt"][0] for a in alarms if a["Namespace"] == "AWS/SQS"}
+    watched = {a["Dimensions"][0]["Value"]["Fn::GetAtt"][0] for a in alarms if a.get("Namespace") == "AWS/SQS"}
     dead_letter_queues = {"ImageDeadLetterQueue", "JobDeadLetterQueue", "JobEventsDeadLetterQueue"}
     assert watched == dead_letter_queues | {"ImageQueue", "JobQueue"}  # and the age of what waits
-    ours = {a["MetricName"]: a for a in alarms if a["Namespace"] == "DogBreedPipeline"}
+    ours = {a["MetricName"]: a for a in alarms if a.get("Namespace") == "DogBreedPipeline"}  # metric math: test_alarms
     assert set(ours) == {"ImagesFailed", "ImagesWaitingForCapacity", "JobsCollectedBySweep"}
     for alarm in ours.values():  # the dimension every metric of the functions carries (Powertools' service)
         assert alarm["Dimensions"] == [{"Name": "service", "Value": "dogbreed"}]
@@ -289,6 +289,7 @@ def emitted_metrics() -> set[str]:
     from pipeline.handlers import observe
 
     names = {*observe.OUTCOME_COUNTERS.values(), observe.BY_MODE}
+    names |= {observe.ASSESSED, observe.UNDER, observe.EXPECTED, observe.CONFIDENCE_TOTAL}
     for path in (REPO / "functions" / "pipeline" / "handlers").glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.keyword) and node.arg == "name" and isinstance(node.value, ast.Constant):
@@ -301,12 +302,14 @@ def test_the_dashboard_shows_only_metrics_that_exist(template: dict[str, Any]) -
         resolve(template["Resources"]["Dashboard"]["Properties"]["DashboardBody"], references(LocalNames()))
     )
     titles = [w["properties"]["title"] for w in body["widgets"]]
-    assert len(titles) == 8
+    assert len(titles) == 10
     named: dict[str, set[str]] = {}
     for widget in body["widgets"]:
         previous: list[Any] = []
         for line in widget["properties"]["metrics"]:
             parts = [p for p in line if not isinstance(p, dict)]
+            if not parts:  # a metric math expression over the lines that follow it
+                continue
             if parts[0] == "...":  # CloudWatch's shorthand: the previous line with its last values replaced
                 parts = previous[: len(previous) - len(parts) + 1] + parts[1:]
             parts = [previous[i] if p == "." else p for i, p in enumerate(parts)]
@@ -317,6 +320,8 @@ def test_the_dashboard_shows_only_metrics_that_exist(template: dict[str, Any]) -
     assert named["AWS/SQS"] == {"ApproximateNumberOfMessagesVisible", "ApproximateAgeOfOldestMessage"}
     assert {"Invocations", "Invocation5XXErrors", "ModelSetupTime"} <= named["AWS/SageMaker"]
     assert named["AWS/Lambda"] == {"Errors"}
+    drift = template["Resources"]["ConfidenceDriftAlarm"]["Properties"]["Metrics"]
+    assert {q["MetricStat"]["Metric"]["MetricName"] for q in drift if "MetricStat" in q} <= emitted_metrics()
 
 
 # -- timing and delivery -------------------------------------------------------------------
@@ -435,7 +440,7 @@ def test_model_resources_exist_only_with_a_model_artifact(template: dict[str, An
         for name, condition in template["Conditions"].items():
             refs[f"Condition::{name}"] = bool(resolve(condition, refs))
         assert refs["Condition::CreateEndpoint"] is endpoint and refs["Condition::CreateModel"] is True
-    (rule,) = template["Rules"].values()
+    rule = template["Rules"]["ServerlessInferenceOffered"]
     batch_only = {"Assert": {"Fn::Equals": [{"Ref": "InferenceMode"}, "batch"]}, "AssertDescription": ANY}
     assert rule["Assertions"] == [batch_only]
     # SageMaker creates the endpoint's log group, with no retention, unless it exists: the stack's comes first
@@ -444,6 +449,22 @@ def test_model_resources_exist_only_with_a_model_artifact(template: dict[str, An
     # serverless endpoints do not support network isolation (SageMaker's "Feature exclusions"); jobs keep it
     assert "EnableNetworkIsolation" not in template["Resources"]["Model"]["Properties"]
     assert template["Resources"]["TransformModel"]["Properties"]["EnableNetworkIsolation"] is True
+
+
+def test_a_confidence_threshold_reaches_both_models_and_needs_a_model_the_stack_creates(
+    template: dict[str, Any],
+) -> None:
+    for name in ("Model", "TransformModel"):
+        environment = template["Resources"][name]["Properties"]["PrimaryContainer"]["Environment"]
+        assert environment["CONFIDENCE_THRESHOLD"] == {"Ref": "ConfidenceThreshold"}
+    rule = template["Rules"]["ThresholdNeedsOwnModel"]
+    for url, threshold, allowed in (("", "", True), ("", "0.6", False), ("s3://b/model.tar.gz", "0.6", True)):
+        refs = {"ModelDataUrl": url, "ConfidenceThreshold": threshold}
+        holds = not resolve(rule["RuleCondition"], refs) or all(resolve(a["Assert"], refs) for a in rule["Assertions"])
+        assert holds is allowed, (url, threshold)
+    pattern = re.compile(template["Parameters"]["ConfidenceThreshold"]["AllowedPattern"])
+    assert all(pattern.match(value) for value in ("", "0.6", ".75", "1", "1.0", "0.9999", "0.0"))
+    assert not any(pattern.match(value) for value in ("1.5", "abc", "-0.1", "0.", "60", "0.12345"))
 
 
 # -- Lambda packages -----------------------------------------------------------------------

@@ -92,6 +92,16 @@ def test_train_runs_train_py_distributed_on_spot_with_checkpoints(sagemaker: Any
     assert not uploaded & {"launch.py", "benchmark.py", "dataset_tool.py"}
 
 
+def test_train_adds_reviewed_images_as_the_extra_channel(sagemaker: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    name = run("train", "--data", f"s3://{BUCKET}/datasets/dogImages/", "--role", ROLE, "--bucket", BUCKET,
+               "--extra-data", f"s3://{BUCKET}/reviewed/")  # fmt: skip
+    job = sagemaker.describe_training_job(TrainingJobName=name)
+    channels = {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"] for c in job["InputDataConfig"]}
+    assert channels["extra"] == f"s3://{BUCKET}/reviewed/"
+    monkeypatch.setenv("SM_CHANNEL_EXTRA", "/opt/ml/input/data/extra")  # where SageMaker puts that channel
+    assert train.get_args_parser().parse_args([]).extra_train == "/opt/ml/input/data/extra"
+
+
 def script_args(script: Any, hyperparameters: dict[str, str]) -> argparse.Namespace:
     """What a training container does with a job's hyperparameters: `--name value` to the entry script."""
     argv = [item for k, v in hyperparameters.items() if not k.startswith("sagemaker_") for item in (f"--{k}", v)]

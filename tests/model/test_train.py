@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -34,6 +35,7 @@ def test_training_learns_and_leaves_a_deployable_model(trained: tuple[Path, dict
     assert result["test_accuracy"] >= 0.8  # type: ignore[operator]
     assert result["skipped_images"] == 1  # the truncated JPEG was skipped and counted, not fatal
     assert sorted(p.name for p in model_dir.iterdir()) == [
+        "calibration.json",
         "class_index.json",
         "code",
         "model.pth",
@@ -166,6 +168,37 @@ def test_test_only_evaluates_saved_weights_on_the_test_split(
     assert not (tmp_path / "checkpoints").exists()  # nothing trained, nothing written
     with pytest.raises(SystemExit, match="no saved weights"):
         train.main(train.get_args_parser().parse_args(train_args(dataset, tmp_path, "--test-only")))
+
+
+def test_extra_images_join_the_training_split_only(
+    dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """cli.export's layout (train/<NNN.Breed_name>/) adds to training, never to validation or test."""
+    import dogimages
+
+    extra = tmp_path / "reviewed"
+    photos = sorted((dataset / "test" / "002.Afghan_hound").glob("*.jpg"))[:2]
+    (extra / "train" / "003.Airedale_terrier").mkdir(parents=True)
+    for n, photo in enumerate(photos):  # relabelled by a person: Afghan hound photos as Airedales
+        shutil.copy(photo, extra / "train" / "003.Airedale_terrier" / f"reviewed-{n}.jpg")
+    train_set = dogimages.image_folder(dataset, "train", train=False, image_size=64)
+    before = len(train_set)
+    assert dogimages.add_extra(train_set, extra) == {"003.Airedale_terrier": 2}
+    added = train_set.samples[before:]
+    assert [Path(path).name for path, _ in added] == ["reviewed-0.jpg", "reviewed-1.jpg"]
+    assert {target for _, target in added} == {train_set.class_to_idx["003.Airedale_terrier"]}
+    assert len(train_set) == before + 2 and train_set.targets[before:] == [target for _, target in added]
+
+    result = train.main(train.get_args_parser().parse_args(
+        train_args(dataset, tmp_path / "out", "--epochs", "1", "--no-int8", "--extra-train", str(extra))))  # fmt: skip
+    out = capsys.readouterr().out
+    assert result["extra_train_images"] == 2 and "extra training images from" in out
+    # 16 readable photos a breed, and the 2 reviewed ones; validation and test as they were
+    assert "train_samples=82 " in out and "validation_samples=20 " in out and "test_samples=20 " in out
+
+    (extra / "train" / "999.Unicorn").mkdir()
+    with pytest.raises(SystemExit, match=r"999\.Unicorn"):
+        dogimages.add_extra(dogimages.image_folder(dataset, "train", train=False, image_size=64), extra)
 
 
 def test_profiling_writes_a_tensorboard_trace(dataset: Path, tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ import pytest
 
 import answers
 from pipeline.logic.errors import RejectedImage, TransientError
-from pipeline.logic.outcomes import read_model_answer
+from pipeline.logic.outcomes import needs_review, read_model_answer
 
 PREDICTION = answers.Prediction(
     (answers.Candidate("069", "French_bulldog", 0.91), answers.Candidate("040", "Boston_terrier", 0.05))
@@ -77,4 +77,22 @@ def test_a_prediction_names_the_network_that_made_it_and_an_older_one_still_read
 def test_a_model_field_that_is_not_a_string_breaks_the_contract() -> None:
     doc = {**json.loads(answers.dumps(PREDICTION)), "model_precision": 8}
     with pytest.raises(TransientError, match="breaks the contract"):
+        read_model_answer(json.dumps(doc).encode())
+
+
+def test_a_prediction_carries_its_review_threshold_and_an_older_one_needs_no_review() -> None:
+    sure = answers.Prediction(PREDICTION.top5, threshold=0.62, expected_under_threshold=0.18)
+    doc = json.loads(answers.dumps(sure))
+    assert (doc["threshold"], doc["expected_under_threshold"]) == (0.62, 0.18)
+    assert answers.loads(answers.dumps(sure)) == sure and not needs_review(sure)  # 0.91 is not under 0.62
+    unsure = answers.Prediction(PREDICTION.top5, threshold=0.95, expected_under_threshold=0.3)
+    assert needs_review(unsure)
+    assert not needs_review(PREDICTION)  # no threshold: a model from before calibration
+    assert "threshold" not in json.loads(answers.dumps(PREDICTION))
+
+
+@pytest.mark.parametrize("value", ["0.5", 1.5, -0.1, True, [0.5]])
+def test_a_threshold_that_is_not_a_share_breaks_the_contract(value: object) -> None:
+    doc = {**json.loads(answers.dumps(PREDICTION)), "threshold": value}
+    with pytest.raises(TransientError, match="threshold"):
         read_model_answer(json.dumps(doc).encode())

@@ -172,16 +172,20 @@ def test_the_price_table_says_where_and_when_and_prices_a_vnni_and_a_gpu_type() 
 
 def test_the_idle_cost_counts_what_the_template_creates_that_bills_by_the_month() -> None:
     template = load_template()
-    alarms = sum(r["Type"] == "AWS::CloudWatch::Alarm" for r in template["Resources"].values())
+    alarms = [r["Properties"] for r in template["Resources"].values() if r["Type"] == "AWS::CloudWatch::Alarm"]
+    single = sum("MetricName" in alarm for alarm in alarms)
+    drift = template["Resources"]["ConfidenceDriftAlarm"]["Properties"]  # metric math: billed per metric it reads
+    math_metrics = sum(len([q for q in a["Metrics"] if "MetricStat" in q]) for a in alarms if "Metrics" in a)
+    assert math_metrics >= len([q for q in drift["Metrics"] if "MetricStat" in q]) == 3
     idle = idle_cost(template, load_prices())
-    assert idle == {"KMS key": 1.0, "alarms": pytest.approx(alarms * 0.1), "dashboard": 3.0}
-    assert alarms >= 12  # every stall has its alarm (tests/iac/test_alarms.py)
+    assert idle == {"KMS key": 1.0, "alarms": pytest.approx((single + math_metrics) * 0.1), "dashboard": 3.0}
+    assert len(alarms) >= 12  # every stall has its alarm (tests/iac/test_alarms.py)
 
 
 def test_a_write_costs_its_size_again_in_each_index_the_item_is_in() -> None:
     environ = {"HTTP_X_AMZ_TARGET": "DynamoDB_20120810.PutItem", "PATH_INFO": "/"}
     keys = index_hash_keys(load_template())
-    assert set(keys) == {"breed", "problem_status"}
+    assert set(keys) == {"breed", "problem_status", "review"}
 
     def units(item: dict[str, Any]) -> int:
         return RequestMeter.usage(environ, json.dumps({"Item": item}).encode(), keys)["dynamodb:WRU"]

@@ -121,3 +121,38 @@ def test_a_function_may_list_every_prefix_it_reads_to_tell_missing_from_denied(f
         get = Call(function, "s3:GetObject", f"{bucket}/{key}")
         listing = Call(function, "s3:ListBucket", bucket, (("s3:prefix", key),))
         assert check({get: 1, listing: 1}, policies).denied == [], prefix
+
+
+def test_the_reviewer_may_write_labels_and_take_an_image_out_of_the_queue_and_nothing_else() -> None:
+    """The template's ReviewerPolicy, for a person's role, against the requests cli.label and cli.query
+    review make (their dynamodb:LeadingKeys and dynamodb:Attributes read off the request as IAM reads them)."""
+    names = LocalNames()
+    policies = template_policies(names, {}, "s3://artifacts/model/model.tar.gz")
+    assert role_of("ReviewerPolicy") == "ReviewerPolicy"
+    table = f"arn:aws:dynamodb:us-east-1:123456789012:table/{names.table}"
+    image = f"{names.bucket}/incoming/rex.jpg"
+
+    def dynamodb(operation: str, request: dict[str, object]) -> list[Call]:
+        body = json.dumps({"TableName": names.table, **request}).encode()
+        return calls_of("ReviewerPolicy", "POST", "/", "", {"X-Amz-Target": f"DynamoDB_20120810.{operation}"}, body)
+
+    label = dynamodb("TransactWriteItems", {"TransactItems": [
+        {"Update": {"TableName": names.table, "Key": {"image_id": {"S": image}}, "UpdateExpression": "REMOVE #review",
+                    "ConditionExpression": "etag = :etag AND #status = :classified",
+                    "ExpressionAttributeNames": {"#review": "review", "#status": "status"}}},
+        {"Put": {"TableName": names.table, "Item": {"image_id": {"S": f"#label/{image}"}, "breed": {"S": "Beagle"}}}},
+    ]})  # fmt: skip
+    assert [c.action for c in label] == ["dynamodb:UpdateItem", "dynamodb:PutItem"]
+    assert dict(label[0].context)["dynamodb:LeadingKeys"] == image
+    assert {v for k, v in label[0].context if k == "dynamodb:Attributes"} == {"image_id", "review", "etag", "status"}
+    queue = dynamodb("Query", {"IndexName": "by-review"})
+    assert check(dict.fromkeys([*label, *queue], 1), policies).denied == []
+    # what the reviewer may not do: rewrite a model's answer, write any other item, scan the table
+    answer = dynamodb("UpdateItem", {"Key": {"image_id": {"S": image}}, "UpdateExpression": "SET breed = :b"})
+    record = dynamodb("PutItem", {"Item": {"image_id": {"S": image}, "status": {"S": "CLASSIFIED"}}})
+    scan = dynamodb("Scan", {})
+    denied = check(dict.fromkeys([*answer, *record, *scan], 1), policies).denied
+    assert sorted(call.action for _, call in denied) == ["dynamodb:PutItem", "dynamodb:Scan", "dynamodb:UpdateItem"]
+    assert table in {call.resource for _, call in denied}
+    sts = calls_of("ReviewerPolicy", "POST", "/", "", {}, b"Action=GetCallerIdentity&Version=2011-06-15")
+    assert sts == []  # needs no permission

@@ -6,6 +6,7 @@ one fails here."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,7 +18,7 @@ from infra import limits
 from infra.limits import Budget, rounds, transfer_s
 from infra.template import load_template, parameter_defaults
 from pipeline.adapters.concurrent import THREADS
-from pipeline.adapters.dynamodb import BATCH_GET_LIMIT, DynamoJobBook, marshal, outcome_item
+from pipeline.adapters.dynamodb import BATCH_GET_LIMIT, REVIEW_SHARDS, DynamoJobBook, marshal, outcome_item
 from pipeline.config import BuildSettings, IngestSettings
 from pipeline.logic import collect, deadline, ingest
 from pipeline.logic.downsize import LARGEST_IMAGE_BYTES
@@ -167,3 +168,19 @@ def test_the_sweep_takes_a_job_over_only_after_its_collector_would_have_ended() 
     """A collection runs at most the collector's timeout: a sweep that took a job over sooner would
     collect it beside its own event's collector (harmless, but twice the work)."""
     assert DEFAULTS["LateJobSeconds"] >= function("CollectFunction")["timeout_s"]
+
+
+def test_a_flood_of_unsure_answers_stays_under_the_review_queues_partition_limit() -> None:
+    """Every writer at once records answers that all need review: the collectors of the jobs in flight
+    (and the sweep's), and the ingest functions the upload queue's MaximumConcurrency allows, each
+    THREADS writes at a time, DYNAMODB_REQUEST_S each. The review index spreads them over its shards."""
+    unsure = Outcome(Status.CLASSIFIED, Mode.BATCH, prediction=replace(fake_prediction(b"x"), threshold=0.99))
+    ref = ImageRef("dogbreed-images-0123456789ab", "incoming/2026/12/05/IMG_0001.jpg", "0" * 32, 3_000_000, NOW)
+    item = outcome_item(ref, unsure, NOW)
+    assert "review" in item
+    units = math.ceil(item_size(marshal(item)) / limits.DYNAMODB_WRITE_UNIT_BYTES)
+    writers = DEFAULTS["MaxTransformJobsInFlight"] + 1 + DEFAULTS["EndpointMaxConcurrency"]
+    units_per_s = writers * THREADS / limits.DYNAMODB_REQUEST_S * units
+    assert units_per_s <= REVIEW_SHARDS * limits.DYNAMODB_PARTITION_WRITE_UNITS_PER_S, (
+        f"{units_per_s:.0f} write units a second into {REVIEW_SHARDS} review partitions"
+    )

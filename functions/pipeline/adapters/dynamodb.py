@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -47,6 +48,18 @@ _NO_JOB_NAMED: dict[State, str | None] = {
 }
 _PLACEHOLDER = re.compile(r":[A-Za-z_]+")
 
+# The review queue (adapters/review.py): a record that needs review carries one of these partition
+# values of the sparse index by-review, spread so that a flood's writes stay under one partition's
+# 1,000 writes a second (tests/unit/test_limits.py).
+REVIEW_SHARDS = 8
+NEEDS_REVIEW = "needs-review#"
+
+
+def review_key(image_id: str) -> str:
+    """The review queue's partition for an image that needs review (stable: a digest of its id; crc32's
+    low bits hardly change between keys that differ in one character)."""
+    return f"{NEEDS_REVIEW}{int(hashlib.sha256(image_id.encode()).hexdigest()[:8], 16) % REVIEW_SHARDS}"
+
 
 def write_condition(change: Change) -> tuple[str, dict[str, Any]]:
     """The condition expression under which DynamoDB writes the change, and its values. (A change
@@ -91,12 +104,15 @@ def outcome_item(ref: ImageRef, outcome: Outcome, now: datetime) -> dict[str, An
     }
     if outcome.status in (Status.REJECTED, Status.FAILED):
         item["problem_status"] = outcome.status.value  # sparse key of the problems index
+    if outcome.needs_review:
+        item["review"] = review_key(ref.image_id)  # sparse key of the review queue (adapters/review.py)
     if outcome.prediction:
         p = outcome.prediction
         item.update(
             label=p.label,
             breed=p.class_name,  # key of the breed index
-            confidence=p.confidence,
+            confidence=p.confidence,  # calibrated (answers.py); sort key of the review queue
+            threshold=p.threshold,  # under it, the answer needs review
             top5=[{"label": c.label, "breed": c.class_name, "probability": c.probability} for c in p.top5],
             model_precision=p.model_precision,  # the network that answered (absent from older models' answers)
             model_version=p.model_version,
@@ -155,6 +171,10 @@ class DynamoPredictions:
         self.client = client
         self.table_name = table_name
         self.backoff = backoff or Backoff()
+
+    def read_items(self, keys: Iterable[str]) -> list[dict[str, Any]]:
+        """The items of these keys that exist, deserialized (numbers as Decimal)."""
+        return _read_items(self.client, self.table_name, self.backoff, keys)
 
     def get_many(self, image_ids: Iterable[str]) -> dict[str, StoredImage]:
         found: dict[str, StoredImage] = {}

@@ -53,6 +53,18 @@ class Outcome:
     model_name: str | None = None
     inference_ms: float | None = None
 
+    @property
+    def needs_review(self) -> bool:
+        """Recorded CLASSIFIED and marked for a person's review (see needs_review)."""
+        return self.status is Status.CLASSIFIED and self.prediction is not None and needs_review(self.prediction)
+
+
+def needs_review(prediction: Prediction) -> bool:
+    """The one rule of the review queue, for every mode and the reclassify path: an answer whose
+    (calibrated) confidence is under its model's threshold needs a person's review. An answer with no
+    threshold (a model without calibration, and no ConfidenceThreshold) needs none."""
+    return prediction.threshold is not None and prediction.confidence < prediction.threshold
+
 
 def read_model_answer(body: bytes) -> Prediction:
     """One answer of the model handler (see answers.py): its prediction.
