@@ -12,7 +12,8 @@ Checkpoints: every epoch writes --checkpoint-dir/checkpoint.pth with the run's r
 there is resumed only when its recipe is this run's (a managed spot job restarted by SageMaker,
 which restores the directory); one of another run is refused, never continued by accident.
 --resume PATH continues a checkpoint's run explicitly, with the recipe it records; --test-only
-evaluates saved weights on the test split, as torchvision's references do.
+evaluates saved weights on the test split, as torchvision's references do, and --calibrate-only
+fits calibration.json for saved weights (an artifact from before calibration).
 
 --extra-train adds a set in the dogImages layout to the training split only (never to validation or
 test): the images people reviewed, as cli.export writes them."""
@@ -96,6 +97,11 @@ def get_args_parser() -> argparse.ArgumentParser:
         default=calibration.TARGET_ACCURACY,
         help="the accuracy of accepted answers the recommended review threshold keeps, on validation",
     )
+    parser.add_argument(
+        "--calibrate-only",
+        action="store_true",
+        help="fit calibration.json for --model-dir's model.pth (an artifact from before calibration) and stop",
+    )
     parser.add_argument("--profile", action="store_true", help="trace a few steps of epoch 1 with torch.profiler")
     parser.add_argument("--no-amp", dest="amp", action="store_false", help="disable mixed precision on GPU")
     parser.add_argument(
@@ -161,14 +167,15 @@ def main(args: argparse.Namespace, *, tuning: bool = False) -> dict[str, Any]:
     """Train with the recipe in `args`. A tuning trial (hpo.py) keeps no checkpoints, never reads the
     test split and writes no artifact beyond the best weights: its metric lines are what it is for."""
     checkpoint_path = Path(args.checkpoint_dir) / CHECKPOINT
-    resumed = None if tuning or args.test_only else _checkpoint_to_resume(args, checkpoint_path)
+    evaluating = args.test_only or args.calibrate_only  # saved weights: nothing is trained
+    resumed = None if tuning or evaluating else _checkpoint_to_resume(args, checkpoint_path)
     runtime = loops.init_runtime()
     torch.manual_seed(args.seed + runtime.rank)
     root = Path(args.data_dir)
     model_dir, checkpoint_dir = Path(args.model_dir), Path(args.checkpoint_dir)
 
     train_set = dogimages.image_folder(root, "train", train=args.augment == "imagenet", image_size=args.image_size)
-    extra = dogimages.add_extra(train_set, Path(args.extra_train)) if args.extra_train and not args.test_only else {}
+    extra = dogimages.add_extra(train_set, Path(args.extra_train)) if args.extra_train and not evaluating else {}
     if extra and runtime.is_main:
         per_breed = ", ".join(f"{breed}: {count}" for breed, count in sorted(extra.items()))
         print(f"extra training images from {args.extra_train}: {sum(extra.values())} ({per_breed})", flush=True)
@@ -181,6 +188,8 @@ def main(args: argparse.Namespace, *, tuning: bool = False) -> dict[str, Any]:
     criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
     if args.test_only:
         return _test_only(args, bare, criterion, runtime)
+    if args.calibrate_only:
+        return _calibrate_only(args, bare, runtime)
     if runtime.is_main:
         for directory in (model_dir, Path(args.output_dir), *(() if tuning else (checkpoint_dir,))):
             directory.mkdir(parents=True, exist_ok=True)
@@ -308,6 +317,20 @@ def _test_only(
     loops.log_metrics("test", 0, test)
     print(f"test split of {args.data_dir} with {source}: {test.samples} images, accuracy {test.accuracy:.4f}")
     return {"test_accuracy": test.accuracy, "test_loss": test.loss, "weights": str(source)}
+
+
+def _calibrate_only(args: argparse.Namespace, model: nn.Module, runtime: loops.Runtime) -> dict[str, Any]:
+    """calibration.json for --model-dir's weights, as the end of a training writes it: an artifact from
+    before calibration gains it without training again (repack model.tar.gz with it)."""
+    model_dir = Path(args.model_dir)
+    if not (model_dir / WEIGHTS_FILE).is_file():
+        raise SystemExit(f"--calibrate-only: no {WEIGHTS_FILE} in {model_dir}")
+    model.load_state_dict(torch.load(model_dir / WEIGHTS_FILE, map_location=runtime.device, weights_only=True))
+    valid_set = dogimages.image_folder(Path(args.data_dir), "valid", train=False, image_size=args.image_size)
+    valid_loader = dogimages.loader(
+        valid_set, batch_size=args.batch_size, train=False, workers=args.workers, distributed=False
+    )
+    return _calibrate(args, model, valid_loader, _test_loader(args), runtime)
 
 
 def _finish(

@@ -29,6 +29,9 @@ from devstack.aws.sagemaker_runtime import Answer, RuntimeServer, error, model_e
 BREEDS = [f"{i:03d}.Breed_{i:03d}" for i in range(1, 134)]
 IMAGE_TYPES = {"image/jpeg", "image/png", "application/x-image"}
 FAKE_PRECISION, FAKE_VERSION = "int8", "sha256:fa4efa4efa4efa4e"  # the network the fake says answered
+# The review threshold the fake's answers carry (its top answer is 0.6 sure): none, as a model from before
+# calibration; a test sets it (monkeypatch) to make every answer sure or unsure.
+REVIEW: dict[str, float | None] = {"threshold": None, "expected_under_threshold": None}
 
 
 def fake_prediction(body: bytes) -> answers.Prediction:
@@ -40,6 +43,8 @@ def fake_prediction(body: bytes) -> answers.Prediction:
         tuple(answers.Candidate(BREEDS[i][:3], BREEDS[i][4:], p) for i, p in zip(order, probabilities, strict=True)),
         model_precision=FAKE_PRECISION,
         model_version=FAKE_VERSION,
+        threshold=REVIEW["threshold"],
+        expected_under_threshold=REVIEW["expected_under_threshold"],
     )
 
 

@@ -136,3 +136,23 @@ def test_train_writes_the_calibration_and_serving_applies_it(
     monkeypatch.setenv("CONFIDENCE_THRESHOLD", "1.5")
     with pytest.raises(ValueError, match="CONFIDENCE_THRESHOLD"):
         inference.model_fn(str(model_dir))
+
+
+def test_an_older_artifact_is_calibrated_without_training_again(
+    trained: tuple[Path, dict[str, object]], dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import train
+
+    from tests.training import train_args
+
+    older = tmp_path / "older"
+    shutil.copytree(trained[0], older)
+    (older / calibration.CALIBRATION_FILE).unlink()
+    weights = (older / "model.pth").read_bytes()
+    argv = train_args(dataset, tmp_path, "--calibrate-only", "--model-dir", str(older))
+    result = train.main(train.get_args_parser().parse_args(argv))
+    assert calibration.load(older) == calibration.load(trained[0])  # what its training wrote
+    assert result["calibration"]["temperature"] == calibration.load(older).temperature
+    out = capsys.readouterr().out
+    assert "expected calibration error on the test split" in out and "recommended review threshold" in out
+    assert (older / "model.pth").read_bytes() == weights and not (tmp_path / "checkpoints").exists()

@@ -15,7 +15,7 @@ from pipeline.logic import collect as collect_logic
 from pipeline.logic import ingest as ingest_logic
 from pipeline.logic.downsize import downsize
 from tests.conftest import Aws
-from tests.fakes.sagemaker_runtime import fake_prediction
+from tests.fakes.sagemaker_runtime import REVIEW, fake_prediction
 from tests.fakes.transform import run_transform_job
 from tests.pipeline import images
 
@@ -91,6 +91,18 @@ def queue_and_build(aws: Aws, context: LambdaContext) -> str:
     build(aws)
     (job,) = jobs(aws)
     return job
+
+
+def test_an_answer_under_its_threshold_is_queued_for_review_by_the_collector_as_by_the_endpoint(
+    aws: Aws, context: LambdaContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(REVIEW, "threshold", 0.7)  # the fake's answers are 0.6 sure
+    aws.upload("incoming/rex.jpg", images.jpeg())
+    job = queue_and_build(aws, context)
+    collect.lambda_handler(run_transform_job(aws.clients, job), LambdaContext(function_name="collect"))
+    rex = aws.item("incoming/rex.jpg")
+    assert rex is not None and rex["status"] == "CLASSIFIED" and rex["mode"] == "batch"
+    assert rex["review"].startswith("needs-review#") and float(rex["threshold"]) == 0.7
 
 
 def test_collector_records_each_image_of_a_completed_job(aws: Aws, context: LambdaContext) -> None:

@@ -12,7 +12,7 @@ from devstack.aws.lambda_runtime import LambdaContext
 from pipeline.handlers import ingest
 from pipeline.handlers.ingest import lambda_handler
 from tests.conftest import Aws
-from tests.fakes.sagemaker_runtime import fake_prediction
+from tests.fakes.sagemaker_runtime import REVIEW, fake_prediction
 from tests.pipeline import images
 
 
@@ -223,3 +223,15 @@ def test_outcomes_are_published_as_metrics(
     assert metrics["ImagesRejected"] == [1.0]
     assert metrics["ImagesFailed"] == [0.0]
     assert len(metrics["InferenceLatency"]) == 1
+
+
+@pytest.mark.parametrize("threshold", [0.7, 0.5])
+def test_an_answer_under_its_threshold_is_classified_and_queued_for_review(
+    aws: Aws, context: LambdaContext, monkeypatch: pytest.MonkeyPatch, threshold: float
+) -> None:
+    monkeypatch.setitem(REVIEW, "threshold", threshold)  # the fake's answers are 0.6 sure
+    aws.upload("incoming/rex.jpg", images.jpeg())
+    run(aws, context)
+    item = aws.item("incoming/rex.jpg")
+    assert item is not None and item["status"] == "CLASSIFIED" and float(item["threshold"]) == threshold
+    assert ("review" in item) is (threshold > 0.6)
