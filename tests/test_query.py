@@ -5,6 +5,9 @@ handler (and the real table adapter for a FAILED one) on moto."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from datetime import UTC, datetime
 
 import pytest
@@ -15,7 +18,7 @@ from pipeline.adapters.dynamodb import DynamoPredictions
 from pipeline.handlers.ingest import lambda_handler
 from pipeline.logic.lifecycle import Change, Event
 from pipeline.logic.outcomes import ImageRef, Mode, Outcome, Status
-from tests.conftest import Aws
+from tests.conftest import REPO, Aws
 from tests.fakes.sagemaker_runtime import FAKE_PRECISION, FAKE_VERSION, fake_prediction
 from tests.pipeline import images
 
@@ -118,3 +121,12 @@ def test_table_and_bucket_from_a_cloudformation_stack(
     boto3.client("cloudformation").create_stack(StackName="dogbreed", TemplateBody=json.dumps(body))
     code, out, _ = query(capsys, "--stack", "dogbreed", "--output", "json", "image", "incoming/rex.jpg")
     assert code == 0 and json.loads(out)[0]["status"] == "CLASSIFIED"
+
+
+@pytest.mark.parametrize("command", ["query", "label", "export", "redrive", "reclassify", "preflight"])
+def test_each_command_runs_from_the_repository_root_without_pythonpath(command: str) -> None:
+    """As the README runs them: `.venv/bin/python -m cli.query ...` (cli/ puts functions/ on the path)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    result = subprocess.run([sys.executable, "-m", f"cli.{command}", "--help"], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    assert result.returncode == 0 and "usage:" in result.stdout, result.stderr

@@ -64,7 +64,8 @@ def main(args: argparse.Namespace) -> int:
         print(f"\nThe stack is up. In another shell:\n\n  export {exports}\n", flush=True)
         print(f"  {venv_command('aws')} s3 cp my-dog.jpg 's3://{stack.names.bucket}/incoming/my dog.jpg'")
         print(f"  {venv_command('python')} -m cli.query image 'incoming/my dog.jpg'")
-        print(f"  {venv_command('python')} -m cli.query problems\n")
+        print(f"  {venv_command('python')} -m cli.query problems")
+        print(f"  {venv_command('python')} -m cli.query review     # answers under the confidence threshold\n")
         print(f"Function and model logs: {stack.logs}/. Ctrl-C stops everything.", flush=True)
         print("READY", flush=True)
         try:
