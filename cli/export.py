@@ -65,7 +65,7 @@ def export(labels: Iterable[dict[str, Any]], s3: Any, write: Any) -> list[Export
                 done.append(Exported(item["key"], None, "deleted since it was labelled"))
                 continue
             raise
-        path = f"train/{Breed(item['label'], item['breed']).folder}/{file_name(item)}"
+        path = f"train/{Breed(item['given_label'], item['given_breed']).folder}/{file_name(item)}"
         write(path, body)
         lines.append(json.dumps({"file": path, **plain(item)}, ensure_ascii=False))
         done.append(Exported(item["key"], path))

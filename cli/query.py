@@ -53,13 +53,13 @@ def review_cell(item: dict[str, Any]) -> str:
 
 
 def human_cell(item: dict[str, Any]) -> str:
-    """A person's answer for the record's content: "reviewed: <breed> (<who>)", or what it was for."""
+    """A person's answer for the record's content ("reviewed: <breed> by <who>"), or a label of older content."""
     human = item.get("human")
     if not human:
         return ""
     if human.get("etag") != item.get("etag"):
-        return f"(label of earlier content: {human['breed']})"
-    return f"reviewed: {human['breed']} by {str(human['labelled_by']).rsplit('/', 1)[-1]}"
+        return f"(label of earlier content: {human['given_breed']})"
+    return f"reviewed: {human['given_breed']} by {str(human['labelled_by']).rsplit('/', 1)[-1]}"
 
 
 def _fixed(columns: Sequence[tuple[str, int]], rows: Sequence[Sequence[str]]) -> str:

@@ -87,7 +87,7 @@ def test_a_label_leaves_the_queue_and_survives_the_next_model_answer(aws: Aws) -
     store = review_store(aws)
     labelled = store.label(record(aws, "incoming/rex.jpg"), choose_breed(record(aws, "incoming/rex.jpg"), "Beagle"),
                            "arn:aws:sts::123456789012:assumed-role/Reviewer/ana", datetime.now(UTC))  # fmt: skip
-    assert (labelled["label"], labelled["breed"], labelled["verdict"], labelled["etag"]) == (
+    assert (labelled["given_label"], labelled["given_breed"], labelled["verdict"], labelled["etag"]) == (
         "012", "Beagle", "corrected", etag)  # fmt: skip
     assert [i["key"] for i in store.queue(limit=10)] == ["incoming/max.jpg"]
     assert "review" not in record(aws, "incoming/rex.jpg")
@@ -100,7 +100,7 @@ def test_a_label_leaves_the_queue_and_survives_the_next_model_answer(aws: Aws) -
     classify(aws, "incoming/rex.jpg", 0.3, etag=etag)
     assert "review" in record(aws, "incoming/rex.jpg")
     assert [i["key"] for i in store.queue(limit=10)] == ["incoming/max.jpg"]
-    assert store.labels([f"{aws.bucket}/incoming/rex.jpg"])[f"{aws.bucket}/incoming/rex.jpg"]["breed"] == "Beagle"
+    assert store.labels([f"{aws.bucket}/incoming/rex.jpg"])[f"{aws.bucket}/incoming/rex.jpg"]["given_breed"] == "Beagle"
     assert [i["key"] for i in store.labelled()] == ["incoming/rex.jpg"]
 
 
@@ -163,13 +163,15 @@ def test_label_accepts_or_corrects_and_query_shows_both_answers(
 ) -> None:
     code, out, _ = run(label, capsys, "incoming/rex.jpg", "--breed", "Beagle", s3=reviewed.clients["s3"], sts=Sts())
     item = json.loads(out)
-    assert code == 0 and (item["breed"], item["labelled_by"].endswith("/ana"), item["model_breed"]) == (
+    assert code == 0 and (item["given_breed"], item["labelled_by"].endswith("/ana"), item["model_breed"]) == (
         "Beagle", True, "French_bulldog")  # fmt: skip
     code, out, _ = run(query, capsys, "--output", "json", "image", "incoming/rex.jpg")
     (shown,) = json.loads(out)
-    assert (shown["breed"], shown["human"]["breed"]) == ("French_bulldog", "Beagle")
+    assert (shown["breed"], shown["human"]["given_breed"]) == ("French_bulldog", "Beagle")
     _, out, _ = run(query, capsys, "image", "incoming/rex.jpg")
     assert "reviewed: Beagle by ana" in out
+    _, out, _ = run(query, capsys, "--output", "json", "breed", "Beagle")
+    assert json.loads(out) == []  # a label is no model answer: the by-breed index does not list it
     etag = reviewed.item("incoming/dir/max.jpg")["etag"]  # type: ignore[index]
     code, out, _ = run(label, capsys, "incoming/dir/max.jpg", "--accept", "--etag", etag, s3=reviewed.clients["s3"],
                        sts=Sts())  # fmt: skip

@@ -101,7 +101,7 @@ def test_classify_review_label_export_train_and_serve_the_new_model(
     capsys.readouterr()
     assert run(query, *local, "--output", "json", "image", key, dynamodb=reviewer["dynamodb"]) == 0
     (shown,) = json.loads(capsys.readouterr().out)
-    assert shown["status"] == "CLASSIFIED" and shown["human"]["breed"] == second["breed"]
+    assert shown["status"] == "CLASSIFIED" and shown["human"]["given_breed"] == second["breed"]
     assert shown["human"]["etag"] == shown["etag"] and shown["human"]["labelled_by"]
     assert run(query, *local, "--output", "json", "review", dynamodb=reviewer["dynamodb"]) == 0
     assert key not in {i["key"] for i in json.loads(capsys.readouterr().out)}

@@ -9,7 +9,7 @@
   can have: an image id starts with a bucket name), holding the ETag of the content it is for. Model
   writes never touch it, so a later answer for the same content (make reclassify) cannot overwrite
   it; a label of older content is shown as such and never exported. Label items are in by-review too,
-  under `labelled`, which the export reads.
+  under `labelled`, which the export reads (and in no other index: the breed is `given_breed`).
 
 Labelling is one transaction: the label item is written and the image's record leaves the queue,
 only if the record is still of the content the person saw, CLASSIFIED.
@@ -119,8 +119,9 @@ class ReviewStore:
             "bucket": record["bucket"],
             "key": record["key"],
             "etag": record["etag"],
-            "label": breed.label,
-            "breed": breed.name,
+            # not `label` and `breed`: `breed` keys the by-breed index, which lists models' answers
+            "given_label": breed.label,
+            "given_breed": breed.name,
             "verdict": "accepted" if (breed.label, breed.name) == (record["label"], record["breed"]) else "corrected",
             "labelled_by": by,
             "labelled_at": timestamp(now),
