@@ -102,6 +102,8 @@ def test_classify_review_label_export_train_and_serve_the_new_model(
     assert run(query, *local, "--output", "json", "image", key, dynamodb=reviewer["dynamodb"]) == 0
     (shown,) = json.loads(capsys.readouterr().out)
     assert shown["status"] == "CLASSIFIED" and shown["human"]["given_breed"] == second["breed"]
+    # (marked for review by the same rule on the flood path: its own threshold, from the new artifact)
+    assert ("review" in shown) is (shown["confidence"] < shown["threshold"])
     assert shown["human"]["etag"] == shown["etag"] and shown["human"]["labelled_by"]
     assert run(query, *local, "--output", "json", "review", dynamodb=reviewer["dynamodb"]) == 0
     assert key not in {i["key"] for i in json.loads(capsys.readouterr().out)}
