@@ -4,13 +4,16 @@ receive count that the redrive policy counts."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
+from unittest import mock
 
 import boto3
 import pytest
 from moto import mock_aws
+from moto.sqs import models
 from moto.sqs.models import sqs_backends
 
 from devstack.aws import moto_sqs
@@ -82,3 +85,54 @@ def test_a_fifo_group_waits_while_one_of_its_messages_is_in_flight(sqs: Any) -> 
     assert [m["Body"] for m in receive(sqs, url)] == ["b1"]  # group a is held by a1
     sqs.delete_message(QueueUrl=url, ReceiptHandle=first[0]["ReceiptHandle"])
     assert [m["Body"] for m in receive(sqs, url)] == ["a2"]
+
+
+def test_a_delete_rebuilds_the_queue_under_the_lock_that_a_send_appends_under(sqs: Any) -> None:
+    """moto's DeleteMessage rebuilt the queue's message list unlocked: a message another thread sent
+    meanwhile went to the list being replaced, and was lost (10 notifications of a 20,000-image soak)."""
+    url = sqs.create_queue(QueueName="q")["QueueUrl"]
+    sqs.send_message(QueueUrl=url, MessageBody="first")
+    (first,) = receive(sqs, url)
+    queue = sqs_backends[ACCOUNT][REGION].get_queue("q")
+    held: list[bool] = []
+    original = models.Message.had_receipt_handle
+
+    def while_deleting(message: Any, handle: str) -> bool:
+        other = threading.Thread(target=lambda: held.append(not queue._messages_lock.acquire(blocking=False)))
+        other.start()
+        other.join()
+        return bool(original(message, handle))
+
+    with mock.patch.object(models.Message, "had_receipt_handle", while_deleting):
+        sqs.delete_message(QueueUrl=url, ReceiptHandle=first["ReceiptHandle"])
+    assert held and all(held)  # no other thread could have appended meanwhile
+
+
+def test_messages_sent_while_others_are_deleted_are_all_received(sqs: Any) -> None:
+    url = sqs.create_queue(QueueName="q", Attributes={"VisibilityTimeout": "30"})["QueueUrl"]
+    sent = [f"m{n}" for n in range(1500)]
+    received: set[str] = set()
+    done = threading.Event()
+
+    def send(bodies: list[str]) -> None:
+        for body in bodies:
+            sqs.send_message(QueueUrl=url, MessageBody=body)
+
+    def consume() -> None:
+        while not (done.is_set() and not receive(sqs, url, 1)):
+            for message in receive(sqs, url):
+                received.add(message["Body"])
+                sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+
+    consumers = [threading.Thread(target=consume) for _ in range(3)]
+    senders = [threading.Thread(target=send, args=(sent[n::3],)) for n in range(3)]
+    for thread in consumers + senders:
+        thread.start()
+    for thread in senders:
+        thread.join()
+    done.set()
+    for thread in consumers:
+        thread.join()
+    for message in receive(sqs, url):  # any left behind by the last check
+        received.add(message["Body"])
+    assert received == set(sent)
