@@ -64,7 +64,7 @@ def patch() -> None:
 
     if _MOTO_DELETE_MESSAGE is None:
         _MOTO_DELETE_MESSAGE = models.Queue.delete_message
-        models.Queue.delete_message = _delete_message_locked  # type: ignore[method-assign]
+        models.Queue.delete_message = _delete_message_locked  # type: ignore[method-assign,assignment]
     models.Message.visible = property(_visible)  # type: ignore[method-assign,assignment]
     models.Message.delayed = property(_delayed)  # type: ignore[method-assign,assignment]
     models.SQSBackend.is_message_valid_based_on_retention_period = _retained  # type: ignore[method-assign,assignment]

@@ -5,7 +5,7 @@
    (InferenceMode auto: a Lambda batch of AutoBatchThreshold images or more goes to batch transform;
    the demo lowers AutoBatchThreshold to 50 and GatherWindowSeconds to 5 s, see PARAMETERS);
 3. a trickle: upload a mixed set as a user would (a few bad files, names with spaces and unicode, and
-   photos of two breeds at once, which the model is unsure of); the event source mapping hands them to
+   mixes of every breed at once, which the model is unsure of); the event source mapping hands them to
    the ingest function in a small batch: serverless endpoint;
 4. a flood: upload many images at once; they arrive in one large batch, packed into a shard for
    the job builder, which gathers shards over GatherWindowSeconds (shortened to 5 s here, as a
@@ -21,7 +21,6 @@ remove its temporary folder.
 from __future__ import annotations
 
 import io
-import itertools
 import logging
 import sys
 import tempfile
@@ -48,32 +47,43 @@ TIMEOUT_S = 240
 PARAMETERS = {"AutoBatchThreshold": "50", "GatherWindowSeconds": "5"}
 
 
-def unsure_photos(model_dir: Path, data: Path, count: int = 2) -> dict[str, bytes]:
-    """Photos of two breeds at once: two breeds' test photos mixed where the model's answer turns from
-    one breed to the other (found by bisection), where it is least sure. Lossless (PNG), so the model
-    container sees the pixels this process saw. A model trained on a few generated images is sure of
-    almost anything else, even noise."""
+def unsure_photos(model_dir: Path, data: Path, count: int = 2, tries: int = 200) -> dict[str, bytes]:
+    """Photos the model cannot be sure of: each a mix of every breed's first test photo, weighted so
+    that the model is least sure of it (random mixes, then random steps from the best, each kept
+    when the model is less sure of it). A model trained on a few generated images is sure of almost
+    anything else, even noise or two breeds half and half. Lossless (PNG): the model container sees
+    the pixels this process saw."""
     import inference  # torch, from the model's own code
+    import numpy as np
 
     model = inference.model_fn(str(model_dir))
-
-    def answer(image: Image.Image) -> Any:
-        return inference.predict_fn(inference.input_fn(_png(image), "image/png"), model)
-
     folders = sorted((data / "test").iterdir())
+    first = Image.open(sorted(folders[0].glob("*.jpg"))[0]).convert("RGB")
+    photos = [
+        np.asarray(Image.open(sorted(f.glob("*.jpg"))[0]).convert("RGB").resize(first.size), dtype=np.float32)
+        for f in folders
+    ]
+
+    def mix(weights: Any) -> bytes:
+        pixels = sum(w * photo for w, photo in zip(weights, photos, strict=True))
+        return _png(Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)))
+
+    def confidence(weights: Any) -> float:
+        answer = inference.predict_fn(inference.input_fn(mix(weights), "image/png"), model)
+        return float(answer.confidence)  # type: ignore[union-attr]
+
     made: dict[str, bytes] = {}
-    for first, second in itertools.pairwise(folders):
-        a, b = (Image.open(sorted(folder.glob("*.jpg"))[0]).convert("RGB") for folder in (first, second))
-        b = b.resize(a.size)
-        low, high = 0.0, 1.0  # the mix at `low` is answered as a's breed, at `high` as another
-        if answer(a).label == answer(b).label:
-            continue
-        for _ in range(14):
-            middle = (low + high) / 2
-            low, high = (middle, high) if answer(Image.blend(a, b, middle)).label == answer(a).label else (low, middle)
-        made[f"incoming/{first.name[4:]} or {second.name[4:]}.png"] = _png(Image.blend(a, b, (low + high) / 2))
-        if len(made) == count:
-            break
+    for n in range(count):
+        rng = np.random.default_rng(n)
+        candidates = [rng.dirichlet(np.full(len(photos), 0.7)) for _ in range(tries)]
+        best = min(candidates, key=confidence)
+        lowest = confidence(best)
+        for _ in range(tries):
+            step = best * np.exp(0.3 * rng.standard_normal(len(photos)))
+            step /= step.sum()
+            if (sure := confidence(step)) < lowest:
+                best, lowest = step, sure
+        made[f"incoming/many breeds in one {n + 1}.png"] = mix(best)
     return made
 
 

@@ -14,6 +14,7 @@ import pytest
 
 from cli import export, label, query, reclassify
 from devstack.aws.container import pack_model
+from devstack.aws.iam import template_policies
 from devstack.aws.stack import ARTIFACT_KEY, ARTIFACTS_BUCKET, Stack
 from devstack.workloads.demo import unsure_photos
 from infra.predictions import Predictions
@@ -44,10 +45,10 @@ def test_classify_review_label_export_train_and_serve_the_new_model(
     import train
 
     threshold = calibration.load(trained[0]).recommended_threshold
-    # GIVEN held-out photos and photos of two breeds at once, classified through the endpoint
+    # GIVEN held-out photos and mixes of every breed at once, classified through the endpoint
     stack = start_stack(InferenceMode="serverless")
     sure = {key: data for key, (data, _) in photos(dataset).items()}
-    unsure = unsure_photos(trained[0], dataset, count=3)  # two breeds at once
+    unsure = unsure_photos(trained[0], dataset, count=3)  # every breed at once
     first = outcomes(stack, upload(stack, {**sure, **unsure}))
     assert {item["status"] for item in first.values()} == {"CLASSIFIED"}
     assert {item["threshold"] for item in first.values()} == {threshold}  # the artifact's recommendation
@@ -56,7 +57,7 @@ def test_classify_review_label_export_train_and_serve_the_new_model(
     assert len(queued) < len(first)  # confident answers are recorded as they are
 
     # THEN the review queue holds exactly the answers under the threshold, least confident first, and the
-    # photos of two breeds are among them
+    # mixes are among them
     reviewer = {name: stack.client(name, identity=REVIEWER) for name in ("dynamodb", "s3", "sts")}
     local = ["--table", stack.names.table, "--bucket", stack.names.bucket]
     assert run(query, *local, "--output", "json", "review", dynamodb=reviewer["dynamodb"]) == 0
@@ -111,3 +112,5 @@ def test_classify_review_label_export_train_and_serve_the_new_model(
     verdict = stack.permissions()
     assert verdict.actions["ReviewerPolicy"]["dynamodb:PutItem"] == 1  # the one label
     assert not [call for role, call in verdict.denied if role == "ReviewerPolicy"]
+    statements = {s.sid for s in template_policies(stack.names, {}, "s3://artifacts/model.tar.gz")[REVIEWER].statements}
+    assert verdict.used[REVIEWER] == statements  # and it needed every statement of the policy
