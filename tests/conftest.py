@@ -206,6 +206,7 @@ LONGEST_MODULES = (
     "tests/stack/test_pipeline_benchmark.py",  # 96 s
     "tests/iac/test_template.py",  # 70 s
     "tests/stack/test_job_events.py",  # about 60 s (two tests of 21 s and 40 s, measured apart)
+    "tests/stack/test_review_loop.py",  # about 50 s (a stack, a second training, a reclassification)
 )
 
 
