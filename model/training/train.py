@@ -4,9 +4,10 @@ Leaves a deployable model in --model-dir (SM_MODEL_DIR, tarred by SageMaker into
 model.pth (best validation accuracy), calibration.json (the temperature fitted on the validation
 split and the review threshold it recommends; see calibration.py), model_int8.pt and
 model_int8_reduce_range.pt (its int8 networks for CPUs with and without AVX-512 VNNI, calibrated
-on validation images; see quantization.py and networks.py), class_index.json, model_config.json and code/ with
-model/serving/ (inference.py and what it imports). Runs as one process or under torchrun (SageMaker's
-torch_distributed). hpo.py runs the same training as a tuning trial (recipe.py: one recipe for both).
+on validation images; see quantization.py and networks.py), class_index.json, model_config.json
+and code/ with model/serving/ (inference.py and what it imports). Runs as one process or under
+torchrun (SageMaker's torch_distributed). hpo.py runs the same training as a tuning trial (recipe.py:
+one recipe for both).
 
 Checkpoints: every epoch writes --checkpoint-dir/checkpoint.pth with the run's recipe. A checkpoint
 there is resumed only when its recipe is this run's (a managed spot job restarted by SageMaker,
@@ -294,6 +295,12 @@ def _loaders(
     }
 
 
+def _valid_loader(args: argparse.Namespace) -> Iterable[dogimages.Batch]:
+    """The validation split as serving sees it (the eval transform), in one process."""
+    valid_set = dogimages.image_folder(Path(args.data_dir), "valid", train=False, image_size=args.image_size)
+    return dogimages.loader(valid_set, batch_size=args.batch_size, train=False, workers=args.workers, distributed=False)
+
+
 def _test_loader(args: argparse.Namespace) -> Iterable[dogimages.Batch] | None:
     if not (Path(args.data_dir) / "test").is_dir():
         return None
@@ -326,11 +333,7 @@ def _calibrate_only(args: argparse.Namespace, model: nn.Module, runtime: loops.R
     if not (model_dir / WEIGHTS_FILE).is_file():
         raise SystemExit(f"--calibrate-only: no {WEIGHTS_FILE} in {model_dir}")
     model.load_state_dict(torch.load(model_dir / WEIGHTS_FILE, map_location=runtime.device, weights_only=True))
-    valid_set = dogimages.image_folder(Path(args.data_dir), "valid", train=False, image_size=args.image_size)
-    valid_loader = dogimages.loader(
-        valid_set, batch_size=args.batch_size, train=False, workers=args.workers, distributed=False
-    )
-    return _calibrate(args, model, valid_loader, _test_loader(args), runtime)
+    return _calibrate(args, model, _valid_loader(args), _test_loader(args), runtime)
 
 
 def _finish(
@@ -353,10 +356,7 @@ def _finish(
         result["test_accuracy"] = test.accuracy
     for network in networks.INT8_NETWORKS:  # never beside other weights than their own
         (model_dir / network.file).unlink(missing_ok=True)
-    valid_set = dogimages.image_folder(Path(args.data_dir), "valid", train=False, image_size=args.image_size)
-    valid_loader = dogimages.loader(
-        valid_set, batch_size=args.batch_size, train=False, workers=args.workers, distributed=False
-    )
+    valid_loader = _valid_loader(args)
     result.update(_calibrate(args, model, valid_loader, test_loader, runtime))
     if args.int8:
         result.update(_write_int8(args, model, valid_loader, test_loader))
@@ -367,9 +367,9 @@ def _finish(
     for name in SERVING_MODULES:
         shutil.copy2(_module_file(name), code_dir / f"{name}.py")
     (Path(args.output_dir) / "metrics.json").write_text(json.dumps(result, indent=1))
-    shipped = (WEIGHTS_FILE, *(network.file for network in networks.INT8_NETWORKS))
-    written = [name for name in shipped if (model_dir / name).exists()]
-    print(f"model written to {model_dir}: {', '.join(written)}, {CLASS_INDEX_FILE}, {CONFIG_FILE}, code/", flush=True)
+    shipped = (WEIGHTS_FILE, *(network.file for network in networks.INT8_NETWORKS), calibration.CALIBRATION_FILE)
+    written = [name for name in (*shipped, CLASS_INDEX_FILE, CONFIG_FILE) if (model_dir / name).exists()]
+    print(f"model written to {model_dir}: {', '.join(written)}, code/", flush=True)
     return result
 
 
