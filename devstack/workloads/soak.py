@@ -41,6 +41,7 @@ import argparse
 import itertools
 import json
 import logging
+import re
 import sys
 import tempfile
 import threading
@@ -292,7 +293,10 @@ def run(args: argparse.Namespace, progress: Callable[[int, int], None] | None = 
         "as_aws": args.as_aws,
         "functions": longest,
         "jobs_collected_by_the_sweep": collector_said.count("a job's end was not collected in time"),
-        "collections_out_of_time": collector_said.count("out of time: the next sweep collects the rest"),
+        # a collection stops at its deadline between two chunks of a job's output, or between two groups of
+        # a failed job's images queued again (collect.py logs each)
+        "collections_out_of_time": collector_said.count("out of time: the next sweep collects the rest")
+        + len(re.findall(r'"left_for_the_next_collection":\s*[1-9]', collector_said)),
         "job_events_lost": lost_events,
         "jobs_failed_unanswered": len(stack.runner.failed_unanswered),
         "wall_s": round(time.monotonic() - started, 1),
