@@ -16,7 +16,7 @@ import json
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 from aws_lambda_powertools import Logger
@@ -145,8 +145,10 @@ class Collect:
         listing: dict[str, list[str]] = {}  # the job's output folder, listed at most once
         outcomes: list[Outcome] = []
         done = 0
+        longest = timedelta(0)  # the longest chunk so far: the next is judged by it
         for number, chunk in enumerate(shard_chunks(waiting, failed=job.status != "Completed")):
-            if number and deadline.passed(self.clock()):
+            started = self.clock()
+            if number and deadline.passed(started, next_piece=longest):
                 logger.warning(
                     "out of time: the next sweep collects the rest",
                     job_name=job.name,
@@ -158,6 +160,7 @@ class Collect:
             if not self._retry_alone(job, todo, deadline):
                 return outcomes
             done += len(chunk)
+            longest = max(longest, self.clock() - started)
         self.jobs.collected(job.name)
         return outcomes
 
@@ -229,8 +232,10 @@ class Collect:
         attempts = {ref.image_id: attempt for ref, attempt in todo.retries}
         refs = [ref for ref, _ in todo.retries]
         queued = 0
+        longest = timedelta(0)  # the longest group so far: the next is judged by it
         for group in retry_groups(refs, todo.lines):
-            if queued and deadline.passed(self.clock()):
+            started = self.clock()
+            if queued and deadline.passed(started, next_piece=longest):
                 break
             files, messages, changes = [], [], []
             for ref in group:
@@ -247,6 +252,7 @@ class Collect:
             self.queue.send_many(messages)
             self._write(changes)
             queued += len(group)
+            longest = max(longest, self.clock() - started)
         if refs:
             logger.warning(
                 "images of a failed job queued again, each alone",

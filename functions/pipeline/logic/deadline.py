@@ -3,9 +3,11 @@
 Lambda kills a function at its timeout with no chance to clean up (Lambda developer guide, "Lambda
 context object in Python"). A function that works through a batch checks its deadline before each
 piece of work, and past `stop_at` hands the rest back (to its queue, or to the next collection), so
-that what it has done is recorded and nothing is half done. The last piece of work started before
-`stop_at` must end within the rest of the time: tests/unit/test_limits.py checks each function's
-worst piece against its timeout at the template's defaults."""
+that what it has done is recorded and nothing is half done. tests/unit/test_limits.py checks each
+function's worst piece against its timeout at the template's defaults. The collector, whose pieces
+vary most (a chunk of a completed 20,000-image job's output, a group of a failed one's images),
+also judges the next piece by the longest so far (`passed(now, next_piece=...)`), so that a piece
+slower than those figures does not run past `stop_at` either."""
 
 from __future__ import annotations
 
@@ -33,5 +35,7 @@ class Deadline:
         far = datetime.max.replace(tzinfo=UTC)
         return cls(ends_at=far, stop_at=far)
 
-    def passed(self, now: datetime) -> bool:
-        return now >= self.stop_at
+    def passed(self, now: datetime, *, next_piece: timedelta = timedelta(0)) -> bool:
+        """Whether work starting `now` and taking `next_piece` (the longest piece so far) would end
+        past stop_at."""
+        return now + next_piece >= self.stop_at
