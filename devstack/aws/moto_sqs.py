@@ -18,8 +18,8 @@ Four patches, applied in the local stack's process before moto's server starts:
 - a DeleteMessage holds the queue's lock while it rebuilds the queue's message list, as SendMessage
   does while it appends: moto rebuilt it unlocked, so a message sent meanwhile (an S3 notification,
   sent by the upload's own request thread) was appended to the old list and lost. A 20,000-image
-  soak lost 10 uploads' notifications so, silently (moto's S3 drops any error of its SendMessage);
-  on AWS an event notification is delivered at least once.
+  soak lost 10 uploads' notifications so, with no error anywhere (the send had succeeded); on AWS
+  an event notification is delivered at least once.
 `python -m devstack.aws.moto_sqs` measures ReceiveMessage and SendMessage against a backlog, unpatched
 and patched.
 """
