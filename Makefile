@@ -118,7 +118,7 @@ redrive: $(VENV)/.installed
 	$(PY) -m cli.redrive $(ARGS)
 
 # Classify images again with the current model, by the flood path, e.g.
-# make reclassify ARGS="--stack dogbreed --model-version sha256:..." (or --local for make stack)
+# make reclassify ARGS="--stack dogbreed --model-version sha256:..." (or no --stack, with make stack's variables)
 reclassify: $(VENV)/.installed
 	PYTHONPATH=$(IMPORT_PATH) $(PY) -m cli.reclassify $(ARGS)
 

@@ -1,20 +1,26 @@
-"""Classify images again with the current model, by the flood path (batch transform).
+"""Classify images again with the current model, inside AWS, by the flood path (batch transform).
 
-    make reclassify ARGS="--stack dogbreed --prefix incoming/2026/"
     make reclassify ARGS="--stack dogbreed --model-version sha256:3f2a9c0e1b7d4a65 --dry-run"
-    make reclassify ARGS="--local"                       (against `make stack`)
+    make reclassify ARGS="--stack dogbreed --model-version sha256:3f2a9c0e1b7d4a65"
+    make reclassify ARGS="--stack dogbreed --prefix incoming/2026/ --uploaded-since 2026-11-01"
+    make reclassify ARGS="--stack dogbreed --progress"          (what is left)
+    make reclassify                                             (against `make stack`, its exported variables)
 
 After a new model ships, earlier records keep the old model's answer. This selects the CLASSIFIED
-images under --prefix (only those answered by --model-version, if given), records each waiting again
-(the lifecycle table's "to classify again"), and runs the ingest function's own flood path over them
-with the ingest function's own settings: each image is checked, written into a shard and queued for
-the job builder, whose transform jobs run the current model; the collector records each answer with
-its `model_version`. Images a stopped run left waiting (PENDING, with the reason below) are selected
-again, so a run is safe to repeat. The selection is a Scan of the table: it reads every item once.
+images under --prefix (answered by --model-version, uploaded in [--uploaded-since, --uploaded-until),
+if given), and those an earlier request left waiting, and sends one request per image to the stack's
+reclassify queue: about 200 bytes (bucket, key, ETag, size, upload time), ten a SendMessageBatch. No
+image passes through the machine that runs this. The ingest function takes the requests from there,
+under its own role: it records each image waiting ("to classify again" in the lifecycle table),
+checks it, writes it into a shard and queues it for the job builder, whose transform jobs run the
+current model; the collector records each answer with its `model_version`.
 
-The settings are the deployed ingest function's environment (--stack, read with
-lambda:GetFunctionConfiguration), or the local stack's (--local: its functions answer the same call, and
-the bucket is IMAGES_BUCKET, which `make stack` prints).
+The selection is a Scan of the table (it reads every item once; only the five attributes a request
+needs come back). Stopped and run again, it is safe: an image requested twice is queued twice and
+the job builder keeps one; an image classified again meanwhile no longer matches --model-version.
+
+The table, bucket and queue come from --table/--bucket/--queue-url, else PREDICTIONS_TABLE,
+IMAGES_BUCKET and RECLASSIFY_QUEUE_URL (which `make stack` prints), else --stack's outputs.
 """
 
 from __future__ import annotations
@@ -22,51 +28,62 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Iterator
-from datetime import datetime
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from itertools import islice
 from typing import Any
 
 from cli.query import stack_outputs
 from infra.predictions import record
-from pipeline.adapters.dynamodb import DynamoPredictions
-from pipeline.adapters.s3 import S3Objects
-from pipeline.adapters.sagemaker import ServerlessEndpoint
-from pipeline.adapters.sqs import SqsJobQueue
-from pipeline.config import IngestSettings
-from pipeline.logic.ingest import Ingest
+from pipeline.adapters.dynamodb import timestamp
+from pipeline.logic.notifications import reclassify_request
 from pipeline.logic.outcomes import ImageRef
-from pipeline.logic.reclassify import REASON, Reclassify, flood_path
+from pipeline.logic.reclassify import REASON
 
-CLIENTS = ("dynamodb", "s3", "sqs", "sagemaker-runtime", "cloudformation", "lambda")
-
-
-def ingest_environment(args: argparse.Namespace, clients: dict[str, Any]) -> dict[str, str]:
-    """The ingest function's environment, as lambda:GetFunctionConfiguration gives it: the deployed
-    stack's function, or the local stack's (which names its functions by their logical ids)."""
-    name = "IngestFunction"
-    if not args.local:
-        resource = clients["cloudformation"].describe_stack_resource(StackName=args.stack, LogicalResourceId=name)
-        name = resource["StackResourceDetail"]["PhysicalResourceId"]
-    return dict(clients["lambda"].get_function_configuration(FunctionName=name)["Environment"]["Variables"])
+SEND_BATCH = 10  # SQS takes at most 10 messages a SendMessageBatch
+PROGRESS_EVERY = 10_000  # requests between two progress lines
 
 
-def to_reclassify(dynamodb: Any, table: str, bucket: str, prefix: str, model_version: str | None) -> Iterator[ImageRef]:
-    """The CLASSIFIED images of the bucket under the prefix (answered by model_version, if given), and
-    those an earlier run left waiting."""
-    classified = "#status = :classified" + (" AND model_version = :version" if model_version else "")
-    left_waiting = "#status = :pending AND reason = :reason"
-    values = {
-        ":id": {"S": f"{bucket}/{prefix}"},
-        ":classified": {"S": "CLASSIFIED"},
-        ":pending": {"S": "PENDING"},
-        ":reason": {"S": REASON},
-        **({":version": {"S": model_version}} if model_version else {}),
-    }
+@dataclass(frozen=True)
+class Selection:
+    bucket: str
+    prefix: str = "incoming/"
+    model_version: str | None = None
+    uploaded_since: datetime | None = None
+    uploaded_until: datetime | None = None
+
+    def scan_filter(self) -> tuple[str, dict[str, Any]]:
+        """The Scan's FilterExpression and values: classified images that match, or left waiting."""
+        classified = ["#status = :classified"]
+        values: dict[str, Any] = {
+            ":id": {"S": f"{self.bucket}/{self.prefix}"},
+            ":classified": {"S": "CLASSIFIED"},
+            ":pending": {"S": "PENDING"},
+            ":reason": {"S": REASON},
+        }
+        if self.model_version:
+            classified.append("model_version = :version")
+            values[":version"] = {"S": self.model_version}
+        if self.uploaded_since:
+            classified.append("uploaded_at >= :since")
+            values[":since"] = {"S": timestamp(self.uploaded_since)}
+        if self.uploaded_until:
+            classified.append("uploaded_at < :until")
+            values[":until"] = {"S": timestamp(self.uploaded_until)}
+        left_waiting = "#status = :pending AND reason = :reason"
+        return f"begins_with(image_id, :id) AND (({' AND '.join(classified)}) OR ({left_waiting}))", values
+
+
+def to_reclassify(dynamodb: Any, table: str, selection: Selection) -> Iterator[ImageRef]:
+    """The selected images, as their records name them."""
+    expression, values = selection.scan_filter()
     pages = dynamodb.get_paginator("scan").paginate(
         TableName=table,
-        FilterExpression=f"begins_with(image_id, :id) AND (({classified}) OR ({left_waiting}))",
-        ExpressionAttributeNames={"#status": "status"},
+        FilterExpression=expression,
+        ExpressionAttributeNames={"#status": "status", "#key": "key", "#size": "size"},
         ExpressionAttributeValues=values,
+        ProjectionExpression="bucket, #key, etag, #size, uploaded_at",
     )
     for page in pages:
         for raw in page["Items"]:
@@ -75,49 +92,99 @@ def to_reclassify(dynamodb: Any, table: str, bucket: str, prefix: str, model_ver
             yield ImageRef(item["bucket"], item["key"], item["etag"], int(item["size"]), uploaded_at)
 
 
+def send_requests(sqs: Any, queue_url: str, images: Iterable[ImageRef], out: Any = sys.stdout) -> tuple[int, int]:
+    """One request per image, ten a call; what SQS refuses is sent again once. (sent, refused)"""
+    sent = refused = 0
+    iterator = iter(images)
+    while batch := list(islice(iterator, SEND_BATCH)):
+        entries = [{"Id": str(n), "MessageBody": reclassify_request(ref)} for n, ref in enumerate(batch)]
+        for _ in range(2):
+            failed = {f["Id"] for f in sqs.send_message_batch(QueueUrl=queue_url, Entries=entries).get("Failed", [])}
+            sent += len(entries) - len(failed)
+            entries = [entry for entry in entries if entry["Id"] in failed]
+            if not entries:
+                break
+        refused += len(entries)
+        if sent % PROGRESS_EVERY < len(batch):
+            print(f"  {sent:,} requests sent", file=out, flush=True)
+    return sent, refused
+
+
+def progress(sqs: Any, queue_url: str, dynamodb: Any, table: str, bucket: str, prefix: str) -> str:
+    """What is left: requests the ingest function has not taken yet, and images recorded waiting."""
+    names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    attributes = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=names)["Attributes"]
+    waiting = 0
+    for page in dynamodb.get_paginator("scan").paginate(
+        TableName=table,
+        Select="COUNT",
+        FilterExpression="begins_with(image_id, :id) AND #status = :pending AND reason = :reason",
+        ExpressionAttributeNames={"#status": "status"},
+        ExpressionAttributeValues={
+            ":id": {"S": f"{bucket}/{prefix}"},
+            ":pending": {"S": "PENDING"},
+            ":reason": {"S": REASON},
+        },
+    ):
+        waiting += page["Count"]
+    return (
+        f"{int(attributes['ApproximateNumberOfMessages']):,} requests queued, "
+        f"{int(attributes['ApproximateNumberOfMessagesNotVisible']):,} being taken; "
+        f"{waiting:,} images under s3://{bucket}/{prefix} waiting for a transform job"
+    )
+
+
+def moment(text: str) -> datetime:
+    """An ISO 8601 date or time; without a zone, UTC."""
+    parsed = datetime.fromisoformat(text)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    where = parser.add_mutually_exclusive_group(required=True)
-    where.add_argument("--stack", help="the deployed stack (its outputs and its ingest function's settings)")
-    where.add_argument("--local", action="store_true", help="the local stack (make stack and its exported variables)")
-    parser.add_argument("--bucket", default=os.environ.get("IMAGES_BUCKET"), help="with --local: the images bucket")
+    parser.add_argument("--stack", help="read table, bucket and queue from this CloudFormation stack's outputs")
+    parser.add_argument("--table", default=os.environ.get("PREDICTIONS_TABLE"), help="the predictions table")
+    parser.add_argument("--bucket", default=os.environ.get("IMAGES_BUCKET"), help="the images bucket")
+    parser.add_argument("--queue-url", default=os.environ.get("RECLASSIFY_QUEUE_URL"), help="the reclassify queue")
     parser.add_argument("--prefix", default="incoming/", help="only keys under this prefix")
     parser.add_argument("--model-version", help="only images answered by this model_version (sha256:...)")
-    parser.add_argument("--dry-run", action="store_true", help="count what would be classified again, change nothing")
+    parser.add_argument("--uploaded-since", type=moment, help="only images uploaded at or after (ISO 8601, UTC)")
+    parser.add_argument("--uploaded-until", type=moment, help="only images uploaded before (ISO 8601, UTC)")
+    what = parser.add_mutually_exclusive_group()
+    what.add_argument("--dry-run", action="store_true", help="count what would be classified again, send nothing")
+    what.add_argument("--progress", action="store_true", help="what is left of the requests sent, send nothing")
     return parser
 
 
 def main(args: argparse.Namespace, clients: dict[str, Any] | None = None) -> int:
     import boto3
 
-    clients = clients or {name: boto3.client(name) for name in CLIENTS}
-    settings = IngestSettings.from_env(ingest_environment(args, clients))
-    if args.local:
-        if not args.bucket:
-            print("no bucket: give --bucket or set IMAGES_BUCKET (make stack prints it)", file=sys.stderr)
-            return 2
-        bucket = args.bucket
-    else:
-        bucket = stack_outputs(clients["cloudformation"], args.stack)["ImagesBucketName"]
-    images = to_reclassify(clients["dynamodb"], settings.table_name, bucket, args.prefix, args.model_version)
+    clients = clients or {name: boto3.client(name) for name in ("dynamodb", "sqs", "cloudformation")}
+    table, bucket, queue_url = args.table, args.bucket, args.queue_url
+    if args.stack:
+        outputs = stack_outputs(clients["cloudformation"], args.stack)
+        table, bucket = table or outputs["PredictionsTableName"], bucket or outputs["ImagesBucketName"]
+        queue_url = queue_url or outputs["ReclassifyQueueUrl"]
+    if not (table and bucket and queue_url):
+        print("give --stack, or --table, --bucket and --queue-url (make stack prints their variables)", file=sys.stderr)
+        return 2
+    if args.progress:
+        print(progress(clients["sqs"], queue_url, clients["dynamodb"], table, bucket, args.prefix))
+        return 0
+    selection = Selection(bucket, args.prefix, args.model_version, args.uploaded_since, args.uploaded_until)
+    images = to_reclassify(clients["dynamodb"], table, selection)
     if args.dry_run:
         count = sum(1 for _ in images)
-        print(f"{count} images under s3://{bucket}/{args.prefix} would be classified again")
+        print(f"{count:,} images under s3://{bucket}/{args.prefix} would be classified again")
         return 0
-    store = DynamoPredictions(clients["dynamodb"], settings.table_name)
-    ingest = Ingest(
-        rules=flood_path(settings.rules),
-        objects=S3Objects(clients["s3"]),
-        store=store,
-        endpoint=ServerlessEndpoint(clients["sagemaker-runtime"], settings.endpoint_name),
-        queue=SqsJobQueue(clients["sqs"], settings.job_queue_url),
-    )
-    result = Reclassify(store, ingest).run(images)
+    sent, refused = send_requests(clients["sqs"], queue_url, images)
     print(
-        f"{result.selected} selected under s3://{bucket}/{args.prefix}: {result.queued} queued for transform jobs, "
-        f"{len(result.outcomes)} recorded now (deleted or unreadable since), {result.skipped} skipped "
-        f"(overwritten or in a job since), {result.left_waiting} left waiting (run again to queue them)"
+        f"{sent:,} images under s3://{bucket}/{args.prefix} sent to be classified again; "
+        "follow them with --progress (the ingest function takes them two batches at a time)"
     )
+    if refused:
+        print(f"{refused:,} requests refused by SQS twice: run the same command again to send them", file=sys.stderr)
+        return 1
     return 0
 
 

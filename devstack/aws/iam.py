@@ -265,11 +265,10 @@ class Policy:
     statements: tuple[Statement, ...]
 
     @classmethod
-    def of_role(cls, role: str, properties: Mapping[str, Any]) -> Policy:
-        """A role's inline policies, or a managed policy's document (properties with PolicyDocument)."""
-        documents = [p["PolicyDocument"] for p in properties.get("Policies", [])]
-        if "PolicyDocument" in properties:
-            documents.append(properties["PolicyDocument"])
+    def of_role(cls, role: str, *parts: Mapping[str, Any]) -> Policy:
+        """The statements of the parts' properties: a role's inline policies, a managed policy's document."""
+        documents = [p["PolicyDocument"] for properties in parts for p in properties.get("Policies", [])]
+        documents += [properties["PolicyDocument"] for properties in parts if "PolicyDocument" in properties]
         statements = [
             Statement(
                 sid=str(s.get("Sid", "")),
@@ -293,20 +292,31 @@ class Policy:
 MODEL_ROLE = "ModelExecutionRole"  # whose access key the local SageMaker reads and writes S3 with
 
 
+def attached_roles(resource: Mapping[str, Any]) -> list[str]:
+    """The roles of the template a managed policy attaches itself to (its Roles, by Ref)."""
+    roles = resource["Properties"].get("Roles", []) if resource["Type"] == "AWS::IAM::ManagedPolicy" else []
+    return [str(role["Ref"]) for role in roles if isinstance(role, dict) and "Ref" in role]
+
+
 def template_policies(names: LocalNames, parameters: Mapping[str, Any], model_data_url: str) -> dict[str, Policy]:
-    """Every role of template.yaml, resolved for the local stack; the model's role as the stack
-    would create it for `model_data_url`."""
-    template = load_template()
-    kinds = ("AWS::IAM::Role", "AWS::IAM::ManagedPolicy")
-    roles = [(i, r) for i, r in template["Resources"].items() if r["Type"] in kinds]
+    """Every role of template.yaml with the managed policies attached to it, and every managed policy
+    given to people, resolved for the local stack; the model's role as the stack would create it for
+    `model_data_url`."""
+    resources = load_template()["Resources"]
     refs = references(names, dict(parameters))
     model_refs = references(names, {**parameters, "ModelDataUrl": model_data_url})
-    return {
-        logical_id: Policy.of_role(
-            logical_id, resolve(role["Properties"], model_refs if logical_id == MODEL_ROLE else refs)
-        )
-        for logical_id, role in roles
-    }
+    policies = {}
+    for logical_id, resource in resources.items():
+        if resource["Type"] == "AWS::IAM::Role":
+            attached = [r for r in resources.values() if logical_id in attached_roles(r)]
+        elif resource["Type"] == "AWS::IAM::ManagedPolicy" and not attached_roles(resource):
+            attached = []
+        else:
+            continue
+        values = model_refs if logical_id == MODEL_ROLE else refs
+        parts = [resolve(part["Properties"], values) for part in [resource, *attached]]
+        policies[logical_id] = Policy.of_role(logical_id, *parts)
+    return policies
 
 
 def caller_roles() -> dict[str, str]:
@@ -319,7 +329,11 @@ def caller_roles() -> dict[str, str]:
         for logical_id, resource in resources.items()
         if resource["Type"] == "AWS::Serverless::Function"
     }
-    people = {i: i for i, resource in resources.items() if resource["Type"] == "AWS::IAM::ManagedPolicy"}
+    people = {
+        i: i
+        for i, resource in resources.items()
+        if resource["Type"] == "AWS::IAM::ManagedPolicy" and not attached_roles(resource)
+    }
     return {**functions, **people, MODEL_ROLE: MODEL_ROLE}
 
 

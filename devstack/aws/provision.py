@@ -6,7 +6,7 @@ with direct API calls instead; every setting is read from the template, never re
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from devstack.aws.account import ACCOUNT, REGION, arn, queue_url
@@ -24,21 +24,15 @@ class LocalNames:
     job_queue: str = "dogbreed-jobs"
     job_dead_letter_queue: str = "dogbreed-jobs-dlq"
     job_events_dead_letter_queue: str = "dogbreed-job-events-dlq"
+    reclassify_queue: str = "dogbreed-reclassify"
 
     @classmethod
     def for_stack(cls, stack: str) -> LocalNames:
-        """The names of another stack in the same local account ("local" is the default one's)."""
+        """The names of another stack in the same local account ("local" is the default one's): each
+        default with the stack's name in place of "-local", or after it."""
         if stack == "local":
             return cls()
-        return cls(
-            bucket=f"dogbreed-images-{stack}",
-            table=f"dogbreed-predictions-{stack}",
-            queue=f"dogbreed-uploads-{stack}",
-            dead_letter_queue=f"dogbreed-uploads-dlq-{stack}",
-            job_queue=f"dogbreed-jobs-{stack}",
-            job_dead_letter_queue=f"dogbreed-jobs-dlq-{stack}",
-            job_events_dead_letter_queue=f"dogbreed-job-events-dlq-{stack}",
-        )
+        return cls(**{f.name: f"{str(f.default).removesuffix('-local')}-{stack}" for f in fields(cls)})
 
 
 @dataclass(frozen=True)
@@ -49,6 +43,7 @@ class LocalStack:
     job_queue_url: str
     job_dead_letter_queue_url: str
     job_events_dead_letter_queue_url: str
+    reclassify_queue_url: str
 
 
 def references(names: LocalNames, parameters: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -77,6 +72,9 @@ def references(names: LocalNames, parameters: dict[str, Any] | None = None) -> d
             "ImageDeadLetterQueue.QueueName": names.dead_letter_queue,
             "JobDeadLetterQueue.QueueName": names.job_dead_letter_queue,
             "JobEventsDeadLetterQueue.QueueName": names.job_events_dead_letter_queue,
+            "ReclassifyQueue": queue_url(names.reclassify_queue),
+            "ReclassifyQueue.Arn": arn("sqs", names.reclassify_queue),
+            "ReclassifyQueue.QueueName": names.reclassify_queue,
             # the names CloudFormation generates for the stack's own models (ModelDataUrl set);
             # SageMaker's ARNs carry the name lowercased
             "TransformModel.ModelName": "TransformModel-local",
@@ -88,6 +86,8 @@ def references(names: LocalNames, parameters: dict[str, Any] | None = None) -> d
         if resource["Type"] == "AWS::Serverless::Function":  # the function's name is its logical id
             refs[logical_id] = logical_id
             refs[f"{logical_id}.Arn"] = arn("lambda", f"function:{logical_id}")
+        elif resource["Type"] == "AWS::IAM::Role":  # a role's Ref is its name: here, its logical id
+            refs[logical_id] = logical_id
     for name, condition in template.get("Conditions", {}).items():
         refs[f"Condition::{name}"] = bool(resolve(condition, refs))
     for logical_id, resource in template["Resources"].items():
@@ -146,6 +146,7 @@ def provision(
     upload_queue_url = queue("ImageQueue", names.queue)
     job_dead_letter_queue_url = queue("JobDeadLetterQueue", names.job_dead_letter_queue)
     job_queue_url = queue("JobQueue", names.job_queue)
+    reclassify_queue_url = queue("ReclassifyQueue", names.reclassify_queue)
 
     table = resolve(resources["PredictionsTable"]["Properties"], refs)
     dynamodb.create_table(
@@ -181,4 +182,6 @@ def provision(
             ]
         },
     )
-    return LocalStack(names, upload_queue_url, dlq_url, job_queue_url, job_dead_letter_queue_url, job_dlq_url)
+    return LocalStack(
+        names, upload_queue_url, dlq_url, job_queue_url, job_dead_letter_queue_url, job_dlq_url, reclassify_queue_url
+    )

@@ -16,14 +16,11 @@ on the stack at once (StackFailed)."""
 
 from __future__ import annotations
 
-import io
-import json
 import logging
 import shutil
 import tempfile
 import threading
 import time
-import zipfile
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -36,7 +33,7 @@ import requests
 from botocore.config import Config
 
 from devstack.aws import moto_s3, moto_sagemaker, moto_sqs
-from devstack.aws.account import ACCOUNT, CREDENTIALS, REGION
+from devstack.aws.account import ACCOUNT, CREDENTIALS, REGION, queue_url
 from devstack.aws.container import ModelContainer, unpack_model
 from devstack.aws.event_sources import ASYNC_RETRY_DELAYS_S, EventBus, RuleTarget, SqsPoller, SqsTrigger
 from devstack.aws.iam import MODEL_ROLE, CallRecorder, Verdict, check, template_policies
@@ -280,33 +277,6 @@ class Stack:
             )
             self.functions[logical_id] = function
             self._stoppers.append(function.stop)
-            self._register_function(logical_id, spec)
-
-    def _register_function(self, logical_id: str, spec: FunctionSpec) -> None:
-        """The function on the local Lambda control plane, named by its logical id, with the environment
-        the template gives it, so that lambda:GetFunctionConfiguration answers as on AWS (make reclassify)."""
-        # CloudFormation names them after the stack; the default local stack by their logical ids
-        name = logical_id if self.options.name == "local" else f"{self.options.name}-{logical_id}"
-        role = self.client("iam").create_role(
-            RoleName=f"{name}Role",
-            AssumeRolePolicyDocument=json.dumps(
-                {"Statement": [{"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"},
-                                "Action": "sts:AssumeRole"}]}
-            ),
-        )["Role"]  # fmt: skip
-        code = io.BytesIO()
-        with zipfile.ZipFile(code, "w") as archive:
-            archive.writestr("README", f"runs locally from {spec.code_dir}")
-        self.client("lambda").create_function(
-            FunctionName=name,
-            Runtime="python3.12",
-            Role=role["Arn"],
-            Handler=spec.handler,
-            Code={"ZipFile": code.getvalue()},
-            Timeout=int(spec.timeout_s),
-            MemorySize=spec.memory_mb,
-            Environment={"Variables": function_environment(logical_id, self.names, self.parameters)},
-        )
 
     def _start_event_bus(self, template: TranslatedTemplate) -> None:
         sqs = self.client("sqs")
@@ -426,6 +396,7 @@ class Stack:
             **CREDENTIALS,
             "IMAGES_BUCKET": self.names.bucket,
             "PREDICTIONS_TABLE": self.names.table,
+            "RECLASSIFY_QUEUE_URL": queue_url(self.names.reclassify_queue),
         }
 
     def _function_spec(self, logical_id: str, props: dict[str, Any]) -> FunctionSpec:

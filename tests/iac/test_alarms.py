@@ -41,6 +41,8 @@ FAILURE_MODES: dict[str, tuple[str, str, str, str | None]] = {
         "LateJobsAlarm", "DogBreedPipeline", "JobsCollectedBySweep", None),
     "images recorded FAILED": ("ImagesFailedAlarm", "DogBreedPipeline", "ImagesFailed", None),
 }  # fmt: skip
+# Failure modes whose alarm is metric math (each with its own test below).
+BY_METRIC_MATH = {"reclassify requests that nothing takes off their queue": "ReclassifyQueueStalledAlarm"}
 # Alarms that may take longer than an hour, and why that is right.
 SLOWER = {
     "ConfidenceDriftAlarm": "no stall: drift in what users upload shows over a day of answers, not a minute",
@@ -76,11 +78,14 @@ def test_each_failure_mode_has_an_alarm_on_the_topic(mode: str) -> None:
 
 def test_every_alarm_fires_within_an_hour_or_says_why_not() -> None:
     alarms = {name for name, r in RESOURCES.items() if r["Type"] == "AWS::CloudWatch::Alarm"}
-    assert {name for name, *_ in FAILURE_MODES.values()} | set(SLOWER) == alarms  # each alarm has its reason
+    # each alarm has its reason
+    assert {name for name, *_ in FAILURE_MODES.values()} | set(BY_METRIC_MATH.values()) | set(SLOWER) == alarms
     for name in alarms - set(SLOWER):
         properties = alarm(name)
-        waited = properties["Threshold"] if properties["MetricName"] == "ApproximateAgeOfOldestMessage" else 0
-        assert waited + properties["Period"] * properties["EvaluationPeriods"] <= HOUR_S, name
+        waited = properties["Threshold"] if properties.get("MetricName") == "ApproximateAgeOfOldestMessage" else 0
+        periods = [m["MetricStat"]["Period"] for m in properties.get("Metrics", []) if "MetricStat" in m]
+        period = max(periods) if periods else properties["Period"]  # metric math: its metrics' periods
+        assert waited + period * properties["EvaluationPeriods"] <= HOUR_S, name
 
 
 def test_the_queue_age_thresholds_follow_from_the_queues_and_functions() -> None:
@@ -100,6 +105,28 @@ def test_the_dashboard_shows_each_function_and_queue_alarmed() -> None:
     for function in ("IngestFunction", "BuildJobsFunction", "CollectFunction"):
         assert {"Ref": function} in names.values()
     assert "Errors" in text and "JobsCollectedBySweep" in text and "ApproximateAgeOfOldestMessage" in text
+
+
+def reclassify_stall_fires(periods: list[tuple[float, float]]) -> bool:
+    """Whether the reclassify queue's alarm fires on these 5-minute periods of (requests visible at
+    the least, requests deleted), by the alarm's own expression, M of N periods."""
+    properties = alarm("ReclassifyQueueStalledAlarm")
+    (expression,) = [m["Expression"] for m in properties["Metrics"] if m.get("ReturnData")]
+    for m in properties["Metrics"]:
+        if "MetricStat" in m:
+            assert m["MetricStat"]["Metric"]["Dimensions"] == [
+                {"Name": "QueueName", "Value": {"Fn::GetAtt": ["ReclassifyQueue", "QueueName"]}}
+            ]
+    breaching = [metric_math(expression, {"visible": v, "deleted": d}) > properties["Threshold"] for v, d in periods]
+    last = breaching[-properties["EvaluationPeriods"] :]
+    return sum(last) >= properties["DatapointsToAlarm"]
+
+
+def test_a_reclassify_backlog_that_nothing_takes_fires_and_one_being_worked_through_does_not() -> None:
+    assert reclassify_stall_fires([(500_000, 0)] * 3)  # the event source disabled: nothing taken
+    assert not reclassify_stall_fires([(500_000, 1_200)] * 3)  # a backfill under way: visible for hours
+    assert not reclassify_stall_fires([(0, 0)] * 3)  # nothing asked
+    assert not reclassify_stall_fires([(500_000, 0), (500_000, 0), (499_900, 100)])  # taken again
 
 
 # -- drift: the share of answers under the review threshold, against what validation predicts ------------

@@ -774,6 +774,87 @@ def test_every_name_fits_its_limit_for_the_longest_stack_name(template: dict[str
     assert checked >= 4
 
 
+def model_role_during_an_update(template: dict[str, Any], old: dict[str, Any], new: dict[str, Any]) -> tuple[Any, Any]:
+    """The model role's policy while CloudFormation updates the stack from the old parameters to the
+    new, and after the update's cleanup. A managed policy whose create-only property changes is
+    replaced: "CloudFormation creates the new resource first, then changes references ... and then
+    deletes the old resource" in the cleanup phase (User Guide, "Update behaviors of stack
+    resources"); any other change is made in place."""
+    from devstack.aws.iam import Policy, attached_roles
+
+    resources = template["Resources"]
+    before, after = references(LocalNames(), old), references(LocalNames(), new)
+    updated = [resolve(resources["ModelExecutionRole"]["Properties"], after)]  # its inline policies
+    replaced = []
+    for resource in resources.values():
+        if "ModelExecutionRole" in attached_roles(resource):
+            props = resource["Properties"]
+            updated.append(resolve(props, after))
+            create_only = [
+                p.removeprefix("/properties/") for p in resource_schema(resource["Type"])["createOnlyProperties"]
+            ]
+            if any(resolve(props.get(p), before) != resolve(props.get(p), after) for p in create_only):
+                replaced.append(resolve(props, before))  # attached until the cleanup deletes it
+    return Policy.of_role("ModelExecutionRole", *updated, *replaced), Policy.of_role("ModelExecutionRole", *updated)
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        (
+            {"ModelDataUrl": "s3://models-bucket/v1/model.tar.gz"},
+            {"ModelDataUrl": "s3://models-bucket/v2/model.tar.gz"},
+        ),
+        (
+            {"ModelDataUrl": "s3://models-bucket/v1/model.tar.gz"},
+            {
+                "ModelDataUrl": "s3://other-bucket/v2.tar.gz",
+                "ModelKmsKeyArn": f"arn:aws:kms:{REGION}:123456789012:key/k2",
+            },
+        ),
+    ],
+)
+def test_the_model_role_reads_the_replaced_models_artifact_until_the_update_ends(
+    template: dict[str, Any], old: dict[str, Any], new: dict[str, Any]
+) -> None:
+    from devstack.aws.iam import Call
+
+    def reads(policy: Any, url: str) -> bool:
+        return bool(policy.allowing(Call("ModelExecutionRole", "s3:GetObject", f"arn:aws:s3:::{url[len('s3://') :]}")))
+
+    during, after = model_role_during_an_update(template, old, new)
+    # while the new models start and the old ones still serve (a transform job started with one), both read
+    assert reads(during, old["ModelDataUrl"]) and reads(during, new["ModelDataUrl"])
+    # once the update's cleanup has deleted the old models, only the new artifact
+    assert reads(after, new["ModelDataUrl"]) and not reads(after, old["ModelDataUrl"])
+    if "ModelKmsKeyArn" in new:
+        key = Call("ModelExecutionRole", "kms:Decrypt", new["ModelKmsKeyArn"])
+        assert during.allowing(key) and after.allowing(key)
+    # and a new model is created only once its artifact is readable
+    for model in ("Model", "TransformModel"):
+        assert template["Resources"][model]["DependsOn"] == "ModelArtifactPolicy"
+
+
+def test_the_model_artifact_policys_description_fits_iams_limit(template: dict[str, Any]) -> None:
+    """The policy's Description names the artifact (that is what replaces it); IAM takes at most the
+    schema's maxLength, for the longest ModelDataUrl the parameter allows and the longest stack name."""
+    parameter = template["Parameters"]["ModelDataUrl"]
+    longest = "s3://" + "b" * 63 + "/" + "k" * (parameter["MaxLength"] - len("s3://") - 64 - len(".tar.gz")) + ".tar.gz"
+    assert len(longest) == parameter["MaxLength"] and re.fullmatch(parameter["AllowedPattern"], longest)
+    refs = {
+        **references(
+            LocalNames(),
+            {"ModelDataUrl": longest, "ModelKmsKeyArn": f"arn:aws:kms:{REGION}:123456789012:key/{'f' * 36}"},
+        ),
+        "AWS::StackName": "s" * 128,
+    }
+    for name, condition in template["Conditions"].items():
+        refs[f"Condition::{name}"] = bool(resolve(condition, refs))
+    description = resolve(template["Resources"]["ModelArtifactPolicy"]["Properties"]["Description"], refs)
+    limit = resource_schema("AWS::IAM::ManagedPolicy")["properties"]["Description"]["maxLength"]
+    assert longest in description and len(description) <= limit, (len(description), limit)
+
+
 def test_the_image_account_of_every_region_is_the_sagemaker_sdks(template: dict[str, Any]) -> None:
     """The Deep Learning Container images live in another AWS account in some regions, and under
     another domain in China: the mapping must be what the SageMaker SDK retrieves, CPU and GPU."""

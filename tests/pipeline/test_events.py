@@ -17,6 +17,7 @@ from pipeline.logic.jobs import JobFiles, QueuedShard
 from pipeline.logic.lifecycle import Change, Event
 from pipeline.logic.outcomes import ImageRef, Mode, Outcome, Status
 from pipeline.logic.ports import JobItem
+from pipeline.logic.reclassify import REASON
 from pipeline.logic.s3uri import S3Uri
 from tests.conftest import EVENTS, Aws, load_event
 from tests.fakes.sagemaker_runtime import fake_prediction
@@ -72,6 +73,18 @@ def check_put(aws: Aws) -> None:
     item = aws.item("incoming/my dog (1).jpg")
     assert item is not None
     assert item["breed"] == fake_prediction((IMAGES / "dog.jpg").read_bytes()).class_name
+
+
+def check_reclassify_request(aws: Aws) -> None:
+    """`make reclassify`'s request for an image classified before: the ingest function takes it back
+    to waiting and queues it for a transform job (whatever the stack's mode)."""
+    check_put(aws)
+    response = ingest.lambda_handler(load_event("ingest_reclassify_request.json"), LambdaContext())
+    assert response == {"batchItemFailures": []}
+    item = aws.item("incoming/my dog (1).jpg")
+    assert item is not None and (item["status"], item["mode"], item["reason"]) == ("PENDING", "batch", REASON)
+    messages = aws.receive_event(aws.stack.job_queue_url)["Records"]  # the job builder's queue: its shard
+    assert [ref.key for m in messages for ref in QueuedShard.from_message("m", m["body"]).images] == [item["key"]]
 
 
 def check_test_event(aws: Aws) -> None:
@@ -144,6 +157,7 @@ def check_build_jobs(aws: Aws) -> None:
 CASES: dict[str, Callable[[Aws], None]] = {
     "ingest_s3_put.json": check_put,
     "ingest_s3_test_event.json": check_test_event,
+    "ingest_reclassify_request.json": check_reclassify_request,
     "ingest_multi_record.json": check_multi_record,
     "build_jobs_shards.json": check_build_jobs,
     "collect_transform_completed.json": check_completed,

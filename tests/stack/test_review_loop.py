@@ -19,6 +19,7 @@ from devstack.aws.stack import ARTIFACT_KEY, ARTIFACTS_BUCKET, Stack
 from devstack.workloads.demo import unsure_photos
 from infra.predictions import Predictions
 from tests.stack.conftest import StartStack, outcomes, upload, wait_until
+from tests.stack.test_reclassify import reclassify_args
 from tests.stack.test_stack import photos
 from tests.training import train_args
 
@@ -86,11 +87,9 @@ def test_classify_review_label_export_train_and_serve_the_new_model(
     # AND the new model ships and answers the labelled image again (make reclassify)
     archive = pack_model(tmp_path / "v2" / "model", tmp_path / "v2.tar.gz")
     stack.client("s3", observer=True).upload_file(str(archive), ARTIFACTS_BUCKET, ARTIFACT_KEY)
-    clients = {
-        name: stack.client(name, observer=True) for name in ("dynamodb", "s3", "sqs", "sagemaker-runtime", "lambda")
-    }
+    clients = {name: stack.client(name, observer=True) for name in ("dynamodb", "sqs")}
     old_version = first[key]["model_version"]
-    args = ["--local", "--bucket", stack.names.bucket, "--model-version", old_version]
+    args = [*reclassify_args(stack), "--model-version", old_version]
     assert reclassify.main(reclassify.get_args_parser().parse_args(args), clients) == 0
 
     def answered_again() -> bool:

@@ -8,15 +8,15 @@ from dataclasses import replace
 import pytest
 
 from answers import Candidate, Prediction
+from pipeline.logic.deadline import Deadline
 from pipeline.logic.errors import TransientError
-from pipeline.logic.ingest import Ingest
 from pipeline.logic.jobs import QueuedShard
 from pipeline.logic.lifecycle import Change, Event
 from pipeline.logic.outcomes import ImageRef, Mode, Outcome, Status
-from pipeline.logic.reclassify import REASON, Reclassify, flood_path
+from pipeline.logic.reclassify import REASON, Reclassify
 from tests.pipeline import images
 from tests.unit.conftest import Clock
-from tests.unit.test_ingest import World
+from tests.unit.test_ingest import SlowReads, World
 
 OLD = Prediction((Candidate("069", "French_bulldog", 0.9),), model_precision="int8", model_version="sha256:0ld")
 
@@ -34,9 +34,7 @@ def classified(world: World, key: str) -> ImageRef:
 
 
 def reclassify(world: World) -> Reclassify:
-    ingest = world.ingest
-    flood = Ingest(flood_path(ingest.rules), world.objects, world.store, world.endpoint, world.queue, world.clock)
-    return Reclassify(world.store, flood, world.clock)
+    return Reclassify.beside(world.ingest)  # as the ingest function builds it, for the requests it takes
 
 
 def queued_keys(world: World) -> list[str]:
@@ -97,6 +95,25 @@ def test_a_run_stopped_before_queueing_leaves_images_waiting_and_the_next_run_qu
     # THEN the waiting images are taken again and queued, once
     assert (second.taken, second.queued) == (2, 2)
     assert sorted(queued_keys(world)) == sorted(ref.key for ref in refs)
+
+
+def test_a_request_that_could_not_be_queued_comes_again_and_its_image_waits_meanwhile(world: World) -> None:
+    refs = [replace(classified(world, f"incoming/{n}.jpg"), message_id=f"m{n}") for n in range(2)]
+    world.queue.fail_next(TransientError("SQS unavailable"))
+    first = reclassify(world).run(refs)
+    # the requests' messages are reported failed, so SQS delivers them again; the images wait
+    assert first.failed_message_ids == {"m0", "m1"} and first.left_waiting == 2
+    second = reclassify(world).run([replace(ref, receive_count=2) for ref in refs])
+    assert second.failed_message_ids == set() and second.queued == 2
+
+
+def test_past_the_deadline_the_requests_not_started_come_again(clock: Clock) -> None:
+    world = World(Mode.SERVERLESS, clock, objects=SlowReads(clock, seconds=10))  # photos slow to read
+    refs = [replace(classified(world, f"incoming/{n}.jpg"), message_id=f"m{n}") for n in range(10)]
+    deadline = Deadline.of_invocation(clock(), remaining_ms=120_000)  # work stops at 90 s: 9 reads of 10 s
+    result = reclassify(world).run(refs, deadline)
+    assert (result.queued, result.failed_message_ids) == (9, {"m9"})
+    assert world.outcome(refs[9]).reason == REASON  # type: ignore[union-attr]  # waits for its request again
 
 
 def test_a_repeated_run_queues_again_what_still_waits(world: World) -> None:

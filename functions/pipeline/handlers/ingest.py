@@ -1,4 +1,5 @@
-"""SQS-triggered function: S3 upload notifications in, predictions (or shards queued for batch transform) out."""
+"""SQS-triggered function: S3 upload notifications and reclassify requests in, predictions (or shards queued
+for batch transform) out."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from pipeline.logic.deadline import Deadline
 from pipeline.logic.ingest import Ingest
 from pipeline.logic.notifications import parse_message
 from pipeline.logic.outcomes import ImageRef
+from pipeline.logic.reclassify import Reclassify
 
 logger = Logger()
 metrics = Metrics()
@@ -50,12 +52,15 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
 
 
 def handle(event: dict[str, Any], ingest: Ingest, deadline: Deadline | None = None) -> dict[str, Any]:
-    """Parse every message (a bad one fails alone), classify the batch, report partial failures."""
+    """Parse every message (a bad one fails alone), classify the batch's uploads, take its reclassify
+    requests by the flood path, report partial failures."""
     images: list[ImageRef] = []
+    again: list[ImageRef] = []
 
     def parse(record: SQSRecord) -> None:
         receive_count = int(record.attributes.approximate_receive_count or 1)
-        images.extend(parse_message(record.message_id, record.body, receive_count))
+        message = parse_message(record.message_id, record.body, receive_count)
+        (again if message.again else images).extend(message.images)
 
     with processor(records=event.get("Records", []), handler=parse):
         processor.process()
@@ -65,6 +70,11 @@ def handle(event: dict[str, Any], ingest: Ingest, deadline: Deadline | None = No
     emit_outcome_metrics(metrics, result.outcomes)
     metrics.add_metric(name="DuplicatesSkipped", unit=MetricUnit.Count, value=result.duplicates)
     failed = {str(item["itemIdentifier"]) for item in response["batchItemFailures"]} | result.failed_message_ids
+    if again:
+        redo = Reclassify.beside(ingest).run(again, deadline)
+        emit_outcome_metrics(metrics, redo.outcomes)
+        failed |= redo.failed_message_ids
+        logger.info("reclassify requests done", images=len(again), queued=redo.queued, skipped=redo.skipped)
     logger.info(
         "batch done",
         messages=len(event.get("Records", [])),
@@ -73,6 +83,7 @@ def handle(event: dict[str, Any], ingest: Ingest, deadline: Deadline | None = No
         duplicates=result.duplicates,
         superseded=result.superseded,
         handed_back=result.handed_back,
+        reclassify_requests=len(again),
         failed_messages=len(failed),
     )
     return {"batchItemFailures": [{"itemIdentifier": message_id} for message_id in sorted(failed)]}

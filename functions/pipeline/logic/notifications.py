@@ -1,9 +1,12 @@
-"""Turn the body of one SQS message into the S3 objects it announces."""
+"""Turn the body of one SQS message into the S3 objects it announces: an S3 event notification (an
+upload), or a request of `make reclassify` (one image to classify again with the current model)."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import unquote_plus
 
 from aws_lambda_powertools.utilities.data_classes import S3Event
@@ -11,14 +14,36 @@ from aws_lambda_powertools.utilities.data_classes import S3Event
 from pipeline.logic.errors import MalformedMessage
 from pipeline.logic.outcomes import ImageRef
 
+RECLASSIFY = "reclassify"  # the one key of a reclassify request's body
+
+
+@dataclass(frozen=True)
+class Message:
+    images: list[ImageRef]
+    again: bool = False  # a reclassify request: classify these again, not an upload
+
 
 def is_test_event(body: dict[str, object]) -> bool:
     """S3 sends one `s3:TestEvent` (no Records) when a notification is configured."""
     return body.get("Event") == "s3:TestEvent"
 
 
-def parse_message(message_id: str, raw_body: str, receive_count: int = 1) -> list[ImageRef]:
-    """Every object-created record of the message, keys decoded; [] for the S3 test event."""
+def reclassify_request(ref: ImageRef) -> str:
+    """The body of a request to classify one stored image again (about 200 bytes): the object
+    version its record names, as an upload's notification would name it."""
+    image = {
+        "bucket": ref.bucket,
+        "key": ref.key,
+        "etag": ref.etag,
+        "size": ref.size,
+        "uploaded_at": ref.uploaded_at.isoformat(),
+    }
+    return json.dumps({RECLASSIFY: image}, ensure_ascii=False, separators=(",", ":"))
+
+
+def parse_message(message_id: str, raw_body: str, receive_count: int = 1) -> Message:
+    """Every object-created record of an S3 notification, keys decoded (none for the S3 test event),
+    or the image of a reclassify request."""
     try:
         body = json.loads(raw_body)
     except ValueError as exc:
@@ -26,9 +51,13 @@ def parse_message(message_id: str, raw_body: str, receive_count: int = 1) -> lis
     if not isinstance(body, dict):
         raise MalformedMessage(f"message {message_id} is not a JSON object")
     if is_test_event(body):
-        return []
+        return Message([])
+    if RECLASSIFY in body:
+        return Message([_requested(message_id, body[RECLASSIFY], receive_count)], again=True)
     if not isinstance(body.get("Records"), list):
-        raise MalformedMessage(f"message {message_id} is not an S3 event notification (no Records)")
+        raise MalformedMessage(
+            f"message {message_id} is neither an S3 event notification (no Records) nor a reclassify request"
+        )
     refs = []
     try:
         for record in S3Event(body).records:
@@ -51,7 +80,22 @@ def parse_message(message_id: str, raw_body: str, receive_count: int = 1) -> lis
             )
     except (KeyError, TypeError, ValueError) as exc:
         raise MalformedMessage(f"message {message_id} has an incomplete S3 record: {exc!r}") from exc
-    return refs
+    return Message(refs)
+
+
+def _requested(message_id: str, image: Any, receive_count: int) -> ImageRef:
+    try:
+        return ImageRef(
+            bucket=str(image["bucket"]),
+            key=str(image["key"]),
+            etag=str(image["etag"]),
+            size=int(image["size"]),
+            uploaded_at=_parse_time(str(image["uploaded_at"])),
+            message_id=message_id,
+            receive_count=receive_count,
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise MalformedMessage(f"message {message_id} is an incomplete reclassify request: {exc!r}") from exc
 
 
 def _parse_time(value: str) -> datetime:

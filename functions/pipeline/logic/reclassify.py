@@ -1,13 +1,17 @@
-"""Classify images again with the current model (`make reclassify`), by the flood path.
+"""Classify images again with the current model (`make reclassify`), by the flood path, inside AWS.
 
-Each image is first recorded waiting by the lifecycle table's "to classify again" event, which only
-a classified image of this content (or one an earlier run took and left waiting) allows; then the
-ingest logic's own flood path checks it, writes it into a shard and queues the shard for the job
-builder, and the transform job's answer is recorded with the model that made it (`model_version`).
+`make reclassify` selects images and sends one small request per image to the reclassify queue
+(notifications.reclassify_request); the ingest function takes them from there, under its own role,
+and hands them to this. Each image is first recorded waiting by the lifecycle table's "to classify
+again" event, which only a classified image of this content (or one an earlier request left
+waiting) allows; then the ingest logic's own flood path checks it, writes it into a shard and
+queues the shard for the job builder, and the transform job's answer is recorded with the model
+that made it (`model_version`).
 
-Safe to repeat: an image taken twice is queued twice, and the builder keeps one (it skips an image
-already in a running job, and one classified since). A run stopped between recording images waiting
-and queueing them leaves them PENDING with REASON; the next run selects those too and queues them.
+Safe to repeat: an image requested twice is queued twice, and the builder keeps one (it skips an
+image already in a running job, and one classified since). A request stopped between recording an
+image waiting and queueing it leaves it PENDING with REASON; its message comes again (or the next
+`make reclassify` selects it) and queues it.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from itertools import islice
 
 from aws_lambda_powertools import Logger
 
+from pipeline.logic.deadline import Deadline
 from pipeline.logic.ingest import Ingest, IngestRules
 from pipeline.logic.lifecycle import Change, Event
 from pipeline.logic.outcomes import ImageRef, Mode, Outcome, Status
@@ -42,6 +47,7 @@ class ReclassifyResult:
     skipped: int = 0  # no longer a classified image of this content (overwritten, or in a job already)
     queued: int = 0  # in a shard on the job queue
     outcomes: list[Outcome] = field(default_factory=list)  # recorded at once: REJECTED now (deleted since, ...)
+    failed_message_ids: set[str] = field(default_factory=set)  # requests to deliver again (transient, out of time)
 
     @property
     def left_waiting(self) -> int:
@@ -60,7 +66,15 @@ class Reclassify:
         self.ingest = ingest
         self.clock = clock
 
-    def run(self, images: Iterable[ImageRef]) -> ReclassifyResult:
+    @classmethod
+    def beside(cls, ingest: Ingest) -> Reclassify:
+        """Reclassifying with an ingest function's own adapters and settings, by the flood path."""
+        flood = Ingest(
+            flood_path(ingest.rules), ingest.objects, ingest.store, ingest.endpoint, ingest.queue, ingest.clock
+        )
+        return cls(ingest.store, flood, ingest.clock)
+
+    def run(self, images: Iterable[ImageRef], deadline: Deadline | None = None) -> ReclassifyResult:
         result = ReclassifyResult()
         waiting = Outcome(Status.PENDING, Mode.BATCH, model_name=self.ingest.rules.model_name, reason=REASON)
         for chunk in _chunks(images, CHUNK):
@@ -69,9 +83,10 @@ class Reclassify:
             taken = [ref for ref, ok in zip(chunk, written, strict=True) if ok]
             result.taken += len(taken)
             result.skipped += len(chunk) - len(taken)
-            ingested = self.ingest.run(taken)
+            ingested = self.ingest.run(taken, deadline)
             result.queued += ingested.queued
             result.outcomes += ingested.outcomes
+            result.failed_message_ids |= ingested.failed_message_ids
             logger.info("reclassify chunk", selected=len(chunk), taken=len(taken), queued=ingested.queued)
         return result
 
