@@ -43,6 +43,7 @@ from pipeline.logic.reclassify import REASON
 
 SEND_BATCH = 10  # SQS takes at most 10 messages a SendMessageBatch
 PROGRESS_EVERY = 10_000  # requests between two progress lines
+REQUEST_ATTRIBUTES = ("bucket", "key", "etag", "size", "uploaded_at")  # what a request needs of a record
 
 
 @dataclass(frozen=True)
@@ -81,9 +82,9 @@ def to_reclassify(dynamodb: Any, table: str, selection: Selection) -> Iterator[I
     pages = dynamodb.get_paginator("scan").paginate(
         TableName=table,
         FilterExpression=expression,
-        ExpressionAttributeNames={"#status": "status", "#key": "key", "#size": "size"},
+        ExpressionAttributeNames={"#status": "status", **{f"#{name}": name for name in REQUEST_ATTRIBUTES}},
         ExpressionAttributeValues=values,
-        ProjectionExpression="bucket, #key, etag, #size, uploaded_at",
+        ProjectionExpression=", ".join(f"#{name}" for name in REQUEST_ATTRIBUTES),  # some are reserved words
     )
     for page in pages:
         for raw in page["Items"]:

@@ -2,7 +2,9 @@
 
     python -m devstack.workloads.cost --images 300        (make cost)
 
-1. A flood of --images photos goes through the local stack once per mode. Everything the pipeline
+1. A flood of --images photos goes through the local stack once per mode, and once more to be
+   classified again (`make reclassify` of a batch run's images, only that pass counted, the
+   command's Scan and requests included). Everything the pipeline
    does that AWS bills is counted: S3 GETs and PUTs, SQS requests (S3's notifications, the
    functions' sends, the event source mappings' receives and deletes), DynamoDB read and write
    units from the items' sizes (devstack.aws.meter, around moto), Lambda invocations and their
@@ -17,7 +19,7 @@
    include the by-breed and by-problem indexes' (devstack/aws/meter.py).
 4. For each instance type: dollars per million images and the flood from which batch transform is
    the cheaper, with one job per MaxImagesPerJob images; then the table of floods for the template's
-   instance type; then what the stack costs a month while idle.
+   instance type; a million images classified again; then what the stack costs a month while idle.
 
 Durations measured here are this machine's: the serverless endpoint's time per image is priced as
 this machine's time, and the instance rates are scaled from it; the report says which is which.
@@ -26,6 +28,7 @@ this machine's time, and the instance rates are scaled from it; the report says 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import math
 import os
@@ -33,6 +36,7 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -217,36 +221,78 @@ def breakeven_job_size(serverless_per_image: float, batch_per_image: float, per_
 
 
 def measure(archive: Path, workdir: Path, photos: list[bytes], mode: str, gather_s: int) -> Usage:
+    """One run of the photos in a mode: "serverless" or "batch" (from their uploads), or "reclassify":
+    the batch run, then `make reclassify` of every image, of which only the second pass is counted
+    (the command's Scan and requests included)."""
     from devstack.aws.stack import Stack, StackOptions
 
-    parameters = {"InferenceMode": mode, "GatherWindowSeconds": str(gather_s)}
+    stack_mode = "batch" if mode == "reclassify" else mode
+    parameters = {"InferenceMode": stack_mode, "GatherWindowSeconds": str(gather_s)}
     with Stack(StackOptions(archive, workdir / mode, parameters)) as stack:
-        assert stack.meter is not None and stack.runtime is not None and stack.runner is not None
-        assert stack.endpoint_container is not None
+        assert stack.meter is not None
         stack.meter.reset()  # provisioning is not the pipeline's work
+        before = _totals(stack)
         keys = [f"incoming/cost/{mode}/{n:05d}.jpg" for n in range(len(photos))]
         etags = stack.upload(dict(zip(keys, photos, strict=True)))
         if len(stack.wait_for_outcomes(etags, timeout_s=900)) < len(keys):
             raise SystemExit(f"{mode}: not every image had an outcome after 900 s")
+        notifications = len(photos)  # S3's notification of each upload, billed as an SQS request
+        if mode == "reclassify":
+            time.sleep(2)  # the first pass's last deletes and polls
+            stack.meter.reset()
+            before, notifications = _totals(stack), 0
+            _reclassify_all(stack, keys)
         time.sleep(2)  # let the last deletes and polls land
         counts = stack.meter.reset()
-        endpoint = stack.parameters["EndpointName"]
-        endpoint_gb = int(stack.parameters["EndpointMemorySizeMB"]) / 1024
-        functions = stack.functions.values()
+        after = _totals(stack)
         return Usage(
             images=len(photos),
             s3_get=counts["s3:GET"],
             s3_put=counts["s3:PUT"],
-            sqs_requests=counts["sqs:request"] + len(photos),  # + S3's notification of each upload
+            sqs_requests=counts["sqs:request"] + notifications,
             dynamodb_write_units=counts["dynamodb:WRU"],
             dynamodb_read_units=counts["dynamodb:RRU"],
-            lambda_requests=sum(f.invocations for f in functions),
-            lambda_gb_seconds=sum(f.billed_ms / 1000 * f.spec.memory_mb / 1024 for f in functions),
-            endpoint_gb_seconds=stack.endpoint_container.busy_s * endpoint_gb,  # time serving, not queued
-            endpoint_gb_processed=stack.runtime.data_bytes.get(endpoint, 0) / 1e9,
-            transform_records=stack.runner.records,
-            jobs=len(stack.runner.instance_seconds),
+            **{name: after[name] - before[name] for name in after},  # type: ignore[arg-type]
         )
+
+
+def _totals(stack: Any) -> dict[str, float]:
+    """What the stack's parts have counted since it started, by Usage's field."""
+    assert stack.runtime is not None and stack.runner is not None and stack.endpoint_container is not None
+    functions = stack.functions.values()
+    endpoint_gb = int(stack.parameters["EndpointMemorySizeMB"]) / 1024
+    return {
+        "lambda_requests": sum(f.invocations for f in functions),
+        "lambda_gb_seconds": sum(f.billed_ms / 1000 * f.spec.memory_mb / 1024 for f in functions),
+        "endpoint_gb_seconds": stack.endpoint_container.busy_s * endpoint_gb,  # time serving, not queued
+        "endpoint_gb_processed": stack.runtime.data_bytes.get(stack.parameters["EndpointName"], 0) / 1e9,
+        "transform_records": stack.runner.records,
+        "jobs": len(stack.runner.instance_seconds),
+    }
+
+
+def _reclassify_all(stack: Any, keys: list[str]) -> None:
+    """`make reclassify` of every image, as an operator runs it (metered), until each is answered again."""
+    from cli import reclassify
+    from infra.predictions import Predictions
+    from pipeline.adapters.dynamodb import timestamp
+
+    started = timestamp(datetime.now(UTC))
+    environment = stack.user_environment()
+    dynamodb, sqs = stack.client("dynamodb"), stack.client("sqs")
+    selection = reclassify.Selection(environment["IMAGES_BUCKET"], "incoming/cost/")
+    images = reclassify.to_reclassify(dynamodb, environment["PREDICTIONS_TABLE"], selection)
+    sent, refused = reclassify.send_requests(sqs, environment["RECLASSIFY_QUEUE_URL"], images, out=io.StringIO())
+    if (sent, refused) != (len(keys), 0):
+        raise SystemExit(f"reclassify: {sent} requests sent and {refused} refused for {len(keys)} images")
+    records = Predictions(stack.client("dynamodb", observer=True), stack.names.table)
+    deadline = time.monotonic() + 900
+    while time.monotonic() < deadline:
+        found = records.images(stack.names.bucket, keys).values()
+        if len(found) == len(keys) and all(i["status"] != "PENDING" and i["updated_at"] > started for i in found):
+            return
+        time.sleep(2)
+    raise SystemExit("reclassify: not every image was answered again after 900 s")
 
 
 def measure_model_server(archive: Path, workdir: Path, photos: list[bytes], cpus: int, batch: int) -> float:
@@ -279,6 +325,7 @@ class Comparison:
     batch: dict[str, Batch]  # by instance type, cheapest per million first
     max_images_per_job: int
     default_type: str
+    reclassify_per_million: float | None = None  # on the default type, in jobs of MaxImagesPerJob
 
     def table(self, floods: tuple[int, ...] = FLOODS) -> dict[int, dict[str, float]]:
         """Dollars per 1,000 images of each mode, for floods of these sizes, on the default type."""
@@ -311,7 +358,13 @@ def compare(
         million = flood_cost(per_image, per_job, MILLION, m)
         batch[name] = Batch(rate, per_image, per_job, million, crossover(endpoint, per_image, per_job, m))
     ranked = dict(sorted(batch.items(), key=lambda item: item[1].per_million))
-    return Comparison(endpoint, ranked, m, default_type)
+    again = None
+    if "reclassify" in usages:
+        per_image = (
+            sum(run_cost(usages["reclassify"], prices, found[default_type]).values()) / usages["reclassify"].images
+        )
+        again = flood_cost(per_image, job_cost(prices, default_type, count), MILLION, m)
+    return Comparison(endpoint, ranked, m, default_type, again)
 
 
 def report(
@@ -359,6 +412,11 @@ def report(
         print("batch transform is never the cheaper: it costs more per image than the endpoint")
     if fewest:
         print(f"a job pays for its start-up from {fewest:,} images (MaxImagesPerJob must be larger)")
+    if comparison.reclassify_per_million is not None:
+        print(
+            f"make reclassify of a million images already classified, by transform jobs on {default_type}: "
+            f"${comparison.reclassify_per_million:.2f} (the command's Scan and requests included)"
+        )
     idle = idle_cost(load_template(), prices)
     parts = ", ".join(f"{name} ${value:.2f}" for name, value in idle.items())
     print(f"\nidle, with no image: ${sum(idle.values()):.2f} a month ({parts}; {prices['idle_note']})")
@@ -385,7 +443,8 @@ def main(args: argparse.Namespace) -> int:
         archive, photos = model_and_photos(args.model, workdir, args.images)
         measured = measure_model_server(archive, workdir, photos, cpus, args.batch)
         usages = {
-            mode: measure(archive, workdir, photos, mode, args.gather_seconds) for mode in ("serverless", "batch")
+            mode: measure(archive, workdir, photos, mode, args.gather_seconds)
+            for mode in ("serverless", "batch", "reclassify")
         }
     prices = load_prices()
     priced = [name for name in prices["transform_instance_per_hour"] if name in HOSTS]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -194,3 +195,23 @@ def test_a_write_costs_its_size_again_in_each_index_the_item_is_in() -> None:
     assert units(pending) == 1
     assert units({**pending, "breed": {"S": "Beagle"}}) == 2  # the table and by-breed
     assert units({**pending, "problem_status": {"S": "FAILED"}, "reason": {"S": "r" * 1500}}) == 4  # 2 KB twice
+
+
+def test_classifying_again_is_priced_as_the_batch_path_with_its_own_counts() -> None:
+    """A reclassify run's counts, priced like batch's on the template's instance type, start-ups of
+    jobs of MaxImagesPerJob included; no such run, no figure."""
+    parameters = parameter_defaults(load_template())
+    prices = load_prices()
+    batch = usage(300, s3_get=330, s3_put=6, sqs_requests=1000, dynamodb_write_units=1500, lambda_requests=8,
+                  lambda_gb_seconds=0.7, transform_records=300, jobs=1)  # fmt: skip
+    priced = [name for name in prices["transform_instance_per_hour"] if name in HOSTS]
+    found = rates(50.0, 2, CpuFlags(frozenset({"avx2"}), "a test"), priced)
+    without = compare({"serverless": batch, "batch": batch}, prices, parameters, found)
+    assert without.reclassify_per_million is None
+    again = compare({"serverless": batch, "batch": batch, "reclassify": batch}, prices, parameters, found)
+    # the same counts as the batch run: the same figure per million as batch on the default type
+    assert again.reclassify_per_million == pytest.approx(again.batch[again.default_type].per_million)
+    more = replace(batch, dynamodb_write_units=3000)  # each image written once more (back to waiting)
+    dearer = compare({"serverless": batch, "batch": batch, "reclassify": more}, prices, parameters, found)
+    extra = 1500 / 300 * MILLION * prices["dynamodb_per_million_write_units"] / 1e6
+    assert dearer.reclassify_per_million == pytest.approx(again.reclassify_per_million + extra)
