@@ -330,7 +330,8 @@ def test_the_dashboard_shows_only_metrics_that_exist(template: dict[str, Any]) -
 def test_visibility_timeout_is_six_times_the_function_timeout(template: dict[str, Any]) -> None:
     resources = template["Resources"]
     timeout = resources["IngestFunction"]["Properties"]["Timeout"]
-    assert resources["ImageQueue"]["Properties"]["VisibilityTimeout"] >= 6 * timeout
+    for queue in ("ImageQueue", "ReclassifyQueue"):  # the ingest function's two event sources
+        assert resources[queue]["Properties"]["VisibilityTimeout"] >= 6 * timeout, queue
     # a serverless cold start plus the 60 s invocation limit must fit
     assert timeout >= 60 + 30
     builder = resources["BuildJobsFunction"]["Properties"]["Timeout"]
@@ -375,6 +376,12 @@ def test_partial_batch_failures_and_bounded_concurrency(template: dict[str, Any]
     assert endpoint_config["ServerlessConfig"]["MaxConcurrency"] == {"Ref": "EndpointMaxConcurrency"}
     # batch sizes over 10 need a batching window of at least one second
     assert template["Parameters"]["BatchingWindowSeconds"]["MinValue"] >= 1
+    # reclassify requests: an image a message as an upload, so the same work per invocation and the same
+    # timeout; the fewest pollers Lambda allows, so a backfill leaves the account's concurrency to the uploads
+    requests = template["Resources"]["IngestFunction"]["Properties"]["Events"]["ReclassifyRequests"]["Properties"]
+    for setting in ("BatchSize", "MaximumBatchingWindowInSeconds", "FunctionResponseTypes"):
+        assert requests[setting] == uploads[setting], setting
+    assert requests["ScalingConfig"] == {"MaximumConcurrency": 2}
 
 
 @pytest.mark.parametrize(("provisioned", "kept_warm"), [(None, None), ("0", None), ("2", "2")])
@@ -391,8 +398,10 @@ def test_endpoint_workers_are_kept_warm_only_when_asked(
 
 
 def test_one_receive_count_for_the_redrive_and_the_functions(template: dict[str, Any]) -> None:
-    redrive = template["Resources"]["ImageQueue"]["Properties"]["RedrivePolicy"]
-    assert redrive["maxReceiveCount"] == {"Ref": "MaxReceiveCount"}
+    for queue in ("ImageQueue", "ReclassifyQueue"):  # the ingest function gives up on the last delivery of either
+        redrive = template["Resources"][queue]["Properties"]["RedrivePolicy"]
+        assert redrive["maxReceiveCount"] == {"Ref": "MaxReceiveCount"}
+        assert redrive["deadLetterTargetArn"] == {"Fn::GetAtt": ["ImageDeadLetterQueue", "Arn"]}  # alarmed
     assert declared_environment("IngestFunction", template)["MAX_RECEIVE_COUNT"] == {"Ref": "MaxReceiveCount"}
 
 
