@@ -106,7 +106,7 @@ def send_requests(sqs: Any, queue_url: str, images: Iterable[ImageRef], out: Any
             if not entries:
                 break
         refused += len(entries)
-        if sent % PROGRESS_EVERY < len(batch):
+        if sent and sent % PROGRESS_EVERY < len(batch):
             print(f"  {sent:,} requests sent", file=out, flush=True)
     return sent, refused
 
