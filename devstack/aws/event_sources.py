@@ -208,9 +208,11 @@ def scheduled_event(rule: str) -> dict[str, Any]:
 
 
 def matches(pattern: dict[str, Any], event: dict[str, Any]) -> bool:
-    """EventBridge pattern matching for what our rules use: exact values and prefix."""
+    """EventBridge pattern matching for what our rules and pipes use: exact values, prefix and exists."""
     for key, wanted in pattern.items():
         if key not in event:
+            if isinstance(wanted, list) and {"exists": False} in wanted:
+                continue
             return False
         value = event[key]
         if isinstance(wanted, dict):
@@ -225,6 +227,8 @@ def matches(pattern: dict[str, Any], event: dict[str, Any]) -> bool:
 
 def _matches_one(option: Any, value: Any) -> bool:
     if isinstance(option, dict):
+        if set(option) == {"exists"}:
+            return bool(option["exists"])  # the field is there
         if set(option) != {"prefix"}:
             raise NotImplementedError(f"event pattern operator {option} is not supported locally")
         return isinstance(value, str) and value.startswith(option["prefix"])
@@ -250,6 +254,7 @@ class EventBus:
         self.sqs_as = sqs_as  # function -> an SQS client acting as its role
         self.retry_delays_s = retry_delays_s
         self.received: list[dict[str, Any]] = []  # every event put on the bus, matched by a rule or not
+        self.queues: list[tuple[dict[str, Any], str, Any]] = []  # rules with an SQS target: (pattern, URL, client)
         # A fault: events this says True to are never delivered ("in some rare cases an event might not be
         # delivered", EventBridge user guide, "Event delivery from AWS services").
         self.lose: Callable[[dict[str, Any]], bool] = lambda event: False
@@ -277,9 +282,17 @@ class EventBus:
             self.lost.append(event)
             log.warning("event lost, as a fault: %s %s", event.get("detail-type"), event.get("detail", {}))
             return
+        for pattern, url, sqs in self.queues:
+            if matches(pattern, event):
+                sqs.send_message(QueueUrl=url, MessageBody=json.dumps(event))
         for target in self.targets:
             if matches(target.pattern, event):
                 self._invoke_async(target, event)
+
+    def send_to_queue(self, pattern: dict[str, Any], queue_url: str, sqs: Any) -> None:
+        """A rule with an SQS target, as a user adds one (events:PutRule, events:PutTargets): each
+        matching event becomes a message whose body is the event."""
+        self.queues.append((pattern, queue_url, sqs))
 
     def lose_next(self, detail_type: str) -> None:
         """A fault: the next event of this detail-type is never delivered."""

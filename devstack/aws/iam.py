@@ -66,6 +66,9 @@ def calls_of(principal: str, method: str, path: str, query: str, headers: Mappin
         return _s3_calls(principal, method, path, query, headers)
     service, operation = target.split(".", 1)
     request = json.loads(body or b"{}")
+    if service.startswith("DynamoDBStreams"):  # IAM names the stream; moto's shard iterator begins with its ARN
+        stream = request.get("StreamArn") or request.get("ShardIterator", "").split("|", 1)[0]
+        return [Call(principal, f"dynamodb:{operation}", stream or "*")]
     if service.startswith("DynamoDB"):
         return _dynamodb_calls(principal, operation, request)
     if service.startswith("AmazonSQS"):
@@ -320,8 +323,8 @@ def template_policies(names: LocalNames, parameters: Mapping[str, Any], model_da
 
 
 def caller_roles() -> dict[str, str]:
-    """The role each caller acts as: a function's (its logical id is its access key), the model's, and
-    a managed policy's for a person given it (its logical id as the access key: the reviewer). The
+    """The role each caller acts as: a function's (its logical id is its access key), the model's, a
+    pipe's, and a managed policy's for a person given it (its logical id as the access key: the reviewer). The
     stack's own and an observer's calls have none and are not checked."""
     resources = load_template()["Resources"]
     functions = {
@@ -334,7 +337,12 @@ def caller_roles() -> dict[str, str]:
         for i, resource in resources.items()
         if resource["Type"] == "AWS::IAM::ManagedPolicy" and not attached_roles(resource)
     }
-    return {**functions, **people, MODEL_ROLE: MODEL_ROLE}
+    pipes = {  # a pipe reads its source as its role (its logical id as the access key)
+        str(resource["Properties"]["RoleArn"]["Fn::GetAtt"][0]): str(resource["Properties"]["RoleArn"]["Fn::GetAtt"][0])
+        for resource in resources.values()
+        if resource["Type"] == "AWS::Pipes::Pipe"
+    }
+    return {**functions, **people, **pipes, MODEL_ROLE: MODEL_ROLE}
 
 
 def role_of(principal: str) -> str | None:

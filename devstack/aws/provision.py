@@ -25,6 +25,7 @@ class LocalNames:
     job_dead_letter_queue: str = "dogbreed-jobs-dlq"
     job_events_dead_letter_queue: str = "dogbreed-job-events-dlq"
     reclassify_queue: str = "dogbreed-reclassify"
+    outcome_events_dead_letter_queue: str = "dogbreed-outcome-events-dlq"
 
     @classmethod
     def for_stack(cls, stack: str) -> LocalNames:
@@ -44,6 +45,7 @@ class LocalStack:
     job_dead_letter_queue_url: str
     job_events_dead_letter_queue_url: str
     reclassify_queue_url: str
+    outcome_events_dead_letter_queue_url: str
 
 
 def references(names: LocalNames, parameters: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -75,6 +77,10 @@ def references(names: LocalNames, parameters: dict[str, Any] | None = None) -> d
             "ReclassifyQueue": queue_url(names.reclassify_queue),
             "ReclassifyQueue.Arn": arn("sqs", names.reclassify_queue),
             "ReclassifyQueue.QueueName": names.reclassify_queue,
+            "OutcomeEventsDeadLetterQueue.Arn": arn("sqs", names.outcome_events_dead_letter_queue),
+            "OutcomeEventsDeadLetterQueue.QueueName": names.outcome_events_dead_letter_queue,
+            # the label of a stream is the time it was enabled: IAM's view of it, any label
+            "PredictionsTable.StreamArn": arn("dynamodb", f"table/{names.table}/stream/*"),
             # the names CloudFormation generates for the stack's own models (ModelDataUrl set);
             # SageMaker's ARNs carry the name lowercased
             "TransformModel.ModelName": "TransformModel-local",
@@ -147,11 +153,13 @@ def provision(
     job_dead_letter_queue_url = queue("JobDeadLetterQueue", names.job_dead_letter_queue)
     job_queue_url = queue("JobQueue", names.job_queue)
     reclassify_queue_url = queue("ReclassifyQueue", names.reclassify_queue)
+    outcome_events_dlq_url = queue("OutcomeEventsDeadLetterQueue", names.outcome_events_dead_letter_queue)
 
     table = resolve(resources["PredictionsTable"]["Properties"], refs)
     dynamodb.create_table(
         TableName=names.table,
         **{key: table[key] for key in ("AttributeDefinitions", "KeySchema", "GlobalSecondaryIndexes", "BillingMode")},
+        StreamSpecification={"StreamEnabled": True, **table["StreamSpecification"]},
         SSESpecification={"Enabled": table["SSESpecification"]["SSEEnabled"]},
     )
 
@@ -183,5 +191,12 @@ def provision(
         },
     )
     return LocalStack(
-        names, upload_queue_url, dlq_url, job_queue_url, job_dead_letter_queue_url, job_dlq_url, reclassify_queue_url
+        names,
+        upload_queue_url,
+        dlq_url,
+        job_queue_url,
+        job_dead_letter_queue_url,
+        job_dlq_url,
+        reclassify_queue_url,
+        outcome_events_dlq_url,
     )

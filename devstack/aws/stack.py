@@ -32,13 +32,14 @@ import boto3
 import requests
 from botocore.config import Config
 
-from devstack.aws import moto_s3, moto_sagemaker, moto_sqs
+from devstack.aws import moto_s3, moto_sagemaker, moto_sqs, moto_streams
 from devstack.aws.account import ACCOUNT, CREDENTIALS, REGION, queue_url
 from devstack.aws.container import ModelContainer, unpack_model
 from devstack.aws.event_sources import ASYNC_RETRY_DELAYS_S, EventBus, RuleTarget, SqsPoller, SqsTrigger
 from devstack.aws.iam import MODEL_ROLE, CallRecorder, Verdict, check, template_policies
 from devstack.aws.lambda_runtime import FunctionSpec, LambdaFunction
 from devstack.aws.meter import OBSERVER, RequestMeter, index_hash_keys
+from devstack.aws.pipes import PipeRunner, PipeSpec
 from devstack.aws.provision import (
     LocalNames,
     LocalStack,
@@ -153,6 +154,7 @@ class Stack:
         self._stoppers: list[Any] = []
         self.functions: dict[str, LambdaFunction] = {}
         self.pollers: list[SqsPoller] = []
+        self.pipes: list[PipeRunner] = []
         self.resources: LocalStack | None = None
         self.runner: TransformRunner | None = None
         self.bus: EventBus | None = None
@@ -219,6 +221,7 @@ class Stack:
         triggers = [SqsTrigger.from_properties(p, reserved) for p in template.sqs_event_source_mappings()]
         self._start_functions(template, {t.function: t.max_concurrency for t in triggers})
         self._start_event_bus(template)
+        self._start_pipes(template)
         self._start_transform_runner()
         self._start_pollers(triggers)
 
@@ -228,6 +231,7 @@ class Stack:
         moto_sqs.patch()  # receives and sends that do not rescan a flood's backlog per message
         moto_sagemaker.patch()  # SageMaker's refusals that moto lacks
         moto_s3.patch()  # a missing key is 403 to a function whose role may not list the bucket
+        moto_streams.patch()  # no stream record for a write that changes nothing, as DynamoDB
         account = self.options.account
         fresh = account is None or account.stacks == 0
         if account is not None:
@@ -277,6 +281,21 @@ class Stack:
             )
             self.functions[logical_id] = function
             self._stoppers.append(function.stop)
+
+    def _start_pipes(self, template: TranslatedTemplate) -> None:
+        """The template's pipes: the table's stream to the default bus, read as each pipe's role."""
+        resources = load_template()["Resources"]
+        stream_arn = self.client("dynamodb").describe_table(TableName=self.names.table)["Table"]["LatestStreamArn"]
+        keys = ("Source", "SourceParameters", "Target", "TargetParameters")
+        for logical_id, props in template.of_type("AWS::Pipes::Pipe", *keys).items():
+            role = str(resources[logical_id]["Properties"]["RoleArn"]["Fn::GetAtt"][0])
+            spec = PipeSpec.of_properties(logical_id, props, role)
+            assert self.bus is not None and self.calls is not None
+            runner = PipeRunner(
+                spec, self.client("dynamodbstreams", identity=role), stream_arn, self.bus, self.calls.record
+            )
+            self.pipes.append(runner.start())
+            self._stoppers.append(runner.stop)
 
     def _start_event_bus(self, template: TranslatedTemplate) -> None:
         sqs = self.client("sqs")

@@ -267,7 +267,7 @@ class MemoryJobBook(Faults):
         self.check()
         return sorted(self.not_collected)
 
-    def collected(self, name: str) -> None:
+    def collected(self, name: str, now: datetime) -> None:
         self.check()
         self.not_collected.discard(name)
 

@@ -40,6 +40,8 @@ FAILURE_MODES: dict[str, tuple[str, str, str, str | None]] = {
     "a job's end event was lost, or its collection ran out of time": (
         "LateJobsAlarm", "DogBreedPipeline", "JobsCollectedBySweep", None),
     "images recorded FAILED": ("ImagesFailedAlarm", "DogBreedPipeline", "ImagesFailed", None),
+    "outcome events the pipe could not publish": ("OutcomeEventsDeadLetterAlarm", "AWS/SQS",
+        "ApproximateNumberOfMessagesVisible", "OutcomeEventsDeadLetterQueue"),
 }  # fmt: skip
 # Failure modes whose alarm is metric math (each with its own test below).
 BY_METRIC_MATH = {"reclassify requests that nothing takes off their queue": "ReclassifyQueueStalledAlarm"}

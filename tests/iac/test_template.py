@@ -217,6 +217,25 @@ def test_collector_role_reads_a_jobs_files_and_queues_only_retried_shards(transl
     assert literal(collect["LookUpOurTransformJobs"]["Resource"]).endswith(":transform-job/${TransformJobPrefix}-*")
 
 
+def test_the_events_pipe_reads_only_the_tables_stream_and_puts_only_on_the_default_bus(
+    translated: dict[str, Any],
+) -> None:
+    pipe = policy(translated, "OutcomeEventsPipeRole")
+    assert set(pipe) == {"ReadTableStream", "PublishOutcomes", "DeadLetterUnpublished"}
+    assert pipe["ReadTableStream"]["Resource"] == {"Fn::GetAtt": ["PredictionsTable", "StreamArn"]}
+    assert literal(pipe["PublishOutcomes"]["Resource"]).endswith(":event-bus/default")
+    assert pipe["PublishOutcomes"]["Action"] == "events:PutEvents"
+    props = translated["Resources"]["OutcomeEventsPipe"]["Properties"]
+    (only,) = props["SourceParameters"]["FilterCriteria"]["Filters"]
+    # the records of final outcomes and collected jobs: those that carry a detail-type
+    assert json.loads(only["Pattern"])["dynamodb"] == {"NewImage": {"detail_type": {"S": [{"exists": True}]}}}
+    assert (
+        props["TargetParameters"]["EventBridgeEventBusParameters"]["DetailType"] == "$.dynamodb.NewImage.detail_type.S"
+    )
+    stream = translated["Resources"]["PredictionsTable"]["Properties"]["StreamSpecification"]
+    assert stream == {"StreamViewType": "NEW_IMAGE"}
+
+
 def test_sagemaker_names_are_lowercase(template: dict[str, Any]) -> None:
     """SageMaker ARNs carry lowercased names; IAM compares them case-sensitively."""
     for name in ("EndpointName", "ModelName", "TransformJobPrefix"):
@@ -257,7 +276,12 @@ def test_table_is_encrypted_with_point_in_time_recovery(template: dict[str, Any]
 def test_alarms_watch_every_dead_letter_queue_and_failed_or_waiting_images(template: dict[str, Any]) -> None:
     alarms = [r["Properties"] for r in template["Resources"].values() if r["Type"] == "AWS::CloudWatch::Alarm"]
     watched = {a["Dimensions"][0]["Value"]["Fn::GetAtt"][0] for a in alarms if a.get("Namespace") == "AWS/SQS"}
-    dead_letter_queues = {"ImageDeadLetterQueue", "JobDeadLetterQueue", "JobEventsDeadLetterQueue"}
+    dead_letter_queues = {
+        "ImageDeadLetterQueue",
+        "JobDeadLetterQueue",
+        "JobEventsDeadLetterQueue",
+        "OutcomeEventsDeadLetterQueue",
+    }
     assert watched == dead_letter_queues | {"ImageQueue", "JobQueue"}  # and the age of what waits
     ours = {a["MetricName"]: a for a in alarms if a.get("Namespace") == "DogBreedPipeline"}  # metric math: test_alarms
     assert set(ours) == {"ImagesFailed", "ImagesWaitingForCapacity", "JobsCollectedBySweep"}

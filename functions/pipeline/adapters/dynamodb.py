@@ -17,7 +17,7 @@ from pipeline.adapters.retry import Backoff
 from pipeline.logic.errors import TransientError
 from pipeline.logic.lifecycle import Change, State, StoredImage, sources
 from pipeline.logic.outcomes import ImageRef, Outcome, Status
-from pipeline.logic.ports import JOB_IN_FLIGHT, JOB_NOT_STARTED, JobItem
+from pipeline.logic.ports import JOB_COLLECTED, JOB_IN_FLIGHT, JOB_NOT_STARTED, JobItem
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -101,6 +101,7 @@ def outcome_item(ref: ImageRef, outcome: Outcome, now: datetime) -> dict[str, An
         "inference_ms": outcome.inference_ms,
         "reason": outcome.reason,
         "error_code": outcome.error_code,
+        "detail_type": outcome.detail_type,  # a final outcome's event (template.yaml: OutcomeEventsPipe)
     }
     if outcome.status in (Status.REJECTED, Status.FAILED):
         item["problem_status"] = outcome.status.value  # sparse key of the problems index
@@ -307,7 +308,7 @@ class DynamoJobBook:
         if status not in JOB_IN_FLIGHT:
             self._name_set(self.IN_FLIGHT_KEY, "DELETE", name)
         if status == JOB_NOT_STARTED:
-            self.collected(name)
+            self.collected(name, now)
         return True
 
     def get_many(self, names: Iterable[str]) -> dict[str, JobItem]:
@@ -331,8 +332,20 @@ class DynamoJobBook:
     def uncollected(self) -> list[str]:
         return self._names(self.UNCOLLECTED_KEY)
 
-    def collected(self, name: str) -> None:
+    def collected(self, name: str, now: datetime) -> None:
         self._name_set(self.UNCOLLECTED_KEY, "DELETE", name)
+        try:  # once: a collection continued or repeated writes nothing, so the stream carries one change
+            with aws_call(f"marking transform job {name} collected"):
+                self.client.update_item(
+                    TableName=self.table_name,
+                    Key={"image_id": {"S": self.JOB_KEY + name}},
+                    UpdateExpression="SET detail_type = :type, collected_at = :now",
+                    ConditionExpression="attribute_exists(image_id) AND attribute_not_exists(collected_at)",
+                    ExpressionAttributeValues=marshal({":type": JOB_COLLECTED, ":now": timestamp(now)}),
+                )
+        except AwsError as exc:
+            if exc.code != "ConditionalCheckFailedException":  # collected before, or a job without an item
+                raise
 
     def _names(self, key: str) -> list[str]:
         with aws_call(f"reading {key}"):

@@ -141,7 +141,8 @@ class ReviewStore:
                             "Update": {
                                 "TableName": self.table_name,
                                 "Key": {"image_id": {"S": record["image_id"]}},
-                                "UpdateExpression": "REMOVE #review",
+                                # out of the queue; and no event: the answer is the same, a person's label is beside it
+                                "UpdateExpression": "REMOVE #review, detail_type",
                                 "ConditionExpression": "etag = :etag AND #status = :classified",
                                 "ExpressionAttributeNames": {"#review": "review", "#status": "status"},
                                 "ExpressionAttributeValues": marshal(still_this_answer),

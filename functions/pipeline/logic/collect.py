@@ -161,7 +161,7 @@ class Collect:
                 return outcomes
             done += len(chunk)
             longest = max(longest, self.clock() - started)
-        self.jobs.collected(job.name)
+        self.jobs.collected(job.name, self.clock())
         return outcomes
 
     def _read_chunk(

@@ -58,6 +58,16 @@ class Outcome:
         """Recorded CLASSIFIED and marked for a person's review (see needs_review)."""
         return self.status is Status.CLASSIFIED and self.prediction is not None and needs_review(self.prediction)
 
+    @property
+    def detail_type(self) -> str | None:
+        """The EventBridge detail-type a final outcome is published under (the table's stream, through
+        the stack's pipe, publishes each record that carries one); None while the image waits."""
+        if self.status is Status.PENDING:
+            return None
+        if self.needs_review:
+            return "Image Needs Review"
+        return f"Image {self.status.value.capitalize()}"  # Image Classified, Image Rejected, Image Failed
+
 
 def needs_review(prediction: Prediction) -> bool:
     """The one rule of the review queue, for every mode and the reclassify path: an answer whose

@@ -85,6 +85,7 @@ class BuilderLease(Protocol):
 JOB_STARTING = "Starting"  # written before CreateTransformJob
 JOB_NOT_STARTED = "NotStarted"  # SageMaker refused it, or has no such job
 JOB_IN_FLIGHT = frozenset({JOB_STARTING, "InProgress", "Stopping"})  # the rest: SageMaker's TransformJobStatus
+JOB_COLLECTED = "Transform Job Collected"  # the EventBridge detail-type a collected job is published under
 
 
 @dataclass(frozen=True)
@@ -123,8 +124,9 @@ class JobBook(Protocol):
         """The names of the jobs opened and not yet collected (nor refused by SageMaker)."""
         ...
 
-    def collected(self, name: str) -> None:
-        """Every image of the job has been dealt with: nothing more to collect."""
+    def collected(self, name: str, now: datetime) -> None:
+        """Every image of the job has been dealt with: nothing more to collect. Its item (if it has one)
+        is marked collected once, which publishes the job's "Transform Job Collected" event."""
         ...
 
 

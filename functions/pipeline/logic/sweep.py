@@ -62,7 +62,7 @@ class Sweep:
             if job is None:
                 if name in starting:  # its builder is still starting it, or will settle it (build.py)
                     continue
-                self.jobs.collected(name)  # it never started, and nothing waits on it
+                self.jobs.collected(name, self.clock())  # it never started, and nothing waits on it
                 logger.warning("an uncollected job SageMaker does not know is dropped", job_name=name)
                 continue
             if job.status not in TERMINAL_JOB_STATES:
