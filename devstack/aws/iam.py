@@ -66,9 +66,6 @@ def calls_of(principal: str, method: str, path: str, query: str, headers: Mappin
         return _s3_calls(principal, method, path, query, headers)
     service, operation = target.split(".", 1)
     request = json.loads(body or b"{}")
-    if service.startswith("DynamoDBStreams"):  # IAM names the stream; moto's shard iterator begins with its ARN
-        stream = request.get("StreamArn") or request.get("ShardIterator", "").split("|", 1)[0]
-        return [Call(principal, f"dynamodb:{operation}", stream or "*")]
     if service.startswith("DynamoDB"):
         return _dynamodb_calls(principal, operation, request)
     if service.startswith("AmazonSQS"):

@@ -9,6 +9,10 @@ applied in the local stack's process before moto's server starts:
   could take the same sequence number;
 - a shard keeps its last RETAINED records, the oldest trimmed as DynamoDB trims records after 24
   hours, so that a flood of 20,000 images (about five writes each) does not hold every record.
+
+moto 5.2's DynamoDB Streams API answers "Not yet implemented" (its requests are signed for
+`dynamodb` and reach the table's backend), so the stack's pipe reads the shard in this process,
+from LATEST, as GetRecords would hand it the records (StreamReader).
 """
 
 from __future__ import annotations
@@ -31,6 +35,30 @@ def _add(shard: Any, old: Any, new: Any) -> None:
         if extra > 0:  # trimmed: the sequence numbers of those kept stay as they were
             del shard.items[:extra]
             shard.starting_sequence_number += extra
+
+
+class StreamReader:
+    """A table's stream read in order from where it stood when the reader was made (LATEST)."""
+
+    def __init__(self, account: str, region: str, table: str) -> None:
+        from moto.dynamodb.models import dynamodb_backends
+
+        shard = dynamodb_backends[account][region].get_table(table).stream_shard
+        if shard is None:
+            raise ValueError(f"table {table} has no stream")
+        self.shard: Any = shard
+        with _LOCK:
+            self.next = self.shard.starting_sequence_number + len(self.shard.items)
+
+    def read(self, limit: int) -> list[dict[str, Any]]:
+        """Up to `limit` records after the last read, as GetRecords returns them."""
+        with _LOCK:
+            start = self.next - self.shard.starting_sequence_number
+            if start < 0:
+                raise RuntimeError("the stream was trimmed past this reader (DynamoDB: TrimmedDataAccessException)")
+            records = [record.to_json() for record in self.shard.items[start : start + limit]]
+            self.next += len(records)
+        return records
 
 
 def patch() -> None:

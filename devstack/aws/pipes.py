@@ -1,8 +1,9 @@
 """EventBridge Pipes on one machine, for template.yaml's pipe: a DynamoDB stream as the source, the
 filter criteria, and the default event bus as the target (devstack/aws/event_sources.py: EventBus).
 
-Like Pipes, it reads the stream from its starting position as the pipe's role (its GetRecords calls
-are checked against that role), keeps the records its filters match, and puts each on the bus with
+Like Pipes, it reads the stream from LATEST (devstack/aws/moto_streams.py: StreamReader; each read that
+returns records counts as a GetRecords of the pipe's role, checked against that role), keeps the
+records its filters match, and puts each on the bus with
 the target's source and detail-type (a static string, or a `$.` path into the record: "dynamic path
 parameters", EventBridge user guide, "Amazon EventBridge Pipes targets") and the record as detail.
 """
@@ -19,6 +20,7 @@ from typing import Any
 from devstack.aws.account import arn
 from devstack.aws.event_sources import EventBus, bus_event, matches
 from devstack.aws.iam import Call
+from devstack.aws.moto_streams import StreamReader
 
 log = logging.getLogger("devstack")
 
@@ -77,21 +79,19 @@ def path_value(record: dict[str, Any], value: str) -> Any:
 class PipeRunner:
     """One pipe, reading the stream's one shard (moto keeps one) until stopped."""
 
-    def __init__(self, spec: PipeSpec, streams: Any, stream_arn: str, bus: EventBus, record_call: Any) -> None:
+    def __init__(self, spec: PipeSpec, reader: StreamReader, stream_arn: str, bus: EventBus, record_calls: Any) -> None:
+        if spec.starting_position != "LATEST":
+            raise NotImplementedError(f"pipe {spec.name}: only LATEST is read locally")
         self.spec = spec
-        self.streams = streams  # a dynamodbstreams client acting as the pipe's role
+        self.reader = reader
         self.stream_arn = stream_arn
         self.bus = bus
-        self.record_call = record_call  # records the pipe's events:PutEvents (the bus is not moto's)
+        self.record_calls = record_calls  # the stack's call recorder: the pipe's calls, checked against its role
         self.published = 0
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"pipe-{spec.name}", daemon=True)
 
     def start(self) -> PipeRunner:
-        (shard,) = self.streams.describe_stream(StreamArn=self.stream_arn)["StreamDescription"]["Shards"]
-        self._iterator = self.streams.get_shard_iterator(
-            StreamArn=self.stream_arn, ShardId=shard["ShardId"], ShardIteratorType=self.spec.starting_position
-        )["ShardIterator"]
         self._thread.start()
         return self
 
@@ -103,18 +103,18 @@ class PipeRunner:
         bus_arn = arn("events", "event-bus/default")
         while not self._stopping.is_set():
             try:
-                page = self.streams.get_records(ShardIterator=self._iterator, Limit=self.spec.batch_size)
+                records = self.reader.read(self.spec.batch_size)
             except Exception:  # a stack stopping under it; on AWS the pipe retries
                 if not self._stopping.is_set():
                     log.exception("pipe %s could not read its stream", self.spec.name)
                 self._stopping.wait(POLL_S)
                 continue
-            self._iterator = page["NextShardIterator"]
-            events = [event for record in page["Records"] if (event := self.spec.event(record)) is not None]
-            if events:
-                self.record_call([Call(self.spec.role, "events:PutEvents", bus_arn)])
+            if not records:
+                self._stopping.wait(POLL_S)
+                continue
+            events = [event for record in records if (event := self.spec.event(record)) is not None]
+            calls = [Call(self.spec.role, "dynamodb:GetRecords", self.stream_arn)]
+            self.record_calls(calls + ([Call(self.spec.role, "events:PutEvents", bus_arn)] if events else []))
             for event in events:
                 self.bus.put(event)
                 self.published += 1
-            if not page["Records"]:
-                self._stopping.wait(POLL_S)

@@ -291,9 +291,8 @@ class Stack:
             role = str(resources[logical_id]["Properties"]["RoleArn"]["Fn::GetAtt"][0])
             spec = PipeSpec.of_properties(logical_id, props, role)
             assert self.bus is not None and self.calls is not None
-            runner = PipeRunner(
-                spec, self.client("dynamodbstreams", identity=role), stream_arn, self.bus, self.calls.record
-            )
+            reader = moto_streams.StreamReader(ACCOUNT, REGION, self.names.table)
+            runner = PipeRunner(spec, reader, stream_arn, self.bus, self.calls.record)
             self.pipes.append(runner.start())
             self._stoppers.append(runner.stop)
 
