@@ -61,16 +61,26 @@ def test_the_local_stack_is_what_the_template_declares(start_stack: StartStack) 
         (i["IndexName"], json.dumps(i["KeySchema"])) for i in table["GlobalSecondaryIndexes"]
     }
 
-    pollers = {poller.trigger.function: poller for poller in stack.pollers}
-    assert set(pollers) == {"IngestFunction", "BuildJobsFunction"}
-    poller = pollers["IngestFunction"]
+    pollers = {
+        (poller.trigger.function, poller.trigger.queue_arn.rsplit(":", 1)[1]): poller for poller in stack.pollers
+    }
+    names = stack.names
+    assert set(pollers) == {
+        ("IngestFunction", names.queue),
+        ("IngestFunction", names.reclassify_queue),
+        ("BuildJobsFunction", names.job_queue),
+    }
+    poller = pollers["IngestFunction", names.queue]
     uploads = template["IngestFunction"]["Properties"]["Events"]["Uploads"]["Properties"]
     assert poller.trigger.queue_arn == attributes["QueueArn"]
     assert poller.trigger.batch_size == 40
     assert poller.trigger.window_s == float(FAST["BatchingWindowSeconds"])
     assert poller.trigger.report_batch_item_failures == ("ReportBatchItemFailures" in uploads["FunctionResponseTypes"])
     assert poller.trigger.max_concurrency == int(stack.parameters["EndpointMaxConcurrency"])
-    builder = pollers["BuildJobsFunction"].trigger
+    requests = pollers["IngestFunction", names.reclassify_queue].trigger  # make reclassify's, beside the uploads
+    assert (requests.batch_size, requests.window_s, requests.max_concurrency) == (40, poller.trigger.window_s, 2)
+    assert requests.report_batch_item_failures
+    builder = pollers["BuildJobsFunction", names.job_queue].trigger
     job_queue = sqs.get_queue_attributes(QueueUrl=stack.resources.job_queue_url, AttributeNames=["All"])["Attributes"]
     assert builder.queue_arn == job_queue["QueueArn"]
     assert (builder.batch_size, builder.window_s) == (10000, float(FAST["GatherWindowSeconds"]))
