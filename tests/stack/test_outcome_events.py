@@ -33,7 +33,8 @@ def received(stack: Stack, queue_url: str, settle_s: float = 3.0) -> list[dict[s
 def test_each_outcome_is_published_once_and_a_duplicate_delivery_publishes_nothing(
     start_stack: StartStack, dataset: Path
 ) -> None:
-    stack = start_stack(InferenceMode="serverless")
+    # (batch mode: each image is written waiting, then in its job, then answered; only the answer publishes)
+    stack = start_stack(InferenceMode="batch")
     # GIVEN a queue subscribed to the stack's events by a rule on its source
     sqs = stack.client("sqs", observer=True)
     queue_url = sqs.create_queue(QueueName="outcome-events")["QueueUrl"]
@@ -51,9 +52,13 @@ def test_each_outcome_is_published_once_and_a_duplicate_delivery_publishes_nothi
     assert wait_until(lambda: queue_is_empty(stack, stack.resources.queue_url))
     assert outcomes(stack, {duplicate: found[duplicate]["etag"]})[duplicate] == found[duplicate]
     # THEN the queue received exactly one event per outcome, with the record as detail, and none for the duplicate
-    events = received(stack, queue_url)
+    everything = received(stack, queue_url)
+    events = [event for event in everything if event["detail-type"] != "Transform Job Collected"]
     images = Counter(event["detail"]["dynamodb"]["NewImage"]["image_id"]["S"] for event in events)
     assert images == Counter({item["image_id"]: 1 for item in found.values()}), images
+    # AND each transform job once, when collected
+    jobs = Counter(e["detail"]["dynamodb"]["NewImage"]["job_name"]["S"] for e in everything if e not in events)
+    assert jobs and jobs == Counter({n: 1 for n in {item["job_name"] for item in found.values() if "job_name" in item}})
     for event in events:
         record = event["detail"]["dynamodb"]["NewImage"]
         key = record["key"]["S"]
