@@ -1,11 +1,11 @@
 """EventBridge Pipes on one machine, for template.yaml's pipe: a DynamoDB stream as the source, the
 filter criteria, and the default event bus as the target (devstack/aws/event_sources.py: EventBus).
 
-Like Pipes, it reads the stream from LATEST (devstack/aws/moto_streams.py: StreamReader; each read that
-returns records counts as a GetRecords of the pipe's role, checked against that role), keeps the
-records its filters match, and puts each on the bus with
-the target's source and detail-type (a static string, or a `$.` path into the record: "dynamic path
-parameters", EventBridge user guide, "Amazon EventBridge Pipes targets") and the record as detail.
+Like Pipes, it reads the stream from LATEST (devstack/aws/moto_streams.py: StreamReader; each read
+that returns records counts as a GetRecords of the pipe's role, checked against that role), keeps
+the records its filters match, and puts each on the bus with the target's source and detail-type
+(a static string, or a `$.` path into the record: "dynamic path parameters", EventBridge user
+guide, "Amazon EventBridge Pipes targets") and the record as detail.
 """
 
 from __future__ import annotations
