@@ -40,18 +40,22 @@ class Job:
     """A transform job as the job builder leaves it (a manifest, an index, PENDING records), then
     the output lines SageMaker writes for each shard."""
 
-    def __init__(self, objects: MemoryObjects, store: MemoryPredictions, *shards: list[str], attempt: int = 1) -> None:
+    def __init__(
+        self, objects: MemoryObjects, store: MemoryPredictions, *shards: list[str], attempt: int = 1, nonce: str = "n"
+    ) -> None:
         self.objects, self.store = objects, store
         self.shards = [
             QueuedShard(
-                S3Uri(BUCKET, f"{SHARD_PREFIX}20261122T100000-s{n}.jsonl"), tuple(map(_ref, keys)), attempt=attempt
+                S3Uri(BUCKET, f"{SHARD_PREFIX}20261122T100000-{nonce}{n}.jsonl"),
+                tuple(map(_ref, keys)),
+                attempt=attempt,
             )
             for n, keys in enumerate(shards)
         ]
         for shard in self.shards:  # as the ingest function writes them
             lines = b"".join(answers.dumps_record(ref.key, ref.key.encode()) + b"\n" for ref in shard.images)
             objects.put_bytes(BUCKET, shard.uri.key, lines, answers.JSON_LINES)
-        self.files: JobFiles = LAYOUT.new_job(BUCKET, self.shards, started=T0, nonce="n")
+        self.files: JobFiles = LAYOUT.new_job(BUCKET, self.shards, started=T0, nonce=nonce)
         objects.put_json(BUCKET, self.files.index.key, self.files.index_doc(self.shards))
         objects.put_json(BUCKET, self.files.manifest.key, self.files.manifest_doc(self.shards))
         for shard in self.shards:

@@ -3,14 +3,17 @@ collection ran out of time, is collected from what SageMaker says of it."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 
 import pytest
 
-from pipeline.logic.collect import Collect
+from pipeline.logic.collect import RETRY_GROUP_IMAGES, Collect
+from pipeline.logic.deadline import Deadline
 from pipeline.logic.lifecycle import Change, Event
 from pipeline.logic.outcomes import Mode, Outcome, Status
 from pipeline.logic.ports import JobItem
+from pipeline.logic.s3uri import S3Uri
 from pipeline.logic.sweep import Sweep
 from tests.fakes.ports import MemoryJobBook, MemoryJobQueue, MemoryObjects, MemoryPredictions, MemoryTransformJobs
 from tests.fakes.sagemaker_runtime import fake_prediction
@@ -109,3 +112,48 @@ def test_a_job_collected_already_is_not_recorded_twice(world: World, clock: Cloc
     result = world.sweep.run()
     assert result.collected == [job.files.name] and result.outcomes == []
     assert world.book.uncollected() == []
+
+
+class SlowObjects(MemoryObjects):
+    """Reading a chunk's files takes `read_s` of the clock a call, writing a group's `write_s`."""
+
+    def __init__(self, clock: Clock, read_s: float, write_s: float) -> None:
+        super().__init__()
+        self.clock, self.read_s, self.write_s = clock, read_s, write_s
+
+    def get_many(self, uris: Sequence[S3Uri]) -> list[bytes | None]:
+        self.clock.advance(self.read_s)
+        return super().get_many(uris)
+
+    def put_many(self, files: Sequence[tuple[str, str, bytes, str]]) -> None:
+        self.clock.advance(self.write_s)
+        super().put_many(files)
+
+
+def test_a_sweep_starts_no_collection_whose_first_piece_would_end_past_its_deadline(clock: Clock) -> None:
+    """The 20,000-image soak's sweep started a collection near its deadline and ran it a chunk and a
+    group past it (83% of the timeout): every piece of a sweep is judged by the longest of its kind
+    so far in the invocation, the first of each collection too."""
+    world = World(clock)
+    slow = SlowObjects(clock, read_s=20, write_s=20)  # a failed job's chunk: two reads, 40 s; a group: 20 s
+    world.objects = slow
+    collect = Collect(slow, world.store, world.queue, SHARD_PREFIX, world.book, clock=clock)
+    world.sweep = Sweep(collect, world.book, world.transforms, LATE, clock=clock)
+    big = [f"incoming/a{n}.jpg" for n in range(RETRY_GROUP_IMAGES * 4)]  # a chunk and four groups: 120 s
+    jobs = []
+    for nonce, shards in (("d", [big[:200], big[200:]]), ("a", [["incoming/b.jpg"]])):  # the sweep's order
+        job = Job(slow, world.store, *shards, nonce=nonce)
+        world.book.open(JobItem(job.files.name, "InProgress", holder="builder"), T0)
+        world.transforms.start(job.files.name, str(job.files.manifest), str(job.files.output))
+        world.transforms.finish(job.files.name, status="Failed", at=T0)
+        jobs.append(job)
+    clock.advance(LATE.total_seconds() + 60)
+    started = clock()
+    deadline = Deadline.of_invocation(started, remaining_ms=300_000)  # work stops at 225 s
+    clock.advance(100)  # the sweep's own asking, and what came before: the first job's collection starts late
+    world.sweep.run(deadline)
+    # the first job's images all queued again by 220 s; the second's first chunk (40 s) would end past 225 s
+    assert len(world.queue.messages) == len(big) and (clock() - started).total_seconds() <= 0.8 * 300
+    assert world.status("incoming/b.jpg") is Status.PENDING and world.book.uncollected() == [jobs[1].files.name]
+    world.sweep.run(Deadline.of_invocation(clock(), remaining_ms=300_000))  # the next sweep takes it
+    assert len(world.queue.messages) == len(big) + 1 and world.book.uncollected() == []

@@ -16,13 +16,13 @@ import json
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TypeVar
 
 from aws_lambda_powertools import Logger
 
 import answers
-from pipeline.logic.deadline import Deadline
+from pipeline.logic.deadline import Deadline, Pace
 from pipeline.logic.errors import TransientError
 from pipeline.logic.ingest import SHARD_MAX_BYTES
 from pipeline.logic.jobs import TERMINAL_JOB_STATES, JobEvent, JobFiles, QueuedShard, index_of, shard_uri
@@ -115,7 +115,7 @@ class Collect:
         self.shard_prefix = shard_prefix
         self.clock = clock
 
-    def run(self, job: JobEvent, deadline: Deadline | None = None) -> list[Outcome]:
+    def run(self, job: JobEvent, deadline: Deadline | None = None, pace: Pace | None = None) -> list[Outcome]:
         """Record every image of the job, SHARDS_AT_ONCE shards at a time (their files read at
         once, their records written as each chunk is done). Past the deadline it stops between two
         pieces of work and leaves the job uncollected: the sweep (sweep.py) runs it again, and what
@@ -124,6 +124,7 @@ class Collect:
             logger.info("job not finished; nothing to collect", job_name=job.name, status=job.status)
             return []
         deadline = deadline or Deadline.never()
+        pace = pace or Pace()  # the invocation's, shared by the collections of a sweep
         manifest = S3Uri.parse(job.manifest_uri)
         index = index_of(manifest)
         index_body = self.objects.get_if_exists(index.bucket, index.key)
@@ -145,10 +146,9 @@ class Collect:
         listing: dict[str, list[str]] = {}  # the job's output folder, listed at most once
         outcomes: list[Outcome] = []
         done = 0
-        longest = timedelta(0)  # the longest chunk so far: the next is judged by it
-        for number, chunk in enumerate(shard_chunks(waiting, failed=job.status != "Completed")):
+        for chunk in shard_chunks(waiting, failed=job.status != "Completed"):
             started = self.clock()
-            if number and deadline.passed(started, next_piece=longest):
+            if not pace.allows(started, deadline, "chunk"):
                 logger.warning(
                     "out of time: the next sweep collects the rest",
                     job_name=job.name,
@@ -157,10 +157,10 @@ class Collect:
                 return outcomes
             todo = self._read_chunk(job, files, chunk, listing)
             outcomes += self._write(todo.changes)
-            if not self._retry_alone(job, todo, deadline):
+            pace.took("chunk", started, self.clock())
+            if not self._retry_alone(job, todo, deadline, pace):
                 return outcomes
             done += len(chunk)
-            longest = max(longest, self.clock() - started)
         self.jobs.collected(job.name, self.clock())
         return outcomes
 
@@ -220,7 +220,7 @@ class Collect:
                 outcomes.append(outcome)
         return outcomes
 
-    def _retry_alone(self, job: JobEvent, todo: _Chunk, deadline: Deadline) -> bool:
+    def _retry_alone(self, job: JobEvent, todo: _Chunk, deadline: Deadline, pace: Pace) -> bool:
         """Queue each unanswered image of a failed job again, alone in a shard of its own:
         SageMaker fails a job for one input file it cannot process and still processes the others,
         so alone, one bad image fails only itself. A group of images at a time: their files written
@@ -232,10 +232,9 @@ class Collect:
         attempts = {ref.image_id: attempt for ref, attempt in todo.retries}
         refs = [ref for ref, _ in todo.retries]
         queued = 0
-        longest = timedelta(0)  # the longest group so far: the next is judged by it
         for group in retry_groups(refs, todo.lines):
             started = self.clock()
-            if queued and deadline.passed(started, next_piece=longest):
+            if not pace.allows(started, deadline, "group"):
                 break
             files, messages, changes = [], [], []
             for ref in group:
@@ -252,7 +251,7 @@ class Collect:
             self.queue.send_many(messages)
             self._write(changes)
             queued += len(group)
-            longest = max(longest, self.clock() - started)
+            pace.took("group", started, self.clock())
         if refs:
             logger.warning(
                 "images of a failed job queued again, each alone",

@@ -6,12 +6,13 @@ piece of work, and past `stop_at` hands the rest back (to its queue, or to the n
 that what it has done is recorded and nothing is half done. tests/unit/test_limits.py checks each
 function's worst piece against its timeout at the template's defaults. The collector, whose pieces
 vary most (a chunk of a completed 20,000-image job's output, a group of a failed one's images),
-also judges the next piece by the longest so far (`passed(now, next_piece=...)`), so that a piece
-slower than those figures does not run past `stop_at` either."""
+also judges the next piece by the longest of its kind so far in the invocation (`Pace`), so that a
+piece slower than those figures does not run past `stop_at` either, nor a collection the sweep
+starts late in its invocation."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 # Stop starting work at this share of an invocation's time: the worst piece of work then ends under
@@ -39,3 +40,22 @@ class Deadline:
         """Whether work starting `now` and taking `next_piece` (the longest piece so far) would end
         past stop_at."""
         return now + next_piece >= self.stop_at
+
+
+@dataclass
+class Pace:
+    """The longest piece of each kind an invocation has done so far, by which the next piece of that
+    kind is judged. The invocation's first piece always runs, so each invocation gets further; one
+    shared by the collections of a sweep stops the sweep from starting a collection whose first
+    piece would end past the deadline."""
+
+    longest: dict[str, timedelta] = field(default_factory=dict)
+
+    def allows(self, now: datetime, deadline: Deadline, kind: str) -> bool:
+        """Whether a piece of this kind started now would end before the deadline's stop_at."""
+        if not self.longest:
+            return True
+        return not deadline.passed(now, next_piece=self.longest.get(kind, timedelta(0)))
+
+    def took(self, kind: str, started: datetime, ended: datetime) -> None:
+        self.longest[kind] = max(self.longest.get(kind, timedelta(0)), ended - started)

@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from aws_lambda_powertools import Logger
 
 from pipeline.logic.collect import Collect
-from pipeline.logic.deadline import Deadline
+from pipeline.logic.deadline import Deadline, Pace
 from pipeline.logic.jobs import TERMINAL_JOB_STATES
 from pipeline.logic.outcomes import Outcome
 from pipeline.logic.ports import JOB_STARTING, JobBook, TransformJobLookup
@@ -50,6 +50,7 @@ class Sweep:
 
     def run(self, deadline: Deadline | None = None) -> SweepResult:
         deadline = deadline or Deadline.never()
+        pace = Pace()  # one for every collection of this sweep: a late one is judged by the earlier ones
         result = SweepResult()
         names = self.jobs.uncollected()
         starting = {job.name for job in self.jobs.get_many(names).values() if job.status == JOB_STARTING}
@@ -75,6 +76,6 @@ class Sweep:
                 status=job.status,
                 ended_at=job.ended_at.isoformat() if job.ended_at else None,
             )
-            result.outcomes += self.collect.run(job, deadline)
+            result.outcomes += self.collect.run(job, deadline, pace)
             result.collected.append(name)
         return result
