@@ -45,7 +45,7 @@ def budget(name: str) -> Budget:
 
 
 def longest_ref() -> ImageRef:
-    return ImageRef("b" * 63, LONGEST_KEY, "e" * 34, LARGEST_IMAGE_BYTES, NOW)
+    return ImageRef("b" * 63, LONGEST_KEY, "e" * 34, LARGEST_IMAGE_BYTES, NOW, requested_at=NOW)  # reclassified
 
 
 # -- sizes --------------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ in-memory fakes: the lifecycle table's "to classify again" event, then the inges
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import timedelta
 
 import pytest
 
@@ -16,6 +17,7 @@ from pipeline.logic.outcomes import ImageRef, Mode, Outcome, Status
 from pipeline.logic.reclassify import REASON, Reclassify
 from tests.pipeline import images
 from tests.unit.conftest import Clock
+from tests.unit.test_build import World as BuildWorld
 from tests.unit.test_ingest import SlowReads, World
 
 OLD = Prediction((Candidate("069", "French_bulldog", 0.9),), model_precision="int8", model_version="sha256:0ld")
@@ -127,3 +129,19 @@ def test_a_repeated_run_queues_again_what_still_waits(world: World) -> None:
 def test_reclassifying_refuses_an_ingest_off_the_flood_path(world: World) -> None:
     with pytest.raises(ValueError, match="flood path"):
         Reclassify(world.store, world.ingest)
+
+
+def test_an_image_uploaded_long_ago_waits_from_its_request_not_its_upload(world: World, clock: Clock) -> None:
+    """An image classified months ago waits for its job from the request: the job builder starts a job for
+    it, where it once failed it at once for waiting longer than MaxBatchWaitMinutes since its upload."""
+    ref = classified(world, "incoming/old.jpg")
+    clock.advance(timedelta(days=90).total_seconds())
+    reclassify(world).run([ref])
+    (body,) = world.queue.messages
+    shard = QueuedShard.from_message("m", body)
+    (queued,) = shard.images
+    assert queued.uploaded_at == ref.uploaded_at and queued.requested_at == clock()
+    builds = BuildWorld(clock, store=world.store)
+    result = builds.builder.run([shard])
+    outcome = world.outcome(ref)
+    assert result.jobs and outcome is not None and outcome.status is Status.PENDING and outcome.job_name

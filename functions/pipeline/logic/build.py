@@ -49,7 +49,7 @@ class BuildRules:
     model_name: str
     max_images_per_job: int
     max_jobs_in_flight: int
-    max_wait: timedelta  # from upload: an image still waiting after this is FAILED
+    max_wait: timedelta  # from upload (or a request to classify again): an image still waiting after this is FAILED
 
 
 @dataclass
@@ -161,7 +161,7 @@ class BuildJobs:
                 seen.add((ref.image_id, ref.etag))
                 if dead is not None:
                     held[ref.image_id] = dead
-                if now - ref.uploaded_at > self.rules.max_wait:
+                if now - ref.waiting_since > self.rules.max_wait:
                     self._give_up(ref, dead, now, result)
                 else:
                     waiting.append(ref)
@@ -183,7 +183,7 @@ class BuildJobs:
         return record.job_name if job.status in DEAD_JOB_STATES else None
 
     def _give_up(self, ref: ImageRef, dead: str | None, now: datetime, result: BuildResult) -> None:
-        waited = (now - ref.uploaded_at).total_seconds() / 60
+        waited = (now - ref.waiting_since).total_seconds() / 60
         outcome = Outcome(
             Status.FAILED,
             Mode.BATCH,

@@ -46,22 +46,25 @@ def job_name(prefix: str, images: Iterable[ImageRef], *, started: datetime, nonc
 
 
 def _ref_to_json(ref: ImageRef) -> dict[str, Any]:
-    return {
+    doc = {
         "bucket": ref.bucket,
         "key": ref.key,
         "etag": ref.etag,
         "size": ref.size,
         "uploaded_at": ref.uploaded_at.astimezone(UTC).isoformat(),
     }
+    return doc | ({"requested_at": ref.requested_at.astimezone(UTC).isoformat()} if ref.requested_at else {})
 
 
 def _ref_from_json(doc: dict[str, Any]) -> ImageRef:
+    requested = doc.get("requested_at")
     return ImageRef(
         bucket=str(doc["bucket"]),
         key=str(doc["key"]),
         etag=str(doc["etag"]),
         size=int(doc["size"]),
         uploaded_at=datetime.fromisoformat(str(doc["uploaded_at"])),
+        requested_at=datetime.fromisoformat(str(requested)) if requested else None,
     )
 
 

@@ -35,10 +35,16 @@ class ImageRef:
     uploaded_at: datetime
     message_id: str = ""
     receive_count: int = 1
+    requested_at: datetime | None = None  # asked to be classified again (make reclassify): its wait starts then
 
     @property
     def image_id(self) -> str:
         return f"{self.bucket}/{self.key}"
+
+    @property
+    def waiting_since(self) -> datetime:
+        """Since when the image waits for an answer: its upload, or the request to classify it again."""
+        return self.requested_at or self.uploaded_at
 
 
 @dataclass(frozen=True)

@@ -80,7 +80,8 @@ class Reclassify:
         for chunk in _chunks(images, CHUNK):
             result.selected += len(chunk)
             written = self.store.write([Change(ref, Event.RECLASSIFY, waiting) for ref in chunk], self.clock())
-            taken = [ref for ref, ok in zip(chunk, written, strict=True) if ok]
+            now = self.clock()  # its wait for a job starts now, not at its upload (max_wait)
+            taken = [replace(ref, requested_at=now) for ref, ok in zip(chunk, written, strict=True) if ok]
             result.taken += len(taken)
             result.skipped += len(chunk) - len(taken)
             ingested = self.ingest.run(taken, deadline)
