@@ -4,6 +4,7 @@ receive count that the redrive policy counts."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Iterator
@@ -125,7 +126,10 @@ def test_messages_sent_while_others_are_deleted_are_all_received(sqs: Any) -> No
                 return
             for message in messages:
                 received.add(message["Body"])
-                sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+                # on a loaded machine its 30 s visibility may run out and another consumer receive it:
+                # delivered at least once, as SQS does
+                with contextlib.suppress(sqs.exceptions.ReceiptHandleIsInvalid):
+                    sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
 
     consumers = [threading.Thread(target=consume) for _ in range(3)]
     senders = [threading.Thread(target=send, args=(sent[n::3],)) for n in range(3)]
