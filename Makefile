@@ -9,7 +9,7 @@ export SAM_CLI_TELEMETRY := 0
 # The import roots (as pyproject.toml's pytest pythonpath): the Lambda package and the model's parts.
 IMPORT_PATH := .:functions:model/serving:model/training:model/tools
 
-.PHONY: prerequisites install test unit lint typecheck pytest demo e2e stack soak query label export redrive reclassify launch preflight deploy package-size benchmark serving-benchmark benchmark-photos pipeline-benchmark cost clean
+.PHONY: prerequisites install test unit lint typecheck pytest demo e2e stack soak query label export redrive reclassify compare export-table launch preflight deploy package-size benchmark serving-benchmark benchmark-photos pipeline-benchmark cost clean
 
 # What the local stack needs of this machine (Java, util-linux, namespaces), said before anything slow.
 prerequisites:
@@ -121,6 +121,14 @@ redrive: $(VENV)/.installed
 # make reclassify ARGS="--stack dogbreed --model-version sha256:..." (or no --stack, with make stack's variables)
 reclassify: $(VENV)/.installed
 	PYTHONPATH=$(IMPORT_PATH) $(PY) -m cli.reclassify $(ARGS)
+
+# make export-table ARGS="--stack dogbreed" (or no --stack, with make stack's variables)
+export-table: $(VENV)/.installed
+	PYTHONPATH=$(IMPORT_PATH) $(PY) -m cli.export_table $(ARGS)
+
+# make compare ARGS="--stack dogbreed --candidate s3://.../model.tar.gz [--sample 1000] [--dry-run]"
+compare: $(VENV)/.installed
+	PYTHONPATH=$(IMPORT_PATH) $(PY) -m cli.compare $(ARGS)
 
 # The model's SageMaker lifecycle, e.g. make launch ARGS="tune --data s3://... --role ... --bucket ..."
 launch: $(VENV)/.installed

@@ -3,6 +3,7 @@
     make reclassify ARGS="--stack dogbreed --model-version sha256:3f2a9c0e1b7d4a65 --dry-run"
     make reclassify ARGS="--stack dogbreed --model-version sha256:3f2a9c0e1b7d4a65"
     make reclassify ARGS="--stack dogbreed --prefix incoming/2026/ --uploaded-since 2026-11-01"
+    make reclassify ARGS="--stack dogbreed --inventory s3://inventory/dogbreed-images/daily/2026-12-05T01-00Z/manifest.json"
     make reclassify ARGS="--stack dogbreed --progress"          (what is left)
     make reclassify                                             (against `make stack`, its exported variables)
 
@@ -16,8 +17,13 @@ checks it, writes it into a shard and queues it for the job builder, whose trans
 current model; the collector records each answer with its `model_version`.
 
 The selection is a Scan of the table (it reads every item once; only the five attributes a request
-needs come back). Stopped and run again, it is safe: an image requested twice is queued twice and
-the job builder keeps one; an image classified again meanwhile no longer matches --model-version.
+needs come back), or, with --inventory, an S3 Inventory report of the images bucket (CSV, with the
+optional fields Size, LastModifiedDate and ETag): its manifest.json and its lists, which name keys,
+never image bytes; every object under --prefix (and in the time range) is requested, and the ingest
+function takes only those classified at that content (--model-version needs the table: not with it).
+
+Stopped and run again, it is safe: an image requested twice is queued twice and the job builder keeps
+one; an image classified again meanwhile no longer matches --model-version.
 
 The table, bucket and queue come from --table/--bucket/--queue-url, else PREDICTIONS_TABLE,
 IMAGES_BUCKET and RECLASSIFY_QUEUE_URL (which `make stack` prints), else --stack's outputs.
@@ -26,6 +32,10 @@ IMAGES_BUCKET and RECLASSIFY_QUEUE_URL (which `make stack` prints), else --stack
 from __future__ import annotations
 
 import argparse
+import csv
+import gzip
+import io
+import json
 import os
 import sys
 from collections.abc import Iterable, Iterator
@@ -33,6 +43,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import islice
 from typing import Any
+from urllib.parse import unquote_plus
 
 from cli.query import stack_outputs
 from infra.predictions import record
@@ -40,6 +51,7 @@ from pipeline.adapters.dynamodb import timestamp
 from pipeline.logic.notifications import reclassify_request
 from pipeline.logic.outcomes import ImageRef
 from pipeline.logic.reclassify import REASON
+from pipeline.logic.s3uri import S3Uri
 
 SEND_BATCH = 10  # SQS takes at most 10 messages a SendMessageBatch
 PROGRESS_EVERY = 10_000  # requests between two progress lines
@@ -93,12 +105,53 @@ def to_reclassify(dynamodb: Any, table: str, selection: Selection) -> Iterator[I
             yield ImageRef(item["bucket"], item["key"], item["etag"], int(item["size"]), uploaded_at)
 
 
-def send_requests(sqs: Any, queue_url: str, images: Iterable[ImageRef], out: Any = sys.stdout) -> tuple[int, int]:
-    """One request per image, ten a call; what SQS refuses is sent again once. (sent, refused)"""
+INVENTORY_FIELDS = ("Bucket", "Key", "Size", "LastModifiedDate", "ETag")  # what a request needs of a row
+
+
+class InventoryRefused(ValueError):
+    """An inventory report this command cannot read; the message says what to change."""
+
+
+def from_inventory(s3: Any, manifest: S3Uri, selection: Selection) -> Iterator[ImageRef]:
+    """The images an S3 Inventory report lists in the selection's bucket, under its prefix and in its
+    time range (S3 User Guide, "Amazon S3 Inventory": manifest.json names the CSV lists and their
+    columns; a CSV list's keys are URL-encoded). Delete markers and noncurrent versions are left out."""
+    doc = json.loads(s3.get_object(Bucket=manifest.bucket, Key=manifest.key)["Body"].read())
+    if doc.get("fileFormat") != "CSV":
+        raise InventoryRefused(f"{manifest} is a {doc.get('fileFormat')} inventory: give a CSV one")
+    columns = [name.strip() for name in str(doc.get("fileSchema", "")).split(",")]
+    missing = [name for name in INVENTORY_FIELDS if name not in columns]
+    if missing:
+        raise InventoryRefused(f"{manifest} lacks {', '.join(missing)}: add them to the inventory's fields")
+    if selection.model_version:
+        raise InventoryRefused("an inventory knows no model version: select by --model-version without it")
+    return _listed(s3, manifest.bucket, [str(f["key"]) for f in doc["files"]], columns, selection)
+
+
+def _listed(s3: Any, bucket: str, lists: list[str], columns: list[str], selection: Selection) -> Iterator[ImageRef]:
+    for list_key in lists:
+        body = gzip.decompress(s3.get_object(Bucket=bucket, Key=list_key)["Body"].read())
+        for values in csv.reader(io.StringIO(body.decode())):
+            row = dict(zip(columns, values, strict=True))
+            key = unquote_plus(row["Key"])
+            if row.get("IsDeleteMarker") == "true" or row.get("IsLatest") == "false":
+                continue
+            if row["Bucket"] != selection.bucket or not key.startswith(selection.prefix):
+                continue
+            uploaded_at = datetime.fromisoformat(row["LastModifiedDate"].replace("Z", "+00:00"))
+            if (selection.uploaded_since and uploaded_at < selection.uploaded_since) or (
+                selection.uploaded_until and uploaded_at >= selection.uploaded_until
+            ):
+                continue
+            yield ImageRef(row["Bucket"], key, row["ETag"].strip('"'), int(row["Size"]), uploaded_at)
+
+
+def send_requests(sqs: Any, queue_url: str, bodies: Iterable[str], out: Any = sys.stdout) -> tuple[int, int]:
+    """Each request a message, ten a call; what SQS refuses is sent again once. (sent, refused)"""
     sent = refused = 0
-    iterator = iter(images)
+    iterator = iter(bodies)
     while batch := list(islice(iterator, SEND_BATCH)):
-        entries = [{"Id": str(n), "MessageBody": reclassify_request(ref)} for n, ref in enumerate(batch)]
+        entries = [{"Id": str(n), "MessageBody": body} for n, body in enumerate(batch)]
         for _ in range(2):
             failed = {f["Id"] for f in sqs.send_message_batch(QueueUrl=queue_url, Entries=entries).get("Failed", [])}
             sent += len(entries) - len(failed)
@@ -151,6 +204,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model-version", help="only images answered by this model_version (sha256:...)")
     parser.add_argument("--uploaded-since", type=moment, help="only images uploaded at or after (ISO 8601, UTC)")
     parser.add_argument("--uploaded-until", type=moment, help="only images uploaded before (ISO 8601, UTC)")
+    parser.add_argument("--inventory", type=S3Uri.parse, help="select from this S3 Inventory manifest.json (s3://...)")
     what = parser.add_mutually_exclusive_group()
     what.add_argument("--dry-run", action="store_true", help="count what would be classified again, send nothing")
     what.add_argument("--progress", action="store_true", help="what is left of the requests sent, send nothing")
@@ -160,7 +214,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(args: argparse.Namespace, clients: dict[str, Any] | None = None) -> int:
     import boto3
 
-    clients = clients or {name: boto3.client(name) for name in ("dynamodb", "sqs", "cloudformation")}
+    clients = clients or {name: boto3.client(name) for name in ("dynamodb", "sqs", "s3", "cloudformation")}
     table, bucket, queue_url = args.table, args.bucket, args.queue_url
     if args.stack:
         outputs = stack_outputs(clients["cloudformation"], args.stack)
@@ -173,12 +227,19 @@ def main(args: argparse.Namespace, clients: dict[str, Any] | None = None) -> int
         print(progress(clients["sqs"], queue_url, clients["dynamodb"], table, bucket, args.prefix))
         return 0
     selection = Selection(bucket, args.prefix, args.model_version, args.uploaded_since, args.uploaded_until)
-    images = to_reclassify(clients["dynamodb"], table, selection)
+    if args.inventory:
+        try:
+            images = from_inventory(clients["s3"], args.inventory, selection)
+        except InventoryRefused as exc:
+            print(exc, file=sys.stderr)
+            return 2
+    else:
+        images = to_reclassify(clients["dynamodb"], table, selection)
     if args.dry_run:
         count = sum(1 for _ in images)
         print(f"{count:,} images under s3://{bucket}/{args.prefix} would be classified again")
         return 0
-    sent, refused = send_requests(clients["sqs"], queue_url, images)
+    sent, refused = send_requests(clients["sqs"], queue_url, map(reclassify_request, images))
     print(
         f"{sent:,} images under s3://{bucket}/{args.prefix} sent to be classified again; "
         "follow them with --progress (the ingest function takes them two batches at a time)"

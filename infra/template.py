@@ -105,7 +105,7 @@ NO_VALUE = object()  # what Ref AWS::NoValue resolves to: the property it is set
 
 
 def resolve(value: Any, refs: dict[str, Any]) -> Any:
-    """Resolve Ref, Fn::GetAtt, Fn::Sub (both forms), Fn::Select, Fn::Split, Fn::FindInMap and the
+    """Resolve Ref, Fn::GetAtt, Fn::Sub (both forms), Fn::Join, Fn::Select, Fn::Split, Fn::FindInMap and the
     condition functions (Fn::If, Fn::Equals, Fn::Not, Fn::And, Fn::Or) against known values; a
     condition's value is refs["Condition::<name>"], a mapping's refs["Mapping::<name>"]. A property
     that resolves to AWS::NoValue is left out, as CloudFormation leaves it out."""
@@ -122,6 +122,8 @@ def resolve(value: Any, refs: dict[str, Any]) -> Any:
         if name == "Fn::FindInMap":
             mapping, top, second = (resolve(v, refs) for v in arg)
             return refs[f"Mapping::{mapping}"][top][second]
+        if name == "Fn::Join":
+            return str(arg[0]).join(str(v) for v in resolve(arg[1], refs))
         if name == "Fn::Select":
             return resolve(arg[1], refs)[int(arg[0])]
         if name == "Fn::Split":

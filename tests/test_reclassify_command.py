@@ -3,6 +3,9 @@ records written by the real table adapter: which images it selects, what it send
 
 from __future__ import annotations
 
+import csv
+import gzip
+import io
 import json
 from datetime import UTC, datetime
 from typing import Any
@@ -16,6 +19,7 @@ from pipeline.logic.lifecycle import Change, Event
 from pipeline.logic.notifications import parse_message
 from pipeline.logic.outcomes import ImageRef, Mode, Outcome, Status
 from pipeline.logic.reclassify import REASON
+from pipeline.logic.s3uri import S3Uri
 from tests.conftest import Aws
 
 OLD, NEW = "sha256:0000000000000old", "sha256:0000000000000new"
@@ -100,3 +104,86 @@ def test_without_a_table_bucket_and_queue_it_says_what_to_give(capsys: pytest.Ca
     args.bucket = args.queue_url = None
     assert reclassify.main(args, {"dynamodb": None, "sqs": None}) == 2
     assert "give --stack, or --table, --bucket and --queue-url" in capsys.readouterr().err
+
+
+INVENTORY_SCHEMA = "Bucket, Key, VersionId, IsLatest, IsDeleteMarker, Size, LastModifiedDate, ETag, StorageClass"
+
+
+def inventory(aws: Aws, rows: list[list[str]], schema: str = INVENTORY_SCHEMA, file_format: str = "CSV") -> str:
+    """An S3 Inventory report as S3 publishes one (S3 User Guide, "Amazon S3 Inventory"): manifest.json
+    naming a gzipped CSV list, quoted values, URL-encoded keys. Its manifest's s3:// URI."""
+    s3, bucket, folder = aws.clients["s3"], "inventory-reports", f"inv/{aws.bucket}/daily/2026-12-05T01-00Z/"
+    s3.create_bucket(Bucket=bucket)
+    text = io.StringIO()
+    csv.writer(text, quoting=csv.QUOTE_ALL).writerows(rows)
+    list_key = f"inv/{aws.bucket}/daily/data/3f1c.csv.gz"
+    s3.put_object(Bucket=bucket, Key=list_key, Body=gzip.compress(text.getvalue().encode()))
+    manifest = {"sourceBucket": aws.bucket, "destinationBucket": f"arn:aws:s3:::{bucket}", "version": "2016-11-30",
+                "creationTimestamp": "1764896400000", "fileFormat": file_format, "fileSchema": schema,
+                "files": [{"key": list_key, "size": 100, "MD5checksum": "0" * 32}]}  # fmt: skip
+    s3.put_object(Bucket=bucket, Key=f"{folder}manifest.json", Body=json.dumps(manifest).encode())
+    return f"s3://{bucket}/{folder}manifest.json"
+
+
+def test_an_inventory_report_selects_the_current_objects_under_the_prefix_by_their_listed_version(
+    aws: Aws, capsys: pytest.CaptureFixture[str]
+) -> None:
+    when = "2026-11-20T12:00:00.000Z"
+    rows = [
+        [aws.bucket, "incoming/2026/a+dog+%C3%A9.jpg", "", "true", "false", "1234", when, "etag-a", "STANDARD"],
+        [
+            aws.bucket,
+            "incoming/2026/b.jpg",
+            "",
+            "true",
+            "false",
+            "99",
+            "2026-11-28T00:00:00.000Z",
+            "etag-b",
+            "STANDARD",
+        ],
+        [aws.bucket, "incoming/2026/gone.jpg", "", "true", "true", "", when, "", ""],  # a delete marker
+        [aws.bucket, "incoming/2026/b.jpg", "v0", "false", "false", "98", when, "etag-b0", "STANDARD"],  # noncurrent
+        [aws.bucket, "incoming/2025/c.jpg", "", "true", "false", "5", when, "etag-c", "STANDARD"],  # another prefix
+        ["other-bucket", "incoming/2026/d.jpg", "", "true", "false", "5", when, "etag-d", "STANDARD"],
+    ]
+    manifest = S3Uri.parse(inventory(aws, rows))
+    chosen = reclassify.Selection(aws.bucket, "incoming/2026/")
+    refs = {ref.key: ref for ref in reclassify.from_inventory(aws.clients["s3"], manifest, chosen)}
+    assert set(refs) == {"incoming/2026/a dog é.jpg", "incoming/2026/b.jpg"}
+    a = refs["incoming/2026/a dog é.jpg"]
+    assert (a.bucket, a.etag, a.size, a.uploaded_at) == (
+        aws.bucket,
+        "etag-a",
+        1234,
+        datetime(2026, 11, 20, 12, tzinfo=UTC),
+    )
+    since = reclassify.Selection(aws.bucket, "incoming/2026/", uploaded_since=datetime(2026, 11, 25, tzinfo=UTC))
+    assert [r.key for r in reclassify.from_inventory(aws.clients["s3"], manifest, since)] == ["incoming/2026/b.jpg"]
+    # and the command sends a request for each, the same as the table's selection does
+    queue_url = aws.stack.reclassify_queue_url
+    argv = ["--table", aws.stack.names.table, "--bucket", aws.bucket, "--queue-url", queue_url,
+            "--prefix", "incoming/2026/", "--inventory", str(manifest)]  # fmt: skip
+    clients = {"dynamodb": aws.clients["dynamodb"], "sqs": aws.clients["sqs"], "s3": aws.clients["s3"]}
+    assert reclassify.main(reclassify.get_args_parser().parse_args(argv), clients) == 0
+    assert "2 images under" in capsys.readouterr().out
+    messages = aws.clients["sqs"].receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10)["Messages"]
+    assert {ref.key for m in messages for ref in parse_message("m", m["Body"]).images} == set(refs)
+
+
+@pytest.mark.parametrize(
+    ("schema", "file_format", "extra", "message"),
+    [
+        (INVENTORY_SCHEMA, "Parquet", [], "is a Parquet inventory: give a CSV one"),
+        ("Bucket, Key, Size", "CSV", [], "lacks LastModifiedDate, ETag: add them to the inventory's fields"),
+        (INVENTORY_SCHEMA, "CSV", ["--model-version", OLD], "an inventory knows no model version"),
+    ],
+)
+def test_an_inventory_it_cannot_use_is_refused_with_what_to_change(
+    aws: Aws, capsys: pytest.CaptureFixture[str], schema: str, file_format: str, extra: list[str], message: str
+) -> None:
+    manifest = inventory(aws, [], schema, file_format)
+    argv = ["--table", "t", "--bucket", aws.bucket, "--queue-url", "q", "--inventory", manifest, *extra]
+    clients = {"dynamodb": None, "sqs": None, "s3": aws.clients["s3"]}
+    assert reclassify.main(reclassify.get_args_parser().parse_args(argv), clients) == 2
+    assert message in capsys.readouterr().err

@@ -5,6 +5,9 @@
   drops CreateModel's EnableNetworkIsolation; the patch keeps it on the model, and
   CreateEndpointConfig answers ValidationException for a ServerlessConfig variant of such a model.
   The message is ours: AWS's wording is not documented.
+- A transform job starts InProgress (DescribeTransformJob, TransformJobStatus), not Completed as moto
+  creates it: the local stack's TransformRunner moves it on as it runs the job, and a caller polling
+  for the end waits for that.
 
 The local stack (devstack/aws/stack.py) and the tests' moto server (tests/conftest.py) apply it.
 """
@@ -23,6 +26,7 @@ def patch() -> None:
         return
     create_model = responses.SageMakerResponse.create_model
     create_endpoint_config = models.SageMakerModelBackend.create_endpoint_config
+    create_transform_job = models.SageMakerModelBackend.create_transform_job
 
     def create_model_keeping_isolation(self: Any) -> Any:
         result = create_model(self)
@@ -42,6 +46,13 @@ def patch() -> None:
                 )
         return create_endpoint_config(self, endpoint_config_name, production_variants, *args, **kwargs)
 
+    def create_transform_job_in_progress(self: Any, *args: Any, **kwargs: Any) -> Any:
+        job = create_transform_job(self, *args, **kwargs)
+        job.transform_job_status = "InProgress"
+        job.transform_end_time = None  # type: ignore[assignment]  # moto's model has no Optional
+        return job
+
     create_model_keeping_isolation.keeps_network_isolation = True  # type: ignore[attr-defined]
     responses.SageMakerResponse.create_model = create_model_keeping_isolation  # type: ignore[method-assign]
     models.SageMakerModelBackend.create_endpoint_config = create_endpoint_config_as_sagemaker  # type: ignore[method-assign]
+    models.SageMakerModelBackend.create_transform_job = create_transform_job_in_progress  # type: ignore[method-assign]

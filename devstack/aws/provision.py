@@ -85,6 +85,7 @@ def references(names: LocalNames, parameters: dict[str, Any] | None = None) -> d
             # SageMaker's ARNs carry the name lowercased
             "TransformModel.ModelName": "TransformModel-local",
             "TransformModel.ModelArn": arn("sagemaker", "model/transformmodel-local"),
+            "AnalyticsGlueDatabase": refs["AnalyticsDatabase"],  # a Glue database's Ref is its name
         }
     )
     refs.update({f"Mapping::{name}": mapping for name, mapping in template.get("Mappings", {}).items()})
@@ -162,6 +163,15 @@ def provision(
         StreamSpecification={"StreamEnabled": True, **table["StreamSpecification"]},
         SSESpecification={"Enabled": table["SSESpecification"]["SSEEnabled"]},
     )
+
+    dynamodb.update_continuous_backups(
+        TableName=names.table, PointInTimeRecoverySpecification=table["PointInTimeRecoverySpecification"]
+    )
+    if refs["Condition::CreateAnalytics"]:  # the Glue database and table over make export-table's exports
+        database = resolve(resources["AnalyticsGlueDatabase"]["Properties"], refs)["DatabaseInput"]
+        clients["glue"].create_database(DatabaseInput=database)
+        export_table = resolve(resources["PredictionsExportTable"]["Properties"], refs)
+        clients["glue"].create_table(DatabaseName=database["Name"], TableInput=export_table["TableInput"])
 
     bucket = resolve(resources["ImagesBucket"]["Properties"], refs)
     s3.create_bucket(Bucket=names.bucket)

@@ -32,7 +32,7 @@ import boto3
 import requests
 from botocore.config import Config
 
-from devstack.aws import moto_s3, moto_sagemaker, moto_sqs, moto_streams
+from devstack.aws import moto_exports, moto_s3, moto_sagemaker, moto_sqs, moto_streams
 from devstack.aws.account import ACCOUNT, CREDENTIALS, REGION, queue_url
 from devstack.aws.container import ModelContainer, unpack_model
 from devstack.aws.event_sources import ASYNC_RETRY_DELAYS_S, EventBus, RuleTarget, SqsPoller, SqsTrigger
@@ -232,6 +232,7 @@ class Stack:
         moto_sagemaker.patch()  # SageMaker's refusals that moto lacks
         moto_s3.patch()  # a missing key is 403 to a function whose role may not list the bucket
         moto_streams.patch()  # no stream record for a write that changes nothing, as DynamoDB
+        moto_exports.patch()  # a table export writes DynamoDB's layout: manifests, data/, export ARN
         account = self.options.account
         fresh = account is None or account.stacks == 0
         if account is not None:
@@ -364,7 +365,7 @@ class Stack:
         )
 
     def clients(self) -> dict[str, Any]:
-        return {service: self.client(service) for service in ("s3", "sqs", "dynamodb", "sagemaker")}
+        return {service: self.client(service) for service in ("s3", "sqs", "dynamodb", "sagemaker", "glue")}
 
     def upload(self, files: Mapping[str, bytes], threads: int = 8) -> dict[str, str]:
         """Put objects in the images bucket as a user would; returns each key's ETag."""
@@ -415,6 +416,8 @@ class Stack:
             "IMAGES_BUCKET": self.names.bucket,
             "PREDICTIONS_TABLE": self.names.table,
             "RECLASSIFY_QUEUE_URL": queue_url(self.names.reclassify_queue),
+            "TRANSFORM_MODEL_NAME": self.parameters["ModelName"],
+            "ANALYTICS_DATABASE": str(self.parameters.get("AnalyticsDatabase", "")),  # empty: none
         }
 
     def _function_spec(self, logical_id: str, props: dict[str, Any]) -> FunctionSpec:

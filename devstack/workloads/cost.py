@@ -14,7 +14,7 @@
    (TorchServe and the toolkit, the template's model environment) pinned to this machine's cores,
    multi-record requests. Each transform instance type's throughput is scaled from it (RATES says
    how, and which figure is not scaled from it), and its instance time priced.
-3. The counts are priced with devstack/workloads/prices.json (its region, date and sources); each
+3. The counts are priced with infra/prices.json (its region, date and sources); each
    job also pays its instances' start-up (transform_startup_seconds there). DynamoDB's writes
    include the by-breed and by-problem indexes' (devstack/aws/meter.py).
 4. For each instance type: dollars per million images and the flood from which batch transform is
@@ -42,9 +42,9 @@ from typing import Any
 
 from networks import INT8, INT8_REDUCE_RANGE, CpuFlags, choose, read_cpu_flags
 
+from infra.prices import job_cost, load_prices
 from infra.template import load_template, parameter_defaults
 
-PRICES = Path(__file__).with_name("prices.json")
 FLOODS = (100, 1_000, 10_000, 100_000, 1_000_000)
 MILLION = 1_000_000
 
@@ -109,10 +109,6 @@ class Usage:
     jobs: int
 
 
-def load_prices(path: Path = PRICES) -> dict[str, Any]:
-    return dict(json.loads(path.read_text()))
-
-
 def serves_here(cpu: CpuFlags) -> str:
     """The network MODEL_PRECISION=int8 serves on a CPU with these flags, from an artifact of train.py."""
     files = {network.file for network in (INT8, INT8_REDUCE_RANGE)}
@@ -175,12 +171,6 @@ def idle_cost(template: dict[str, Any], prices: dict[str, Any]) -> dict[str, flo
         "alarms": alarm_metrics(template) * prices["cloudwatch_alarm_per_month"],
         "dashboard": kinds.count("AWS::CloudWatch::Dashboard") * prices["cloudwatch_dashboard_per_month"],
     }
-
-
-def job_cost(prices: dict[str, Any], instance_type: str, instance_count: int) -> float:
-    """What starting one transform job costs: its instances' start-up time."""
-    per_s = prices["transform_instance_per_hour"][instance_type] / 3600
-    return float(prices["transform_startup_seconds"] * instance_count * per_s)
 
 
 def flood_cost(per_image: float, per_job: float, images: int, max_images_per_job: int | None) -> float:
@@ -276,13 +266,15 @@ def _reclassify_all(stack: Any, keys: list[str]) -> None:
     from cli import reclassify
     from infra.predictions import Predictions
     from pipeline.adapters.dynamodb import timestamp
+    from pipeline.logic.notifications import reclassify_request
 
     started = timestamp(datetime.now(UTC))
     environment = stack.user_environment()
     dynamodb, sqs = stack.client("dynamodb"), stack.client("sqs")
     selection = reclassify.Selection(environment["IMAGES_BUCKET"], "incoming/cost/")
     images = reclassify.to_reclassify(dynamodb, environment["PREDICTIONS_TABLE"], selection)
-    sent, refused = reclassify.send_requests(sqs, environment["RECLASSIFY_QUEUE_URL"], images, out=io.StringIO())
+    bodies = map(reclassify_request, images)
+    sent, refused = reclassify.send_requests(sqs, environment["RECLASSIFY_QUEUE_URL"], bodies, out=io.StringIO())
     if (sent, refused) != (len(keys), 0):
         raise SystemExit(f"reclassify: {sent} requests sent and {refused} refused for {len(keys)} images")
     records = Predictions(stack.client("dynamodb", observer=True), stack.names.table)
@@ -373,7 +365,7 @@ def report(
     cpu = read_cpu_flags()
     m, default_type = comparison.max_images_per_job, comparison.default_type
     default = comparison.batch[default_type]
-    where = "devstack/workloads/prices.json"
+    where = "infra/prices.json"
     print(f"\nprices: {prices['region']}, recorded {prices['recorded']} ({where}); {prices['note']}")
     print(f"measured here ({cpu.model}, {cpus} cores, {cpu.summary}): {usages['serverless'].images} images a mode")
     print(

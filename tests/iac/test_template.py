@@ -157,8 +157,12 @@ def test_no_iam_wildcard_outside_the_allow_list(translated: dict[str, Any]) -> N
                 unexplained = set(actions) - set(STAR_RESOURCE_ALLOWED)
                 assert not unexplained, f"{role}: Resource '*' for {unexplained}"
             elif "*" in text:
-                # Only a trailing wildcard after a fixed prefix: an S3 key prefix, a job-name prefix, log streams.
-                assert re.search(r"[/:-]\*$", text) and text.count("*") == 1, f"{role}: wildcard in {text}"
+                # A trailing wildcard after a fixed prefix (an S3 key prefix, a job-name prefix, log streams), and
+                # at most one whole key segment besides (a trial's id: trials/*/input/*, trials/*/model.tar.gz).
+                trailing, segment = bool(re.search(r"[/:-]\*$", text)), text.count("/*/")
+                assert trailing or segment, f"{role}: wildcard in {text}"
+                assert segment <= 1 and text.count("*") == trailing + segment, f"{role}: wildcard in {text}"
+                assert not segment or "/trials/*/" in text, f"{role}: wildcard segment in {text}"
                 assert not text.endswith("${ImagesBucket.Arn}/*"), f"{role}: a whole bucket in {text}"
 
 

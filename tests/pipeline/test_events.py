@@ -10,6 +10,7 @@ import pytest
 
 import answers
 from devstack.aws.lambda_runtime import LambdaContext
+from devstack.aws.transform import set_moto_status
 from infra.template import declared_environment, load_template
 from pipeline.adapters.dynamodb import DynamoJobBook, DynamoPredictions
 from pipeline.handlers import build_jobs, collect, ingest
@@ -19,6 +20,7 @@ from pipeline.logic.outcomes import ImageRef, Mode, Outcome, Status
 from pipeline.logic.ports import JobItem
 from pipeline.logic.reclassify import REASON
 from pipeline.logic.s3uri import S3Uri
+from pipeline.logic.trial import TrialFiles, read_index
 from tests.conftest import EVENTS, Aws, load_event
 from tests.fakes.sagemaker_runtime import fake_prediction
 
@@ -87,6 +89,22 @@ def check_reclassify_request(aws: Aws) -> None:
     assert [ref.key for m in messages for ref in QueuedShard.from_message("m", m["body"]).images] == [item["key"]]
 
 
+def check_trial_request(aws: Aws) -> None:
+    """`make compare`'s request for an image classified before: the ingest function writes it into the
+    trial's shards, in the flood path's format, and records nothing."""
+    check_put(aws)
+    before = aws.item("incoming/my dog (1).jpg")
+    response = ingest.lambda_handler(load_event("ingest_trial_request.json"), LambdaContext())
+    assert response == {"batchItemFailures": []}
+    assert aws.item("incoming/my dog (1).jpg") == before
+    s3, files = aws.clients["s3"], TrialFiles(aws.bucket, "20261205t120000-5d0e8b")
+    (index,) = s3.list_objects_v2(Bucket=aws.bucket, Prefix=files.index.key)["Contents"]
+    shard, keys, refused = read_index(s3.get_object(Bucket=aws.bucket, Key=index["Key"])["Body"].read())
+    assert shard is not None and (keys, refused) == (["incoming/my dog (1).jpg"], {})
+    (line,) = s3.get_object(Bucket=aws.bucket, Key=shard.key)["Body"].read().splitlines()
+    assert answers.loads_record(line) == ("incoming/my dog (1).jpg", (IMAGES / "dog.jpg").read_bytes())
+
+
 def check_test_event(aws: Aws) -> None:
     assert ingest.lambda_handler(load_event("ingest_s3_test_event.json"), LambdaContext()) == {"batchItemFailures": []}
     assert aws.runtime.calls == []
@@ -133,6 +151,7 @@ def check_sweep(aws: Aws) -> None:
     pending_job(aws, "collect_transform_completed.json", {"dog.jpg": "dog.jpg"}, {"dog.jpg": fake_prediction(b"dog")})
     request = {key: detail[key] for key in ("TransformJobName", "ModelName", "TransformInput", "TransformOutput")}
     aws.clients["sagemaker"].create_transform_job(**request, TransformResources=detail["TransformResources"])
+    set_moto_status(detail["TransformJobName"], "Completed")  # as the local stack's runner ends a job
     DynamoJobBook(aws.clients["dynamodb"], aws.stack.names.table).open(
         JobItem(detail["TransformJobName"], "InProgress", holder="builder", shards=1, images=1), datetime.now(UTC)
     )
@@ -158,6 +177,7 @@ CASES: dict[str, Callable[[Aws], None]] = {
     "ingest_s3_put.json": check_put,
     "ingest_s3_test_event.json": check_test_event,
     "ingest_reclassify_request.json": check_reclassify_request,
+    "ingest_trial_request.json": check_trial_request,
     "ingest_multi_record.json": check_multi_record,
     "build_jobs_shards.json": check_build_jobs,
     "collect_transform_completed.json": check_completed,

@@ -223,7 +223,7 @@ def test_a_throttled_describe_is_retried_like_every_sagemaker_call(aws: Aws, bac
     jobs = build_jobs.build_jobs().transforms  # the job builder's own adapter, from its environment
     jobs.start("dogbreed-20261201000000-0123456789abcdef", f"s3://{aws.bucket}/manifests/x.json", "s3://b/out/")
     throttled = throttle_twice("DescribeTransformJob")
-    assert jobs.status("dogbreed-20261201000000-0123456789abcdef") == "Completed"  # as moto records every job
+    assert jobs.status("dogbreed-20261201000000-0123456789abcdef") == "InProgress"  # as SageMaker starts a job
     assert len(throttled) == 2 and len(backoff_waits) == 2
     assert jobs.status("dogbreed-20261201000000-ffffffffffffffff") is None  # an unknown job is not retried
     assert len(backoff_waits) == 2

@@ -14,7 +14,7 @@ from devstack.aws.container import pack_model
 from devstack.aws.stack import ARTIFACT_KEY, ARTIFACTS_BUCKET, Stack
 from infra.predictions import Predictions
 from tests.stack.conftest import StartStack, outcomes, upload, wait_until
-from tests.stack.test_stack import photos
+from tests.stack.test_stack import Photos, photos
 from tests.training import train_args
 
 pytestmark = pytest.mark.slow  # trains a second model and starts the local stack
@@ -50,20 +50,32 @@ class CallRecorder:
         return client
 
 
-def test_a_model_swap_then_reclassifying_records_the_new_models_answers(
-    start_stack: StartStack, dataset: Path, tmp_path: Path
-) -> None:
-    import train
-
-    # GIVEN photos classified through the serverless endpoint by the first model
-    stack = start_stack(InferenceMode="serverless")
+def classified_photos(stack: Stack, dataset: Path) -> tuple[Photos, dict[str, dict[str, Any]], str]:
+    """The held-out photos uploaded and classified through the serverless endpoint by the serving model:
+    the photos, their records by key, and the model's version."""
     good = photos(dataset)
     first = outcomes(stack, upload(stack, {key: data for key, (data, _) in good.items()}))
     assert {item["status"] for item in first.values()} == {"CLASSIFIED"} and len(first) == len(good)
-    (old_version,) = {item["model_version"] for item in first.values()}
+    (version,) = {item["model_version"] for item in first.values()}
+    return good, first, version
+
+
+def other_model(dataset: Path, workdir: Path) -> Path:
+    """A model.tar.gz of other weights than the serving model's: one epoch, another seed."""
+    import train
+
+    train.main(train.get_args_parser().parse_args(train_args(dataset, workdir / "v2", "--epochs", "1", "--seed", "7")))
+    return pack_model(workdir / "v2" / "model", workdir / "v2.tar.gz")
+
+
+def test_a_model_swap_then_reclassifying_records_the_new_models_answers(
+    start_stack: StartStack, dataset: Path, tmp_path: Path
+) -> None:
+    # GIVEN photos classified through the serverless endpoint by the first model
+    stack = start_stack(InferenceMode="serverless")
+    good, first, old_version = classified_photos(stack, dataset)
     # WHEN a new model ships (other weights under the artifact the transform model reads)
-    train.main(train.get_args_parser().parse_args(train_args(dataset, tmp_path / "v2", "--epochs", "1", "--seed", "7")))
-    archive = pack_model(tmp_path / "v2" / "model", tmp_path / "v2.tar.gz")
+    archive = other_model(dataset, tmp_path)
     stack.client("s3", observer=True).upload_file(str(archive), ARTIFACTS_BUCKET, ARTIFACT_KEY)
     # AND what the old model answered is classified again, by a run repeated at once (a duplicate),
     # with every call the command makes recorded (an S3 client at hand, should it want one)

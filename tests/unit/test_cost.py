@@ -21,11 +21,10 @@ from devstack.workloads.cost import (
     crossover,
     flood_cost,
     idle_cost,
-    job_cost,
-    load_prices,
     rates,
     run_cost,
 )
+from infra.prices import job_cost, load_prices
 from infra.template import load_template, parameter_defaults
 
 PRICES = {

@@ -1,5 +1,5 @@
-"""SQS-triggered function: S3 upload notifications and reclassify requests in, predictions (or shards queued
-for batch transform) out."""
+"""SQS-triggered function: S3 upload notifications, reclassify requests and trial requests in, predictions
+(or shards queued for batch transform, or a trial's shards) out."""
 
 from __future__ import annotations
 
@@ -21,10 +21,11 @@ from pipeline.adapters.sqs import SqsJobQueue
 from pipeline.config import IngestSettings
 from pipeline.handlers.observe import emit_outcome_metrics
 from pipeline.logic.deadline import Deadline
-from pipeline.logic.ingest import Ingest
+from pipeline.logic.ingest import SHARD_MAX_BYTES, Ingest
 from pipeline.logic.notifications import parse_message
 from pipeline.logic.outcomes import ImageRef
 from pipeline.logic.reclassify import Reclassify
+from pipeline.logic.trial import Trial, TrialRequest
 
 logger = Logger()
 metrics = Metrics()
@@ -53,14 +54,18 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
 
 def handle(event: dict[str, Any], ingest: Ingest, deadline: Deadline | None = None) -> dict[str, Any]:
     """Parse every message (a bad one fails alone), classify the batch's uploads, take its reclassify
-    requests by the flood path, report partial failures."""
+    requests by the flood path and its trial requests into their trials' shards, report partial failures."""
     images: list[ImageRef] = []
     again: list[ImageRef] = []
+    tried: list[TrialRequest] = []
 
     def parse(record: SQSRecord) -> None:
         receive_count = int(record.attributes.approximate_receive_count or 1)
         message = parse_message(record.message_id, record.body, receive_count)
-        (again if message.again else images).extend(message.images)
+        if message.trial is not None:
+            tried.extend(TrialRequest(message.trial, ref) for ref in message.images)
+        else:
+            (again if message.again else images).extend(message.images)
 
     with processor(records=event.get("Records", []), handler=parse):
         processor.process()
@@ -75,6 +80,10 @@ def handle(event: dict[str, Any], ingest: Ingest, deadline: Deadline | None = No
         emit_outcome_metrics(metrics, redo.outcomes)
         failed |= redo.failed_message_ids
         logger.info("reclassify requests done", images=len(again), queued=redo.queued, skipped=redo.skipped)
+    if tried:
+        trial = Trial(ingest.objects, ingest.read_checked, SHARD_MAX_BYTES, ingest.clock).run(tried, deadline)
+        failed |= trial.failed_message_ids
+        logger.info("trial requests done", images=len(tried), sharded=trial.sharded, refused=trial.refused)
     logger.info(
         "batch done",
         messages=len(event.get("Records", [])),
@@ -84,6 +93,7 @@ def handle(event: dict[str, Any], ingest: Ingest, deadline: Deadline | None = No
         superseded=result.superseded,
         handed_back=result.handed_back,
         reclassify_requests=len(again),
+        trial_requests=len(tried),
         failed_messages=len(failed),
     )
     return {"batchItemFailures": [{"itemIdentifier": message_id} for message_id in sorted(failed)]}

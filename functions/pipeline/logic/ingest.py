@@ -129,13 +129,13 @@ class Ingest:
             self._transient_failure([ref], exc, result, base)
 
     def _invoke(self, ref: ImageRef) -> dict[str, Any]:
-        data, info_format = self._read_checked(ref, Mode.SERVERLESS)
+        data, info_format = self.read_checked(ref, Mode.SERVERLESS)
         started = time.perf_counter()
         answer = self.endpoint.invoke(data, _CONTENT_TYPES.get(info_format, "application/x-image"))
         elapsed_ms = (time.perf_counter() - started) * 1000
         return {"prediction": read_model_answer(answer), "inference_ms": round(elapsed_ms, 1)}
 
-    def _read_checked(self, ref: ImageRef, mode: Mode) -> tuple[bytes, str]:
+    def read_checked(self, ref: ImageRef, mode: Mode) -> tuple[bytes, str]:
         """The image's bytes and format after the header checks, within the mode's request limit: an
         image over it is sent downsized (downsize.py). An object over LARGEST_IMAGE_BYTES is judged,
         and rejected, by its header alone."""
@@ -175,7 +175,7 @@ class Ingest:
                 self._hand_back(todo[number:], result)
                 break
             try:
-                data, _ = self._read_checked(ref, Mode.BATCH)
+                data, _ = self.read_checked(ref, Mode.BATCH)
             except RejectedImage as exc:
                 outcome = replace(base, status=Status.REJECTED, reason=exc.reason, error_code=exc.code)
                 try:

@@ -1,5 +1,6 @@
 """Turn the body of one SQS message into the S3 objects it announces: an S3 event notification (an
-upload), or a request of `make reclassify` (one image to classify again with the current model)."""
+upload), a request of `make reclassify` (one image to classify again with the current model), or one
+of `make compare` (one image for a candidate model's trial)."""
 
 from __future__ import annotations
 
@@ -13,14 +14,17 @@ from aws_lambda_powertools.utilities.data_classes import S3Event
 
 from pipeline.logic.errors import MalformedMessage
 from pipeline.logic.outcomes import ImageRef
+from pipeline.logic.trial import check_trial_id
 
 RECLASSIFY = "reclassify"  # the one key of a reclassify request's body
+COMPARE = "compare"  # the one key of a trial request's body
 
 
 @dataclass(frozen=True)
 class Message:
     images: list[ImageRef]
     again: bool = False  # a reclassify request: classify these again, not an upload
+    trial: str | None = None  # a trial request: shard these for this trial (logic/trial.py), record nothing
 
 
 def is_test_event(body: dict[str, object]) -> bool:
@@ -28,17 +32,20 @@ def is_test_event(body: dict[str, object]) -> bool:
     return body.get("Event") == "s3:TestEvent"
 
 
+def _image(ref: ImageRef) -> dict[str, Any]:
+    """The object version a record names, as an upload's notification would name it."""
+    return {"bucket": ref.bucket, "key": ref.key, "etag": ref.etag, "size": ref.size,
+            "uploaded_at": ref.uploaded_at.isoformat()}  # fmt: skip
+
+
 def reclassify_request(ref: ImageRef) -> str:
-    """The body of a request to classify one stored image again (about 200 bytes): the object
-    version its record names, as an upload's notification would name it."""
-    image = {
-        "bucket": ref.bucket,
-        "key": ref.key,
-        "etag": ref.etag,
-        "size": ref.size,
-        "uploaded_at": ref.uploaded_at.isoformat(),
-    }
-    return json.dumps({RECLASSIFY: image}, ensure_ascii=False, separators=(",", ":"))
+    """The body of a request to classify one stored image again (about 200 bytes)."""
+    return json.dumps({RECLASSIFY: _image(ref)}, ensure_ascii=False, separators=(",", ":"))
+
+
+def trial_request(trial: str, ref: ImageRef) -> str:
+    """The body of a request to put one stored image into a trial's shards (about 250 bytes)."""
+    return json.dumps({COMPARE: {"trial": trial, "image": _image(ref)}}, ensure_ascii=False, separators=(",", ":"))
 
 
 def parse_message(message_id: str, raw_body: str, receive_count: int = 1) -> Message:
@@ -54,9 +61,16 @@ def parse_message(message_id: str, raw_body: str, receive_count: int = 1) -> Mes
         return Message([])
     if RECLASSIFY in body:
         return Message([_requested(message_id, body[RECLASSIFY], receive_count)], again=True)
+    if COMPARE in body:
+        request = body[COMPARE]
+        try:
+            trial = check_trial_id(request["trial"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise MalformedMessage(f"message {message_id} is a trial request without a trial id: {exc!r}") from exc
+        return Message([_requested(message_id, request.get("image"), receive_count)], trial=trial)
     if not isinstance(body.get("Records"), list):
         raise MalformedMessage(
-            f"message {message_id} is neither an S3 event notification (no Records) nor a reclassify request"
+            f"message {message_id} is neither an S3 event notification (no Records) nor a reclassify or trial request"
         )
     refs = []
     try:
