@@ -52,6 +52,9 @@ SAGEMAKER_CONTROL_S = 0.5
 # `make benchmark-photos` (docs/performance.md, "Large photos"): decoding and downsizing a 48 MP photo
 # takes 281 ms on one full core; it scales with the pixels.
 DOWNSIZE_S_PER_MEGAPIXEL = 0.281 / 48
+# The same for a phone's HEIC, which has no reduced-scale decode (the whole image is decoded): a 12 MP
+# one (4032 x 3024) took 645 ms, pillow-heif's import included (an AVIF 271 ms), 2026-12-05.
+CONVERT_S_PER_MEGAPIXEL = 0.645 / 12.19
 
 
 def vcpus(memory_mb: int) -> float:

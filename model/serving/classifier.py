@@ -5,6 +5,7 @@ train.py copies it with the rest of model/serving/ into the model artifact's cod
 from __future__ import annotations
 
 import hashlib
+import io
 import itertools
 import json
 from collections.abc import Callable
@@ -15,12 +16,13 @@ from typing import Literal
 import numpy as np
 import torch
 from networks import WEIGHTS_FILE
-from PIL import Image, ImageOps
+from PIL import Image, ImageCms, ImageOps
 from torch import nn
 
 NUM_CLASSES = 133
 IMAGE_SIZE = 224
 RESIZE_SIZE = 256
+SRGB = ImageCms.createProfile("sRGB")  # what in_srgb converts to
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -155,6 +157,25 @@ def upright(image: Image.Image) -> Image.Image:
     and the turn in EXIF: training, evaluation and serving all see a photo the way its owner does
     (and so does the pipeline's copy of a large photo, functions/pipeline/logic/downsize.py)."""
     return ImageOps.exif_transpose(image)
+
+
+def in_srgb(image: Image.Image) -> Image.Image:
+    """The image in RGB, its colours in sRGB from the colour profile it embeds (an iPhone's Display P3;
+    none: taken as sRGB; one that cannot be read: the pixels as they are). The network learned sRGB
+    photos. The pipeline's copy of a large or phone-format photo is converted alike
+    (functions/pipeline/logic/downsize.py, in_srgb)."""
+    profile = image.info.get("icc_profile")
+    rgb = image if image.mode == "RGB" else image.convert("RGB")
+    if not profile:
+        return rgb
+    try:
+        source = ImageCms.ImageCmsProfile(io.BytesIO(profile))
+        if "sRGB" in ImageCms.getProfileDescription(source):
+            return rgb
+        converted = ImageCms.profileToProfile(rgb, source, SRGB, outputMode="RGB")
+    except (ImageCms.PyCMSError, OSError, ValueError):
+        return rgb
+    return converted if converted is not None else rgb
 
 
 class ResizeCenterCrop:

@@ -58,6 +58,7 @@ from classifier import (
     build_resnet18,
     eval_transform,
     fuse_for_inference,
+    in_srgb,
     load_class_index,
     model_version,
     resize_size,
@@ -316,7 +317,7 @@ def _prepare(request: Request, model: Classifier) -> torch.Tensor:
 
 
 def decode_image(data: bytes, *, max_pixels: int, draft_size: int | None = RESIZE_SIZE) -> Image.Image:
-    """Decode to RGB, upright, with Pillow's decompression-bomb guard on, fully, so truncation shows.
+    """Decode to RGB, upright, in sRGB, with Pillow's decompression-bomb guard on, fully, so truncation shows.
 
     draft_size lets a JPEG decode at a reduced scale (1/2, 1/4, 1/8) that still leaves the shorter
     side at least that large: the same image for eval_transform, at a fraction of the cost."""
@@ -337,9 +338,7 @@ def decode_image(data: bytes, *, max_pixels: int, draft_size: int | None = RESIZ
         raise BadInput("NotAnImage", "the content is not an image Pillow can read") from exc
     except (OSError, SyntaxError, ValueError) as exc:  # truncated or corrupt data
         raise BadInput("InvalidImage", f"cannot decode the image: {exc}") from exc
-    if image.mode != "RGB":
-        image = image.convert("RGB")
-    return image
+    return in_srgb(image)
 
 
 def output_fn(answer: answers.Answer | list[tuple[str, answers.Answer]], accept: str) -> tuple[str, str]:

@@ -14,6 +14,11 @@ to a phone's size under sensor-like noise, three ways:
 It reports the top-1 agreement of "served" and "downsized" with "reference" (fp32 network), the
 photos' sizes, and downsizing's time and peak memory per photo on this machine (one process per
 size, as a function instance handles one image at a time), also for a 49-megapixel PNG.
+
+Phone formats: each photo of the first size also saved as a HEIC (pillow-heif: libheif, x265) and an
+AVIF (Pillow: libavif), which the pipeline always sends as such a copy: the copy's agreement with
+"reference" (the JPEG's full decode: the formats' own loss included), and the conversion's time and
+peak memory, as for the JPEGs.
 """
 
 from __future__ import annotations
@@ -85,6 +90,38 @@ def downsizing_cost(photo: bytes, workdir: Path, runs: int) -> dict[str, float]:
     return {"downsize_ms_median": round(statistics.median(seconds) * 1000), "peak_mib_above_start": max(peak_mib)}
 
 
+def in_format(photo: bytes, kind: str) -> bytes:
+    """The photo saved as a phone's HEIC (x265's fastest preset: the benchmark times decoding) or AVIF."""
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()
+    buffer = io.BytesIO()
+    extra: dict[str, Any] = {"enc_params": {"preset": "ultrafast"}} if kind == "HEIF" else {}
+    Image.open(io.BytesIO(photo)).save(buffer, kind, quality=50, **extra)
+    return buffer.getvalue()
+
+
+def phone_formats(model: Any, subjects: list[bytes], args: argparse.Namespace) -> dict[str, Any]:
+    import quantization
+
+    width, height = (int(v) for v in args.sizes.split(",")[0].split("x"))
+    texture = Image.effect_noise((width, height), 48).convert("RGB")
+    photos = [phone_photo(subject, (width, height), texture) for subject in subjects]
+    reference = torch.cat([logits(model, photo, draft=False) for photo in photos])
+    found: dict[str, Any] = {}
+    for kind in ("HEIF", "AVIF"):
+        files = [in_format(photo, kind) for photo in photos]
+        copies = [downsize(data, max_pixels=MAX_PIXELS, max_bytes=SERVERLESS_MAX_BYTES).data for data in files]
+        converted = torch.cat([logits(model, copy, draft=True) for copy in copies])
+        found[f"{kind.lower()}_{width}x{height}"] = {
+            "file_mb_median": round(statistics.median(len(f) for f in files) / 1e6, 1),
+            "converted_vs_reference": quantization.agreement(reference, converted).as_dict(),
+            **downsizing_cost(files[0], args.workdir, args.runs),
+        }
+        print(json.dumps({kind: found[f"{kind.lower()}_{width}x{height}"]}, indent=1), flush=True)
+    return found
+
+
 def main(args: argparse.Namespace) -> dict[str, Any]:
     import quantization
 
@@ -119,6 +156,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             "seconds": round(time.perf_counter() - started),
         }
         print(json.dumps({text: results["sizes"][text]}, indent=1), flush=True)
+    results["phone_formats"] = phone_formats(model, subjects, args)
     # A PNG has no reduced-scale decode: the whole image is in memory once (7000 x 7000, 49 megapixels).
     png = io.BytesIO()
     Image.linear_gradient("L").resize((7000, 7000)).convert("RGB").save(png, "PNG")

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import torch
-from classifier import Breed, breed_from_folder, eval_transform, train_transform, upright
+from classifier import Breed, breed_from_folder, eval_transform, in_srgb, train_transform, upright
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from torchvision import datasets
@@ -35,7 +35,7 @@ def open_guarded(source: str | BinaryIO) -> Image.Image:
 def _load_rgb(path: str) -> Image.Image:
     with open_guarded(path) as image:
         image.load()  # decode fully here, so a truncated file fails now
-        return upright(image).convert("RGB")
+        return in_srgb(upright(image))
 
 
 class SafeImageFolder(datasets.ImageFolder):

@@ -221,6 +221,23 @@ def test_a_photo_stored_sideways_is_decoded_as_its_owner_sees_it(dataset: Path) 
     assert difference.item() < 0.05
 
 
+@pytest.mark.parametrize("draft_size", [None, 64])
+def test_a_photo_in_display_p3_is_decoded_in_srgb(draft_size: int | None) -> None:
+    """An iPhone JPEG embeds Display P3, whose numbers mean more saturated colours than sRGB's: the
+    network, which learned sRGB photos, sees them converted (the training loader decodes alike)."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (640, 480), (200, 100, 100)).save(
+        buffer, "JPEG", quality=95, icc_profile=images.display_p3_profile()
+    )
+    decoded = inference.decode_image(buffer.getvalue(), max_pixels=10**8, draft_size=draft_size)
+    red, green, _ = decoded.getpixel((100, 100))  # type: ignore[misc]
+    assert decoded.mode == "RGB" and red >= 210 and green <= 96, decoded.getpixel((100, 100))
+    plain = io.BytesIO()
+    Image.new("RGB", (640, 480), (200, 100, 100)).save(plain, "JPEG", quality=95)  # no profile: sRGB as it is
+    as_is = inference.decode_image(plain.getvalue(), max_pixels=10**8, draft_size=draft_size).getpixel((100, 100))
+    assert all(abs(a - b) <= 3 for a, b in zip(as_is, (200, 100, 100), strict=True))  # type: ignore[arg-type]
+
+
 def test_the_training_artifact_is_served_as_is(
     trained: tuple[Path, dict[str, object]], tmp_path: Path, dataset: Path
 ) -> None:

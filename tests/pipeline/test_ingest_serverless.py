@@ -136,7 +136,8 @@ BAD_INPUTS = [
     ("notes.jpg", b"shopping list: kibble, leash\n", "NotAnImage", "not an image"),
     ("truncated.jpg", images.truncated_jpeg(), "InvalidImage", "decode"),
     ("corrupt.jpg", images.corrupt_jpeg(), "InvalidImage", "decode"),
-    ("photo.heic", images.heic_header(), "UnsupportedFormat", "HEIC"),
+    ("photo.heic", images.heic_header(), "InvalidImage", "cannot decode"),  # a header, no image
+    ("scan.pdf", b"%PDF-1.7\n" + b"\x00" * 64, "UnsupportedFormat", "PDF"),
     ("bomb.png", images.png_bomb(), "DecompressionBomb", "900,000,000 pixels"),
     ("cut-off.jpg", images.photo(4000, 3000)[:4_500_000], "InvalidImage", "cannot decode"),  # over 4 MB
 ]

@@ -37,9 +37,15 @@ def photos(dataset: Path) -> Photos:
 
 
 def phone_photo(good: Photos) -> Photos:
-    """A 48-megapixel, 25 MB phone JPEG (stored sideways, EXIF orientation 6) of the first photo's dog."""
-    data, breed = next(iter(good.values()))
-    return {"incoming/phone/IMG_0001.jpg": (images.photo(subject=data, orientation=6), breed)}
+    """Photos as phones save them, of the first three photos' dogs: a 48-megapixel, 25 MB JPEG stored
+    sideways (EXIF orientation 6); an iPhone's 12-megapixel HEIC, sideways, in Display P3; an AVIF."""
+    (first, breed1), (second, breed2), (third, breed3) = list(good.values())[:3]
+    heic = images.phone_photo("HEIF", subject=second, orientation=6, profile=images.display_p3_profile())
+    return {
+        "incoming/phone/IMG_0001.jpg": (images.photo(subject=first, orientation=6), breed1),
+        "incoming/phone/IMG_0002.HEIC": (heic, breed2),
+        "incoming/phone/saved.avif": (images.phone_photo("AVIF", 1600, 1200, subject=third), breed3),
+    }
 
 
 def run_mode(start_stack: StartStack, dataset: Path, mode: str) -> tuple[Stack, dict[str, dict[str, Any]], Photos]:

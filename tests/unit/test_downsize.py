@@ -77,3 +77,46 @@ def test_a_format_whose_header_hides_its_size_is_still_guarded_against_bombs() -
     with pytest.raises(RejectedImage) as refused:
         downsize(tiff, max_pixels=10_000, max_bytes=LIMIT)
     assert refused.value.code == "DecompressionBomb"
+
+
+# -- a phone's formats and colours ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["HEIF", "AVIF"])
+@pytest.mark.parametrize("orientation", [None, 6])
+def test_a_phone_format_becomes_an_upright_jpeg_of_the_same_picture(kind: str, orientation: int | None) -> None:
+    reference = opened(downsize(images.photo(1600, 1200), max_pixels=10**8, max_bytes=LIMIT).data)
+    phone = images.phone_photo(kind, 1600, 1200, orientation=orientation)
+    result = downsize(phone, max_pixels=10**8, max_bytes=LIMIT)
+    copy = opened(result.data)
+    assert (copy.format, copy.mode, copy.size) == ("JPEG", "RGB", (683, 512))
+    difference = sum(
+        abs(a - b) for a, b in zip(copy.convert("L").tobytes(), reference.convert("L").tobytes(), strict=True)
+    )
+    assert difference / (copy.width * copy.height) < 8  # a turned or garbled copy differs by far more
+
+
+def test_colours_in_a_display_p3_profile_are_sent_in_srgb() -> None:
+    """A P3 colour is a more saturated sRGB one: a copy that ignored the profile would keep the P3 numbers."""
+    p3 = images.display_p3_profile()
+    for kind in ("JPEG", "HEIF"):
+        buffer = io.BytesIO()
+        options = {"enc_params": {"preset": "ultrafast"}} if kind == "HEIF" else {}
+        Image.new("RGB", (1200, 900), (200, 100, 100)).save(buffer, kind, quality=95, icc_profile=p3, **options)
+        copy = opened(downsize(buffer.getvalue(), max_pixels=10**8, max_bytes=LIMIT).data)
+        red, green, _ = copy.getpixel((300, 200))  # type: ignore[misc]
+        assert red >= 210 and green <= 96, (kind, copy.getpixel((300, 200)))
+        assert "icc_profile" not in copy.info  # sent as sRGB, which a JPEG without a profile means
+
+
+def test_a_broken_profile_leaves_the_pixels_as_they_are() -> None:
+    buffer = io.BytesIO()
+    Image.new("RGB", (1200, 900), (200, 100, 100)).save(buffer, "JPEG", quality=95, icc_profile=b"not a profile")
+    copy = opened(downsize(buffer.getvalue(), max_pixels=10**8, max_bytes=LIMIT).data)
+    assert all(abs(a - b) <= 3 for a, b in zip(copy.getpixel((300, 200)), (200, 100, 100), strict=True))  # type: ignore[arg-type]
+
+
+def test_a_cut_off_heic_is_invalid() -> None:
+    with pytest.raises(RejectedImage) as caught:
+        downsize(images.phone_photo("HEIF", 1600, 1200)[:20_000], max_pixels=10**8, max_bytes=LIMIT)
+    assert caught.value.code == "InvalidImage"

@@ -19,6 +19,10 @@ LIMITS = {"max_bytes": 4_000_000, "max_pixels": 50_000_000}
         (b"GIF89a" + bytes([10, 0, 20, 0]) + b"\x00" * 8, ImageInfo("GIF", 10, 20)),
         (b"RIFF\x00\x00\x00\x00WEBPVP8 ", ImageInfo("WEBP")),
         (b"II*\x00" + b"\x00" * 8, ImageInfo("TIFF")),
+        (images.heic_header(), ImageInfo("HEIF")),  # an iPhone's: major brand heic
+        (b"\x00\x00\x00\x1cftypmif1\x00\x00\x00\x00mif1heic" + b"\x00" * 8, ImageInfo("HEIF")),
+        (b"\x00\x00\x00\x20ftypavif\x00\x00\x00\x00avifmif1miafMA1B" + b"\x00" * 8, ImageInfo("AVIF")),
+        (b"\x00\x00\x00\x1cftypmif1\x00\x00\x00\x00mif1avif" + b"\x00" * 8, ImageInfo("AVIF")),
     ],
 )
 def test_supported_images_pass_with_their_dimensions(data: bytes, expected: ImageInfo) -> None:
@@ -31,7 +35,7 @@ def test_supported_images_pass_with_their_dimensions(data: bytes, expected: Imag
         (b"", 0, "EmptyObject", "empty"),
         (images.jpeg(), 4_000_001, "TooLarge", "4,000,000-byte limit for an image"),
         (b"shopping list\n", 14, "NotAnImage", "not an image"),
-        (images.heic_header(), 90, "UnsupportedFormat", "HEIC"),
+        (b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isommp41" + b"\x00" * 8, 40, "NotAnImage", "HEIF, AVIF"),
         (b"%PDF-1.7\n", 9, "UnsupportedFormat", "PDF"),
         (images.png_bomb(), 60, "DecompressionBomb", "900,000,000 pixels"),
         (b"\x89PNG\r\n\x1a\n" + b"\x00" * 16, 24, "CorruptImage", "IHDR"),

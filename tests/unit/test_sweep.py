@@ -149,10 +149,10 @@ def test_a_sweep_starts_no_collection_whose_first_piece_would_end_past_its_deadl
         jobs.append(job)
     clock.advance(LATE.total_seconds() + 60)
     started = clock()
-    deadline = Deadline.of_invocation(started, remaining_ms=300_000)  # work stops at 225 s
-    clock.advance(100)  # the sweep's own asking, and what came before: the first job's collection starts late
+    deadline = Deadline.of_invocation(started, remaining_ms=300_000)  # work stops at 210 s
+    clock.advance(85)  # the sweep's own asking, and what came before: the first job's collection starts late
     world.sweep.run(deadline)
-    # the first job's images all queued again by 220 s; the second's first chunk (40 s) would end past 225 s
+    # the first job's images all queued again by 205 s; the second's first chunk (40 s) would end past 210 s
     assert len(world.queue.messages) == len(big) and (clock() - started).total_seconds() <= 0.8 * 300
     assert world.status("incoming/b.jpg") is Status.PENDING and world.book.uncollected() == [jobs[1].files.name]
     world.sweep.run(Deadline.of_invocation(clock(), remaining_ms=300_000))  # the next sweep takes it

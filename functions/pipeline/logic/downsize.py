@@ -1,4 +1,4 @@
-"""Photos larger than a request may carry, made smaller before they are sent.
+"""Photos larger than a request may carry, or in a phone's format, made a small JPEG before they are sent.
 
 A serverless endpoint takes requests of at most 4 MB, a transform job's records fit its
 MaxPayloadInMB, and phones write 3-12 MB JPEGs (48-megapixel ones 15-25 MB). The model looks at a
@@ -6,11 +6,15 @@ MaxPayloadInMB, and phones write 3-12 MB JPEGs (48-megapixel ones 15-25 MB). The
 so an image over its mode's limit is sent as a copy at DOWNSIZED_SHORT_SIDE pixels on its shorter
 side, twice what the model scales to. The copy is decoded at a reduced scale where the format allows
 (a JPEG's DCT scaling, Pillow's draft mode: a fraction of the time and memory of a full decode),
-turned upright as its EXIF orientation says (as the model handler turns every image), resized and
-saved as a JPEG. How often the model's answer for the copy agrees with its answer for the original:
-docs/performance.md, "Large photos" (`make benchmark-photos`).
+turned upright as its EXIF orientation says (as the model handler turns every image), its colours
+turned to sRGB from its embedded profile (an iPhone's Display P3; as the model handler does), resized
+and saved as a JPEG without a profile. A phone's HEIC/HEIF (decoded by pillow-heif, which turns the
+image as its container says) or AVIF (Pillow's own decoder) is always sent this way, whatever its
+size: the model container reads neither. How often the model's answer for the copy agrees with its
+answer for the original: docs/performance.md, "Large photos" (`make benchmark-photos`).
 
-The functions import Pillow here only, and only when an image needs it: no cold start pays for it.
+The functions import Pillow (and pillow-heif) here only, and only when an image needs it: no cold start
+pays for it.
 """
 
 from __future__ import annotations
@@ -19,8 +23,12 @@ import io
 import math
 import warnings
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pipeline.logic.errors import RejectedImage
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 DOWNSIZED_SHORT_SIDE = 512
 JPEG_QUALITY = 90
@@ -41,12 +49,18 @@ def downsize(data: bytes, *, max_pixels: int, max_bytes: int, short_side: int = 
     upright; raise RejectedImage when it cannot be decoded or is still too large."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
+    phone_format = data[4:8] == b"ftyp"  # an ISO base media file, which images.py found HEIF or AVIF
+    if phone_format:  # HEIF needs pillow-heif's decoder (AVIF is Pillow's own)
+        import pillow_heif
+
+        pillow_heif.register_heif_opener()
     guard, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, max_pixels  # Pillow's guard is global: put back after
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image: Image.Image = Image.open(io.BytesIO(data))
             original = image.size
+            profile = image.info.get("icc_profile")
             if min(original) > short_side:
                 # The smallest DCT scale (1/2, 1/4, 1/8) that leaves the shorter side at least short_side.
                 scale = short_side / min(original)
@@ -62,6 +76,7 @@ def downsize(data: bytes, *, max_pixels: int, max_bytes: int, short_side: int = 
             ImageOps.exif_transpose(image, in_place=True)
             if image.mode != "RGB":
                 image = image.convert("RGB")
+            image = in_srgb(image, profile)
             width, height = image.size
             if min(width, height) > short_side:
                 scale = short_side / min(width, height)
@@ -70,6 +85,10 @@ def downsize(data: bytes, *, max_pixels: int, max_bytes: int, short_side: int = 
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise RejectedImage("DecompressionBomb", f"the image is too large to decode safely: {exc}") from exc
     except UnidentifiedImageError as exc:
+        if phone_format:
+            raise RejectedImage(
+                "InvalidImage", "cannot decode the image: its HEIF/AVIF data is cut off or corrupt"
+            ) from exc
         raise RejectedImage("NotAnImage", "the content is not an image Pillow can read") from exc
     except (OSError, SyntaxError, ValueError) as exc:  # truncated or corrupt data
         raise RejectedImage("InvalidImage", f"cannot decode the image: {exc}") from exc
@@ -84,3 +103,21 @@ def downsize(data: bytes, *, max_pixels: int, max_bytes: int, short_side: int = 
             f"over the {max_bytes:,}-byte limit for this inference mode",
         )
     return Downsized(out.getvalue(), original, image.size)
+
+
+def in_srgb(image: Image.Image, profile: bytes | None) -> Image.Image:
+    """An RGB image's colours in sRGB, from the colour profile it embedded (None: taken as sRGB). A
+    profile that cannot be read leaves the pixels as they are. The model handler's twin:
+    model/serving/classifier.py, in_srgb (the model container has no pipeline package)."""
+    from PIL import ImageCms
+
+    if not profile:
+        return image
+    try:
+        source = ImageCms.ImageCmsProfile(io.BytesIO(profile))
+        if "sRGB" in ImageCms.getProfileDescription(source):
+            return image
+        converted = ImageCms.profileToProfile(image, source, ImageCms.createProfile("sRGB"), outputMode="RGB")
+    except (ImageCms.PyCMSError, OSError, ValueError):
+        return image
+    return converted if converted is not None else image

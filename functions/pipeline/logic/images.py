@@ -17,14 +17,16 @@ from pipeline.logic.errors import RejectedImage
 # How many leading bytes the checks need: enough for a JPEG's EXIF block before its frame header.
 HEADER_BYTES = 64 * 1024
 
-SUPPORTED_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP", "TIFF")
+SUPPORTED_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP", "TIFF")  # what the model container reads
+# Phones' formats (an iPhone's HEIC, HEIF, AVIF): the functions send them as a JPEG (downsize.py).
+CONVERTED_FORMATS = ("HEIF", "AVIF")
+# ISO base media file brands (the ftyp box's major and compatible brands) of each converted format.
+_AVIF_BRANDS = frozenset({b"avif", b"avis"})
+_HEIF_BRANDS = frozenset({b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1"})
+_FORMATS = ", ".join(SUPPORTED_FORMATS + CONVERTED_FORMATS)  # as a reason names them
 
 # Formats we recognise but do not classify, so the reason can name them.
 _KNOWN_UNSUPPORTED: tuple[tuple[bytes, int, str], ...] = (
-    (b"ftypheic", 4, "HEIC"),
-    (b"ftypheix", 4, "HEIC"),
-    (b"ftypmif1", 4, "HEIF"),
-    (b"ftypavif", 4, "AVIF"),
     (b"%PDF", 0, "PDF"),
     (b"\x00\x00\x01\x00", 0, "ICO"),
     (b"8BPS", 0, "PSD"),
@@ -84,17 +86,30 @@ def _sniff(data: bytes) -> ImageInfo:
         return ImageInfo("WEBP")
     if data[:4] in (b"II*\x00", b"MM\x00*"):
         return ImageInfo("TIFF")
+    if data[4:8] == b"ftyp" and (phone := _iso_image(data)):
+        return ImageInfo(phone)
     for magic, offset, name in _KNOWN_UNSUPPORTED:
         if data[offset : offset + len(magic)] == magic:
             raise RejectedImage(
                 "UnsupportedFormat",
-                f"{name} images are not supported; supported formats: {', '.join(SUPPORTED_FORMATS)}",
+                f"{name} images are not supported; supported formats: {_FORMATS}",
             )
     raise RejectedImage(
         "NotAnImage",
-        f"the content is not an image (first bytes {data[:8].hex(' ') or 'none'}); "
-        f"supported formats: {', '.join(SUPPORTED_FORMATS)}",
+        f"the content is not an image (first bytes {data[:8].hex(' ') or 'none'}); supported formats: {_FORMATS}",
     )
+
+
+def _iso_image(data: bytes) -> str | None:
+    """HEIF or AVIF by the ftyp box's brands (ISO/IEC 23008-12, and AV1's image format), else None (a
+    video, say)."""
+    (box_size,) = struct.unpack(">I", data[:4])
+    brands = {data[8:12]} | {data[at : at + 4] for at in range(16, min(box_size, len(data)) - 3, 4)}
+    if brands & _AVIF_BRANDS:
+        return "AVIF"
+    if brands & _HEIF_BRANDS:
+        return "HEIF"
+    return None
 
 
 # JPEG start-of-frame markers carry the dimensions; C4 (DHT), C8 (JPG) and CC (DAC) do not.

@@ -17,7 +17,7 @@ import answers
 from pipeline.logic.deadline import Deadline
 from pipeline.logic.downsize import LARGEST_IMAGE_BYTES, downsize
 from pipeline.logic.errors import ObjectChanged, RejectedImage, TransientError
-from pipeline.logic.images import HEADER_BYTES, inspect_image
+from pipeline.logic.images import CONVERTED_FORMATS, HEADER_BYTES, inspect_image
 from pipeline.logic.jobs import QueuedShard, ref_json_size, shard_uri
 from pipeline.logic.lifecycle import Change, Event, State, decide, state_of
 from pipeline.logic.outcomes import ImageRef, Mode, Outcome, Status, read_model_answer
@@ -137,19 +137,21 @@ class Ingest:
 
     def read_checked(self, ref: ImageRef, mode: Mode) -> tuple[bytes, str]:
         """The image's bytes and format after the header checks, within the mode's request limit: an
-        image over it is sent downsized (downsize.py). An object over LARGEST_IMAGE_BYTES is judged,
-        and rejected, by its header alone."""
+        image over it, or in a phone's format the model does not read (HEIF, AVIF), is sent as a small
+        JPEG (downsize.py). An object over LARGEST_IMAGE_BYTES is judged, and rejected, by its header
+        alone."""
         routing = self.rules.routing
         whole = ref.size <= LARGEST_IMAGE_BYTES
         obj = self.objects.read(ref.bucket, ref.key, ref.etag, first_bytes=None if whole else HEADER_BYTES)
         header = obj.data[:HEADER_BYTES]
         info = inspect_image(header, obj.total_size, max_bytes=LARGEST_IMAGE_BYTES, max_pixels=routing.max_image_pixels)
         limit = routing.max_bytes(mode)
-        if obj.total_size <= limit:
+        if obj.total_size <= limit and info.format not in CONVERTED_FORMATS:
             return obj.data, info.format
         small = downsize(obj.data, max_pixels=routing.max_image_pixels, max_bytes=limit)
         logger.info(
-            "image downsized to fit its request",
+            "image downsized to fit its request" if info.format not in CONVERTED_FORMATS else "image converted",
+            format=info.format,
             image_id=ref.image_id,
             mode=mode,
             bytes=obj.total_size,
