@@ -445,9 +445,11 @@ def main(args: argparse.Namespace, clients: dict[str, Any] | None = None, out: A
         return 1
     try:
         found = wait_for_shards(clients["s3"], files, set(refs), args.timeout_min * 60, out)
-        run_candidate(
-            clients["sagemaker"], clients["s3"], files, model_name, found.shards, transform, args.timeout_min * 60, out
-        )
+        if found.shards:  # none when every sampled image is gone or changed since: nothing to run
+            timeout_s = args.timeout_min * 60
+            run_candidate(
+                clients["sagemaker"], clients["s3"], files, model_name, found.shards, transform, timeout_s, out
+            )
         answered = read_answers(clients["s3"], files, found.shards)
     except TrialFailed as exc:
         print(f"trial {files.trial} failed: {exc}", file=sys.stderr)

@@ -3,6 +3,8 @@ and the Scan that reads the records and the labels of their content from moto's 
 
 from __future__ import annotations
 
+import io
+import json
 from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
@@ -17,6 +19,7 @@ from pipeline.adapters.dynamodb import DynamoPredictions
 from pipeline.adapters.review import Breed, ReviewStore
 from pipeline.logic.lifecycle import Change, Event
 from pipeline.logic.outcomes import ImageRef, Mode, Outcome, Status
+from pipeline.logic.trial import TrialFiles
 from tests.conftest import Aws
 
 
@@ -108,3 +111,32 @@ def test_the_scan_returns_classified_records_and_only_the_labels_of_their_conten
     records, labels = compare.scan(aws.clients["dynamodb"], aws.stack.names.table, aws.bucket, "incoming/")
     assert sorted(r["key"] for r in records) == ["incoming/0.jpg", "incoming/1.jpg"]
     assert set(labels) == {refs[0].image_id}
+
+
+def test_a_sample_the_ingest_function_could_take_none_of_is_reported_without_a_job(
+    aws: Aws, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every sampled image deleted since it was classified: the report names each with why, and no
+    candidate model or transform job is made."""
+    store = DynamoPredictions(aws.clients["dynamodb"], aws.stack.names.table)
+    now = datetime.now(UTC)
+    top = (answers.Candidate("012", "Beagle", 0.9),)
+    outcome = Outcome(Status.CLASSIFIED, Mode.SERVERLESS, answers.Prediction(top, "int8", "sha256:v1"))
+    refs = [ImageRef(aws.bucket, f"incoming/{n}.jpg", f"etag{n}", 10, now) for n in range(2)]
+    store.write([Change(ref, Event.ANSWERED, outcome) for ref in refs], now)
+    s3 = aws.clients["s3"]
+    s3.put_object(Bucket=aws.bucket, Key="models/v2.tar.gz", Body=b"a candidate")
+    files = TrialFiles(aws.bucket, "20261205t000000-abcdef")
+    monkeypatch.setattr(compare, "new_trial_id", lambda now: files.trial)
+    # what the ingest function writes when it can read none of them
+    index = {"shard": None, "images": [], "refused": {r.key: "ObjectDeleted: the object was deleted" for r in refs}}
+    s3.put_object(Bucket=aws.bucket, Key=files.index.join("x.json").key, Body=json.dumps(index).encode())
+    argv = ["--candidate", f"s3://{aws.bucket}/models/v2.tar.gz", "--table", aws.stack.names.table,
+            "--bucket", aws.bucket, "--queue-url", aws.stack.reclassify_queue_url, "--model-name", "none"]  # fmt: skip
+    clients = {name: aws.clients[name] for name in ("dynamodb", "sqs", "s3", "sagemaker")}
+    out = io.StringIO()
+    assert compare.main(compare.get_args_parser().parse_args(argv), clients, out) == 0
+    printed = out.getvalue()
+    assert "compared 0 of 2 sampled images" in printed
+    assert all(f"not compared: {r.key}: ObjectDeleted" in printed for r in refs)
+    assert aws.clients["sagemaker"].list_transform_jobs()["TransformJobSummaries"] == []
