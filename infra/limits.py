@@ -33,6 +33,10 @@ S3_KEY_BYTES = 1024
 DYNAMODB_PARTITION_WRITE_UNITS_PER_S = 1000
 DYNAMODB_WRITE_UNIT_BYTES = 1024
 
+# SageMaker developer guide, "Serverless Inference" (and InvokeEndpoint): an invocation is answered
+# within 60 s, and its payload is at most 4 MB.
+SERVERLESS_INVOCATION_S = 60
+
 # -- latencies of one call, for budgets (seconds) ----------------------------------------------------
 # S3 performance guidelines, "Timeouts and retries for latency-sensitive applications": small requests
 # "median latencies in the range of tens of milliseconds"; first byte of larger ones 100-200 ms.
@@ -55,6 +59,13 @@ DOWNSIZE_S_PER_MEGAPIXEL = 0.281 / 48
 # The same for a phone's HEIC, which has no reduced-scale decode (the whole image is decoded): a 12 MP
 # one (4032 x 3024) took 645 ms, pillow-heif's import included (an AVIF 271 ms), 2026-12-05.
 CONVERT_S_PER_MEGAPIXEL = 0.645 / 12.19
+# The model handler's work per image on one full core, at its slowest: an fp32 forward pass (int8 is
+# faster; `make benchmark`: 2.1 ms int8 for one image at batch 1 on the 2-core VM, fp32 under 20 ms), and
+# decoding at a reduced scale per MB of JPEG (downsizing a 25 MB, 48 MP JPEG took 281 ms, resizing included).
+HANDLER_FORWARD_S = 0.020
+HANDLER_DECODE_S_PER_BYTE = 0.281 / 25_000_000
+# Unverified: AWS does not document a serverless endpoint's CPU; a quarter of a core is assumed.
+SERVERLESS_VCPUS = 0.25
 
 
 def vcpus(memory_mb: int) -> float:

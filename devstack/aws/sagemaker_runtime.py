@@ -16,6 +16,7 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import answers
 from devstack.aws.account import ACCOUNT, arn
 from devstack.aws.iam import CallRecorder, invoke_endpoint_call, principal_of
 
@@ -76,6 +77,7 @@ class RuntimeServer:
         self.endpoints = endpoints
         self.recorder = recorder  # InvokeEndpoint calls, by caller
         self.answered: dict[str, int] = {}  # endpoint -> requests that reached its container
+        self.images: dict[str, int] = {}  # endpoint -> images in those requests (a JSON Lines request's records)
         self.data_bytes: dict[str, int] = {}  # endpoint -> bytes in and out (SageMaker bills data processed)
         self._count = threading.Lock()
         self._slots = threading.BoundedSemaphore(max_concurrency)
@@ -106,8 +108,11 @@ class RuntimeServer:
         if not self._slots.acquire(blocking=False):
             return error(400, "ThrottlingException", "Rate exceeded: the endpoint is at its MaxConcurrency")
         try:
+            multi = content_type == answers.JSON_LINES
+            images = sum(1 for line in body.splitlines() if line.strip()) if multi else 1
             with self._count:
                 self.answered[endpoint] = self.answered.get(endpoint, 0) + 1
+                self.images[endpoint] = self.images.get(endpoint, 0) + images
             status, response_type, payload = container(body, content_type, accept)
             with self._count:
                 self.data_bytes[endpoint] = self.data_bytes.get(endpoint, 0) + len(body) + len(payload)

@@ -250,7 +250,7 @@ def run(args: argparse.Namespace, progress: Callable[[int, int], None] | None = 
                 found = Predictions(stack.client("dynamodb"), stack.names.table).images(stack.names.bucket, left)
                 waiting = {key: _summary(found.get(key)) for key in left}
                 assert stack.runtime is not None and stack.runner is not None
-                model_calls = sum(stack.runtime.answered.values()) + stack.runner.records
+                model_calls = sum(stack.runtime.images.values()) + stack.runner.records  # images sent to a model
                 letters = dead_letters(stack)
                 jobs = len(stack.runner.finished)
                 failed_jobs = sum(

@@ -5,6 +5,7 @@ cores of this machine).
 
     make serving-benchmark
     make serving-benchmark SERVING_ARGS="--cpus 1,2 --images 200"
+    make serving-benchmark SERVING_ARGS="--per-request 1,4,8,16,32"   (the template's setting only)
 
 Per setting, measured in the same run:
 - start: the container's start to its first answer (every worker READY, then one image);
@@ -12,6 +13,9 @@ Per setting, measured in the same run:
   endpoint (images/s, and the median latency);
 - concurrent: single-image requests from --clients clients at once (the endpoint under load);
 - batch: multi-record requests of --batch images, --clients in flight, as a transform job sends them.
+With --per-request: the template's setting only, images/s and each request's median time for
+requests of that many images (JSON Lines records; 1: the image as it is), one request in flight, as
+the ingest function sends a Lambda batch's images to the serverless endpoint.
 The default setting (no SAGEMAKER_MODEL_SERVER_WORKERS, no OMP_NUM_THREADS: TorchServe starts one
 worker per vCPU and each worker's torch uses every core) is the baseline the others are compared
 with, and the template's setting is measured last. The model is benchmark.py's (133 breeds at 224
@@ -155,6 +159,41 @@ def measure(
     }
 
 
+def per_request(model_dir: Path, jpegs: list[bytes], cpus: int, images: int, sizes: list[int]) -> list[dict[str, Any]]:
+    """The template's setting: images/s and median request time for requests of each size, one in flight."""
+    import answers
+    from devstack.aws.container import ModelContainer
+
+    log = Path(tempfile.mkdtemp(prefix="serving-benchmark-")) / "container.log"
+    container = ModelContainer(model_dir, Setting.of_template().environment(), log, cpus=cpus).start()
+    rows = []
+    try:
+        for size in sizes:
+            bodies = [jpegs[n % len(jpegs)] for n in range(images)]
+            if size == 1:
+                requests = [(body, "image/jpeg", "application/json") for body in bodies]
+            else:
+                records = [answers.dumps_record(f"incoming/{n}.jpg", body) for n, body in enumerate(bodies)]
+                requests = [(b"\n".join(records[n : n + size]), answers.JSON_LINES, answers.JSON_LINES)
+                            for n in range(0, len(records), size)]  # fmt: skip
+            container.invoke(*requests[0])  # warm
+            times = []
+            started = time.perf_counter()
+            for request in requests:
+                sent = time.perf_counter()
+                response = container.invoke(*request)
+                if response.status != 200:
+                    raise RuntimeError(f"the container answered {response.status}: {response.body[:200]!r}")
+                times.append(time.perf_counter() - sent)
+            elapsed = time.perf_counter() - started
+            rows.append({"cpus": cpus, "images_per_request": size, "images_per_s": images / elapsed,
+                         "request_ms": statistics.median(times) * 1000})  # fmt: skip
+            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    finally:
+        container.stop()
+    return rows
+
+
 def report(rows: list[dict[str, Any]], cpu: dict[str, str]) -> None:
     print(f"\nCPU: {cpu['model_name']} ({cpu['flags']}); images 500x375 JPEG, ResNet-18 at 224 px, int8 default")
     print("vCPUs | workers x threads x decode | start to 1st answer | 1 at a time (median) | concurrent | batch")
@@ -176,6 +215,20 @@ def main(args: argparse.Namespace) -> list[dict[str, Any]]:
 
     model_dir, jpegs = serving_model(args.cache)
     cores = len(os.sched_getaffinity(0))
+    if args.per_request:
+        sizes = [int(size) for size in args.per_request.split(",")]
+        rows = [row for cpus in [int(c) for c in args.cpus.split(",") if int(c) <= cores]
+                for row in per_request(model_dir, jpegs, cpus, args.images, sizes)]  # fmt: skip
+        shutil.rmtree(model_dir.parent, ignore_errors=True)
+        cpu = cpu_description()["model_name"]
+        print(f"\nCPU: {cpu}; images 500x375 JPEG; the template's setting, one request in flight")
+        print("vCPUs | images per request | images/s | request (median) | vs 1 a request")
+        print("---|---|---|---|---")
+        for row in rows:
+            base = next(r for r in rows if r["cpus"] == row["cpus"] and r["images_per_request"] == sizes[0])
+            print(f"{row['cpus']} | {row['images_per_request']} | {row['images_per_s']:.1f} | "
+                  f"{row['request_ms']:.1f} ms | {row['images_per_s'] / base['images_per_s']:.2f}x")  # fmt: skip
+        return rows
     rows = []
     for cpus in [int(c) for c in args.cpus.split(",") if int(c) <= cores]:
         for setting in [*settings_for(cpus), Setting.of_template()]:
@@ -194,6 +247,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--images", type=int, default=120, help="images per measurement")
     parser.add_argument("--clients", type=int, default=4, help="requests in flight when measuring concurrently")
     parser.add_argument("--batch", type=int, default=16, help="images per multi-record request")
+    parser.add_argument("--per-request", help="request sizes, e.g. 1,4,8,16,32: the template's setting only")
     parser.add_argument("--cache", type=Path, default=REPO / ".devstack" / "benchmark", help="where the model is kept")
     parser.add_argument("--json", type=Path, help="also write the results here")
     return parser

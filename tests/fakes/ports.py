@@ -22,7 +22,7 @@ from pipeline.logic.lifecycle import Change, StoredImage
 from pipeline.logic.outcomes import ImageRef, Outcome
 from pipeline.logic.ports import JOB_IN_FLIGHT, JOB_NOT_STARTED, JobItem, Lease, ObjectData, may_take_lease
 from pipeline.logic.s3uri import S3Uri
-from tests.fakes.sagemaker_runtime import model_answer
+from tests.fakes.sagemaker_runtime import model_answer, records_answer
 
 
 class Faults:
@@ -163,9 +163,11 @@ class FakeEndpoint(Faults):
         self.name = name
         self.calls: list[str] = []  # content types, one per call
 
-    def invoke(self, body: bytes, content_type: str) -> bytes:
+    def invoke(self, body: bytes, content_type: str, accept: str = "application/json") -> bytes:
         self.calls.append(content_type)
         self.check()
+        if content_type == answers.JSON_LINES:
+            return records_answer(body).encode()
         _, answer = model_answer(body, content_type)
         if isinstance(answer, answers.ErrorRecord):
             raise RejectedImage(answer.code, answer.message)

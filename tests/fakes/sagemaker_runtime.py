@@ -60,7 +60,18 @@ def model_answer(body: bytes, content_type: str) -> tuple[int, answers.Answer]:
     return 200, fake_prediction(body)
 
 
+def records_answer(body: bytes) -> str:
+    """What the handler answers a JSON Lines request: a line per record, an error line for a bad image."""
+    lines = []
+    for line in body.splitlines():
+        record_id, image = answers.loads_record(line)
+        lines.append(answers.dumps_line(record_id, model_answer(image, "application/x-image")[1]))
+    return "\n".join(lines)
+
+
 def fake_container(body: bytes, content_type: str, accept: str) -> tuple[int, str, bytes]:
+    if content_type == answers.JSON_LINES:
+        return 200, answers.JSON_LINES, records_answer(body).encode()
     status, answer = model_answer(body, content_type)
     text = answers.dumps(answer)
     if status != 200:  # the inference toolkit appends the traceback to the handler's message

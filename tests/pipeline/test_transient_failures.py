@@ -9,10 +9,12 @@ import boto3
 import pytest
 from botocore.awsrequest import AWSResponse
 
+import answers
 from devstack.aws.lambda_runtime import LambdaContext
 from pipeline.adapters.dynamodb import DynamoPredictions
 from pipeline.adapters.retry import Backoff
 from pipeline.handlers import build_jobs, ingest
+from pipeline.logic import ingest as ingest_logic
 from pipeline.logic.errors import TransientError
 from tests.conftest import Aws
 from tests.pipeline import images
@@ -38,7 +40,10 @@ def test_a_passing_fault_is_retried_with_backoff(
     assert aws.item("incoming/rex.jpg")["status"] == "CLASSIFIED"  # type: ignore[index]
 
 
-def test_a_persistent_fault_returns_the_message_to_the_queue(aws: Aws, context: LambdaContext) -> None:
+def test_a_persistent_fault_returns_the_message_to_the_queue(
+    aws: Aws, context: LambdaContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ingest_logic, "IMAGES_PER_REQUEST", 1)  # a call an image: one call's fault, one image
     aws.upload("incoming/rex.jpg", images.jpeg())
     aws.upload("incoming/ok.png", images.png())
     event = aws.receive_event()
@@ -227,3 +232,21 @@ def test_a_throttled_describe_is_retried_like_every_sagemaker_call(aws: Aws, bac
     assert len(throttled) == 2 and len(backoff_waits) == 2
     assert jobs.status("dogbreed-20261201000000-ffffffffffffffff") is None  # an unknown job is not retried
     assert len(backoff_waits) == 2
+
+
+def test_a_failed_request_of_several_images_sends_them_all_back_and_records_none(
+    aws: Aws, context: LambdaContext
+) -> None:
+    """Several images go in one InvokeEndpoint (JSON Lines): a call that fails every attempt returns every
+    one of its images' messages, none with an outcome before its last delivery."""
+    for name in ("a", "b", "c"):
+        aws.upload(f"incoming/{name}.jpg", images.jpeg(color=(len(name) * 40, 90, 30)))
+    event = aws.receive_event()
+    aws.runtime.fail_always("crash")
+    response = ingest.lambda_handler(event, context)
+    assert sorted(f["itemIdentifier"] for f in response["batchItemFailures"]) == sorted(
+        r["messageId"] for r in event["Records"]
+    )
+    assert len(aws.runtime.calls) == Backoff().attempts  # one request, tried in place, for the three
+    assert {call["content_type"] for call in aws.runtime.calls} == {answers.JSON_LINES}
+    assert all(aws.item(f"incoming/{name}.jpg") is None for name in ("a", "b", "c"))

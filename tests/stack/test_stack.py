@@ -11,6 +11,7 @@ import pytest
 
 import answers
 from devstack.aws.stack import Stack
+from pipeline.logic.ingest import IMAGES_PER_REQUEST
 from pipeline.logic.s3uri import S3Uri
 from tests.pipeline import images
 from tests.stack.conftest import StartStack, outcomes, queue_is_empty, upload, wait_until
@@ -70,7 +71,9 @@ def run_mode(start_stack: StartStack, dataset: Path, mode: str) -> tuple[Stack, 
 
 def test_serverless_mode_end_to_end(start_stack: StartStack, dataset: Path) -> None:
     stack, _, good = run_mode(start_stack, dataset, "serverless")
-    assert stack.runtime is not None and stack.runtime.answered["dogbreed-serverless"] >= len(good)
+    assert stack.runtime is not None
+    requests, sent = stack.runtime.answered["dogbreed-serverless"], stack.runtime.images["dogbreed-serverless"]
+    assert sent >= len(good) and requests <= -(-sent // IMAGES_PER_REQUEST) + 1  # several images a request
     (uploads,) = [p for p in stack.pollers if p.trigger.queue_arn.endswith(":" + stack.names.queue)]
     assert max(uploads.batch_sizes) <= 100  # the template's BatchSize
 

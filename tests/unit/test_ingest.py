@@ -17,7 +17,7 @@ from pipeline.logic import ingest as ingest_logic
 from pipeline.logic.deadline import Deadline
 from pipeline.logic.downsize import downsize
 from pipeline.logic.errors import TransientError
-from pipeline.logic.ingest import Ingest, IngestResult, IngestRules
+from pipeline.logic.ingest import IMAGES_PER_REQUEST, Ingest, IngestResult, IngestRules
 from pipeline.logic.jobs import QueuedShard
 from pipeline.logic.lifecycle import Change, Event
 from pipeline.logic.outcomes import ImageRef, Mode, Outcome, Status
@@ -100,6 +100,49 @@ def test_an_image_is_classified_and_its_prediction_recorded(world: World) -> Non
     assert outcome.inference_ms is not None and outcome.inference_ms >= 0
     assert result.outcomes == [outcome] and not result.failed_message_ids
     assert world.endpoint.calls == ["image/jpeg"]
+
+
+def test_the_images_of_a_batch_share_one_request_and_each_gets_its_own_answer(world: World) -> None:
+    good = [world.upload(f"incoming/{n}.jpg", images.jpeg(color=(n * 20, 90, 30))) for n in range(5)]
+    bad = world.upload("incoming/cut.jpg", images.truncated_jpeg())  # passes the header, fails to decode
+    result = world.run(*good, bad)
+    assert world.endpoint.calls == [answers.JSON_LINES]  # one request for the six
+    for ref in good:
+        outcome = world.outcome(ref)
+        data = world.objects.objects[BUCKET, ref.key]
+        assert (
+            outcome is not None and outcome.status is Status.CLASSIFIED and outcome.prediction == fake_prediction(data)
+        )
+        assert outcome.inference_ms is not None
+    rejected = world.outcome(bad)
+    assert rejected is not None and (rejected.status, rejected.error_code) == (Status.REJECTED, "InvalidImage")
+    assert result.failed_message_ids == set() and len(result.outcomes) == 6
+
+
+def test_a_lone_image_is_sent_as_it_is(world: World) -> None:
+    world.run(world.upload("incoming/rex.jpg", images.jpeg()))
+    assert world.endpoint.calls == ["image/jpeg"]  # no JSON Lines around it: its latency as before
+
+
+def test_requests_hold_at_most_their_share_of_images_and_bytes(world: World) -> None:
+    small = [world.upload(f"incoming/{n}.jpg", images.jpeg(color=(n, 90, 30))) for n in range(IMAGES_PER_REQUEST + 2)]
+    big_data = images.photo(2600, 1950, quality=97)  # under 4 MB as it is, over 4 MB as a base64 record
+    assert len(big_data) < 4_000_000 < answers.record_size(len(big_data), "incoming/big.jpg")
+    big = world.upload("incoming/big.jpg", big_data)
+    world.run(*small[:-1], big, small[-1])
+    # 16 images, then 2 (the large one went alone, as it is, and broke no request)
+    assert world.endpoint.calls == [answers.JSON_LINES, "image/jpeg", answers.JSON_LINES]
+    assert all(world.outcome(ref).status is Status.CLASSIFIED for ref in [*small, big])  # type: ignore[union-attr]
+
+
+def test_a_failed_request_sends_back_its_images_and_the_others_answers_stand(world: World) -> None:
+    refs = [world.upload(f"incoming/{n}.jpg", images.jpeg(color=(n, 90, 30))) for n in range(IMAGES_PER_REQUEST + 2)]
+    world.endpoint.fail_next(None, TransientError("the endpoint is throttling"))  # the first call passes
+    result = world.run(*refs)
+    first, second = refs[:IMAGES_PER_REQUEST], refs[IMAGES_PER_REQUEST:]
+    assert all(world.outcome(ref).status is Status.CLASSIFIED for ref in first)  # type: ignore[union-attr]
+    assert result.failed_message_ids == {ref.message_id for ref in second}
+    assert all(world.outcome(ref) is None for ref in second)
 
 
 def test_a_png_is_sent_as_a_png(world: World) -> None:

@@ -25,6 +25,7 @@ from pipeline.logic.downsize import LARGEST_IMAGE_BYTES
 from pipeline.logic.jobs import MAX_JOB_NAME, QueuedShard, ref_json_size
 from pipeline.logic.outcomes import ImageRef, Mode, Outcome, Status
 from pipeline.logic.ports import JobItem
+from pipeline.logic.routing import SERVERLESS_MAX_BYTES
 from pipeline.logic.s3uri import S3Uri
 from tests.fakes.sagemaker_runtime import fake_prediction
 
@@ -101,6 +102,14 @@ def test_the_ingest_functions_worst_piece_ends_under_80_percent_of_its_timeout()
     # without the deadline a full batch of 48 MP phone photos (25 MB) would not fit
     photo_s = transfer_s(25_000_000) + limits.DOWNSIZE_S_PER_MEGAPIXEL * 48 / cpu
     assert DEFAULTS["BatchSize"] * photo_s > ingest_function["timeout_s"]
+
+
+def test_a_serverless_request_of_the_most_images_is_answered_well_within_60_s() -> None:
+    """The ingest function sends up to IMAGES_PER_REQUEST images in one InvokeEndpoint, their records
+    within the 4 MB payload: the handler decodes and classifies them all before it answers."""
+    decode_s = SERVERLESS_MAX_BYTES * limits.HANDLER_DECODE_S_PER_BYTE
+    handler_s = (ingest.IMAGES_PER_REQUEST * limits.HANDLER_FORWARD_S + decode_s) / limits.SERVERLESS_VCPUS
+    assert handler_s <= 0.8 * limits.SERVERLESS_INVOCATION_S, f"{handler_s:.1f} s"
 
 
 def test_the_job_builder_records_its_largest_batch_well_within_its_timeout() -> None:

@@ -33,11 +33,11 @@ class ServerlessEndpoint:
         self.name = name
         self.backoff = backoff or Backoff()
 
-    def invoke(self, body: bytes, content_type: str) -> bytes:
+    def invoke(self, body: bytes, content_type: str, accept: str = "application/json") -> bytes:
         def call() -> bytes:
             with aws_call(f"endpoint {self.name}"):
                 response = self.client.invoke_endpoint(
-                    EndpointName=self.name, Body=body, ContentType=content_type, Accept="application/json"
+                    EndpointName=self.name, Body=body, ContentType=content_type, Accept=accept
                 )
                 return bytes(response["Body"].read())
 

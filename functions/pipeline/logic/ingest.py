@@ -9,7 +9,6 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
 
 from aws_lambda_powertools import Logger
 
@@ -30,6 +29,9 @@ _CONTENT_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png"}
 # A shard is held in memory while it is packed, and its message must fit SQS's 256 KB.
 SHARD_MAX_BYTES = 64_000_000
 SHARD_MESSAGE_MAX_BYTES = 200_000
+# Images a serverless request carries at most (JSON Lines records, as a transform job's): the request's
+# overhead paid once for them (docs/performance.md), its 60 s well clear (tests/unit/test_limits.py).
+IMAGES_PER_REQUEST = 16
 
 
 @dataclass(frozen=True)
@@ -78,11 +80,24 @@ class Ingest:
         fresh.sort(key=lambda ref: -ref.receive_count)
         serverless, batch = self.rules.routing.route(fresh)
         deadline = deadline or Deadline.never()
+        group = _Request()
         for number, ref in enumerate(serverless):
             if number and deadline.passed(self.clock()):
+                self._send(group, result)
                 self._hand_back(serverless[number:] + batch, result)
                 return result
-            self._classify_one(ref, result)
+            read = self._read_for_endpoint(ref, result)
+            if read is None:
+                continue
+            limit = self.rules.routing.max_bytes(Mode.SERVERLESS)
+            if answers.record_size(len(read[0]), ref.key) > limit:  # too large as a record: alone, as it is
+                self._send_one(ref, *read, result)
+                continue
+            if not group.fits(ref, read[0], limit):
+                self._send(group, result)
+                group = _Request()
+            group.add(ref, *read)
+        self._send(group, result)
         if batch:
             self._queue_for_jobs(batch, result, deadline)
         return result
@@ -112,28 +127,82 @@ class Ingest:
 
     # -- serverless -------------------------------------------------------------------------
 
-    def _classify_one(self, ref: ImageRef, result: IngestResult) -> None:
-        base = Outcome(
+    def _base(self) -> Outcome:
+        return Outcome(
             Status.PENDING, Mode.SERVERLESS, endpoint_name=self.endpoint.name, model_name=self.rules.model_name
         )
+
+    def _read_for_endpoint(self, ref: ImageRef, result: IngestResult) -> tuple[bytes, str] | None:
+        """The image as the endpoint gets it, or None where it is done with (rejected, overwritten) or
+        comes again (transient)."""
         try:
-            try:
-                outcome = replace(base, status=Status.CLASSIFIED, **self._invoke(ref))
-            except RejectedImage as exc:
-                outcome = replace(base, status=Status.REJECTED, reason=exc.reason, error_code=exc.code)
-            self._record(ref, Event.ANSWERED, outcome, result)
+            return self.read_checked(ref, Mode.SERVERLESS)
+        except RejectedImage as exc:
+            self._answered(
+                ref, replace(self._base(), status=Status.REJECTED, reason=exc.reason, error_code=exc.code), result
+            )
         except ObjectChanged:
             result.superseded += 1
             logger.info("object overwritten since this event; its newer event classifies it", image_id=ref.image_id)
         except TransientError as exc:
-            self._transient_failure([ref], exc, result, base)
+            self._transient_failure([ref], exc, result, self._base())
+        return None
 
-    def _invoke(self, ref: ImageRef) -> dict[str, Any]:
-        data, info_format = self.read_checked(ref, Mode.SERVERLESS)
+    def _send(self, group: _Request, result: IngestResult) -> None:
+        """One InvokeEndpoint for the group: a lone image as it is (its content type), several as JSON
+        Lines records, each answered on its own line (a bad one an error line). A failed call sends its
+        images' messages back; the other calls' answers stand. A request the endpoint refuses whole
+        (4xx) is sent again an image a call, so that each image gets its own answer."""
+        if len(group.images) <= 1:
+            for ref, data, info_format in group.images:
+                self._send_one(ref, data, info_format, result)
+            return
+        refs = [ref for ref, _, _ in group.images]
         started = time.perf_counter()
-        answer = self.endpoint.invoke(data, _CONTENT_TYPES.get(info_format, "application/x-image"))
-        elapsed_ms = (time.perf_counter() - started) * 1000
-        return {"prediction": read_model_answer(answer), "inference_ms": round(elapsed_ms, 1)}
+        try:
+            body = self.endpoint.invoke(group.body(), answers.JSON_LINES, accept=answers.JSON_LINES)
+        except RejectedImage:
+            for ref, data, info_format in group.images:
+                self._send_one(ref, data, info_format, result)
+            return
+        except TransientError as exc:
+            self._transient_failure(refs, exc, result, self._base())
+            return
+        per_image_ms = round((time.perf_counter() - started) * 1000 / len(refs), 1)
+        found, broken = answers.loads_lines(body)
+        for ref in refs:
+            answer = found.get(ref.key)
+            if isinstance(answer, answers.Prediction):
+                outcome = replace(self._base(), status=Status.CLASSIFIED, prediction=answer, inference_ms=per_image_ms)
+            elif isinstance(answer, answers.ErrorRecord):
+                outcome = replace(self._base(), status=Status.REJECTED, reason=answer.message, error_code=answer.code)
+            else:
+                fault = TransientError(f"the endpoint's answer has no line for the image ({'; '.join(broken[:2])})")
+                self._transient_failure([ref], fault, result, self._base())
+                continue
+            self._answered(ref, outcome, result)
+
+    def _send_one(self, ref: ImageRef, data: bytes, info_format: str, result: IngestResult) -> None:
+        base = self._base()
+        try:
+            started = time.perf_counter()
+            answer = self.endpoint.invoke(data, _CONTENT_TYPES.get(info_format, "application/x-image"))
+            elapsed_ms = round((time.perf_counter() - started) * 1000, 1)
+            outcome = replace(
+                base, status=Status.CLASSIFIED, prediction=read_model_answer(answer), inference_ms=elapsed_ms
+            )
+        except RejectedImage as exc:
+            outcome = replace(base, status=Status.REJECTED, reason=exc.reason, error_code=exc.code)
+        except TransientError as exc:
+            self._transient_failure([ref], exc, result, base)
+            return
+        self._answered(ref, outcome, result)
+
+    def _answered(self, ref: ImageRef, outcome: Outcome, result: IngestResult) -> None:
+        try:
+            self._record(ref, Event.ANSWERED, outcome, result)
+        except TransientError as exc:
+            self._transient_failure([ref], exc, result, self._base())
 
     def read_checked(self, ref: ImageRef, mode: Mode) -> tuple[bytes, str]:
         """The image's bytes and format after the header checks, within the mode's request limit: an
@@ -262,3 +331,27 @@ class Ingest:
         log = logger.warning if outcome.status in (Status.REJECTED, Status.FAILED) else logger.info
         log("image outcome", image_id=ref.image_id, status=outcome.status, reason=outcome.reason, written=written)
         return written
+
+
+@dataclass
+class _Request:
+    """Images bound for one InvokeEndpoint: at most IMAGES_PER_REQUEST, and their JSON Lines records
+    within the serverless request limit; one version of a key each (a record's id is its key)."""
+
+    images: list[tuple[ImageRef, bytes, str]] = field(default_factory=list)  # image, bytes, format
+    size: int = 0  # the records' bytes
+
+    def fits(self, ref: ImageRef, data: bytes, max_bytes: int) -> bool:
+        size = answers.record_size(len(data), ref.key)
+        return (
+            len(self.images) < IMAGES_PER_REQUEST
+            and self.size + size <= max_bytes
+            and all(other.key != ref.key for other, _, _ in self.images)
+        )
+
+    def add(self, ref: ImageRef, data: bytes, info_format: str) -> None:
+        self.images.append((ref, data, info_format))
+        self.size += answers.record_size(len(data), ref.key)
+
+    def body(self) -> bytes:
+        return b"".join(answers.dumps_record(ref.key, data) + b"\n" for ref, data, _ in self.images)

@@ -133,8 +133,9 @@ class JobBook(Protocol):
 class Endpoint(Protocol):
     name: str
 
-    def invoke(self, body: bytes, content_type: str) -> bytes:
-        """The model's answer. Raises RejectedImage (a 4xx from the model) or TransientError."""
+    def invoke(self, body: bytes, content_type: str, accept: str = "application/json") -> bytes:
+        """The model's answer (JSON Lines, a line a record, for a JSON Lines request). Raises
+        RejectedImage (a 4xx from the model) or TransientError."""
         ...
 
 
