@@ -43,19 +43,19 @@ from datetime import UTC, datetime
 from typing import Any
 
 import answers
-from cli.query import stack_outputs
+from cli.query import stack_outputs, stack_parameters
 from cli.reclassify import send_requests
 from infra.predictions import record
 from infra.prices import load_prices
 from infra.template import load_template, parameter_defaults
+from pipeline.adapters.dynamodb import record_ref
+from pipeline.adapters.review import LABEL_KEY
 from pipeline.adapters.sagemaker import TransformJobs
 from pipeline.logic.jobs import TERMINAL_JOB_STATES, QueuedShard
 from pipeline.logic.notifications import trial_request
-from pipeline.logic.outcomes import ImageRef
 from pipeline.logic.s3uri import S3Uri
 from pipeline.logic.trial import TrialFiles, new_trial_id, read_index
 
-LABEL_PREFIX = "#label/"  # a label's item key (pipeline/adapters/review.py)
 SAMPLE_ATTRIBUTES = (
     "image_id",
     "bucket",
@@ -92,7 +92,7 @@ def scan(dynamodb: Any, table: str, bucket: str, prefix: str) -> tuple[list[dict
         ExpressionAttributeValues={
             ":id": {"S": f"{bucket}/{prefix}"},
             ":classified": {"S": "CLASSIFIED"},
-            ":label": {"S": LABEL_PREFIX},
+            ":label": {"S": LABEL_KEY},
         },
         ProjectionExpression=", ".join(f"#{name}" for name in SAMPLE_ATTRIBUTES),
     )
@@ -100,7 +100,7 @@ def scan(dynamodb: Any, table: str, bucket: str, prefix: str) -> tuple[list[dict
     labels: dict[str, dict[str, Any]] = {}
     for page in pages:
         for item in map(record, page["Items"]):
-            if item["image_id"].startswith(LABEL_PREFIX):
+            if item["image_id"].startswith(LABEL_KEY):
                 labels[item["of_image"]] = item
             else:
                 records.append(item)
@@ -129,11 +129,6 @@ def stratified_sample(
         ranked += [(number / len(members), drawn(item), item) for number, item in enumerate(members)]
     ranked.sort(key=lambda entry: entry[:2])
     return [item for _, _, item in ranked[:size]]
-
-
-def image_ref(item: Mapping[str, Any]) -> ImageRef:
-    uploaded_at = datetime.fromisoformat(str(item["uploaded_at"]).replace("Z", "+00:00"))
-    return ImageRef(item["bucket"], item["key"], item["etag"], int(item["size"]), uploaded_at)
 
 
 # -- what it costs ---------------------------------------------------------------------------------
@@ -360,11 +355,6 @@ def compare(
 # -- the command -----------------------------------------------------------------------------------
 
 
-def stack_parameters(cloudformation: Any, stack: str) -> dict[str, str]:
-    (description,) = cloudformation.describe_stacks(StackName=stack)["Stacks"]
-    return {p["ParameterKey"]: p["ParameterValue"] for p in description.get("Parameters", [])}
-
-
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--candidate", required=True, help="the candidate's model.tar.gz (s3://...)")
@@ -437,7 +427,7 @@ def main(args: argparse.Namespace, clients: dict[str, Any] | None = None, out: A
     clients["s3"].copy_object(
         Bucket=bucket, Key=files.model.key, CopySource={"Bucket": candidate.bucket, "Key": candidate.key}
     )
-    refs = {item["key"]: image_ref(item) for item in sample}
+    refs = {item["key"]: record_ref(item) for item in sample}
     requests = (trial_request(files.trial, ref) for ref in refs.values())
     _, refused = send_requests(clients["sqs"], queue_url, requests, out)
     if refused:

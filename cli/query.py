@@ -115,6 +115,11 @@ def stack_outputs(cloudformation: Any, stack: str) -> dict[str, str]:
     return {o["OutputKey"]: o["OutputValue"] for o in description.get("Outputs", [])}
 
 
+def stack_parameters(cloudformation: Any, stack: str) -> dict[str, str]:
+    (description,) = cloudformation.describe_stacks(StackName=stack)["Stacks"]
+    return {p["ParameterKey"]: p["ParameterValue"] for p in description.get("Parameters", [])}
+
+
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--table", default=os.environ.get("PREDICTIONS_TABLE"), help="the predictions table")

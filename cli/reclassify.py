@@ -47,7 +47,7 @@ from urllib.parse import unquote_plus
 
 from cli.query import stack_outputs
 from infra.predictions import record
-from pipeline.adapters.dynamodb import timestamp
+from pipeline.adapters.dynamodb import record_ref, timestamp
 from pipeline.logic.notifications import reclassify_request
 from pipeline.logic.outcomes import ImageRef
 from pipeline.logic.reclassify import REASON
@@ -100,9 +100,7 @@ def to_reclassify(dynamodb: Any, table: str, selection: Selection) -> Iterator[I
     )
     for page in pages:
         for raw in page["Items"]:
-            item = record(raw)
-            uploaded_at = datetime.fromisoformat(str(item["uploaded_at"]).replace("Z", "+00:00"))
-            yield ImageRef(item["bucket"], item["key"], item["etag"], int(item["size"]), uploaded_at)
+            yield record_ref(record(raw))
 
 
 INVENTORY_FIELDS = ("Bucket", "Key", "Size", "LastModifiedDate", "ETag")  # what a request needs of a row

@@ -16,7 +16,7 @@ from pipeline.config import batch_max_bytes
 from pipeline.logic import ingest as ingest_logic
 from pipeline.logic.deadline import Deadline
 from pipeline.logic.downsize import downsize
-from pipeline.logic.errors import TransientError
+from pipeline.logic.errors import RejectedImage, TransientError
 from pipeline.logic.ingest import IMAGES_PER_REQUEST, Ingest, IngestResult, IngestRules
 from pipeline.logic.jobs import QueuedShard
 from pipeline.logic.lifecycle import Change, Event
@@ -143,6 +143,26 @@ def test_a_failed_request_sends_back_its_images_and_the_others_answers_stand(wor
     assert all(world.outcome(ref).status is Status.CLASSIFIED for ref in first)  # type: ignore[union-attr]
     assert result.failed_message_ids == {ref.message_id for ref in second}
     assert all(world.outcome(ref) is None for ref in second)
+
+
+class RefusesRecords(FakeEndpoint):
+    """An endpoint whose model refuses a JSON Lines request whole (4xx), as one without multi-record
+    support would."""
+
+    def invoke(self, body: bytes, content_type: str, accept: str = "application/json") -> bytes:
+        if content_type == answers.JSON_LINES:
+            self.calls.append(content_type)
+            raise RejectedImage("UnsupportedContentType", "cannot classify application/jsonlines")
+        return super().invoke(body, content_type, accept)
+
+
+def test_a_request_refused_whole_is_sent_again_an_image_a_call(world: World) -> None:
+    world.endpoint = RefusesRecords()
+    refs = [world.upload(f"incoming/{n}.jpg", images.jpeg(color=(n * 30, 90, 30))) for n in range(3)]
+    result = world.run(*refs)
+    assert world.endpoint.calls == [answers.JSON_LINES, "image/jpeg", "image/jpeg", "image/jpeg"]
+    assert all(world.outcome(ref).status is Status.CLASSIFIED for ref in refs)  # type: ignore[union-attr]
+    assert result.failed_message_ids == set()
 
 
 def test_a_png_is_sent_as_a_png(world: World) -> None:

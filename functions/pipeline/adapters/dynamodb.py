@@ -121,6 +121,12 @@ def outcome_item(ref: ImageRef, outcome: Outcome, now: datetime) -> dict[str, An
     return {k: v for k, v in item.items() if v is not None}
 
 
+def record_ref(item: Mapping[str, Any]) -> ImageRef:
+    """The object version an item (plain values) names: outcome_item's reference, read back."""
+    uploaded_at = datetime.fromisoformat(str(item["uploaded_at"]).replace("Z", "+00:00"))
+    return ImageRef(str(item["bucket"]), str(item["key"]), str(item["etag"]), int(item["size"]), uploaded_at)
+
+
 def _to_dynamo(value: Any) -> Any:
     if isinstance(value, float):
         return Decimal(str(value))
@@ -181,13 +187,7 @@ class DynamoPredictions:
         found: dict[str, StoredImage] = {}
         for item in _read_items(self.client, self.table_name, self.backoff, image_ids):
             found[item["image_id"]] = StoredImage(
-                ref=ImageRef(
-                    bucket=item["bucket"],
-                    key=item["key"],
-                    etag=item["etag"],
-                    size=int(item["size"]),
-                    uploaded_at=datetime.fromisoformat(item["uploaded_at"].replace("Z", "+00:00")),
-                ),
+                ref=record_ref(item),
                 status=Status(item["status"]),
                 job_name=item.get("job_name"),
             )

@@ -80,7 +80,7 @@ class Ingest:
         fresh.sort(key=lambda ref: -ref.receive_count)
         serverless, batch = self.rules.routing.route(fresh)
         deadline = deadline or Deadline.never()
-        group = _Request()
+        group, limit = _Request(), self.rules.routing.max_bytes(Mode.SERVERLESS)
         for number, ref in enumerate(serverless):
             if number and deadline.passed(self.clock()):
                 self._send(group, result)
@@ -89,7 +89,6 @@ class Ingest:
             read = self._read_for_endpoint(ref, result)
             if read is None:
                 continue
-            limit = self.rules.routing.max_bytes(Mode.SERVERLESS)
             if answers.record_size(len(read[0]), ref.key) > limit:  # too large as a record: alone, as it is
                 self._send_one(ref, *read, result)
                 continue

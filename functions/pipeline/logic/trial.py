@@ -28,7 +28,7 @@ from aws_lambda_powertools import Logger
 import answers
 from pipeline.logic.deadline import Deadline
 from pipeline.logic.errors import ObjectChanged, RejectedImage, TransientError
-from pipeline.logic.jobs import JobFiles
+from pipeline.logic.jobs import JobFiles, shard_uri
 from pipeline.logic.outcomes import ImageRef, Mode
 from pipeline.logic.ports import ObjectStore
 from pipeline.logic.s3uri import S3Uri
@@ -158,7 +158,7 @@ class Trial:
         if not shard.refs and not shard.refused:
             return
         nonce = uuid.uuid4().hex
-        uri = shard.files.job.inputs.join(f"{self.clock():%Y%m%dT%H%M%S}-{nonce}.jsonl")
+        uri = shard_uri(shard.files.job.inputs.key, shard.files.bucket, started=self.clock(), nonce=nonce)
         try:
             if shard.refs:
                 self.objects.put_bytes(uri.bucket, uri.key, b"".join(shard.lines), answers.JSON_LINES)
