@@ -145,7 +145,7 @@ def model_fn(model_dir: str) -> Classifier:
     choice = serving_choice(directory, device)
     network: nn.Module
     if choice.precision.startswith("int8"):
-        network = quantization.load(directory / choice.file)
+        network = quantization.load(directory / choice.file, choice.engine)
     else:
         network = build_resnet18(len(breeds), pretrained=None)
         network.load_state_dict(torch.load(directory / WEIGHTS_FILE, map_location="cpu", weights_only=True))
@@ -157,12 +157,13 @@ def model_fn(model_dir: str) -> Classifier:
     threshold = review_threshold(os.environ.get("CONFIDENCE_THRESHOLD", ""), calibrated)
     decode_threads = max(1, int(os.environ.get("DECODE_THREADS", torch.get_num_threads())))
     logger.info(
-        "model loaded: precision=%s device=%s classes=%d version=%s network=%s temperature=%s threshold=%s",
+        "model loaded: precision=%s device=%s classes=%d version=%s network=%s engine=%s temperature=%s threshold=%s",
         choice.precision,
         device,
         len(breeds),
         version,
         choice.file,
+        choice.engine or "-",
         calibrated.temperature,
         threshold,
     )

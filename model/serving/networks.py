@@ -15,20 +15,45 @@ the artifact and safe on this CPU; fp32 where neither is.
 
 The instruction set is read from the `flags` line of /proc/cpuinfo (Linux's public interface;
 every SageMaker container is Linux). Where it cannot be read, it is unknown, and unknown selects
-fp32 with the reason logged: nothing is guessed.
+fp32 with the reason logged: nothing is guessed. Where the environment caps what torch's kernels
+may use (ONEDNN_MAX_CPU_ISA for oneDNN, ATEN_CPU_CAPABILITY for ATen, FBGEMM_ENABLE_INSTRUCTIONS
+for FBGEMM), the flags above the cap are taken away first: a worker whose kernels may not use VNNI
+serves as a CPU without it (`make benchmark` measures each CPU class that way).
 
 Standard library only: the unit tests cover every combination without torch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+import os
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 PRECISIONS = ("int8", "fp16", "fp32")  # what MODEL_PRECISION may ask for
 WEIGHTS_FILE = "model.pth"  # the trained weights: fp32 and fp16 serve them, the int8 networks are made of them
 CPUINFO = Path("/proc/cpuinfo")
+
+# The flags above each instruction-set level, and the level each value of a capping variable allows.
+_AMX = frozenset({"amx_tile", "amx_int8", "amx_bf16", "amx_fp16", "avx512_fp16"})
+_ABOVE_VNNI = _AMX | {"avx512_bf16"}
+_ABOVE_AVX512 = _ABOVE_VNNI | {"avx512_vnni"}
+_ABOVE_AVX2 = _ABOVE_AVX512 | {"avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512cd"} | {"avx_vnni"}
+CAPS: dict[str, dict[str, frozenset[str]]] = {  # variable -> its value (upper case) -> the flags it takes away
+    "ONEDNN_MAX_CPU_ISA": {
+        "AVX2": _ABOVE_AVX2,
+        "AVX2_VNNI": _ABOVE_AVX2 - {"avx_vnni"},
+        "AVX512_CORE": _ABOVE_AVX512,
+        "AVX512_CORE_VNNI": _ABOVE_VNNI,
+        "AVX512_CORE_BF16": _AMX,
+    },
+    "ATEN_CPU_CAPABILITY": {"DEFAULT": _ABOVE_AVX2 | {"avx2"}, "AVX2": _ABOVE_AVX2},
+    "FBGEMM_ENABLE_INSTRUCTIONS": {
+        "AVX2": _ABOVE_AVX2,
+        "AVX512": _ABOVE_AVX512,
+        "AVX512_256": _ABOVE_AVX512,
+    },
+}
 
 
 @dataclass(frozen=True)
@@ -53,6 +78,7 @@ class CpuFlags:
     flags: frozenset[str] | None
     source: str
     model: str = "unknown"  # the `model name` line, for logs and benchmark reports
+    cap: str = ""  # the capping variables that took flags away ("ONEDNN_MAX_CPU_ISA=AVX2, ..."), if any
 
     @property
     def summary(self) -> str:
@@ -60,7 +86,8 @@ class CpuFlags:
         if self.flags is None:
             return f"unknown ({self.source})"
         shown = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "avx512_bf16")
-        return " ".join(flag for flag in shown if flag in self.flags) or "none of avx2, avx512f, avx512_vnni"
+        found = " ".join(flag for flag in shown if flag in self.flags) or "none of avx2, avx512f, avx512_vnni"
+        return f"{found} (capped by {self.cap})" if self.cap else found
 
     def safe(self, network: Int8Network) -> str | None:
         """None if `network` is safe on this CPU, else why not."""
@@ -73,8 +100,20 @@ class CpuFlags:
         return None
 
 
-def read_cpu_flags(cpuinfo: Path = CPUINFO) -> CpuFlags:
-    """The `flags` of the first processor in /proc/cpuinfo (x86 Linux); unknown elsewhere."""
+def read_cpu_flags(cpuinfo: Path = CPUINFO, environ: Mapping[str, str] | None = None) -> CpuFlags:
+    """The `flags` of the first processor in /proc/cpuinfo (x86 Linux), less those the CAPS in
+    `environ` (default: this process's environment) take away; unknown elsewhere."""
+    cpu = _read_flags(cpuinfo)
+    environ = os.environ if environ is None else environ
+    caps = [(name, environ[name].strip().upper()) for name in CAPS if environ.get(name, "").strip()]
+    removed = frozenset().union(*(CAPS[name].get(value, frozenset()) for name, value in caps))
+    if cpu.flags is None or not caps:
+        return cpu
+    capped = ", ".join(f"{name}={value}" for name, value in caps)
+    return CpuFlags(cpu.flags - removed, cpu.source, cpu.model, capped)
+
+
+def _read_flags(cpuinfo: Path) -> CpuFlags:
     try:
         text = cpuinfo.read_text()
     except OSError as exc:
@@ -98,6 +137,7 @@ class Choice:
     file: str  # the file in the model directory it loads
     why: str  # why this one, in words, for the log
     fallback: bool  # True where it is not what MODEL_PRECISION asked for (logged as a warning)
+    engine: str = ""  # an int8 network's quantized engine (see quantized_engine); "" for the others
 
 
 def choose(
@@ -135,12 +175,20 @@ def choose(
         if refusal is None:
             skipped = "; ".join(refusals)
             why = f"{network.file}, safe with {network.needs}" + (f" ({skipped})" if skipped else "")
-            return Choice(network.precision, network.file, why, fallback=False)
+            return Choice(network.precision, network.file, why, fallback=False, engine=quantized_engine(cpu))
         refusals.append(f"not {network.file}: {refusal}")
     missing = [network.file for network in INT8_NETWORKS if network not in present]
     if missing:
         refusals.append(f"the model has no {', '.join(missing)} (an artifact from before it existed?)")
     return _fp32("; ".join(refusals))
+
+
+def quantized_engine(cpu: CpuFlags) -> str:
+    """torch's quantized engine for an int8 network on this CPU: "x86" where VNNI may be used (its
+    convolutions then run on oneDNN, with AMX where the CPU has it), else "fbgemm", which is what x86
+    runs them on without VNNI. x86 asks the CPU itself, not the capping variables, so under a cap
+    that takes VNNI away only this keeps the convolutions where a CPU without VNNI runs them."""
+    return "x86" if cpu.flags is not None and "avx512_vnni" in cpu.flags else "fbgemm"
 
 
 def _fp32(reason: str) -> Choice:

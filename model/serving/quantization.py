@@ -106,9 +106,10 @@ def save(module: torch.jit.ScriptModule, path: Path) -> None:
         torch.jit.save(module, str(path))
 
 
-def load(path: Path) -> torch.jit.ScriptModule:
-    """An int8 network, on the CPU (its weights are packed for this machine's kernels as it loads)."""
-    torch.backends.quantized.engine = ENGINE
+def load(path: Path, engine: str = ENGINE) -> torch.jit.ScriptModule:
+    """An int8 network, on the CPU (its weights are packed for `engine`'s kernels on this machine as
+    it loads: networks.quantized_engine says which)."""
+    torch.backends.quantized.engine = engine
     with _quiet_deprecations():
         module: torch.jit.ScriptModule = torch.jit.load(str(path), map_location="cpu")  # type: ignore[no-untyped-call]
     return module

@@ -162,3 +162,43 @@ def test_a_cpu_without_a_flags_line_is_unknown_and_serves_fp32(tmp_path: Path) -
 def test_an_unreadable_cpuinfo_is_unknown(tmp_path: Path) -> None:
     cpu = read_cpu_flags(tmp_path / "missing")
     assert cpu.flags is None and "cannot be read" in cpu.source
+
+
+@pytest.mark.parametrize(
+    ("environ", "summary", "served", "engine"),
+    [
+        ({}, "avx2 avx512f avx512_vnni amx_int8 avx512_bf16", "int8", "x86"),
+        ({"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_VNNI"}, "avx2 avx512f avx512_vnni", "int8", "x86"),
+        ({"ONEDNN_MAX_CPU_ISA": "avx512_core"}, "avx2 avx512f", "int8-reduce-range", "fbgemm"),
+        ({"FBGEMM_ENABLE_INSTRUCTIONS": "AVX512"}, "avx2 avx512f", "int8-reduce-range", "fbgemm"),
+        ({"ATEN_CPU_CAPABILITY": "avx2"}, "avx2", "int8-reduce-range", "fbgemm"),
+        ({"ATEN_CPU_CAPABILITY": "default"}, "none of avx2, avx512f, avx512_vnni", "fp32", ""),
+        ({"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_AMX", "ATEN_CPU_CAPABILITY": "avx512"}, None, "int8", "x86"),
+        ({"ONEDNN_MAX_CPU_ISA": ""}, None, "int8", "x86"),  # set but empty: no cap
+    ],
+)
+def test_a_cap_on_the_kernels_instruction_set_takes_its_flags_away(
+    tmp_path: Path, environ: dict[str, str], summary: str | None, served: str, engine: str
+) -> None:
+    """A worker whose kernels may not use VNNI (or AVX-512) chooses as a CPU without it, and keeps
+    its int8 convolutions where such a CPU runs them (FBGEMM); a cap at or above the CPU changes nothing."""
+    cpu = read_cpu_flags(cpuinfo(tmp_path, SAPPHIRE_RAPIDS), environ)
+    uncapped = "avx2 avx512f avx512_vnni amx_int8 avx512_bf16"
+    assert cpu.summary.split(" (capped by")[0] == (summary or uncapped)
+    assert ("capped by" in cpu.summary) == bool(cpu.cap) == any(v.strip() for v in environ.values())
+    choice = choose("int8", device="cpu", cpu=cpu, files=ARTIFACTS["both"])
+    assert (choice.precision, choice.engine) == (served, engine)
+
+
+def test_caps_leave_a_cpu_without_the_capped_flags_as_it_is(tmp_path: Path) -> None:
+    environ = {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_VNNI", "FBGEMM_ENABLE_INSTRUCTIONS": "AVX512_E1"}
+    assert read_cpu_flags(cpuinfo(tmp_path, EPYC), environ).flags == read_cpu_flags(cpuinfo(tmp_path, EPYC), {}).flags
+    assert read_cpu_flags(cpuinfo(tmp_path, GRAVITON), environ).flags is None  # unknown stays unknown
+
+
+def test_the_quantized_engine_is_x86_only_where_vnni_may_be_used() -> None:
+    engines = {name: networks.quantized_engine(cpu) for name, cpu in CPUS.items()}
+    assert engines == {
+        "avx2": "fbgemm", "avx512": "fbgemm", "avx512_vnni": "x86", "amx": "x86",
+        "avx_vnni": "fbgemm", "sse_only": "fbgemm", "unknown": "fbgemm",
+    }  # fmt: skip
