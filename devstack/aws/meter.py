@@ -15,7 +15,8 @@ import io
 import json
 import math
 import threading
-from collections import Counter
+import time
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -62,6 +63,8 @@ class RequestMeter:
         self.app = app
         self.index_keys = tuple(index_keys)
         self.counts: Counter[str] = Counter()
+        # the time moto took to answer, by call ("DynamoDB_20120810.PutItem", "s3:GET")
+        self.seconds: defaultdict[str, float] = defaultdict(float)
         self._lock = threading.Lock()
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
@@ -70,16 +73,21 @@ class RequestMeter:
         if length:  # read it to measure, then hand moto the same bytes
             body = environ["wsgi.input"].read(length)
             environ["wsgi.input"] = io.BytesIO(body)
-        if f"Credential={OBSERVER}/" not in environ.get("HTTP_AUTHORIZATION", ""):
-            usage = self.usage(environ, body, self.index_keys)
-            with self._lock:
-                self.counts.update(usage)
-        return self.app(environ, start_response)
+        if f"Credential={OBSERVER}/" in environ.get("HTTP_AUTHORIZATION", ""):
+            return self.app(environ, start_response)
+        usage = self.usage(environ, body, self.index_keys)
+        started = time.perf_counter()
+        answer = self.app(environ, start_response)
+        elapsed = time.perf_counter() - started
+        with self._lock:
+            self.counts.update(usage)
+            self.seconds[environ.get("HTTP_X_AMZ_TARGET") or min(usage, default="other")] += elapsed
+        return answer
 
     def reset(self) -> Counter[str]:
         """What was counted so far; counting starts again from zero."""
         with self._lock:
-            counts, self.counts = self.counts, Counter()
+            counts, self.counts, self.seconds = self.counts, Counter(), defaultdict(float)
         return counts
 
     @staticmethod
@@ -105,7 +113,8 @@ def _capacity_units(operation: str, body: bytes, index_keys: Iterable[str]) -> d
     if operation == "PutItem":
         item = request.get("Item", {})
         units = max(1, math.ceil(item_size(item) / 1024))
-        return {"dynamodb:WRU": units * (1 + sum(key in item for key in index_keys))}
+        indexes = sum(key in item for key in index_keys)
+        return {"dynamodb:WRU": units * (1 + indexes), "dynamodb:index_WRU": units * indexes}
     if operation == "UpdateItem":
         return {"dynamodb:WRU": 1}
     if operation == "BatchGetItem":  # strongly consistent: one unit per item up to 4 KB (ours are smaller)

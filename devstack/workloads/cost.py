@@ -10,19 +10,24 @@
    units from the items' sizes (devstack.aws.meter, around moto), Lambda invocations and their
    duration x memory, the serverless endpoint's duration x memory and data processed, and the
    images the transform jobs classified. The user's uploads and reads are not counted.
-2. The model server's throughput for a transform job is measured here: the real container
-   (TorchServe and the toolkit, the template's model environment) pinned to this machine's cores,
-   multi-record requests. Each transform instance type's throughput is scaled from it (RATES says
-   how, and which figure is not scaled from it), and its instance time priced.
+2. The model server's throughput is measured here as each CPU class AWS rents would run it
+   (cpu_classes.py: the real container, TorchServe and the toolkit with the template's model
+   environment, pinned to this machine's cores, its kernels capped to the class and checked with
+   ONEDNN_VERBOSE): one image at a time, and multi-record requests. Each CPU transform instance
+   type is priced at its hosts' class's rate (HOSTS; by host, the slower class; a class above this
+   CPU at the fastest class measured below it, a floor), scaled by its vCPUs; a GPU type's figure
+   is not scaled from a CPU's (GPU_RATES).
 3. The counts are priced with infra/prices.json (its region, date and sources); each
    job also pays its instances' start-up (transform_startup_seconds there). DynamoDB's writes
-   include the by-breed and by-problem indexes' (devstack/aws/meter.py).
+   include the by-breed, by-problem and review indexes' (devstack/aws/meter.py; the report says
+   their share).
 4. For each instance type: dollars per million images and the flood from which batch transform is
-   the cheaper, with one job per MaxImagesPerJob images; then the table of floods for the template's
-   instance type; a million images classified again; then what the stack costs a month while idle.
+   the cheaper, with one job per MaxImagesPerJob images; the cheapest CPU type, against the
+   template's TransformInstanceType; then the table of floods for the template's instance type; a
+   million images classified again; then what the stack costs a month while idle.
 
-Durations measured here are this machine's: the serverless endpoint's time per image is priced as
-this machine's time, and the instance rates are scaled from it; the report says which is which.
+The serverless endpoint's CPU is not documented: its time per image is priced as this machine's
+(its class, uncapped), and the report shows the range if its hosts were each class measured.
 """
 
 from __future__ import annotations
@@ -40,18 +45,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from networks import INT8, INT8_REDUCE_RANGE, CpuFlags, choose, read_cpu_flags
+import cpu_classes
+from networks import read_cpu_flags
 
 from infra.prices import job_cost, load_prices
 from infra.template import load_template, parameter_defaults
+from pipeline.logic.ingest import IMAGES_PER_REQUEST
+
+REPO = Path(__file__).resolve().parents[2]
 
 FLOODS = (100, 1_000, 10_000, 100_000, 1_000_000)
 MILLION = 1_000_000
-
-# int8 speed with AVX-512 VNNI over int8-reduce-range without it, on the same number of cores:
-# make benchmark's handler, 32 images per request, 109.6 img/s on a 2-core VNNI VM against 68.6 on
-# the 2-core AVX2 VM (two VMs of two sessions, 2026-11 and 2026-12-01; docs/performance.md).
-VNNI_SPEEDUP = 109.6 / 68.6
 
 
 @dataclass(frozen=True)
@@ -59,26 +63,28 @@ class Host:
     """What a transform instance type runs on (EC2's instance-type pages)."""
 
     vcpus: int
-    vnni: bool | None  # AVX-512 VNNI on every host (True), on none (False), or by host (None)
+    classes: tuple[str, ...] = ()  # the CPU classes of its hosts (cpu_classes.py); several: by host
     gpu: str = ""
 
 
-# ml.c6i/m6i are Ice Lake and ml.c7i/m7i Sapphire Rapids, always with VNNI; ml.c5/m5 land on
-# Skylake (no VNNI) or Cascade Lake (VNNI); ml.c4/m4 (Haswell, Broadwell) have AVX2 only;
-# ml.g4dn.xlarge is one NVIDIA T4 and 4 vCPUs of a Cascade Lake.
+# ml.c7i/m7i are Sapphire Rapids (AMX), ml.c6i/m6i Ice Lake (VNNI); ml.c5/m5 land on Skylake (no
+# VNNI) or Cascade Lake (VNNI); ml.c4/m4 (Haswell, Broadwell) have AVX2 only; ml.g4dn.xlarge is one
+# NVIDIA T4 and 4 vCPUs of a Cascade Lake.
 HOSTS = {
-    **{f"ml.{family}.xlarge": Host(4, vnni=True) for family in ("c6i", "m6i", "c7i", "m7i")},
-    **{f"ml.{family}.xlarge": Host(4, vnni=None) for family in ("c5", "m5")},
-    **{f"ml.{family}.xlarge": Host(4, vnni=False) for family in ("c4", "m4")},
-    "ml.g4dn.xlarge": Host(4, vnni=None, gpu="NVIDIA T4"),
+    **{f"ml.{family}.xlarge": Host(4, (cpu_classes.AMX.name,)) for family in ("c7i", "m7i")},
+    **{f"ml.{family}.xlarge": Host(4, (cpu_classes.VNNI.name,)) for family in ("c6i", "m6i")},
+    **{f"ml.{family}.xlarge": Host(4, (cpu_classes.VNNI.name, cpu_classes.AVX512.name)) for family in ("c5", "m5")},
+    **{f"ml.{family}.xlarge": Host(4, (cpu_classes.AVX2.name,)) for family in ("c4", "m4")},
+    "ml.g4dn.xlarge": Host(4, gpu="NVIDIA T4"),
 }
-# What MODEL_PRECISION=int8 serves on hosts with VNNI (True), without (False), or either (None).
-HOST_SERVES = {True: INT8.precision, False: INT8_REDUCE_RANGE.precision, None: "by host: int8 or int8-reduce-range"}
 # A GPU instance is bound by its CPUs' decoding, not by the GPU, so its rate is not scaled from a
 # CPU's: make benchmark on an H100 host (torch 2.11, 2026-11) served 600 img/s with DECODE_THREADS=4,
 # g4dn.xlarge's vCPUs, at 32-64 images per request in fp16, while the forward pass alone did over
 # 20,000. Not measured on a T4 nor through TorchServe (docs/performance.md).
 GPU_RATES = {"ml.g4dn.xlarge": 600.0}
+# The rates by CPU class recorded from a run of make cost (its date, machine and command inside):
+# tests check that the template's TransformInstanceType is the cheapest CPU type by them.
+RECORDED_RATES = REPO / "infra" / "cpu_class_rates.json"
 
 
 @dataclass(frozen=True)
@@ -109,17 +115,23 @@ class Usage:
     jobs: int
 
 
-def serves_here(cpu: CpuFlags) -> str:
-    """The network MODEL_PRECISION=int8 serves on a CPU with these flags, from an artifact of train.py."""
-    files = {network.file for network in (INT8, INT8_REDUCE_RANGE)}
-    return choose("int8", device="cpu", cpu=cpu, files=files).precision
+def class_rate(name: str, measured: dict[str, float]) -> tuple[float, str]:
+    """Images/s of CPU class `name` on the measured cores, and its basis: measured, or (a class this
+    CPU cannot stand for) the fastest measured class below it, whose every instruction its CPUs have:
+    a floor."""
+    if name in measured:
+        return measured[name], f"measured as {name}"
+    order = [cls.name for cls in cpu_classes.CLASSES]
+    below = [other for other in order[order.index(name) + 1 :] if other in measured]
+    if not below:
+        raise ValueError(f"no CPU class at or below {name} was measured: {sorted(measured)}")
+    return measured[below[0]], f"{name} not measured here: {below[0]}'s rate, a floor"
 
 
-def rates(measured_per_s: float, cpus: int, cpu: CpuFlags, instance_types: list[str]) -> list[Rate]:
-    """Each instance type's images/s: a GPU type's from GPU_RATES, a CPU type's scaled from what the
-    model server did here on `cpus` cores, by its vCPUs (one single-threaded TorchServe worker per
-    vCPU) and by VNNI_SPEEDUP where its hosts and this CPU differ in VNNI (by host: the slower)."""
-    here_vnni = cpu.safe(INT8) is None
+def rates(measured: dict[str, float], cpus: int, instance_types: list[str]) -> list[Rate]:
+    """Each instance type's images/s: a GPU type's from GPU_RATES; a CPU type's from what the model
+    server did here on `cpus` cores as its hosts' CPU class (`measured`: images/s by class), scaled
+    by its vCPUs (one single-threaded TorchServe worker per vCPU); by host, the slower class."""
     found = []
     for instance_type in instance_types:
         host = HOSTS[instance_type]
@@ -127,15 +139,27 @@ def rates(measured_per_s: float, cpus: int, cpu: CpuFlags, instance_types: list[
             basis = f"{host.gpu}: make benchmark's CPU-bound H100 figure at {host.vcpus} decode threads, not scaled"
             found.append(Rate(instance_type, GPU_RATES[instance_type], "fp16", basis))
             continue
-        vnni = bool(host.vnni)
-        speed = (VNNI_SPEEDUP if vnni else 1.0) / (VNNI_SPEEDUP if here_vnni else 1.0)
-        basis = f"scaled: {host.vcpus}/{cpus} vCPUs"
-        if speed != 1:
-            basis += f" x {speed:.2f} " + ("for VNNI" if speed > 1 else "without VNNI")
-        if host.vnni is None:
-            basis += " (the hosts without it)"
-        found.append(Rate(instance_type, measured_per_s * host.vcpus / cpus * speed, HOST_SERVES[host.vnni], basis))
+        rate, basis, name = min((*class_rate(name, measured), name) for name in host.classes)
+        by_host = f" (by host: the slower of {' or '.join(host.classes)})" if len(host.classes) > 1 else ""
+        serves = cpu_classes.expected_network(cpu_classes.BY_NAME[name])
+        found.append(
+            Rate(instance_type, rate * host.vcpus / cpus, serves, f"{basis}{by_host}, x {host.vcpus}/{cpus} vCPUs")
+        )
     return found
+
+
+def serverless_range(
+    usage: Usage, prices: dict[str, Any], rate: Rate, one_at_a_time: dict[str, float], here: str
+) -> dict[str, float]:
+    """Dollars per image in serverless mode if the endpoint's hosts were each measured CPU class: the
+    endpoint's time (measured here, as class `here`) scaled by the classes' one-at-a-time rates."""
+    costs = run_cost(usage, prices, rate)
+    endpoint_time = usage.endpoint_gb_seconds * prices["serverless_inference_per_gb_second"]
+    rest = sum(costs.values()) - endpoint_time
+    return {
+        name: (rest + endpoint_time * one_at_a_time[here] / per_s) / usage.images
+        for name, per_s in one_at_a_time.items()
+    }
 
 
 def run_cost(usage: Usage, prices: dict[str, Any], rate: Rate) -> dict[str, float]:
@@ -210,10 +234,11 @@ def breakeven_job_size(serverless_per_image: float, batch_per_image: float, per_
 # -- measuring on the local stack ------------------------------------------------------------------
 
 
-def measure(archive: Path, workdir: Path, photos: list[bytes], mode: str, gather_s: int) -> Usage:
+def measure(archive: Path, workdir: Path, photos: list[bytes], mode: str, gather_s: int) -> tuple[Usage, int]:
     """One run of the photos in a mode: "serverless" or "batch" (from their uploads), or "reclassify":
     the batch run, then `make reclassify` of every image, of which only the second pass is counted
-    (the command's Scan and requests included)."""
+    (the command's Scan and requests included). With the usage, the write units of it that were the
+    indexes' (included in the usage's)."""
     from devstack.aws.stack import Stack, StackOptions
 
     stack_mode = "batch" if mode == "reclassify" else mode
@@ -235,7 +260,7 @@ def measure(archive: Path, workdir: Path, photos: list[bytes], mode: str, gather
         time.sleep(2)  # let the last deletes and polls land
         counts = stack.meter.reset()
         after = _totals(stack)
-        return Usage(
+        usage = Usage(
             images=len(photos),
             s3_get=counts["s3:GET"],
             s3_put=counts["s3:PUT"],
@@ -244,6 +269,7 @@ def measure(archive: Path, workdir: Path, photos: list[bytes], mode: str, gather
             dynamodb_read_units=counts["dynamodb:RRU"],
             **{name: after[name] - before[name] for name in after},  # type: ignore[arg-type]
         )
+        return usage, counts["dynamodb:index_WRU"]
 
 
 def _totals(stack: Any) -> dict[str, float]:
@@ -287,17 +313,28 @@ def _reclassify_all(stack: Any, keys: list[str]) -> None:
     raise SystemExit("reclassify: not every image was answered again after 900 s")
 
 
-def measure_model_server(archive: Path, workdir: Path, photos: list[bytes], cpus: int, batch: int) -> float:
-    """Images/s of multi-record requests of `batch` images, 4 in flight, through the real model
-    server with the template's model environment, pinned to `cpus` cores: a transform instance's work."""
-    from serving_benchmark import Setting
-    from serving_benchmark import measure as measure_setting
+def measure_model_server(
+    archive: Path, workdir: Path, photos: list[bytes], cpus: int, batch: int
+) -> tuple[list[dict[str, Any]], float]:
+    """The real model server with the template's model environment, pinned to `cpus` cores: as each
+    CPU class this machine can stand for would run it (cpu_classes.measure), its images/s one at a
+    time (the endpoint's work) and in multi-record requests of `batch` images, 4 in flight (a
+    transform instance's); and, as this CPU, the images/s of one serverless invocation of
+    IMAGES_PER_REQUEST images, one in flight."""
+    from serving_benchmark import per_request
 
     from devstack.aws.container import unpack_model
 
     model_dir = unpack_model(archive, workdir / "model-server")
-    row = measure_setting(model_dir, photos[:64], Setting.of_template(), cpus, len(photos), 4, batch)
-    return float(row["batch"])
+    classes = cpu_classes.measure(model_dir, photos[:64], cpus, len(photos), batch)
+    (invocation,) = per_request(model_dir, photos[:64], cpus, len(photos), [IMAGES_PER_REQUEST])
+    return classes, float(invocation["images_per_s"])
+
+
+def recorded_rates() -> dict[str, Any]:
+    """RECORDED_RATES: images/s by CPU class in multi-record requests, on `cpus` cores, with where and when."""
+    recorded: dict[str, Any] = json.loads(RECORDED_RATES.read_text())
+    return recorded
 
 
 @dataclass(frozen=True)
@@ -359,8 +396,31 @@ def compare(
     return Comparison(endpoint, ranked, m, default_type, again)
 
 
+def auto_batch_backlog(parameters: dict[str, Any], prices: dict[str, Any], invocation_per_s: float) -> int:
+    """The backlog from which auto mode sends a Lambda batch to batch transform: the images the
+    serverless path classifies while a job gathers and starts (GatherWindowSeconds plus the
+    instances' start-up). An image further back than that is answered sooner by a job starting now;
+    one nearer, sooner and more cheaply by the endpoint. The serverless path's rate is
+    EndpointMaxConcurrency invocations at once, each at `invocation_per_s` (a request of
+    IMAGES_PER_REQUEST images)."""
+    delay_s = int(parameters["GatherWindowSeconds"]) + prices["transform_startup_seconds"]
+    return round(int(parameters["EndpointMaxConcurrency"]) * invocation_per_s * float(delay_s))
+
+
+def cheapest_cpu_type(comparison: Comparison) -> str:
+    """The CPU instance type with the lowest dollars per million images (GPU types left out: the
+    model container's image differs)."""
+    return next(name for name in comparison.batch if not HOSTS[name].gpu)
+
+
 def report(
-    comparison: Comparison, usages: dict[str, Usage], prices: dict[str, Any], measured: float, cpus: int
+    comparison: Comparison,
+    usages: dict[str, Usage],
+    prices: dict[str, Any],
+    classes: list[dict[str, Any]],
+    cpus: int,
+    index_write_units: dict[str, int],
+    invocation_per_s: float,
 ) -> None:
     cpu = read_cpu_flags()
     m, default_type = comparison.max_images_per_job, comparison.default_type
@@ -368,18 +428,29 @@ def report(
     where = "infra/prices.json"
     print(f"\nprices: {prices['region']}, recorded {prices['recorded']} ({where}); {prices['note']}")
     print(f"measured here ({cpu.model}, {cpus} cores, {cpu.summary}): {usages['serverless'].images} images a mode")
-    print(
-        f"the model server here (TorchServe, the template's model environment, {cpus} vCPUs, serving "
-        f"{serves_here(cpu)}): {measured:.1f} images/s in multi-record requests"
-    )
+    print(f"the model server here, {cpus} vCPUs, ", end="")
+    cpu_classes.report(classes)
+    measured = [row for row in classes if row["measured"]]
+    here = measured[0]["class"]
     print(f"\nper image, by service (dollars per 1,000 images; transform at {default_type}'s rate):")
     for mode, usage in usages.items():
         items = run_cost(usage, prices, default.rate)
         print(f"  {mode:<10} " + "  ".join(f"{k} {v / usage.images * 1000:.4f}" for k, v in items.items()))
-    print("  (the endpoint's time per image is this machine's: a serverless endpoint's vCPUs are not documented)")
+    for mode, usage in usages.items():
+        share = index_write_units[mode] / max(1, usage.dynamodb_write_units)
+        print(
+            f"  {mode}: {usage.dynamodb_write_units / usage.images:.1f} DynamoDB write units an image, "
+            f"{share:.0%} of them the indexes' (by breed, by problem, to review)"
+        )
 
     print(f"\nper million images (batch: jobs of MaxImagesPerJob {m:,} images):")
-    print(f"  serverless endpoint   ${comparison.serverless_per_image * MILLION:.2f}")
+    print(f"  serverless endpoint   ${comparison.serverless_per_image * MILLION:.2f} (its hosts as this CPU, {here})")
+    one = {row["class"]: row["one_at_a_time"] for row in measured}
+    spread = serverless_range(usages["serverless"], prices, default.rate, one, here)
+    print(
+        "  the endpoint's CPU is not documented: assumed this CPU's class; as each class measured: "
+        + ", ".join(f"{name} ${per_image * MILLION:.2f}" for name, per_image in spread.items())
+    )
     header = "batch on", "serves", "img/s", "start-up", "per million", "cheaper from", "img/s basis"
     print("  {:<15} {:<34} {:>5} {:>8} {:>11}  {:<15} {}".format(*header))
     for name, batch in comparison.batch.items():
@@ -409,6 +480,16 @@ def report(
             f"make reclassify of a million images already classified, by transform jobs on {default_type}: "
             f"${comparison.reclassify_per_million:.2f} (the command's Scan and requests included)"
         )
+    parameters = parameter_defaults(load_template())
+    backlog = auto_batch_backlog(parameters, prices, invocation_per_s)
+    print(
+        f"auto mode: batch transform from a backlog of {backlog:,} images, what the endpoint classifies while a job "
+        f"gathers and starts ({invocation_per_s:.1f} img/s an invocation of {IMAGES_PER_REQUEST} images here); "
+        f"the template's AutoBatchThreshold: {int(parameters['AutoBatchThreshold']):,}"
+    )
+    cheapest = cheapest_cpu_type(comparison)
+    agrees = "the same" if cheapest == default_type else f"not {default_type}: check the template's default"
+    print(f"the cheapest CPU instance type by this table: {cheapest} ({agrees})")
     idle = idle_cost(load_template(), prices)
     parts = ", ".join(f"{name} ${value:.2f}" for name, value in idle.items())
     print(f"\nidle, with no image: ${sum(idle.values()):.2f} a month ({parts}; {prices['idle_note']})")
@@ -433,19 +514,20 @@ def main(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="dogbreed-cost-") as tmp:
         workdir = Path(tmp)
         archive, photos = model_and_photos(args.model, workdir, args.images)
-        measured = measure_model_server(archive, workdir, photos, cpus, args.batch)
-        usages = {
+        classes, invocation_per_s = measure_model_server(archive, workdir, photos, cpus, args.batch)
+        runs = {
             mode: measure(archive, workdir, photos, mode, args.gather_seconds)
             for mode in ("serverless", "batch", "reclassify")
         }
+    usages = {mode: usage for mode, (usage, _) in runs.items()}
+    index_units = {mode: units for mode, (_, units) in runs.items()}
     prices = load_prices()
     priced = [name for name in prices["transform_instance_per_hour"] if name in HOSTS]
-    comparison = compare(
-        usages, prices, parameter_defaults(load_template()), rates(measured, cpus, read_cpu_flags(), priced)
-    )
-    report(comparison, usages, prices, measured, cpus)
+    measured = {row["class"]: row["batch"] for row in classes if row["measured"]}
+    comparison = compare(usages, prices, parameter_defaults(load_template()), rates(measured, cpus, priced))
+    report(comparison, usages, prices, classes, cpus, index_units, invocation_per_s)
     if args.json:
-        results = {"usage": usages, "measured_images_per_s": measured, "comparison": comparison}
+        results = {"usage": usages, "classes": classes, "invocation_per_s": invocation_per_s, "comparison": comparison}
         args.json.write_text(json.dumps(results, default=lambda o: asdict(o), indent=2))
     return 0
 

@@ -30,7 +30,11 @@ images (--batch-sizes), each request decoded, preprocessed, classified in one fo
 answered a line per image, with the default precision. Last, our handler as SageMaker serves it: in a
 model container (TorchServe and the toolkit under torch 2.6, devstack/aws/container.py) with the
 template's workers and threads, its start to first answer and its images/s one at a time, four in
-flight, and in 16-image requests (make serving-benchmark compares worker and thread settings).
+flight, and in 16-image requests (make serving-benchmark compares worker and thread settings); its
+images/s by images per request (--per-request: 1, 4, 8, 16, 32, one request in flight, as the ingest
+function sends a Lambda batch to the serverless endpoint); and the same three figures for each CPU
+class AWS rents that this CPU can stand for (AMX, AVX-512 VNNI, AVX-512, AVX2: cpu_classes.py caps
+the kernels' instruction set and checks with ONEDNN_VERBOSE which kernels ran).
 
 On a machine with a GPU (a GPU transform instance's work), after the same training: fp16 against
 fp32 on the held-out images; our handler's throughput (decode + preprocess + forward + answer) on
@@ -54,6 +58,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cpu_classes
 from benchmark_inputs import (
     CACHE,
     CLASSES,
@@ -432,18 +437,31 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             kind: round(medians[kind] / medians["baseline"], 2) for kind in (*KINDS[1:], IMPORT_TORCH)
         }
         results["peak_rss_mib"] = {kind: max(rss for _, rss in cold[kind]) for kind in KINDS}
-    results["torchserve"] = through_torchserve(model_dir, images, args.images)
+    results.update(through_torchserve(model_dir, images, args.images, args.per_request))
     report(results)
     return results
 
 
-def through_torchserve(model_dir: Path, images: list[bytes], count: int) -> dict[str, Any]:
+def through_torchserve(model_dir: Path, images: list[bytes], count: int, per_request: str) -> dict[str, Any]:
     """Our handler as SageMaker serves it: in a model container (TorchServe and the toolkit, torch 2.6)
-    with the template's settings, on every core of this machine (serving_benchmark.py measures others)."""
+    with the template's settings, on every core of this machine (serving_benchmark.py measures others):
+    as one setting, by images per request, and as each CPU class would run it (cpu_classes.py)."""
+    import shutil
+
     import serving_benchmark
 
     setting = serving_benchmark.Setting.of_template()
-    return serving_benchmark.measure(model_dir, images, setting, len(os.sched_getaffinity(0)), count, 4, 16)
+    cpus = len(os.sched_getaffinity(0))
+    served = serving_benchmark.serving_copy(model_dir)
+    try:
+        sizes = [int(size) for size in per_request.split(",")]
+        return {
+            "torchserve": serving_benchmark.measure(served, images, setting, cpus, count, 4, 16),
+            "per_request": serving_benchmark.per_request(served, images, cpus, count, sizes),
+            "cpu_classes": cpu_classes.measure(served, images, cpus, count, 16),
+        }
+    finally:
+        shutil.rmtree(served.parent, ignore_errors=True)
 
 
 def gpu_main(args: argparse.Namespace, model_dir: Path, held_out: list[bytes]) -> dict[str, Any]:
@@ -536,6 +554,14 @@ def report(results: dict[str, Any]) -> None:
         f"{served['one_at_a_time']:.1f} img/s ({served['latency_ms']:.0f} ms), 4 in flight {served['concurrent']:.1f} "
         f"img/s, 16-image requests {served['batch']:.1f} img/s"
     )
+    print("by images per request (JSON Lines records; 1: the image as it is), one request in flight:")
+    base = results["per_request"][0]
+    for row in results["per_request"]:
+        print(
+            f"{row['images_per_request']:>6} images/request {row['images_per_s']:>8.1f} img/s "
+            f"{row['request_ms']:>8.1f} ms/request {row['images_per_s'] / base['images_per_s']:>6.2f}x"
+        )
+    cpu_classes.report(results["cpu_classes"])
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -546,6 +572,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cold-starts", type=int, default=3)
     parser.add_argument("--batch-sizes", default="1,8,32", help="images per multi-record request, comma-separated")
     parser.add_argument("--gpu-batch-sizes", default="1,8,32,64", help="the same, on a GPU")
+    parser.add_argument("--per-request", default="1,4,8,16,32", help="images per request through TorchServe")
     parser.add_argument("--model", type=Path, help="a trained model directory (as train.py leaves it) to serve")
     parser.add_argument("--held-out", type=Path, help="with --model: a folder of JPEGs its training never saw")
     parser.add_argument("--classes", type=int, default=CLASSES, help="breeds of the model trained here")

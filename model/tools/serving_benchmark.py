@@ -88,15 +88,22 @@ def settings_for(cpus: int) -> list[Setting]:
 
 def serving_model(cache: Path) -> tuple[Path, list[bytes]]:
     """benchmark.py's trained model with this checkout's serving code, and photo-sized JPEGs."""
-    import train
     from benchmark_inputs import make_jpegs, train_model
 
     trained, _ = train_model(cache)
+    return serving_copy(trained), make_jpegs(64, (500, 375))
+
+
+def serving_copy(trained: Path) -> Path:
+    """A copy of a trained model directory with this checkout's serving code in its code/, as
+    train.py would write it now (remove its parent when done)."""
+    import train
+
     model_dir = Path(tempfile.mkdtemp(prefix="serving-benchmark-")) / "model"
     shutil.copytree(trained, model_dir)
-    for name in train.SERVING_MODULES:  # the artifact's code/ as train.py would write it now
+    for name in train.SERVING_MODULES:
         shutil.copy2(train._module_file(name), model_dir / "code" / f"{name}.py")
-    return model_dir, make_jpegs(64, (500, 375))
+    return model_dir
 
 
 def rate(send: Callable[[bytes], Any], bodies: list[bytes], images_per_body: int, clients: int) -> float:
@@ -107,13 +114,21 @@ def rate(send: Callable[[bytes], Any], bodies: list[bytes], images_per_body: int
 
 
 def measure(
-    model_dir: Path, jpegs: list[bytes], setting: Setting, cpus: int, images: int, clients: int, batch_size: int
+    model_dir: Path,
+    jpegs: list[bytes],
+    setting: Setting,
+    cpus: int,
+    images: int,
+    clients: int,
+    batch_size: int,
+    extra: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """One setting's figures (see the module's docstring), from a container pinned to `cpus` cores."""
+    """One setting's figures (see the module's docstring), from a container pinned to `cpus` cores,
+    `extra` added to the model's environment (cpu_classes.py: a CPU class's caps)."""
     import answers
     from devstack.aws.container import ModelContainer
 
-    environment = setting.environment()
+    environment = {**setting.environment(), **(extra or {})}
     log = Path(tempfile.mkdtemp(prefix="serving-benchmark-")) / "container.log"
     started = time.perf_counter()
     container = ModelContainer(model_dir, environment, log, cpus=cpus).start()
@@ -159,9 +174,20 @@ def measure(
     }
 
 
+def requests_of(bodies: list[bytes], size: int) -> list[tuple[bytes, str, str]]:
+    """(body, content type, accept) of requests carrying `size` images each, as the ingest function
+    sends them: 1, the image as it is; more, JSON Lines records."""
+    import answers
+
+    if size == 1:
+        return [(body, "image/jpeg", "application/json") for body in bodies]
+    records = [answers.dumps_record(f"incoming/{n}.jpg", body) for n, body in enumerate(bodies)]
+    return [(b"\n".join(records[n : n + size]), answers.JSON_LINES, answers.JSON_LINES)
+            for n in range(0, len(records), size)]  # fmt: skip
+
+
 def per_request(model_dir: Path, jpegs: list[bytes], cpus: int, images: int, sizes: list[int]) -> list[dict[str, Any]]:
     """The template's setting: images/s and median request time for requests of each size, one in flight."""
-    import answers
     from devstack.aws.container import ModelContainer
 
     log = Path(tempfile.mkdtemp(prefix="serving-benchmark-")) / "container.log"
@@ -169,13 +195,7 @@ def per_request(model_dir: Path, jpegs: list[bytes], cpus: int, images: int, siz
     rows = []
     try:
         for size in sizes:
-            bodies = [jpegs[n % len(jpegs)] for n in range(images)]
-            if size == 1:
-                requests = [(body, "image/jpeg", "application/json") for body in bodies]
-            else:
-                records = [answers.dumps_record(f"incoming/{n}.jpg", body) for n, body in enumerate(bodies)]
-                requests = [(b"\n".join(records[n : n + size]), answers.JSON_LINES, answers.JSON_LINES)
-                            for n in range(0, len(records), size)]  # fmt: skip
+            requests = requests_of([jpegs[n % len(jpegs)] for n in range(images)], size)
             container.invoke(*requests[0])  # warm
             times = []
             started = time.perf_counter()

@@ -677,7 +677,9 @@ def test_without_a_model_artifact_jobs_use_the_named_model() -> None:
 GPU_FAMILIES = {"g4dn", "g5", "g6", "g6e", "p3"}
 LEFT_OUT = {"p2": "K80 GPUs: no CUDA 12 kernels", "inf2": "Neuron chips", "trn1": "Neuron chips"}
 # Families whose every host has AVX-512 VNNI (Ice Lake and Sapphire Rapids): they serve the int8 network.
-VNNI_FAMILIES = {name.split(".")[1] for name, host in HOSTS.items() if host.vnni is True}
+VNNI_FAMILIES = {
+    name.split(".")[1] for name, host in HOSTS.items() if host.classes and set(host.classes) <= {"AMX", "AVX-512 VNNI"}
+}
 
 
 def family(instance_type: str) -> str:

@@ -7,22 +7,24 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
-from networks import CpuFlags
 
 from devstack.aws.meter import RequestMeter, index_hash_keys
 from devstack.workloads.cost import (
     FLOODS,
     HOSTS,
     MILLION,
-    VNNI_SPEEDUP,
     Rate,
     Usage,
+    auto_batch_backlog,
+    cheapest_cpu_type,
     compare,
     crossover,
     flood_cost,
     idle_cost,
     rates,
+    recorded_rates,
     run_cost,
+    serverless_range,
 )
 from infra.prices import job_cost, load_prices
 from infra.template import load_template, parameter_defaults
@@ -120,8 +122,7 @@ def test_the_crossover_agrees_with_the_table_for_the_templates_defaults() -> Non
                        lambda_gb_seconds=0.7, transform_records=300, jobs=1),
     }  # fmt: skip
     priced = [name for name in prices["transform_instance_per_hour"] if name in HOSTS]
-    avx2 = CpuFlags(frozenset({"avx2"}), "a test")
-    comparison = compare(runs, prices, parameters, rates(50.0, 2, avx2, priced))
+    comparison = compare(runs, prices, parameters, rates({"AVX2": 50.0}, 2, priced))
     m = int(parameters["MaxImagesPerJob"])
     assert comparison.max_images_per_job == m and comparison.default_type == parameters["TransformInstanceType"]
     for name, batch in comparison.batch.items():
@@ -141,22 +142,47 @@ def test_the_crossover_agrees_with_the_table_for_the_templates_defaults() -> Non
     assert list(comparison.batch) == sorted(comparison.batch, key=lambda t: comparison.batch[t].per_million)
 
 
-def test_instance_rates_scale_the_measured_one_by_vcpus_and_vnni() -> None:
-    types = ["ml.c6i.xlarge", "ml.c5.xlarge", "ml.c4.xlarge", "ml.g4dn.xlarge"]
-    avx2 = {r.instance_type: r for r in rates(50.0, 2, CpuFlags(frozenset({"avx2"}), "a test"), types)}
-    assert avx2["ml.c6i.xlarge"].images_per_s == pytest.approx(50 * 4 / 2 * VNNI_SPEEDUP)
-    assert avx2["ml.c6i.xlarge"].serves == "int8"
-    assert avx2["ml.c5.xlarge"].images_per_s == pytest.approx(100.0)  # by host: priced as the hosts without VNNI
-    assert avx2["ml.c4.xlarge"].images_per_s == pytest.approx(100.0)
-    assert avx2["ml.c4.xlarge"].serves == "int8-reduce-range"
-    assert avx2["ml.g4dn.xlarge"].serves == "fp16" and "not scaled" in avx2["ml.g4dn.xlarge"].basis
-    vnni = {
-        r.instance_type: r for r in rates(80.0, 2, CpuFlags(frozenset({"avx2", "avx512f", "avx512_vnni"}), "t"), types)
-    }
-    assert vnni["ml.c6i.xlarge"].images_per_s == pytest.approx(160.0)
-    assert vnni["ml.c5.xlarge"].images_per_s == pytest.approx(160.0 / VNNI_SPEEDUP)
-    assert vnni["ml.g4dn.xlarge"].images_per_s == avx2["ml.g4dn.xlarge"].images_per_s
-    assert all("scaled" in r.basis for r in vnni.values())
+def test_instance_rates_are_their_hosts_class_scaled_by_vcpus() -> None:
+    types = ["ml.c7i.xlarge", "ml.c6i.xlarge", "ml.c5.xlarge", "ml.c4.xlarge", "ml.g4dn.xlarge"]
+    measured = {"AVX-512 VNNI": 150.0, "AVX-512": 80.0, "AVX2": 70.0}  # on 2 cores
+    found = {r.instance_type: r for r in rates(measured, 2, types)}
+    assert found["ml.c6i.xlarge"].images_per_s == pytest.approx(300.0)
+    c6i = found["ml.c6i.xlarge"]
+    assert (c6i.serves, c6i.basis) == ("int8", "measured as AVX-512 VNNI, x 4/2 vCPUs")
+    # by host: the slower of Cascade Lake (VNNI) and Skylake (AVX-512)
+    assert found["ml.c5.xlarge"].images_per_s == pytest.approx(160.0) and "by host" in found["ml.c5.xlarge"].basis
+    assert found["ml.c5.xlarge"].serves == "int8-reduce-range"
+    assert (found["ml.c4.xlarge"].images_per_s, found["ml.c4.xlarge"].serves) == (140.0, "int8-reduce-range")
+    # AMX not measured here: the fastest class below it, said to be a floor
+    assert found["ml.c7i.xlarge"].images_per_s == pytest.approx(300.0) and "a floor" in found["ml.c7i.xlarge"].basis
+    assert found["ml.g4dn.xlarge"].serves == "fp16" and "not scaled" in found["ml.g4dn.xlarge"].basis
+    c7i = {r.instance_type: r for r in rates({**measured, "AMX": 400.0}, 2, types)}["ml.c7i.xlarge"]
+    assert c7i.images_per_s == pytest.approx(800.0) and "floor" not in c7i.basis
+    only_avx2 = {r.instance_type: r for r in rates({"AVX2": 70.0}, 2, types)}  # an AVX2 machine stands for no other
+    assert {r.images_per_s for name, r in only_avx2.items() if name != "ml.g4dn.xlarge"} == {140.0}
+    with pytest.raises(ValueError, match="no CPU class at or below AVX2"):
+        rates({"AMX": 400.0}, 2, ["ml.c4.xlarge"])
+
+
+def test_the_serverless_range_scales_only_the_endpoints_time() -> None:
+    run = usage(endpoint_gb_seconds=100.0, sqs_requests=1_000_000)
+    spread = serverless_range(run, PRICES, M5, {"fast": 100.0, "slow": 50.0}, "fast")
+    endpoint = 100.0 * PRICES["serverless_inference_per_gb_second"]
+    assert spread["fast"] == pytest.approx(sum(run_cost(run, PRICES, M5).values()) / 1000)
+    assert spread["slow"] - spread["fast"] == pytest.approx(endpoint / 1000)  # twice the time, the rest unchanged
+
+
+def test_the_templates_instance_type_is_the_cheapest_cpu_type_by_the_recorded_rates() -> None:
+    """The default TransformInstanceType follows from make cost's table: the recorded rates by CPU
+    class (infra/cpu_class_rates.json) and infra/prices.json, at the template's defaults."""
+    recorded = recorded_rates()
+    assert recorded["recorded"] and recorded["machine"] and recorded["command"]
+    prices = load_prices()
+    priced = [name for name in prices["transform_instance_per_hour"] if name in HOSTS]
+    found = rates(recorded["batch_images_per_s"], recorded["cpus"], priced)
+    runs = {"serverless": usage(endpoint_gb_seconds=50.0), "batch": usage(transform_records=1000)}
+    comparison = compare(runs, prices, parameter_defaults(load_template()), found)
+    assert cheapest_cpu_type(comparison) == parameter_defaults(load_template())["TransformInstanceType"]
 
 
 def test_the_price_table_says_where_and_when_and_prices_a_vnni_and_a_gpu_type() -> None:
@@ -165,7 +191,7 @@ def test_the_price_table_says_where_and_when_and_prices_a_vnni_and_a_gpu_type() 
     assert set(PRICES) <= set(prices)
     default = parameter_defaults(load_template())["TransformInstanceType"]
     priced = prices["transform_instance_per_hour"]
-    assert default in priced and HOSTS[default].vnni is True
+    assert default in priced and HOSTS[default].classes == ("AVX-512 VNNI",)
     assert "ml.g4dn.xlarge" in priced and HOSTS["ml.g4dn.xlarge"].gpu
     assert set(priced) <= set(HOSTS)  # every priced type says what it runs on
 
@@ -204,7 +230,7 @@ def test_classifying_again_is_priced_as_the_batch_path_with_its_own_counts() -> 
     batch = usage(300, s3_get=330, s3_put=6, sqs_requests=1000, dynamodb_write_units=1500, lambda_requests=8,
                   lambda_gb_seconds=0.7, transform_records=300, jobs=1)  # fmt: skip
     priced = [name for name in prices["transform_instance_per_hour"] if name in HOSTS]
-    found = rates(50.0, 2, CpuFlags(frozenset({"avx2"}), "a test"), priced)
+    found = rates({"AVX2": 50.0}, 2, priced)
     without = compare({"serverless": batch, "batch": batch}, prices, parameters, found)
     assert without.reclassify_per_million is None
     again = compare({"serverless": batch, "batch": batch, "reclassify": batch}, prices, parameters, found)
@@ -214,3 +240,14 @@ def test_classifying_again_is_priced_as_the_batch_path_with_its_own_counts() -> 
     dearer = compare({"serverless": batch, "batch": batch, "reclassify": more}, prices, parameters, found)
     extra = 1500 / 300 * MILLION * prices["dynamodb_per_million_write_units"] / 1e6
     assert dearer.reclassify_per_million == pytest.approx(again.reclassify_per_million + extra)
+
+
+def test_auto_modes_threshold_is_the_backlog_the_endpoint_clears_while_a_job_starts() -> None:
+    """AutoBatchThreshold follows from the recorded rate of a serverless invocation, EndpointMaxConcurrency
+    and a job's gather window and start-up, at the template's defaults (within a quarter: a round number)."""
+    parameters = parameter_defaults(load_template())
+    recorded = recorded_rates()["serverless_invocation_images_per_s"]
+    backlog = auto_batch_backlog(parameters, load_prices(), recorded)
+    assert 0.8 <= int(parameters["AutoBatchThreshold"]) / backlog <= 1.25, backlog
+    # the arithmetic: 5 invocations at once, 420 s of gathering (120) and start-up (300)
+    assert auto_batch_backlog({"EndpointMaxConcurrency": 5, "GatherWindowSeconds": 120}, PRICES, 10.0) == 21_000
