@@ -50,7 +50,8 @@ def test_demo_gives_every_upload_an_outcome_in_both_modes() -> None:
     threshold = float(queue.split(",")[0])
     listed = [line for line in queue.splitlines()[3:] if line.startswith("incoming/")]
     assert {line[:36].strip() for line in listed} >= {row[:36].strip() for row in unsure}
-    assert all(float(line[66:72]) < float(line[74:79]) == threshold for line in listed), listed  # conf., thr.
+    # conf. and thr. as shown, to 2 decimals: an answer just under the threshold shows as equal to it
+    assert all(float(line[66:72]) <= float(line[74:79]) == threshold for line in listed), listed
     # every classified image says which network and weights answered: the one this CPU gets
     served = served_here().precision
     model = re.compile(rf"(?<![\w-]){re.escape(served)}@[0-9a-f]{{8}}(?![0-9a-f])")

@@ -63,6 +63,7 @@ def references(names: LocalNames, parameters: dict[str, Any] | None = None) -> d
             "ImagesBucket.Arn": f"arn:aws:s3:::{names.bucket}",
             "PredictionsTable": names.table,
             "PredictionsTable.Arn": arn("dynamodb", f"table/{names.table}"),
+            "ImageQueue": queue_url(names.queue),
             "ImageQueue.Arn": arn("sqs", names.queue),
             "ImageDeadLetterQueue.Arn": arn("sqs", names.dead_letter_queue),
             "JobQueue": queue_url(names.job_queue),

@@ -2,8 +2,9 @@
 
 1. generate a small labelled image set and train a model on it with model/training/train.py (seconds);
 2. start the local stack (devstack.aws.stack) with that model.tar.gz and the template's defaults but two
-   (InferenceMode auto: a Lambda batch of AutoBatchThreshold images or more goes to batch transform;
-   the demo lowers AutoBatchThreshold to 50 and GatherWindowSeconds to 5 s, see PARAMETERS);
+   (InferenceMode auto: a backlog of AutoBatchThreshold images or more, a Lambda batch and the uploads
+   behind it, goes to batch transform; the demo lowers AutoBatchThreshold to 50 and GatherWindowSeconds
+   to 5 s, see PARAMETERS);
 3. a trickle: upload a mixed set as a user would (a few bad files, names with spaces and unicode, and
    mixes of every breed at once, which the model is unsure of); the event source mapping hands them to
    the ingest function in a small batch: serverless endpoint;

@@ -6,7 +6,9 @@
     make soak SOAK_ARGS="--full-scale --faults fail-job"        # MaxImagesPerJob images, as slow as AWS
     make soak SOAK_ARGS="--full-scale --faults lose-job-event"
 
-Trains a small model, starts the local stack with the template's defaults, and uploads photos from
+Trains a small model, starts the local stack with the template's defaults (but AutoBatchThreshold:
+LOCAL_AUTO_BATCH_THRESHOLD, so that a flood of thousands takes both paths here, as one of hundreds of
+thousands does on AWS; --parameter sets any), and uploads photos from
 several threads while a fault schedule runs, cycling through the faults of FAULTS (each at least
 once, every --fault-every seconds while uploads last: 120 by default, so each kind recurs every 10
 minutes, longer than any function's timeout). Then it waits until every image has a final
@@ -74,6 +76,9 @@ FAULTS = (
 DEFAULT_FAULTS = FAULTS[:6]  # the last two are the full-scale scenarios'
 SWEEP_EVERY_S = 60.0  # locally: the sweep's schedule (10 minutes on AWS)
 LATE_JOB_S = 300  # locally: LateJobSeconds (600 on AWS), at least the collector's timeout
+# locally: AutoBatchThreshold (180,000 on AWS: a backlog the endpoint clears while a job starts), the
+# threshold of the template before it counted the backlog, so the soak's flood still takes both paths
+LOCAL_AUTO_BATCH_THRESHOLD = 100
 AWS_ASYNC_RETRY_DELAYS_S = (60.0, 120.0)
 
 
@@ -217,7 +222,11 @@ def run(args: argparse.Namespace, progress: Callable[[int, int], None] | None = 
             service: FaultProxy(f"http://127.0.0.1:{moto_port}", LATENCY_S[service] if args.as_aws else 0.0).start()
             for service in ("dynamodb", "s3", "sqs")
         }
-        parameters = {"InferenceMode": args.mode, "LateJobSeconds": str(LATE_JOB_S)}
+        parameters = {
+            "InferenceMode": args.mode,
+            "LateJobSeconds": str(LATE_JOB_S),
+            "AutoBatchThreshold": str(LOCAL_AUTO_BATCH_THRESHOLD),
+        }
         options = StackOptions(
             model_archive=model.archive,
             workdir=Path(tmp) / "stack",

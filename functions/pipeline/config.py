@@ -61,6 +61,7 @@ class IngestSettings:
     endpoint_name: str
     job_queue_url: str
     rules: IngestRules
+    upload_queue_url: str  # its backlog routes in auto mode
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> IngestSettings:
@@ -76,7 +77,13 @@ class IngestSettings:
             model_name=env.text("MODEL_NAME"),
             max_receive_count=env.number("MAX_RECEIVE_COUNT"),
         )
-        return cls(env.text("TABLE_NAME"), env.text("ENDPOINT_NAME"), env.text("JOB_QUEUE_URL"), rules)
+        return cls(
+            env.text("TABLE_NAME"),
+            env.text("ENDPOINT_NAME"),
+            env.text("JOB_QUEUE_URL"),
+            rules,
+            env.text("UPLOAD_QUEUE_URL"),
+        )
 
 
 @dataclass(frozen=True)

@@ -32,11 +32,18 @@ def test_the_pipeline_benchmark_reports_both_modes_beside_the_raw_figures(model_
         [*command, "--json", str(out)], cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-    raw, transform, serverless, batch = json.loads(out.read_text())
+    raw, raw_grouped, transform, serverless, batch = json.loads(out.read_text())
     assert raw["mode"].startswith("raw endpoint") and raw["images"] == 12
+    assert raw_grouped["mode"].endswith("16/call)") and raw_grouped["images"] == 12
     assert transform["mode"].startswith("raw transform job") and (transform["images"], transform["jobs"]) == (12, 1)
     assert (serverless["modes"], serverless["statuses"], serverless["jobs"]) == (["serverless"], ["CLASSIFIED"], 0)
     assert (batch["modes"], batch["statuses"]) == (["batch"], ["CLASSIFIED"])
-    for row in (raw, transform, serverless, batch):
+    for row in (raw, raw_grouped, transform, serverless, batch):
         assert row["images_per_s"] > 0 and row["p50_ms"] <= row["p95_ms"]
     assert "vs raw" in result.stdout
+    # where the time went: the functions that ran, the endpoint's requests, moto's answers by service
+    stages = serverless["stages"]
+    assert stages["functions"]["IngestFunction"]["invocations"] >= 1 and stages["endpoint"]["requests"] >= 1
+    assert {"s3", "dynamodb"} <= set(stages["moto_s"]) and "polls" in stages["moto_s"]
+    assert batch["stages"]["functions"]["BuildJobsFunction"]["invocations"] >= 1
+    assert f"{serverless['mode']} of " in result.stdout

@@ -99,7 +99,7 @@ def test_batch_mode_end_to_end(start_stack: StartStack, dataset: Path) -> None:
 
 
 def test_a_flood_goes_to_batch_transform_and_a_trickle_to_the_endpoint(start_stack: StartStack, dataset: Path) -> None:
-    """Auto mode routes by batch size: the event source mapping gathers a burst into one batch."""
+    """Auto mode routes by the backlog: a burst is a backlog over the threshold, a trickle is not."""
     stack = start_stack(AutoBatchThreshold="8", BatchingWindowSeconds="3")
     trickle = dict(list(photos(dataset).items())[:3])
     trickle.update(phone_photo(trickle))  # 25 MB: downsized for the endpoint, not sent to wait for a job
@@ -109,6 +109,18 @@ def test_a_flood_goes_to_batch_transform_and_a_trickle_to_the_endpoint(start_sta
     burst = {f"incoming/burst/{n}.jpg": images.jpeg(color=(n * 20, 90, 40)) for n in range(10)}
     found = outcomes(stack, upload(stack, burst))
     assert {found[key]["mode"] for key in burst} == {"batch"} and len(found) == len(burst)
+
+
+def test_auto_mode_reads_the_backlog_behind_a_small_batch(start_stack: StartStack) -> None:
+    """Batches of 2 can only reach a threshold of 8 with the uploads waiting behind them in the queue
+    (GetQueueAttributes on the local SQS): the batches of a burst that have enough behind them go to
+    batch transform, the last, with little behind them, to the endpoint, and every image has its outcome."""
+    stack = start_stack(AutoBatchThreshold="8", BatchSize="2", BatchingWindowSeconds="1")
+    burst = {f"incoming/backlog/{n}.jpg": images.jpeg(color=(n * 12, 40, 90)) for n in range(16)}
+    found = outcomes(stack, upload(stack, burst))
+    modes = [found[key]["mode"] for key in burst]
+    assert len(found) == len(burst) and {found[key]["status"] for key in burst} == {"CLASSIFIED"}
+    assert "batch" in modes and "serverless" in modes, modes  # a batch of 2 went to jobs: the backlog counted
 
 
 def test_duplicates_call_the_model_once(start_stack: StartStack, dataset: Path) -> None:

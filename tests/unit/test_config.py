@@ -16,7 +16,7 @@ from pipeline.logic.outcomes import Mode
 def test_the_ingest_settings_are_the_template_defaults() -> None:
     settings = IngestSettings.from_env(function_environment("IngestFunction"))
     assert settings.rules.routing.mode is Mode.AUTO
-    assert settings.rules.routing.auto_batch_threshold == 100  # BatchSize's default: full batches only
+    assert settings.rules.routing.auto_batch_threshold == 180_000  # a backlog: see test_cost.py
     # an image's base64 record, with a key of up to 1,024 characters, fits in one 6 MB request
     assert settings.rules.routing.batch_max_bytes == 4_494_000
     assert answers.record_size(4_494_000, "k" * 1024) <= 6_000_000

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import re
+import threading
+import time
 import tracemalloc
 from dataclasses import dataclass, field, replace
 
@@ -32,6 +34,21 @@ MAX_RECEIVES = 5
 
 
 @dataclass
+class FakeBacklog:
+    """The upload queue's backlog: a number, or a failure to read it."""
+
+    count: int = 0
+    error: Exception | None = None
+    reads: int = 0
+
+    def waiting(self) -> int:
+        self.reads += 1
+        if self.error:
+            raise self.error
+        return self.count
+
+
+@dataclass
 class World:
     """An Ingest with its fakes, and helpers to upload as S3 would notify."""
 
@@ -42,6 +59,8 @@ class World:
     endpoint: FakeEndpoint = field(default_factory=FakeEndpoint)
     queue: MemoryJobQueue = field(default_factory=MemoryJobQueue)
     batch_max_bytes: int = 4_000_000
+    backlog: FakeBacklog | None = None
+    read_ahead: int = ingest_logic.READ_AHEAD
 
     @property
     def ingest(self) -> Ingest:
@@ -53,7 +72,9 @@ class World:
             model_name="dogbreed-resnet18",
             max_receive_count=MAX_RECEIVES,
         )
-        return Ingest(rules, self.objects, self.store, self.endpoint, self.queue, clock=self.clock)
+        return Ingest(
+            rules, self.objects, self.store, self.endpoint, self.queue, self.clock, self.backlog, self.read_ahead
+        )
 
     def shards(self) -> list[tuple[QueuedShard, list[tuple[str, bytes]]]]:
         """Each queued shard, with the records its file holds."""
@@ -117,6 +138,26 @@ def test_the_images_of_a_batch_share_one_request_and_each_gets_its_own_answer(wo
     rejected = world.outcome(bad)
     assert rejected is not None and (rejected.status, rejected.error_code) == (Status.REJECTED, "InvalidImage")
     assert result.failed_message_ids == set() and len(result.outcomes) == 6
+
+
+def test_a_requests_answers_are_recorded_in_one_write(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    refs = [world.upload(f"incoming/{n}.jpg", images.jpeg(color=(n * 20, 90, 30))) for n in range(4)]
+    calls: list[int] = []
+    write = world.store.write
+    monkeypatch.setattr(world.store, "write", lambda changes, now: calls.append(len(changes)) or write(changes, now))
+    world.run(*refs)
+    assert calls == [4]  # the store makes them at once (DynamoDB: concurrent conditional puts)
+
+
+def test_a_failed_write_of_a_requests_answers_is_made_again_an_image_at_a_time(world: World) -> None:
+    """The store fails on the second answer of the group's write: the first was written, so each is
+    written again alone; the first is refused as done, the others go through, nothing goes back."""
+    refs = [world.upload(f"incoming/{n}.jpg", images.jpeg(color=(n * 20, 90, 30))) for n in range(3)]
+    world.store.fail_next(None, None, TransientError("DynamoDB throttled"))  # get_many, 1st answer, 2nd answer
+    result = world.run(*refs)
+    assert result.failed_message_ids == set() and world.endpoint.calls == [answers.JSON_LINES]
+    assert {world.outcome(ref).status for ref in refs} == {Status.CLASSIFIED}  # type: ignore[union-attr]
+    assert (len(result.outcomes), result.duplicates) == (2, 1)  # the first, written before the failure
 
 
 def test_a_lone_image_is_sent_as_it_is(world: World) -> None:
@@ -384,6 +425,31 @@ def test_images_of_two_buckets_make_two_shards(batch: World) -> None:
     assert sorted(shard.uri.bucket for shard, _ in batch.shards()) == sorted([BUCKET, "another-bucket"])
 
 
+def test_auto_mode_sends_a_small_batch_with_a_backlog_behind_it_to_batch_transform(clock: Clock) -> None:
+    auto = World(Mode.AUTO, clock, backlog=FakeBacklog(count=1))
+    small = [auto.upload(f"incoming/{i}.jpg", images.jpeg(color=(i, 0, 0))) for i in range(2)]
+    auto.run(*small)  # 2 in the batch + 1 waiting: the threshold, 3
+    assert all(auto.outcome(r) is None for r in small) and len(auto.queue.messages) == 1
+    assert auto.backlog is not None and auto.backlog.reads == 1
+
+
+def test_a_backlog_that_cannot_be_read_leaves_the_batch_to_decide_with_a_warning(
+    clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    auto = World(Mode.AUTO, clock, backlog=FakeBacklog(count=100, error=TransientError("throttled")))
+    small = [auto.upload(f"incoming/{i}.jpg", images.jpeg(color=(i, 0, 0))) for i in range(2)]
+    auto.run(*small)
+    assert {auto.outcome(r).mode for r in small} == {Mode.SERVERLESS}  # type: ignore[union-attr]
+    assert "backlog unknown" in caplog.text
+
+
+def test_only_auto_mode_reads_the_backlog(clock: Clock) -> None:
+    for mode in (Mode.SERVERLESS, Mode.BATCH):
+        world = World(mode, clock, backlog=FakeBacklog(count=10**6))
+        world.run(world.upload(f"incoming/{mode.value}.jpg", images.jpeg()))
+        assert world.backlog is not None and world.backlog.reads == 0
+
+
 def test_auto_mode_routes_by_batch_size(clock: Clock) -> None:
     auto = World(Mode.AUTO, clock)
     small = [auto.upload(f"incoming/{i}.jpg", images.jpeg(color=(i, 0, 0))) for i in range(2)]
@@ -452,12 +518,52 @@ class SlowReads(MemoryObjects):
         return super().read(bucket, key, etag, first_bytes=first_bytes)
 
 
+class CountedReads(MemoryObjects):
+    """Reads that take a little wall time, counting how many are in flight at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.in_flight = self.most = 0
+        self.order: list[str] = []
+        self._lock = threading.Lock()
+
+    def read(self, bucket: str, key: str, etag: str, *, first_bytes: int | None = None) -> ObjectData:
+        with self._lock:
+            self.in_flight += 1
+            self.most = max(self.most, self.in_flight)
+            self.order.append(key)
+        time.sleep(0.02)
+        with self._lock:
+            self.in_flight -= 1
+        return super().read(bucket, key, etag, first_bytes=first_bytes)
+
+
+def test_the_images_for_the_endpoint_are_read_ahead_within_a_count_and_bytes(clock: Clock) -> None:
+    world = World(Mode.SERVERLESS, clock, objects=CountedReads())
+    small = [world.upload(f"incoming/{n:02}.jpg", images.jpeg(color=(n, 9, 9))) for n in range(20)]
+    deleted = small[5]
+    del world.objects.objects[BUCKET, deleted.key]
+    result = world.run(*small)
+    assert isinstance(world.objects, CountedReads) and 1 < world.objects.most <= ingest_logic.READ_AHEAD
+    assert world.objects.order == [ref.key for ref in small]  # started in the batch's order
+    assert world.outcome(deleted).error_code == "ObjectDeleted"  # type: ignore[union-attr]  # its own outcome
+    assert {world.outcome(ref).status for ref in small if ref is not deleted} == {Status.CLASSIFIED}  # type: ignore[union-attr]
+    assert result.failed_message_ids == set()
+    # large photos: as many at once as READ_AHEAD_BYTES holds (their events' sizes), at least one
+    world = World(Mode.SERVERLESS, clock, objects=CountedReads())
+    big = [replace(world.upload(f"incoming/big{n}.jpg", images.jpeg()), size=12_000_000) for n in range(6)]
+    world.run(*big)
+    assert isinstance(world.objects, CountedReads)
+    assert world.objects.most == ingest_logic.READ_AHEAD_BYTES // 12_000_000
+
+
 @pytest.mark.parametrize("mode", [Mode.BATCH, Mode.SERVERLESS])
 def test_past_its_deadline_a_batch_records_what_it_did_and_hands_the_rest_back(clock: Clock, mode: Mode) -> None:
     """Lambda kills a function at its timeout: before that, the shard in hand is queued (batch
     mode) and the images not started go back to the queue, so a slow batch never loses its work
     nor repeats it forever. Those delivered most often go first."""
-    world = World(mode, clock, objects=SlowReads(clock, seconds=10))
+    # the fake clock moves as each read ends: reads one after another (no read-ahead) keep it in step
+    world = World(mode, clock, objects=SlowReads(clock, seconds=10), read_ahead=1)
     refs = [world.upload(f"incoming/{n}.jpg", images.jpeg(color=(n, 0, 0))) for n in range(10)]
     refs[7] = replace(refs[7], receive_count=3)  # handed back twice before
     deadline = Deadline.of_invocation(clock(), remaining_ms=120_000)  # work stops at 90 s: 9 reads of 10 s

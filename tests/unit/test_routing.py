@@ -31,6 +31,15 @@ def test_auto_sends_a_batch_at_the_threshold_to_batch_transform() -> None:
     assert policy(Mode.AUTO, threshold=3).route(three) == ([], three)
 
 
+def test_auto_counts_the_backlog_behind_a_batch() -> None:
+    """A small batch with a backlog behind it of the threshold or more goes to batch transform; the
+    backlog does not move the other modes."""
+    assert policy(Mode.AUTO, threshold=100).route(SMALL, waiting=97) == (SMALL, [])
+    assert policy(Mode.AUTO, threshold=100).route(SMALL, waiting=98) == ([], SMALL)
+    assert policy(Mode.SERVERLESS, threshold=100).route(SMALL, waiting=10**6) == (SMALL, [])
+    assert policy(Mode.BATCH, threshold=100).route(SMALL, waiting=0) == ([], SMALL)
+
+
 def test_size_does_not_route_an_image_too_large_for_the_endpoint() -> None:
     # An image over the endpoint's limit is downsized for it (downsize.py), not sent to wait for a job.
     assert policy(Mode.AUTO, threshold=3).route([*SMALL, BIG]) == ([], [*SMALL, BIG])

@@ -1,4 +1,4 @@
-"""SQS: the job queue between the ingest function and the job builder."""
+"""SQS: the job queue between the ingest function and the job builder, and the upload queue's backlog."""
 
 from __future__ import annotations
 
@@ -57,3 +57,18 @@ class SqsJobQueue:
             ]
             with aws_call("shortening the wait of shards"):
                 self.client.change_message_visibility_batch(QueueUrl=self.queue_url, Entries=entries)
+
+
+class SqsBacklog:
+    """The upload queue's messages waiting (received ones are not counted), one image each."""
+
+    def __init__(self, client: SQSClient, queue_url: str) -> None:
+        self.client = client
+        self.queue_url = queue_url
+
+    def waiting(self) -> int:
+        with aws_call("reading the upload queue's backlog"):
+            attributes = self.client.get_queue_attributes(
+                QueueUrl=self.queue_url, AttributeNames=["ApproximateNumberOfMessages"]
+            ).get("Attributes", {})
+        return int(attributes.get("ApproximateNumberOfMessages", 0))

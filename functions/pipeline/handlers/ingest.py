@@ -17,7 +17,7 @@ from pipeline.adapters.clients import client
 from pipeline.adapters.dynamodb import DynamoPredictions
 from pipeline.adapters.s3 import S3Objects
 from pipeline.adapters.sagemaker import ServerlessEndpoint
-from pipeline.adapters.sqs import SqsJobQueue
+from pipeline.adapters.sqs import SqsBacklog, SqsJobQueue
 from pipeline.config import IngestSettings
 from pipeline.handlers.observe import emit_outcome_metrics
 from pipeline.logic.deadline import Deadline
@@ -41,6 +41,7 @@ def build_ingest() -> Ingest:
         store=DynamoPredictions(client("dynamodb"), settings.table_name),
         endpoint=ServerlessEndpoint(client("sagemaker-runtime"), settings.endpoint_name),
         queue=SqsJobQueue(client("sqs"), settings.job_queue_url),
+        backlog=SqsBacklog(client("sqs"), settings.upload_queue_url),
     )
 
 

@@ -1,14 +1,18 @@
-"""Classify a batch of uploaded images: skip duplicates, reject bad input, then either call the
-serverless endpoint per image or pack the images into shards for batch transform and queue them
-for the job builder (build.py), which gathers many shards into few large jobs."""
+"""Classify a batch of uploaded images: skip duplicates, reject bad input, then either send them to
+the serverless endpoint, several a request, or pack them into shards for batch transform and queue
+them for the job builder (build.py), which gathers many shards into few large jobs."""
 
 from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Generator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from functools import partial
 
 from aws_lambda_powertools import Logger
 
@@ -20,7 +24,7 @@ from pipeline.logic.images import CONVERTED_FORMATS, HEADER_BYTES, inspect_image
 from pipeline.logic.jobs import QueuedShard, ref_json_size, shard_uri
 from pipeline.logic.lifecycle import Change, Event, State, decide, state_of
 from pipeline.logic.outcomes import ImageRef, Mode, Outcome, Status, read_model_answer
-from pipeline.logic.ports import Endpoint, JobQueue, ObjectStore, PredictionStore
+from pipeline.logic.ports import Backlog, Endpoint, JobQueue, ObjectData, ObjectStore, PredictionStore
 from pipeline.logic.routing import RoutingPolicy
 
 logger = Logger(child=True)
@@ -29,6 +33,10 @@ _CONTENT_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png"}
 # A shard is held in memory while it is packed, and its message must fit SQS's 256 KB.
 SHARD_MAX_BYTES = 64_000_000
 SHARD_MESSAGE_MAX_BYTES = 200_000
+# Objects read ahead of the one being checked, and their bytes at most (by their events' sizes): the
+# reads of a request's images overlap (S3 answers in tens of milliseconds), within the function's memory.
+READ_AHEAD = 8
+READ_AHEAD_BYTES = 32_000_000
 # Images a serverless request carries at most (JSON Lines records, as a transform job's): the request's
 # overhead paid once for them (docs/performance.md), its 60 s well clear (tests/unit/test_limits.py).
 IMAGES_PER_REQUEST = 16
@@ -63,6 +71,8 @@ class Ingest:
         endpoint: Endpoint,
         queue: JobQueue,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        backlog: Backlog | None = None,
+        read_ahead: int = READ_AHEAD,
     ) -> None:
         self.rules = rules
         self.objects = objects
@@ -70,6 +80,8 @@ class Ingest:
         self.endpoint = endpoint
         self.queue = queue
         self.clock = clock
+        self.backlog = backlog  # read in auto mode only; None: the batch alone decides
+        self.read_ahead = read_ahead  # objects read at once (1: each when it is needed)
 
     def run(self, images: list[ImageRef], deadline: Deadline | None = None) -> IngestResult:
         """Past the deadline the images not yet started go back to the queue (their messages are
@@ -78,28 +90,64 @@ class Ingest:
         result = IngestResult()
         fresh = self._without_duplicates(images, result)
         fresh.sort(key=lambda ref: -ref.receive_count)
-        serverless, batch = self.rules.routing.route(fresh)
+        waiting = self._waiting() if fresh and self.rules.routing.mode is Mode.AUTO else 0
+        serverless, batch = self.rules.routing.route(fresh, waiting)
         deadline = deadline or Deadline.never()
         group, limit = _Request(), self.rules.routing.max_bytes(Mode.SERVERLESS)
-        for number, ref in enumerate(serverless):
-            if number and deadline.passed(self.clock()):
-                self._send(group, result)
-                self._hand_back(serverless[number:] + batch, result)
-                return result
-            read = self._read_for_endpoint(ref, result)
-            if read is None:
-                continue
-            if answers.record_size(len(read[0]), ref.key) > limit:  # too large as a record: alone, as it is
-                self._send_one(ref, *read, result)
-                continue
-            if not group.fits(ref, read[0], limit):
-                self._send(group, result)
-                group = _Request()
-            group.add(ref, *read)
+        with closing(self._read_ahead(serverless)) as reads:
+            for number, (ref, fetched) in enumerate(reads):
+                if number and deadline.passed(self.clock()):
+                    self._send(group, result)
+                    self._hand_back(serverless[number:] + batch, result)
+                    return result
+                read = self._read_for_endpoint(ref, result, fetched)
+                if read is None:
+                    continue
+                if answers.record_size(len(read[0]), ref.key) > limit:  # too large as a record: alone, as it is
+                    self._send_one(ref, *read, result)
+                    continue
+                if not group.fits(ref, read[0], limit):
+                    self._send(group, result)
+                    group = _Request()
+                group.add(ref, *read)
         self._send(group, result)
         if batch:
             self._queue_for_jobs(batch, result, deadline)
         return result
+
+    def _read_ahead(self, refs: list[ImageRef]) -> Generator[tuple[ImageRef, Callable[[], ObjectData]], None, None]:
+        """Each image, in order, with a call that returns its object (or raises what reading it
+        raised), while the next ones are read: READ_AHEAD at a time and READ_AHEAD_BYTES at most (by
+        their events' sizes), so the reads of a request's images overlap each other and the request
+        before them. Closed early (out of time), the reads not started are dropped."""
+        if self.read_ahead <= 1:
+            yield from ((ref, partial(self._fetch, ref)) for ref in refs)
+            return
+        pool = ThreadPoolExecutor(self.read_ahead, thread_name_prefix="read-ahead")
+        todo, reading = deque(refs), deque[tuple[ImageRef, Future[ObjectData]]]()
+        try:
+            while todo or reading:
+                while todo and (not reading or self._may_read_ahead(todo[0], [ref for ref, _ in reading])):
+                    ref = todo.popleft()
+                    reading.append((ref, pool.submit(self._fetch, ref)))
+                ref, future = reading.popleft()
+                yield ref, future.result
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    def _may_read_ahead(self, ref: ImageRef, reading: list[ImageRef]) -> bool:
+        return len(reading) < self.read_ahead and sum(map(_read_size, [*reading, ref])) <= READ_AHEAD_BYTES
+
+    def _waiting(self) -> int:
+        """The upload queue's backlog; where it cannot be read, 0 (the batch alone decides, as on a
+        quiet queue: the endpoint, the cheaper mode), with a warning."""
+        if self.backlog is None:
+            return 0
+        try:
+            return self.backlog.waiting()
+        except TransientError as exc:
+            logger.warning("upload queue backlog unknown: routed by the batch alone", error=str(exc))
+            return 0
 
     def _hand_back(self, images: list[ImageRef], result: IngestResult) -> None:
         result.failed_message_ids.update(ref.message_id for ref in images)
@@ -131,11 +179,13 @@ class Ingest:
             Status.PENDING, Mode.SERVERLESS, endpoint_name=self.endpoint.name, model_name=self.rules.model_name
         )
 
-    def _read_for_endpoint(self, ref: ImageRef, result: IngestResult) -> tuple[bytes, str] | None:
+    def _read_for_endpoint(
+        self, ref: ImageRef, result: IngestResult, fetched: Callable[[], ObjectData]
+    ) -> tuple[bytes, str] | None:
         """The image as the endpoint gets it, or None where it is done with (rejected, overwritten) or
         comes again (transient)."""
         try:
-            return self.read_checked(ref, Mode.SERVERLESS)
+            return self.read_checked(ref, Mode.SERVERLESS, fetched)
         except RejectedImage as exc:
             self._answered(
                 ref, replace(self._base(), status=Status.REJECTED, reason=exc.reason, error_code=exc.code), result
@@ -169,6 +219,7 @@ class Ingest:
             return
         per_image_ms = round((time.perf_counter() - started) * 1000 / len(refs), 1)
         found, broken = answers.loads_lines(body)
+        answered: list[tuple[ImageRef, Outcome]] = []
         for ref in refs:
             answer = found.get(ref.key)
             if isinstance(answer, answers.Prediction):
@@ -179,7 +230,22 @@ class Ingest:
                 fault = TransientError(f"the endpoint's answer has no line for the image ({'; '.join(broken[:2])})")
                 self._transient_failure([ref], fault, result, self._base())
                 continue
-            self._answered(ref, outcome, result)
+            answered.append((ref, outcome))
+        self._answered_all(answered, result)
+
+    def _answered_all(self, answered: list[tuple[ImageRef, Outcome]], result: IngestResult) -> None:
+        """A request's answers in one write (the store makes its conditional writes at once). If it
+        fails, each is written again on its own, so that a failure sends back only its image's
+        message; a write that had gone through is then refused as done, and only logged."""
+        changes = [Change(ref, Event.ANSWERED, outcome) for ref, outcome in answered]
+        try:
+            written = self.store.write(changes, self.clock())
+        except TransientError:
+            for ref, outcome in answered:
+                self._answered(ref, outcome, result)
+            return
+        for (ref, outcome), ok in zip(answered, written, strict=True):
+            self._noted(ref, outcome, ok, result)
 
     def _send_one(self, ref: ImageRef, data: bytes, info_format: str, result: IngestResult) -> None:
         base = self._base()
@@ -203,14 +269,15 @@ class Ingest:
         except TransientError as exc:
             self._transient_failure([ref], exc, result, self._base())
 
-    def read_checked(self, ref: ImageRef, mode: Mode) -> tuple[bytes, str]:
+    def read_checked(
+        self, ref: ImageRef, mode: Mode, fetched: Callable[[], ObjectData] | None = None
+    ) -> tuple[bytes, str]:
         """The image's bytes and format after the header checks, within the mode's request limit: an
         image over it, or in a phone's format the model does not read (HEIF, AVIF), is sent as a small
         JPEG (downsize.py). An object over LARGEST_IMAGE_BYTES is judged, and rejected, by its header
-        alone."""
+        alone. `fetched`: its object already being read (_read_ahead); else it is read here."""
         routing = self.rules.routing
-        whole = ref.size <= LARGEST_IMAGE_BYTES
-        obj = self.objects.read(ref.bucket, ref.key, ref.etag, first_bytes=None if whole else HEADER_BYTES)
+        obj = fetched() if fetched else self._fetch(ref)
         header = obj.data[:HEADER_BYTES]
         info = inspect_image(header, obj.total_size, max_bytes=LARGEST_IMAGE_BYTES, max_pixels=routing.max_image_pixels)
         limit = routing.max_bytes(mode)
@@ -228,6 +295,11 @@ class Ingest:
             downsized_size=f"{small.size[0]}x{small.size[1]}",
         )
         return small.data, "JPEG"
+
+    def _fetch(self, ref: ImageRef) -> ObjectData:
+        """The object, whole, or its header where it is over LARGEST_IMAGE_BYTES."""
+        whole = ref.size <= LARGEST_IMAGE_BYTES
+        return self.objects.read(ref.bucket, ref.key, ref.etag, first_bytes=None if whole else HEADER_BYTES)
 
     # -- batch transform --------------------------------------------------------------------
 
@@ -322,6 +394,10 @@ class Ingest:
 
     def _record(self, ref: ImageRef, event: Event, outcome: Outcome, result: IngestResult) -> bool:
         [written] = self.store.write([Change(ref, event, outcome)], self.clock())
+        return self._noted(ref, outcome, written, result)
+
+    def _noted(self, ref: ImageRef, outcome: Outcome, written: bool, result: IngestResult) -> bool:
+        """Count and log a write's result."""
         if written and outcome.status is not Status.PENDING:
             result.outcomes.append(outcome)
         if not written:
@@ -330,6 +406,11 @@ class Ingest:
         log = logger.warning if outcome.status in (Status.REJECTED, Status.FAILED) else logger.info
         log("image outcome", image_id=ref.image_id, status=outcome.status, reason=outcome.reason, written=written)
         return written
+
+
+def _read_size(ref: ImageRef) -> int:
+    """The bytes reading the image holds (Ingest._fetch)."""
+    return ref.size if ref.size <= LARGEST_IMAGE_BYTES else HEADER_BYTES
 
 
 @dataclass

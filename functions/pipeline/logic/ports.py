@@ -164,3 +164,9 @@ class JobQueue(Protocol):
     def send_many(self, bodies: Sequence[str]) -> None:
         """Put the messages on the queue, ten to a call and several calls at once."""
         ...
+
+
+class Backlog(Protocol):
+    def waiting(self) -> int:
+        """Images waiting in the upload queue, as SQS counts them (approximately)."""
+        ...

@@ -1,4 +1,4 @@
-"""Where an image goes: the serverless endpoint (one request per image) or a batch transform job."""
+"""Where an image goes: the serverless endpoint or a batch transform job."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ SERVERLESS_MAX_BYTES = 4_000_000
 @dataclass(frozen=True)
 class RoutingPolicy:
     mode: Mode
-    auto_batch_threshold: int  # in auto mode, a Lambda batch of this many images goes to batch transform
+    auto_batch_threshold: int  # in auto mode, from this many images waiting (the batch's included) to batch transform
     batch_max_bytes: int  # the largest image a transform job takes (its MaxPayloadInMB)
     max_image_pixels: int  # images declaring more pixels are decompression bombs
     serverless_max_bytes: int = SERVERLESS_MAX_BYTES
@@ -21,10 +21,14 @@ class RoutingPolicy:
     def max_bytes(self, mode: Mode) -> int:
         return self.serverless_max_bytes if mode is Mode.SERVERLESS else self.batch_max_bytes
 
-    def route(self, images: list[ImageRef]) -> tuple[list[ImageRef], list[ImageRef]]:
-        """Split images into (serverless, batch) by the mode. In auto mode a batch of at least the
-        threshold goes to batch transform. Size does not route: an image over a mode's limit is
-        downsized for it (downsize.py)."""
-        if self.mode is Mode.SERVERLESS or (self.mode is Mode.AUTO and len(images) < self.auto_batch_threshold):
+    def route(self, images: list[ImageRef], waiting: int = 0) -> tuple[list[ImageRef], list[ImageRef]]:
+        """Split images into (serverless, batch) by the mode. In auto mode a Lambda batch goes to
+        batch transform when it and the `waiting` images behind it in the upload queue are at least
+        the threshold: a backlog larger than the endpoint classifies while a job starts
+        (docs/architecture.md, "Which mode for what"). Size does not route: an image over a mode's
+        limit is downsized for it (downsize.py)."""
+        if self.mode is Mode.SERVERLESS:
+            return images, []
+        if self.mode is Mode.AUTO and len(images) + waiting < self.auto_batch_threshold:
             return images, []
         return [], images
