@@ -52,8 +52,6 @@ from infra.prices import job_cost, load_prices
 from infra.template import load_template, parameter_defaults
 from pipeline.logic.ingest import IMAGES_PER_REQUEST
 
-REPO = Path(__file__).resolve().parents[2]
-
 FLOODS = (100, 1_000, 10_000, 100_000, 1_000_000)
 MILLION = 1_000_000
 
@@ -82,9 +80,6 @@ HOSTS = {
 # g4dn.xlarge's vCPUs, at 32-64 images per request in fp16, while the forward pass alone did over
 # 20,000. Not measured on a T4 nor through TorchServe (docs/performance.md).
 GPU_RATES = {"ml.g4dn.xlarge": 600.0}
-# The rates by CPU class recorded from a run of make cost (its date, machine and command inside):
-# tests check that the template's TransformInstanceType is the cheapest CPU type by them.
-RECORDED_RATES = REPO / "infra" / "cpu_class_rates.json"
 
 
 @dataclass(frozen=True)
@@ -329,12 +324,6 @@ def measure_model_server(
     classes = cpu_classes.measure(model_dir, photos[:64], cpus, len(photos), batch)
     (invocation,) = per_request(model_dir, photos[:64], cpus, len(photos), [IMAGES_PER_REQUEST])
     return classes, float(invocation["images_per_s"])
-
-
-def recorded_rates() -> dict[str, Any]:
-    """RECORDED_RATES: images/s by CPU class in multi-record requests, on `cpus` cores, with where and when."""
-    recorded: dict[str, Any] = json.loads(RECORDED_RATES.read_text())
-    return recorded
 
 
 @dataclass(frozen=True)

@@ -154,9 +154,9 @@ def busy(stack: Stack) -> dict[str, float]:
 
 
 def stages(stack: Stack, before: dict[str, float], images: int, uploaded_s: float) -> dict[str, Any]:
-    """Where a run's time went: the upload, the batching window, each function (its invocations,
-    billed seconds and images per invocation), the endpoint (requests, images per request, seconds
-    serving), the transform instances, and the seconds moto took to answer DynamoDB, S3 and SQS."""
+    """Where a run's time went: the upload, the batching window, each function that ran (its
+    invocations and billed seconds), the endpoint (requests, images per request, seconds serving),
+    the transform instances, and the seconds moto took to answer each service, the polls apart."""
     assert stack.meter is not None
     after = busy(stack)
     done = {name: after[name] - before.get(name, 0) for name in after}

@@ -22,11 +22,10 @@ from devstack.workloads.cost import (
     flood_cost,
     idle_cost,
     rates,
-    recorded_rates,
     run_cost,
     serverless_range,
 )
-from infra.prices import job_cost, load_prices
+from infra.prices import job_cost, load_cpu_class_rates, load_prices
 from infra.template import load_template, parameter_defaults
 
 PRICES = {
@@ -175,7 +174,7 @@ def test_the_serverless_range_scales_only_the_endpoints_time() -> None:
 def test_the_templates_instance_type_is_the_cheapest_cpu_type_by_the_recorded_rates() -> None:
     """The default TransformInstanceType follows from make cost's table: the recorded rates by CPU
     class (infra/cpu_class_rates.json) and infra/prices.json, at the template's defaults."""
-    recorded = recorded_rates()
+    recorded = load_cpu_class_rates()
     assert recorded["recorded"] and recorded["machine"] and recorded["command"]
     prices = load_prices()
     priced = [name for name in prices["transform_instance_per_hour"] if name in HOSTS]
@@ -246,7 +245,7 @@ def test_auto_modes_threshold_is_the_backlog_the_endpoint_clears_while_a_job_sta
     """AutoBatchThreshold follows from the recorded rate of a serverless invocation, EndpointMaxConcurrency
     and a job's gather window and start-up, at the template's defaults (within a quarter: a round number)."""
     parameters = parameter_defaults(load_template())
-    recorded = recorded_rates()["serverless_invocation_images_per_s"]
+    recorded = load_cpu_class_rates()["serverless_invocation_images_per_s"]
     backlog = auto_batch_backlog(parameters, load_prices(), recorded)
     assert 0.8 <= int(parameters["AutoBatchThreshold"]) / backlog <= 1.25, backlog
     # the arithmetic: 5 invocations at once, 420 s of gathering (120) and start-up (300)
